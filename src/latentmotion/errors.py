@@ -1,0 +1,41 @@
+"""Errors that mean "the user asked for something that cannot be done".
+
+The CLI prints these as one line and exits with code 2; anything else is a bug
+and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class LatentMotionError(Exception):
+    """Base class of every user-facing error of latentmotion."""
+
+
+class UnknownNameError(LatentMotionError, KeyError):
+    """A model, layer, preset or mode name that does not exist."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str], hint: str = "") -> None:
+        choices = list(choices)
+        close = difflib.get_close_matches(name, choices, n=5, cutoff=0.4)
+        msg = f"unknown {kind} {name!r}"
+        if close:
+            msg += f"; did you mean {', '.join(repr(c) for c in close)}?"
+        elif choices and len(choices) <= 12:
+            msg += f"; choose one of {', '.join(repr(c) for c in choices)}"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class WeightsUnavailableError(LatentMotionError):
+    """Trained weights were asked for but are not on this machine."""
+
+
+class InputError(LatentMotionError, ValueError):
+    """A tensor, image, video or parameter that is malformed."""

@@ -1,0 +1,79 @@
+"""Error measures of the paper: NRMSE (Eq. 13) and its PSNR mapping (Eq. 14)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import InputError
+
+#: PSNR range of HEVC's motion-compensated prediction quoted by the paper ([20], Table III).
+HEVC_PSNR_RANGE_DB = (27.0, 41.0)
+
+
+def nrmse(pred: torch.Tensor, actual: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised RMSE per sample (Eq. 13).
+
+    ``sqrt(mean over valid elements of (pred - actual)^2) / R`` with
+    ``R = max - min`` of the whole actual tensor of that sample (all channels,
+    mask ignored), as in the original code.
+
+    Args:
+        pred, actual: (N, ...) tensors of one shape; dim 0 is the sample.
+        mask: bool tensor broadcastable to them; ``True`` = counted.
+
+    Returns:
+        (N,) float64. NaN where a sample has no valid element; inf where R = 0
+        and the error is non-zero.
+
+    Example:
+        >>> nrmse(torch.tensor([[0.0, 2.0]]), torch.tensor([[0.0, 4.0]]))
+        tensor([0.3536], dtype=torch.float64)
+    """
+    if pred.shape != actual.shape:
+        raise InputError(f"pred and actual differ in shape: {tuple(pred.shape)} vs {tuple(actual.shape)}")
+    n = pred.shape[0]
+    dims = tuple(range(1, pred.dim()))
+    sq = (pred - actual).square()
+    if mask is None:
+        total = sq.sum(dims, dtype=torch.float64)
+        cnt = torch.full((n,), sq[0].numel(), dtype=torch.float64, device=sq.device)
+    else:
+        mask = mask.to(torch.bool)
+        total = torch.where(mask, sq, torch.zeros((), dtype=sq.dtype, device=sq.device)).sum(dims, dtype=torch.float64)
+        if mask.dim() == pred.dim() and mask.shape[0] == n:  # broadcast over the other dims: count once
+            cnt = mask.sum(dims).to(torch.float64) * (pred[0].numel() // mask[0].numel())
+        else:
+            cnt = torch.broadcast_to(mask, pred.shape).sum(dims).to(torch.float64)
+    mse = total / cnt
+    flat = actual.reshape(n, -1)
+    rng = (flat.amax(1) - flat.amin(1)).to(torch.float64)
+    return torch.sqrt(mse) / rng
+
+
+def psnr(pred: torch.Tensor, actual: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Peak signal-to-noise ratio per sample with peak = dynamic range R: ``-20 log10(NRMSE)``."""
+    return -20 * torch.log10(nrmse(pred, actual, mask))
+
+
+def nrmse_from_psnr(psnr_db: float | torch.Tensor) -> float | torch.Tensor:
+    """Eq. 14: ``NRMSE = sqrt(255^2 / 10^(PSNR/10)) / 256`` (27 dB -> 0.0445, 41 dB -> 0.0089)."""
+    if isinstance(psnr_db, torch.Tensor):
+        return torch.sqrt(255.0**2 / 10 ** (psnr_db / 10)) / 256
+    return math.sqrt(255.0**2 / 10 ** (psnr_db / 10)) / 256
+
+
+def psnr_from_nrmse(value: float | torch.Tensor) -> float | torch.Tensor:
+    """Inverse of Eq. 14: ``PSNR = 10 log10(255^2 / (256 NRMSE)^2)``."""
+    if isinstance(value, torch.Tensor):
+        return 10 * torch.log10(255.0**2 / (256 * value) ** 2)
+    if value <= 0:
+        raise InputError(f"NRMSE must be positive, got {value}")
+    return 10 * math.log10(255.0**2 / (256 * value) ** 2)
+
+
+def hevc_band() -> tuple[float, float]:
+    """NRMSE band (low, high) typical of video-coding motion models, from Eq. 14."""
+    lo_db, hi_db = HEVC_PSNR_RANGE_DB
+    return (float(nrmse_from_psnr(hi_db)), float(nrmse_from_psnr(lo_db)))

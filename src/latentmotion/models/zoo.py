@@ -95,7 +95,8 @@ def _torchvision_entry(name: str) -> _Entry:
                 f"ImageNet weights for {name} are not on this machine: expected {filename()} in "
                 f"{checkpoint_dir()} (set TORCH_HOME to use another cache). Copy the file there, "
                 f"pass weights=PATH to a state_dict file, or ask for weights='random' "
-                f"(seeded random initialisation, clearly labelled)."
+                f"(seeded random initialisation, clearly labelled).",
+                missing=str(path),
             )
         # torchvision's own loader: it finds the cached file and never downloads.
         return weights_enum().get_state_dict(progress=False, check_hash=False)

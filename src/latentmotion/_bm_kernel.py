@@ -1,0 +1,96 @@
+"""Fused CPU kernel of exhaustive block matching (numba).
+
+Per displacement: squared differences summed over channels, then box sums by
+separable prefix sums (down the columns, then along each row), all in one
+cache-resident pass. Prefix sums are exact where it matters: adding exact
+zeros leaves a prefix unchanged, so a window of zero differences costs exactly
+0 (no running-sum residue), and integer inputs are summed exactly.
+Compiled with fastmath for the channel reduction: inputs are checked finite
+and ``big`` is the dtype's largest finite value, so no NaN or inf ever occurs,
+and adding exact zeros stays exact under reassociation. Threads take one dy each; their per-dy winners are merged in (dy, dx) order so
+that ties resolve exactly as a serial row-major scan would.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _one_dy(ref, cur, block, radius, dy, best, best_dx, big):
+    h, w, c = cur.shape  # channel-last: the channel sum is a contiguous reduction
+    b = block // 2
+    hv = h - block + 1
+    wv = w - block + 1
+    zero = big - big  # typed zero (best is still uninitialised here)
+    d = np.zeros(w, dtype=best.dtype)
+    col = np.zeros((h + 1, w), dtype=best.dtype)  # column prefix sums
+    row = np.zeros(w + 1, dtype=best.dtype)
+    for i in range(hv):
+        for j in range(wv):
+            best[i, j] = big
+            best_dx[i, j] = 0
+    # rows of the current frame whose centre's reference block fits
+    i_lo = max(0, b + dy - b)
+    i_hi = min(hv, h - b + dy - b)
+    for dx in range(-radius, radius + 1):
+        j_lo = max(0, dx)
+        j_hi = min(wv, w - block + 1 + dx)
+        if i_lo >= i_hi or j_lo >= j_hi:
+            continue
+        x0 = max(0, dx)
+        x1 = min(w, w + dx)
+        for y in range(h):
+            ys = y - dy
+            for x in range(w):
+                d[x] = zero
+            if 0 <= ys < h and c == 1:
+                for x in range(x0, x1):
+                    t = cur[y, x, 0] - ref[ys, x - dx, 0]
+                    d[x] = t * t
+            elif 0 <= ys < h:
+                for x in range(x0, x1):
+                    acc = zero
+                    for ch in range(c):
+                        t = cur[y, x, ch] - ref[ys, x - dx, ch]
+                        acc += t * t
+                    d[x] = acc
+            for x in range(w):
+                col[y + 1, x] = col[y, x] + d[x]
+        for i in range(i_lo, i_hi):
+            row[0] = zero
+            for x in range(w):
+                row[x + 1] = row[x] + (col[i + block, x] - col[i, x])
+            for j in range(j_lo, j_hi):
+                s = row[j + block] - row[j]
+                if s < best[i, j]:
+                    best[i, j] = s
+                    best_dx[i, j] = dx
+
+
+@numba.njit(cache=True, parallel=True)
+def match(ref, cur, block, radius, big):
+    """Best (dx, dy) and cost for every pixel whose block fits: (hv, wv) arrays each.
+
+    ``ref`` and ``cur`` are channel-last (H, W, C), finite.
+    """
+    h, w, c = cur.shape
+    hv = h - block + 1
+    wv = w - block + 1
+    n = 2 * radius + 1
+    costs = np.empty((n, hv, wv), dtype=ref.dtype)
+    dxs = np.zeros((n, hv, wv), dtype=np.int64)
+    for k in numba.prange(n):
+        _one_dy(ref, cur, block, radius, k - radius, costs[k], dxs[k], big)
+    best = costs[0].copy()
+    bdx = dxs[0].copy()
+    bdy = np.full((hv, wv), -radius, dtype=np.int64)
+    for k in range(1, n):  # merge in dy order: strict < keeps the earlier dy on ties
+        for i in range(hv):
+            for j in range(wv):
+                if costs[k, i, j] < best[i, j]:
+                    best[i, j] = costs[k, i, j]
+                    bdx[i, j] = dxs[k, i, j]
+                    bdy[i, j] = k - radius
+    return bdx, bdy, best

@@ -1,0 +1,18 @@
+"""Motion-compensated predictive codec for sequences of feature tensors.
+
+Example:
+    >>> import torch
+    >>> from latentmotion.codec import Encoder, encode_sequence, decode_stream
+    >>> xs = [torch.randn(8, 12, 12) for _ in range(3)]
+    >>> enc = Encoder((8, 12, 12), step=0.1, mode="block")
+    >>> stream = encode_sequence(xs, enc)
+    >>> _, out = decode_stream(stream)
+    >>> all(torch.equal(a, b) for a, b in zip(out, enc.reconstructions))
+    True
+"""
+
+from .bitstream import BitstreamError, Header
+from .core import Decoder, Encoder, FrameStats, decode_stream, encode_sequence, iter_decode
+from .prediction import MODE_NAMES, MODES
+
+__all__ = ["BitstreamError", "Decoder", "Encoder", "FrameStats", "Header", "MODES", "MODE_NAMES", "decode_stream", "encode_sequence", "iter_decode"]

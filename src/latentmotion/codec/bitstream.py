@@ -1,0 +1,202 @@
+"""Container format: a versioned header and self-delimiting, checksummed frames.
+
+Layout (all integers little-endian)::
+
+    header:  magic "LMFC" | u8 version | str model | str layer | u16 C, H, W
+             | u8 dtype (0: float32) | f32 step | u8 motion mode | u8 block
+             | u8 search | u8 subpel | u16 intra period | f32 fps | u32 crc32
+    frame:   u32 payload length | u32 crc32(payload) | payload
+    str:     u16 length | utf-8 bytes (length <= 256)
+
+Every size read from a stream is bounded before anything is allocated, and
+every failure (truncation, bad magic, checksum, out-of-range value) raises
+:class:`BitstreamError`.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+from ..errors import LatentMotionError
+
+MAGIC = b"LMFC"
+VERSION = 1
+MAX_STR = 256
+MAX_ELEMENTS = 1 << 24  # C * H * W of one tensor
+MAX_SIDE = 4096
+
+
+class BitstreamError(LatentMotionError):
+    """A stream that is truncated, corrupted or not a latentmotion feature stream."""
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def u8(self, v: int) -> None:
+        self.parts.append(struct.pack("<B", v))
+
+    def u16(self, v: int) -> None:
+        self.parts.append(struct.pack("<H", v))
+
+    def u32(self, v: int) -> None:
+        self.parts.append(struct.pack("<I", v))
+
+    def i32(self, v: int) -> None:
+        self.parts.append(struct.pack("<i", v))
+
+    def f32(self, v: float) -> None:
+        self.parts.append(struct.pack("<f", v))
+
+    def raw(self, b: bytes) -> None:
+        self.parts.append(b)
+
+    def blob(self, b: bytes) -> None:
+        self.u32(len(b))
+        self.parts.append(b)
+
+    def text(self, s: str) -> None:
+        b = s.encode()
+        if len(b) > MAX_STR:
+            raise ValueError(f"string too long for the header: {s!r}")
+        self.u16(len(b))
+        self.parts.append(b)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class Reader:
+    """Bounds-checked reads; every problem is a :class:`BitstreamError`."""
+
+    def __init__(self, data: bytes, pos: int = 0, end: int | None = None) -> None:
+        self.data = memoryview(data)
+        self.pos = pos
+        self.end = len(data) if end is None else end
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > self.end:
+            raise BitstreamError(f"truncated stream: needed {n} bytes at offset {self.pos}, {self.end - self.pos} left")
+        b = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return b
+
+    def _unpack(self, fmt: str, n: int):
+        return struct.unpack(fmt, self.take(n))[0]
+
+    def u8(self) -> int:
+        return self._unpack("<B", 1)
+
+    def u16(self) -> int:
+        return self._unpack("<H", 2)
+
+    def u32(self) -> int:
+        return self._unpack("<I", 4)
+
+    def i32(self) -> int:
+        return self._unpack("<i", 4)
+
+    def f32(self) -> float:
+        v = self._unpack("<f", 4)
+        if not math.isfinite(v):
+            raise BitstreamError("non-finite number in stream")
+        return v
+
+    def blob(self, limit: int) -> bytes:
+        n = self.u32()
+        if n > limit:
+            raise BitstreamError(f"section of {n} bytes exceeds its bound {limit}")
+        return self.take(n)
+
+    def text(self) -> str:
+        n = self.u16()
+        if n > MAX_STR:
+            raise BitstreamError(f"string of {n} bytes exceeds {MAX_STR}")
+        try:
+            return self.take(n).decode()
+        except UnicodeDecodeError:
+            raise BitstreamError("string is not valid UTF-8") from None
+
+    def done(self) -> bool:
+        return self.pos >= self.end
+
+
+@dataclass(frozen=True)
+class Header:
+    """What a decoder needs before the first frame."""
+
+    model: str
+    layer: str
+    shape: tuple[int, int, int]  # (C, H, W)
+    step: float
+    mode: int  # index into the motion-mode registry
+    block: int  # latent block side of motion vectors and skip flags
+    search: int  # motion search radius, latent pixels
+    subpel: int  # motion vector precision: 1 (integer) or 4 (quarter)
+    intra_period: int  # 0: only the first frame is forced intra
+    fps: float
+
+    def frame_limit(self) -> int:
+        """Largest payload a valid frame of this shape can need (bounds allocation)."""
+        c, h, w = self.shape
+        return 8 * c * h * w + 64 * c + 65536
+
+
+def write_header(h: Header) -> bytes:
+    w = Writer()
+    w.raw(MAGIC)
+    w.u8(VERSION)
+    w.text(h.model)
+    w.text(h.layer)
+    for v in h.shape:
+        w.u16(v)
+    w.u8(0)
+    w.f32(h.step)
+    for v in (h.mode, h.block, h.search, h.subpel):
+        w.u8(v)
+    w.u16(h.intra_period)
+    w.f32(h.fps)
+    body = w.getvalue()
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def read_header(r: Reader, n_modes: int) -> Header:
+    start = r.pos
+    if r.take(4) != MAGIC:
+        raise BitstreamError("not a latentmotion feature stream (bad magic)")
+    version = r.u8()
+    if version != VERSION:
+        raise BitstreamError(f"stream version {version} is not supported (this decoder reads {VERSION})")
+    model, layer = r.text(), r.text()
+    shape = (r.u16(), r.u16(), r.u16())
+    if min(shape) < 1 or max(shape[1:]) > MAX_SIDE or shape[0] * shape[1] * shape[2] > MAX_ELEMENTS:
+        raise BitstreamError(f"tensor shape {shape} out of bounds")
+    if r.u8() != 0:
+        raise BitstreamError("unknown dtype code")
+    step = r.f32()
+    mode, block, search, subpel = r.u8(), r.u8(), r.u8(), r.u8()
+    intra_period, fps = r.u16(), r.f32()
+    crc = r.u32()
+    if crc != zlib.crc32(bytes(r.data[start : r.pos - 4])):
+        raise BitstreamError("header checksum mismatch")
+    if not (step > 0) or mode >= n_modes or block < 1 or subpel not in (1, 4) or search > 64 or fps <= 0:
+        raise BitstreamError("header parameters out of range")
+    return Header(model, layer, shape, step, mode, block, search, subpel, intra_period, fps)
+
+
+def write_frame(payload: bytes) -> bytes:
+    return struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+
+
+def read_frame(r: Reader, limit: int) -> bytes:
+    n, crc = r.u32(), r.u32()
+    if n > limit:
+        raise BitstreamError(f"frame of {n} bytes exceeds the bound {limit} for this shape")
+    payload = r.take(n)
+    if zlib.crc32(payload) != crc:
+        raise BitstreamError("frame checksum mismatch")
+    return payload

@@ -94,3 +94,49 @@ def match(ref, cur, block, radius, big):
                     bdx[i, j] = dxs[k, i, j]
                     bdy[i, j] = k - radius
     return bdx, bdy, best
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _ssd(ref, cur, y, x, sy, sx, b):
+    h, w, c = cur.shape
+    if sy - b < 0 or sy + b > h - 1 or sx - b < 0 or sx + b > w - 1:
+        return np.inf
+    s = 0.0
+    for i in range(-b, b + 1):
+        for j in range(-b, b + 1):
+            for ch in range(c):
+                t = cur[y + i, x + j, ch] - ref[sy + i, sx + j, ch]
+                s += t * t
+    return s
+
+
+@numba.njit(cache=True, parallel=True, fastmath=True)
+def match_at(ref, cur, ys, xs, block, radius):
+    """Exhaustive search for the blocks centred on (ys[k], xs[k]) only.
+
+    Same cost, candidate and tie rules as :func:`match`; channel-last float64
+    inputs. Returns (dx, dy) per centre, and the costs at the best vector and
+    at its four neighbours (x - 1, x + 1, y - 1, y + 1; inf outside) for
+    sub-pixel refinement. A centre with no valid candidate gets (0, 0).
+    """
+    b = block // 2
+    n = ys.shape[0]
+    out = np.zeros((n, 2), dtype=np.int64)
+    around = np.full((n, 5), np.inf)
+    for k in numba.prange(n):
+        y, x = ys[k], xs[k]
+        best = np.inf
+        for dy in range(-radius, radius + 1):
+            for dx in range(-radius, radius + 1):
+                s = _ssd(ref, cur, y, x, y - dy, x - dx, b)
+                if s < best:
+                    best = s
+                    out[k, 0] = dx
+                    out[k, 1] = dy
+        dx, dy = out[k, 0], out[k, 1]
+        around[k, 0] = best
+        around[k, 1] = _ssd(ref, cur, y, x, y - dy, x - dx + 1, b)
+        around[k, 2] = _ssd(ref, cur, y, x, y - dy, x - dx - 1, b)
+        around[k, 3] = _ssd(ref, cur, y, x, y - dy + 1, x - dx, b)
+        around[k, 4] = _ssd(ref, cur, y, x, y - dy - 1, x - dx, b)
+    return out, around

@@ -151,33 +151,29 @@ class BlockMode(Mode):
     name = "block"
 
     def estimate(self, ref, cur, ctx):
+        from .. import _bm_kernel
+
         b, r = ctx.block, ctx.search
         win = b + 1 if b % 2 == 0 else b
-        pad = win // 2 + r + 1
-        rp = F.pad(ref[None], (pad, pad, pad, pad), mode="replicate")[0]
-        cp = F.pad(cur[None], (pad, pad, pad, pad), mode="replicate")[0]
-        f = block_match(rp, cp, win, r)  # integer search on the fused CPU kernel
+        hw = win // 2
+        pad = hw + r + 1  # replicate padding: vectors may point past the border
+        rp = F.pad(ref[None], (pad, pad, pad, pad), mode="replicate")[0].double()
+        cp = F.pad(cur[None], (pad, pad, pad, pad), mode="replicate")[0].double()
         _, h, w = cur.shape
         cy = [min(y + b // 2, h - 1) for y in range(0, h, b)]
         cx = [min(x + b // 2, w - 1) for x in range(0, w, b)]
-        vec = np.zeros((2, len(cy), len(cx)))
-        rn, cn, hw = rp.numpy(), cp.numpy(), win // 2
-        for i, y in enumerate(cy):
-            for j, x in enumerate(cx):
-                dx, dy = int(f[0, y + pad, x + pad]), int(f[1, y + pad, x + pad])
-                vec[:, i, j] = dx, dy
-                if ctx.subpel > 1:  # parabola through the cost at d - 1, d, d + 1, per axis
-                    blk = cn[:, y + pad - hw : y + pad + hw + 1, x + pad - hw : x + pad + hw + 1]
-
-                    def cost(ex, ey):
-                        sy, sx = y + pad - dy - ey, x + pad - dx - ex
-                        return float(((blk - rn[:, sy - hw : sy + hw + 1, sx - hw : sx + hw + 1]) ** 2).sum())
-
-                    c0 = cost(0, 0)
-                    for axis, (m, p_) in enumerate(((cost(-1, 0), cost(1, 0)), (cost(0, -1), cost(0, 1)))):
-                        den = m - 2 * c0 + p_
-                        if den > 0:
-                            vec[axis, i, j] += float(np.clip(0.5 * (m - p_) / den, -0.5, 0.5))
+        gy, gx = np.meshgrid(np.array(cy) + pad, np.array(cx) + pad, indexing="ij")
+        rn = np.ascontiguousarray(rp.permute(1, 2, 0).numpy())
+        cn = np.ascontiguousarray(cp.permute(1, 2, 0).numpy())
+        best, around = _bm_kernel.match_at(rn, cn, gy.reshape(-1).astype(np.int64), gx.reshape(-1).astype(np.int64), win, r)
+        vec = best.T.reshape(2, len(cy), len(cx)).astype(np.float64)
+        if ctx.subpel > 1:  # parabola through the cost at d - 1, d, d + 1, per axis
+            c0 = around[:, 0]
+            for axis, (m, p_) in enumerate(((around[:, 1], around[:, 2]), (around[:, 3], around[:, 4]))):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    den = m - 2 * c0 + p_
+                    d = np.where(np.isfinite(den) & (den > 0), np.clip(0.5 * (m - p_) / den, -0.5, 0.5), 0.0)
+                vec[axis] += np.nan_to_num(d).reshape(len(cy), len(cx))
         return np.round(vec * ctx.subpel).astype(np.int64)
 
     def write(self, params, w):

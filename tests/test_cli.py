@@ -27,10 +27,19 @@ def test_layers_lists_stride_and_offset():
         (("demo", "--layer", "_blocks.4.ad", "--out", "{tmp}/b"), "_blocks.4.add"),
         (("demo", "--weights", "{tmp}/missing.pth", "--out", "{tmp}/c"), "does not exist"),
         (("demo", "--image", "no_such_photo", "--out", "{tmp}/d"), "unknown image"),
+        (("demo", "--motion", "tx=nan", "--out", "{tmp}/e"), "finite"),
+        (("demo", "--motion", "spin=3", "--out", "{tmp}/f"), "name=value"),
+        (("demo", "--image", "{tmp}/small.png", "--out", "{tmp}/g"), "smaller than the frame"),
+        (("demo", "--image", "{tmp}/broken.png", "--out", "{tmp}/h"), "cannot read image"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(args, needle, tmp_path, monkeypatch):
+    import numpy as np
+    import skimage.io
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    skimage.io.imsave(tmp_path / "small.png", np.zeros((64, 64, 3), np.uint8), check_contrast=False)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
     r = run(*(a.format(tmp=tmp_path) for a in args))
     assert r.returncode == 2
     assert needle in r.stderr

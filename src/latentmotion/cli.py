@@ -26,6 +26,26 @@ def prepare_out(out: Path, force: bool) -> Path:
     return out
 
 
+def parse_motion(text: str):
+    """'tx=8,rot=5' -> Affine(tx=8, rot=5)."""
+    from dataclasses import fields
+
+    from .motion import Affine
+
+    names = {f.name for f in fields(Affine)}
+    kw = {}
+    for part in filter(None, text.split(",")):
+        key, eq, val = part.partition("=")
+        key = key.strip()
+        if not eq or key not in names:
+            raise InputError(f"motion {text!r}: expected name=value pairs with names from {', '.join(sorted(names))}")
+        try:
+            kw[key] = float(val)
+        except ValueError:
+            raise InputError(f"motion {text!r}: {val!r} is not a number") from None
+    return Affine(**kw)
+
+
 @app.command()
 def models() -> None:
     """List model names accepted by --model."""
@@ -60,6 +80,7 @@ def demo(
     weights: str = typer.Option("imagenet", help="imagenet, random or a state_dict path"),
     image: str = typer.Option("chelsea", help="scikit-image photo name or image file"),
     seed: int = typer.Option(0),
+    motion: Optional[list[str]] = typer.Option(None, help="motion as 'tx=8,rot=5' (Affine parameters); repeatable; default: Fig. 4's set"),
     force: bool = typer.Option(False, help="overwrite a non-empty --out"),
 ) -> None:
     """Small real job: Fig. 4-style figure and NRMSE table for one model and layer."""
@@ -67,10 +88,12 @@ def demo(
     from .experiments.fig4 import FIG4_MOTIONS, fig4
     from .models import load_model, split_model
 
-    out = prepare_out(out, force)
+    motions = {m: parse_motion(m) for m in motion} if motion else FIG4_MOTIONS
+    src = load_image(image)
     m = load_model(model, weights=weights, seed=seed)
     s = split_model(m, layer)
-    errors = fig4(load_image(image), s, FIG4_MOTIONS, out / "fig4.png", f"{model} [{m.weights}] {layer} (stride {s.stride[0]})")
+    out = prepare_out(out, force)
+    errors = fig4(src, s, motions, out / "fig4.png", f"{model} [{m.weights}] {layer} (stride {s.stride[0]})")
     t = Table(title=f"NRMSE, {model} {layer}, weights {m.weights}")
     t.add_column("motion")
     t.add_column("NRMSE exact")

@@ -35,16 +35,20 @@ def nrmse(pred: torch.Tensor, actual: torch.Tensor, mask: torch.Tensor | None = 
         raise InputError(f"pred and actual differ in shape: {tuple(pred.shape)} vs {tuple(actual.shape)}")
     n = pred.shape[0]
     dims = tuple(range(1, pred.dim()))
-    sq = (pred - actual).square()
+    diff = pred - actual
     if mask is None:
-        total = sq.sum(dims, dtype=torch.float64)
-        cnt = torch.full((n,), sq[0].numel(), dtype=torch.float64, device=sq.device)
+        total = diff.reshape(n, -1).square().sum(1).to(torch.float64)
+        cnt = torch.full((n,), diff[0].numel(), dtype=torch.float64, device=diff.device)
     else:
         mask = mask.to(torch.bool)
-        total = torch.where(mask, sq, torch.zeros((), dtype=sq.dtype, device=sq.device)).sum(dims, dtype=torch.float64)
-        if mask.dim() == pred.dim() and mask.shape[0] == n:  # broadcast over the other dims: count once
-            cnt = mask.sum(dims).to(torch.float64) * (pred[0].numel() // mask[0].numel())
+        if pred.dim() == 4 and mask.dim() == 4 and mask.shape[0] == n and mask.shape[1] == 1:
+            # (N, 1, H, W) masks: sum squares over channels first (one fused pass), then mask pixels
+            per_pixel = diff.square_().sum(1)
+            total = (per_pixel * mask[:, 0]).sum((1, 2)).to(torch.float64)
+            cnt = mask.sum(dims).to(torch.float64) * pred.shape[1]
         else:
+            sq = diff.square()
+            total = torch.where(mask, sq, torch.zeros((), dtype=sq.dtype, device=sq.device)).sum(dims).to(torch.float64)
             cnt = torch.broadcast_to(mask, pred.shape).sum(dims).to(torch.float64)
     mse = total / cnt
     flat = actual.reshape(n, -1)

@@ -70,7 +70,7 @@ class SweepResult:
 
 @torch.inference_mode()
 def run_sweep(
-    lt: LoadedTarget,
+    targets: list[LoadedTarget],
     source: torch.Tensor,
     items: list[tuple[str, float, Affine]],
     device: torch.device,
@@ -78,41 +78,46 @@ def run_sweep(
     progress: Callable[[int], None] | None = None,
     mask: str = "paper",
 ) -> SweepResult:
-    """NRMSE for every motion, layer and alignment. ``progress(n)`` gets frames done."""
+    """NRMSE for every motion, model, layer and alignment.
+
+    Each batch of frames is rendered once and fed to every model.
+    ``progress(n)`` is told of every n frames done by one model.
+    """
     res = SweepResult()
     src = source.to(device)
-    ref_pair = render_pair(src, [Affine()])
-    ref = lt.extractor(ref_pair.reference)
+    ref_frame = render_pair(src, [Affine()]).reference
+    refs = [lt.extractor(ref_frame) for lt in targets]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
         motions = [m for _, _, m in chunk]
         frames = render_pair(src, motions).current
-        sync()
-        t = time.perf_counter()
-        cur = lt.extractor(frames)
-        sync()
-        res.forward_s += time.perf_counter() - t
-        for layer, split in lt.splits.items():
-            for align in ALIGNS:
-                pred, valid = predict_features(ref[layer], motions, split, align=align, mask=mask)
-                err = nrmse(pred, cur[layer], valid).cpu().tolist()
-                for (transform, value, m), e in zip(chunk, err):
-                    res.rows.append(
-                        {
-                            "model": lt.target.model,
-                            "weights": lt.model.weights,
-                            "trained": lt.model.trained,
-                            "layer": layer,
-                            "stride": split.stride[0],
-                            "transform": transform,
-                            "value": value,
-                            "alignment": align,
-                            "nrmse": e,
-                            **dict(zip(("tx", "ty", "sx", "sy", "shx", "shy", "rot"), m.as_tuple())),
-                        }
-                    )
+        for lt, ref in zip(targets, refs):
+            sync()
+            t = time.perf_counter()
+            cur = lt.extractor(frames)
+            sync()
+            res.forward_s += time.perf_counter() - t
+            for layer, split in lt.splits.items():
+                for align in ALIGNS:
+                    pred, valid = predict_features(ref[layer], motions, split, align=align, mask=mask)
+                    err = nrmse(pred, cur[layer], valid).cpu().tolist()
+                    for (transform, value, m), e in zip(chunk, err):
+                        res.rows.append(
+                            {
+                                "model": lt.target.model,
+                                "weights": lt.model.weights,
+                                "trained": lt.model.trained,
+                                "layer": layer,
+                                "stride": split.stride[0],
+                                "transform": transform,
+                                "value": value,
+                                "alignment": align,
+                                "nrmse": e,
+                                **dict(zip(("tx", "ty", "sx", "sy", "shx", "shy", "rot"), m.as_tuple())),
+                            }
+                        )
+            if progress:
+                progress(len(chunk))
         res.frames += len(chunk)
-        if progress:
-            progress(len(chunk))
     return res

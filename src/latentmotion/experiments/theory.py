@@ -197,7 +197,7 @@ def figure(rows: list[FlowCheck], taylor: list[dict], path, seed: int = 0) -> No
     v = 1.3
     f0, f1 = f(x + v * DT), f(x - v * DT)
     cands = np.linspace(-1, 3.5, 401)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 6), gridspec_kw={"width_ratios": [1, 1, 1.4]})
     ops = {
         "identity": lambda a: a,
         "ReLU": lambda a: np.maximum(a, 0),
@@ -214,7 +214,8 @@ def figure(rows: list[FlowCheck], taylor: list[dict], path, seed: int = 0) -> No
         axes[0].plot(cands, r / r.max(), label=name)
     axes[0].axvline(v, color="k", ls="--", lw=1, label=f"input v = {v}")
     axes[0].set_xlabel("candidate velocity v'")
-    axes[0].set_ylabel("mean optical-flow residual (normalised)")
+    axes[0].set_ylabel("mean optical-flow residual (normalised, log)")
+    axes[0].set_yscale("log")
     axes[0].set_title("Residual of Eq. (2)-(10) after each operation")
     axes[0].legend(fontsize=7)
     hs = [t["h"] for t in taylor]
@@ -224,12 +225,12 @@ def figure(rows: list[FlowCheck], taylor: list[dict], path, seed: int = 0) -> No
     axes[1].set_ylabel("|Eq. 8 - true max| / std(I)")
     axes[1].set_title("Taylor model of the local maximum (Eq. 8)")
     axes[1].legend(fontsize=7)
-    labels = [f"{r.dim} {r.operation}\n{r.parameter}" for r in rows]
+    labels = [f"{r.dim} {r.operation}: {r.parameter.split(';')[0]}" for r in rows]
     ratio = [r.v_estimated / r.v_predicted for r in rows]
     axes[2].barh(range(len(rows)), ratio, color=["tab:red" if abs(q - 1) > 0.05 else "tab:green" for q in ratio])
     axes[2].axvline(1, color="k", lw=1)
     axes[2].set_yticks(range(len(rows)))
-    axes[2].set_yticklabels(labels, fontsize=5)
+    axes[2].set_yticklabels(labels, fontsize=6.5)
     axes[2].invert_yaxis()
     axes[2].set_xlabel("estimated v' / predicted v'  (green: within 5 %)")
     axes[2].set_title("Least-squares velocity after each operation")

@@ -75,13 +75,19 @@ def _decoder(data: bytes):
     return constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
 
 
+def _write_range(w: Writer, values: np.ndarray) -> int:
+    """Write and return ``R = max |values|`` (the symbol range of the models)."""
+    r = int(np.abs(values).max()) if values.size else 0
+    if r > MAX_SYMBOL:
+        raise ValueError(f"value {r} exceeds {MAX_SYMBOL}")
+    w.u16(r)
+    return r
+
+
 def encode_tensor(q: np.ndarray, block: int) -> bytes:
     """Code an int tensor (C, H, W) with |q| <= 32767."""
     w = Writer()
-    r = int(np.abs(q).max()) if q.size else 0
-    if r > MAX_SYMBOL:
-        raise ValueError(f"symbol {r} exceeds {MAX_SYMBOL}")
-    w.u16(r)
+    r = _write_range(w, q)
     if r == 0:
         return w.getvalue()
     tiles = _tiles(q, block)
@@ -138,10 +144,7 @@ def encode_ints(v: np.ndarray) -> bytes:
     w = Writer()
     v = np.asarray(v, dtype=np.int64).reshape(-1)
     w.u32(len(v))
-    r = int(np.abs(v).max()) if v.size else 0
-    if r > MAX_SYMBOL:
-        raise ValueError(f"value {r} exceeds {MAX_SYMBOL}")
-    w.u16(r)
+    r = _write_range(w, v)
     if r == 0:
         return w.getvalue()
     idx = scale_index(float(np.abs(v).mean()))

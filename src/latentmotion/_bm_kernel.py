@@ -20,6 +20,9 @@ import numpy as np
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _one_dy(ref, cur, block, radius, dy, best, best_dx, big):
     h, w, c = cur.shape  # channel-last: the channel sum is a contiguous reduction
+    # for one channel, 2-D views give the row loop a compile-time unit stride (it vectorises)
+    cur2 = cur.reshape((h, w * c))
+    ref2 = ref.reshape((h, w * c))
     b = block // 2
     hv = h - block + 1
     wv = w - block + 1
@@ -47,7 +50,7 @@ def _one_dy(ref, cur, block, radius, dy, best, best_dx, big):
                 d[x] = zero
             if 0 <= ys < h and c == 1:
                 for x in range(x0, x1):
-                    t = cur[y, x, 0] - ref[ys, x - dx, 0]
+                    t = cur2[y, x] - ref2[ys, x - dx]
                     d[x] = t * t
             elif 0 <= ys < h:
                 for x in range(x0, x1):
@@ -62,11 +65,14 @@ def _one_dy(ref, cur, block, radius, dy, best, best_dx, big):
             row[0] = zero
             for x in range(w):
                 row[x + 1] = row[x] + (col[i + block, x] - col[i, x])
-            for j in range(j_lo, j_hi):
+            bi = best[i]
+            bd = best_dx[i]
+            for j in range(j_lo, j_hi):  # branch-free running minimum (vectorises)
                 s = row[j + block] - row[j]
-                if s < best[i, j]:
-                    best[i, j] = s
-                    best_dx[i, j] = dx
+                keep = bi[j]
+                better = s < keep
+                bi[j] = s if better else keep
+                bd[j] = dx if better else bd[j]
 
 
 @numba.njit(cache=True, parallel=True)

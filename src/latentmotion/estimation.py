@@ -57,7 +57,7 @@ def _check(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) -> tup
 
 
 def _work_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.is_floating_point() or x.is_complex() else torch.int64
+    return torch.float64 if x.is_floating_point() else torch.int64
 
 
 def _box_rows(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
@@ -69,15 +69,13 @@ def _box_rows(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
     return torch.cat([first, rest], dim)
 
 
-def _costs_for_dy(ref_p: torch.Tensor, cur: torch.Tensor, dy: int, radius: int, block: int, joint: bool) -> torch.Tensor:
-    """SSD box sums for all dx at one dy: (2r+1, C', H-k+1, W-k+1), C' = 1 if joint."""
+def _costs_for_dy(ref_p: torch.Tensor, cur: torch.Tensor, dy: int, radius: int, block: int) -> torch.Tensor:
+    """Joint SSD box sums for all dx at one dy: (2r+1, 1, H-k+1, W-k+1)."""
     c, h, w = cur.shape
     rows = ref_p[:, radius - dy : radius - dy + h, :]  # (C, H, W + 2r), row shift by dy
     # candidate dx takes ref columns x - dx: window start radius - dx
     shifted = torch.stack([rows[:, :, radius - dx : radius - dx + w] for dx in range(-radius, radius + 1)])
-    d = (cur[None] - shifted).square_()
-    if joint:
-        d = d.sum(1, keepdim=True)
+    d = (cur[None] - shifted).square_().sum(1, keepdim=True)
     return _box_rows(_box_rows(d, block, 3), block, 2)
 
 
@@ -166,7 +164,7 @@ def _match_torch(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, 
     best_dy = torch.zeros((1, hv, wv), dtype=torch.long, device=ref.device)
     keep = [] if subpixel else None
     for i, dy in enumerate(range(-radius, radius + 1)):
-        cost = _costs_for_dy(ref_p, cur, dy, radius, block, True)  # (n, 1, hv, wv)
+        cost = _costs_for_dy(ref_p, cur, dy, radius, block)  # (n, 1, hv, wv)
         cost = cost.masked_fill(~(okx[:, None, None, :] & oky[i][None, None, :, None]), big)
         if keep is not None:
             keep.append(cost)

@@ -146,3 +146,104 @@ def match_at(ref, cur, ys, xs, block, radius):
         around[k, 3] = _ssd(ref, cur, y, x, y - dy + 1, x - dx, b)
         around[k, 4] = _ssd(ref, cur, y, x, y - dy - 1, x - dx, b)
     return out, around
+
+
+@numba.njit(cache=True, nogil=True)
+def _one_dy_int(refp, cur, block, radius, dy, best, best_dx, big):
+    """Integer single-channel variant of :func:`_one_dy` (exact: no rounding).
+
+    All dx of one dy advance together row by row: a prefix sum along the row
+    per dx, window sums of those, and a running vertical window sum kept with
+    a ring of the last ``block`` rows. Integer arithmetic makes the running
+    (add new, subtract old) sums exact. ``refp`` is ``ref`` zero-padded by
+    ``radius``; padded values only reach candidates that are never chosen.
+    """
+    h, w = cur.shape
+    hv = h - block + 1
+    wv = w - block + 1
+    n = 2 * radius + 1
+    zero = big - big
+    for i in range(hv):
+        for j in range(wv):
+            best[i, j] = big
+            best_dx[i, j] = 0
+    p = np.zeros((n, w + 1), dtype=best.dtype)
+    ring = np.zeros((block, n, wv), dtype=best.dtype)
+    v = np.zeros((n, wv), dtype=best.dtype)
+    for y in range(h):
+        crow = cur[y]
+        rrow = refp[y - dy + radius]
+        g = 0
+        while g + 4 <= n:  # four independent prefix chains at once (instruction-level parallelism)
+            o0, o1, o2, o3 = 2 * radius - g, 2 * radius - g - 1, 2 * radius - g - 2, 2 * radius - g - 3
+            p0, p1, p2, p3 = p[g], p[g + 1], p[g + 2], p[g + 3]
+            a0 = a1 = a2 = a3 = zero
+            for x in range(w):
+                c = crow[x]
+                t0 = c - rrow[x + o0]
+                t1 = c - rrow[x + o1]
+                t2 = c - rrow[x + o2]
+                t3 = c - rrow[x + o3]
+                a0 += t0 * t0
+                a1 += t1 * t1
+                a2 += t2 * t2
+                a3 += t3 * t3
+                p0[x + 1] = a0
+                p1[x + 1] = a1
+                p2[x + 1] = a2
+                p3[x + 1] = a3
+            g += 4
+        while g < n:
+            off = 2 * radius - g  # padded column of x - dx, dx = g - radius
+            pg = p[g]
+            acc = zero
+            for x in range(w):
+                t = crow[x] - rrow[x + off]
+                acc += t * t
+                pg[x + 1] = acc
+            g += 1
+        rs = ring[y % block]
+        for g in range(n):
+            pg, vg, rg = p[g], v[g], rs[g]
+            for j in range(wv):
+                new = pg[j + block] - pg[j]
+                vg[j] += new - rg[j]
+                rg[j] = new
+        i = y - block + 1  # the window now covers rows i .. y
+        if i >= 0 and i >= dy and i < hv + dy:
+            bi, bd = best[i], best_dx[i]
+            for g in range(n):  # in dx order: strict < keeps the first minimum
+                dx = g - radius
+                vg = v[g]
+                for j in range(max(0, dx), min(wv, wv + dx)):
+                    sc = vg[j]
+                    keep = bi[j]
+                    better = sc < keep
+                    bi[j] = sc if better else keep
+                    bd[j] = dx if better else bd[j]
+
+
+@numba.njit(cache=True, parallel=True)
+def match_int(ref, cur, block, radius, big):
+    """:func:`match` for integer (H, W) frames: same rules and result, faster."""
+    h, w = cur.shape
+    hv = h - block + 1
+    wv = w - block + 1
+    n = 2 * radius + 1
+    refp = np.zeros((h + 2 * radius, w + 2 * radius), dtype=ref.dtype)
+    refp[radius : radius + h, radius : radius + w] = ref
+    costs = np.empty((n, hv, wv), dtype=ref.dtype)
+    dxs = np.zeros((n, hv, wv), dtype=np.int32)
+    for k in numba.prange(n):
+        _one_dy_int(refp, cur, block, radius, k - radius, costs[k], dxs[k], big)
+    best = costs[0].copy()
+    bdx = dxs[0].astype(np.int64)
+    bdy = np.full((hv, wv), -radius, dtype=np.int64)
+    for k in range(1, n):  # merge in dy order: strict < keeps the earlier dy on ties
+        for i in range(hv):
+            for j in range(wv):
+                if costs[k, i, j] < best[i, j]:
+                    best[i, j] = costs[k, i, j]
+                    bdx[i, j] = dxs[k, i, j]
+                    bdy[i, j] = k - radius
+    return bdx, bdy, best

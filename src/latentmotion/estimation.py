@@ -17,7 +17,8 @@ ties resolve as the brute-force definition does; float costs that differ only
 by rounding (about 1e-13 relative) may resolve otherwise. The cost per pixel
 does not depend on the block size.
 
-Backends: on the CPU a fused numba kernel (:mod:`latentmotion._bm_kernel`);
+Backends: on the CPU fused numba kernels (:mod:`latentmotion._bm_kernel`;
+integer single-channel frames take an exact running-sum variant);
 on other devices, and for ``subpixel=True``, vectorised torch on the tensors'
 device.
 """
@@ -128,15 +129,23 @@ def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) ->
 
     c, h, w = cur.shape
     if ref.is_floating_point():
-        a, b_, big = ref.double().numpy(), cur.double().numpy(), np.finfo(np.float64).max
+        a, b_ = ref.double().numpy(), cur.double().numpy()
+        bdx, bdy, _ = _bm_kernel.match(np.ascontiguousarray(a.transpose(1, 2, 0)), np.ascontiguousarray(b_.transpose(1, 2, 0)), block, radius, np.finfo(np.float64).max)
     else:
-        lo = min(int(ref.min()), int(cur.min()))
-        hi = max(int(ref.max()), int(cur.max()))
-        fits = block * block * c * (hi - lo) ** 2 < 2**31 - 1
+        if ref.dtype == torch.uint8:
+            lo, hi = 0, 255
+        else:
+            lo = min(int(ref.min()), int(cur.min()))
+            hi = max(int(ref.max()), int(cur.max()))
+        # every prefix and window sum must fit: int32 when it does, else int64
+        fits = (h + w) * block * c * (hi - lo) ** 2 < 2**31 - 1
         dt = np.int32 if fits else np.int64
         a, b_ = ref.numpy().astype(dt), cur.numpy().astype(dt)
         big = np.iinfo(dt).max
-    bdx, bdy, _ = _bm_kernel.match(np.ascontiguousarray(a.transpose(1, 2, 0)), np.ascontiguousarray(b_.transpose(1, 2, 0)), block, radius, big)
+        if c == 1:
+            bdx, bdy, _ = _bm_kernel.match_int(np.ascontiguousarray(a[0]), np.ascontiguousarray(b_[0]), block, radius, big)
+        else:
+            bdx, bdy, _ = _bm_kernel.match(np.ascontiguousarray(a.transpose(1, 2, 0)), np.ascontiguousarray(b_.transpose(1, 2, 0)), block, radius, big)
     out = torch.zeros((2, h, w), dtype=torch.float32)
     hb = block // 2
     out[0, hb : h - hb, hb : w - hb] = torch.from_numpy(bdx).float()

@@ -11,7 +11,6 @@ frame measured in the same process.
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
 

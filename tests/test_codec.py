@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import latentmotion as lm
 from latentmotion.codec import BitstreamError, Encoder, MODE_NAMES, decode_stream, encode_sequence, iter_decode
-from latentmotion.codec.bitstream import MAGIC, Header, write_header
+from latentmotion.codec.bitstream import Header, write_header
 from latentmotion.codec.entropy import decode_tensor, encode_tensor
 from latentmotion.codec.bitstream import Reader
 from latentmotion.data import fit_frame, load_image, read_frames, video_path

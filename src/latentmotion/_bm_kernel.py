@@ -75,6 +75,23 @@ def _one_dy(ref, cur, block, radius, dy, best, best_dx, big):
                 bd[j] = dx if better else bd[j]
 
 
+@numba.njit(cache=True, nogil=True)
+def _merge_dy(costs, dxs, radius):
+    """Merge per-dy winners (n, hv, wv) in dy order: strict < keeps the earlier dy on ties."""
+    n, hv, wv = costs.shape
+    best = costs[0].copy()
+    bdx = dxs[0].astype(np.int64)
+    bdy = np.full((hv, wv), -radius, dtype=np.int64)
+    for k in range(1, n):
+        for i in range(hv):
+            for j in range(wv):
+                if costs[k, i, j] < best[i, j]:
+                    best[i, j] = costs[k, i, j]
+                    bdx[i, j] = dxs[k, i, j]
+                    bdy[i, j] = k - radius
+    return bdx, bdy, best
+
+
 @numba.njit(cache=True, parallel=True)
 def match(ref, cur, block, radius, big):
     """Best (dx, dy) and cost for every pixel whose block fits: (hv, wv) arrays each.
@@ -89,17 +106,7 @@ def match(ref, cur, block, radius, big):
     dxs = np.zeros((n, hv, wv), dtype=np.int64)
     for k in numba.prange(n):
         _one_dy(ref, cur, block, radius, k - radius, costs[k], dxs[k], big)
-    best = costs[0].copy()
-    bdx = dxs[0].copy()
-    bdy = np.full((hv, wv), -radius, dtype=np.int64)
-    for k in range(1, n):  # merge in dy order: strict < keeps the earlier dy on ties
-        for i in range(hv):
-            for j in range(wv):
-                if costs[k, i, j] < best[i, j]:
-                    best[i, j] = costs[k, i, j]
-                    bdx[i, j] = dxs[k, i, j]
-                    bdy[i, j] = k - radius
-    return bdx, bdy, best
+    return _merge_dy(costs, dxs, radius)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -236,14 +243,4 @@ def match_int(ref, cur, block, radius, big):
     dxs = np.zeros((n, hv, wv), dtype=np.int32)
     for k in numba.prange(n):
         _one_dy_int(refp, cur, block, radius, k - radius, costs[k], dxs[k], big)
-    best = costs[0].copy()
-    bdx = dxs[0].astype(np.int64)
-    bdy = np.full((hv, wv), -radius, dtype=np.int64)
-    for k in range(1, n):  # merge in dy order: strict < keeps the earlier dy on ties
-        for i in range(hv):
-            for j in range(wv):
-                if costs[k, i, j] < best[i, j]:
-                    best[i, j] = costs[k, i, j]
-                    bdx[i, j] = dxs[k, i, j]
-                    bdy[i, j] = k - radius
-    return bdx, bdy, best
+    return _merge_dy(costs, dxs, radius)

@@ -268,7 +268,7 @@ def codec_eval(
     force: bool = typer.Option(False, help="overwrite a non-empty --out"),
 ) -> None:
     """Rate-distortion and task accuracy of every motion mode; BD-rates; report."""
-    from .codec.evaluate import CONFIGS, EvalSettings, evaluate
+    from .codec.evaluate import EvalSettings, evaluate
 
     try:
         step_list = tuple(float(s) for s in steps.split(","))
@@ -283,8 +283,7 @@ def codec_eval(
     st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, seed)
     with _progress() as bar:
         task = bar.add_task("encoding", total=len(cfgs) * len(step_list))
-        summary = evaluate(st, out, progress=lambda n: bar.advance(task, n))
-    g = summary["goal"]
+        evaluate(st, out, progress=lambda n: bar.advance(task, n))
     console.print((out / "report.md").read_text().split("**Verdict.**")[-1].strip())
     console.print(f"report: {out / 'report.md'}")
 

@@ -122,7 +122,7 @@ def block_match(
 
 
 def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) -> torch.Tensor:
-    """Fused numba kernel: int32 when every window sum fits, else int64 or float64."""
+    """Fused numba kernels: int32 when every prefix and window sum fits, else int64; floats in float64."""
     import numpy as np
 
     from . import _bm_kernel

@@ -15,7 +15,7 @@ time of ordinary frames to one trial (tests check that cuts are still caught).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch

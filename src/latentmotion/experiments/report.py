@@ -7,7 +7,6 @@ report holds no hand-written numbers.
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 

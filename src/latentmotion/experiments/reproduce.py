@@ -24,7 +24,7 @@ from . import report as rp
 from . import theory
 from .fig4 import FIG4_MOTIONS, fig4
 from .flowcheck import synthetic_flow_summary
-from .profiles import Profile, Target, motions, parse_target
+from .profiles import Profile, Target, motions
 from .sweep import load_target, resolve_device, run_sweep
 
 
@@ -198,7 +198,7 @@ def _markdown(st, device, weights_lines, summary, verdict, theory_rows, taylor, 
         "",
         "Same architecture and layer, ImageNet-trained against seeded random initialisation (median NRMSE, exact alignment, plotted ranges):",
         "",
-        rp.md_table(("model", "layer", "transform", "trained", "random"), rp.trained_vs_random(summary)) if rp.trained_vs_random(summary) else "_No model ran with both weights in this profile._",
+        rp.md_table(("model", "layer", "transform", "trained", "random"), pairs) if (pairs := rp.trained_vs_random(summary)) else "_No model ran with both weights in this profile._",
         "",
     ]
     if flow:

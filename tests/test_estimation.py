@@ -44,8 +44,38 @@ def test_equals_brute_force_on_real_frames_and_features():
     assert _same(block_match(f[0], f[1], 3, 2), block_match_reference(f[0], f[1], 3, 2))
 
 
-def test_torch_backend_equals_cpu_kernel():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_integer_kernel_equals_brute_force_on_many_shapes(threads):
+    """Exact integer path: joint channels, radius 0, radius past the frame, int64 sums, any band split."""
+    import numba
+
+    g = torch.Generator().manual_seed(5)
+    cases = [(1, 13, 17, 1, 0), (1, 20, 23, 5, 9), (3, 19, 21, 3, 2), (2, 16, 30, 7, 3), (1, 9, 9, 9, 2)]
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        for c, h, w, blk, r in cases:
+            a = torch.randint(0, 4, (c, h, w), generator=g, dtype=torch.uint8)
+            b = torch.roll(a, (1, -1), (1, 2))
+            b[:, : h // 3] = torch.randint(0, 4, (c, h // 3, w), generator=g, dtype=torch.uint8)
+            assert _same(block_match(a, b, blk, r), block_match_reference(a, b, blk, r)), (c, h, w, blk, r)
+        wide = torch.randint(-(2**20), 2**20, (2, 14, 15), generator=g)  # int64 running sums
+        assert _same(block_match(wide, wide.roll(1, 2), 5, 2), block_match_reference(wide, wide.roll(1, 2), 5, 2))
+    finally:
+        numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("chunk", [2**25, 1])
+def test_torch_backend_equals_cpu_kernel(chunk, monkeypatch):
+    """The GPU path, run on the CPU: in one piece and one dy at a time (ties across chunks)."""
+    from latentmotion import estimation
+
+    monkeypatch.setattr(estimation, "_CHUNK", chunk)
     g = torch.Generator().manual_seed(2)
+    t = torch.randint(0, 3, (2, 21, 23), generator=g, dtype=torch.uint8)
+    assert _same(_match_torch(t, t.roll(1, 1), 5, 3, False), block_match_reference(t, t.roll(1, 1), 5, 3))
+    wide = torch.randint(-(2**28), 2**28, (1, 12, 13), generator=g)  # int64 sums
+    assert _same(_match_torch(wide, wide.roll(1, 2), 3, 2, False), block_match_reference(wide, wide.roll(1, 2), 3, 2))
     a = torch.randint(0, 256, (30, 33), generator=g, dtype=torch.uint8)
     b = torch.roll(a, (2, 3), (0, 1))
     b[10:14, 10:14] = 0

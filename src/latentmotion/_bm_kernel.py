@@ -1,14 +1,17 @@
-"""Fused CPU kernel of exhaustive block matching (numba).
+"""CPU kernels of exhaustive block matching (numba); rules in :mod:`latentmotion.estimation`.
 
-Per displacement: squared differences summed over channels, then box sums by
-separable prefix sums (down the columns, then along each row), all in one
-cache-resident pass. Prefix sums are exact where it matters: adding exact
-zeros leaves a prefix unchanged, so a window of zero differences costs exactly
-0 (no running-sum residue), and integer inputs are summed exactly.
-Compiled with fastmath for the channel reduction: inputs are checked finite
-and ``big`` is the dtype's largest finite value, so no NaN or inf ever occurs,
-and adding exact zeros stays exact under reassociation. Threads take one dy each; their per-dy winners are merged in (dy, dx) order so
-that ties resolve exactly as a serial row-major scan would.
+- :func:`match_int`, integer tensors: running sums (exact in integers),
+  vectorised across the dx of one dy, threads over bands of rows.
+- :func:`match`, floats: per displacement, squared differences summed over
+  channels, then box sums by separable prefix sums (down the columns, then
+  along each row), all in one cache-resident pass. Adding exact zeros leaves a
+  prefix unchanged, so a window of zero differences costs exactly 0 (no
+  running-sum residue). Compiled with fastmath for the channel reduction:
+  inputs are checked finite and ``big`` is the dtype's largest finite value,
+  so no NaN or inf ever occurs, and adding exact zeros stays exact under
+  reassociation. Threads take one dy each; their per-dy winners are merged in
+  (dy, dx) order so that ties resolve exactly as a serial row-major scan would.
+- :func:`match_at`, the codec's search at chosen block centres only.
 """
 
 from __future__ import annotations
@@ -156,91 +159,111 @@ def match_at(ref, cur, ys, xs, block, radius):
 
 
 @numba.njit(cache=True, nogil=True)
-def _one_dy_int(refp, cur, block, radius, dy, best, best_dx, big):
-    """Integer single-channel variant of :func:`_one_dy` (exact: no rounding).
+def _band_int(refp, cur, block, radius, i0, i1, big, bdx, bdy):
+    """Exact integer search for the rows ``i0 <= i < i1`` of valid centres.
 
-    All dx of one dy advance together row by row: a prefix sum along the row
-    per dx, window sums of those, and a running vertical window sum kept with
-    a ring of the last ``block`` rows. Integer arithmetic makes the running
-    (add new, subtract old) sums exact. ``refp`` is ``ref`` zero-padded by
-    ``radius``; padded values only reach candidates that are never chosen.
+    Layout (x, lane): lane g holds dx = radius - g, so for one x the lanes read
+    ``refp[.., x : x + npad]`` contiguously and every inner loop runs over
+    lanes (it vectorises). Per dy, ``col`` keeps the vertical window sums of
+    each column, advanced row by row (add the entering row, subtract the
+    leaving one); a running sum along x gives the box sums. Integer
+    arithmetic makes both running sums exact. Each lane keeps its own best
+    cost and first dy; the lanes are merged in (cost, dy, dx) order at the
+    end of the row, so ties resolve as the row-major scan does.
     """
-    h, w = cur.shape
+    nc, h, w = cur.shape
     hv = h - block + 1
     wv = w - block + 1
     n = 2 * radius + 1
+    npad = refp.shape[2] - w - 2 * radius + n
     zero = big - big
-    for i in range(hv):
-        for j in range(wv):
-            best[i, j] = big
-            best_dx[i, j] = 0
-    p = np.zeros((n, w + 1), dtype=best.dtype)
-    ring = np.zeros((block, n, wv), dtype=best.dtype)
-    v = np.zeros((n, wv), dtype=best.dtype)
-    for y in range(h):
-        crow = cur[y]
-        rrow = refp[y - dy + radius]
-        g = 0
-        while g + 4 <= n:  # four independent prefix chains at once (instruction-level parallelism)
-            o0, o1, o2, o3 = 2 * radius - g, 2 * radius - g - 1, 2 * radius - g - 2, 2 * radius - g - 3
-            p0, p1, p2, p3 = p[g], p[g + 1], p[g + 2], p[g + 3]
-            a0 = a1 = a2 = a3 = zero
-            for x in range(w):
-                c = crow[x]
-                t0 = c - rrow[x + o0]
-                t1 = c - rrow[x + o1]
-                t2 = c - rrow[x + o2]
-                t3 = c - rrow[x + o3]
-                a0 += t0 * t0
-                a1 += t1 * t1
-                a2 += t2 * t2
-                a3 += t3 * t3
-                p0[x + 1] = a0
-                p1[x + 1] = a1
-                p2[x + 1] = a2
-                p3[x + 1] = a3
-            g += 4
-        while g < n:
-            off = 2 * radius - g  # padded column of x - dx, dx = g - radius
-            pg = p[g]
-            acc = zero
-            for x in range(w):
-                t = crow[x] - rrow[x + off]
-                acc += t * t
-                pg[x + 1] = acc
-            g += 1
-        rs = ring[y % block]
-        for g in range(n):
-            pg, vg, rg = p[g], v[g], rs[g]
+    col = np.zeros((n, w, npad), dtype=cur.dtype)
+    best = np.empty((wv, npad), dtype=cur.dtype)
+    best_k = np.empty((wv, npad), dtype=np.int32)
+    s = np.empty(npad, dtype=cur.dtype)
+    for i in range(i0, i1):
+        best[:] = big
+        best_k[:] = 0
+        for k in range(n):
+            dy = k - radius
+            if i - dy < 0 or i - dy >= hv:  # the reference block would leave the frame
+                continue
+            c = col[k]
+            if i == i0 or i - 1 - dy < 0:  # first row of this dy: sum the window afresh
+                c[:] = zero
+                for ch in range(nc):
+                    for y in range(i, i + block):
+                        cr = cur[ch, y]
+                        rr = refp[ch, y - dy]
+                        for x in range(w):
+                            a = cr[x]
+                            cx = c[x]
+                            for g in range(npad):
+                                t = a - rr[x + g]
+                                cx[g] += t * t
+            else:
+                for ch in range(nc):
+                    ca = cur[ch, i + block - 1]
+                    ra = refp[ch, i + block - 1 - dy]
+                    cs = cur[ch, i - 1]
+                    rs = refp[ch, i - 1 - dy]
+                    for x in range(w):
+                        a = ca[x]
+                        b = cs[x]
+                        cx = c[x]
+                        for g in range(npad):
+                            t = a - ra[x + g]
+                            u = b - rs[x + g]
+                            cx[g] += t * t - u * u
+            s[:] = zero
+            for x in range(block):
+                cx = c[x]
+                for g in range(npad):
+                    s[g] += cx[g]
             for j in range(wv):
-                new = pg[j + block] - pg[j]
-                vg[j] += new - rg[j]
-                rg[j] = new
-        i = y - block + 1  # the window now covers rows i .. y
-        if i >= 0 and i >= dy and i < hv + dy:
-            bi, bd = best[i], best_dx[i]
-            for g in range(n):  # in dx order: strict < keeps the first minimum
-                dx = g - radius
-                vg = v[g]
-                for j in range(max(0, dx), min(wv, wv + dx)):
-                    sc = vg[j]
-                    keep = bi[j]
-                    better = sc < keep
-                    bi[j] = sc if better else keep
-                    bd[j] = dx if better else bd[j]
+                bj = best[j]
+                kj = best_k[j]
+                cn = c[min(j + block, w - 1)]
+                co = c[j]
+                for g in range(npad):  # branch-free: strict < keeps the first dy
+                    v = s[g]
+                    better = v < bj[g]
+                    bj[g] = v if better else bj[g]
+                    kj[g] = k if better else kj[g]
+                    s[g] = v + cn[g] - co[g]
+        for j in range(wv):
+            bc = big
+            bx = 0
+            bk = 0
+            for g in range(n - 1, -1, -1):  # dx ascending
+                dx = radius - g
+                if j - dx < 0 or j - dx >= wv:
+                    continue
+                v = best[j, g]
+                kk = best_k[j, g]
+                if v < bc or (v == bc and kk < bk):
+                    bc = v
+                    bk = kk
+                    bx = dx
+            bdx[i, j] = bx
+            bdy[i, j] = bk - radius
 
 
 @numba.njit(cache=True, parallel=True)
-def match_int(ref, cur, block, radius, big):
-    """:func:`match` for integer (H, W) frames: same rules and result, faster."""
-    h, w = cur.shape
+def match_int(ref, cur, block, radius, big, bands):
+    """:func:`match` for integer (C, H, W) tensors: same rules and result, exact and faster.
+
+    Threads take contiguous bands of rows (``bands`` of them). Returns (dx, dy).
+    """
+    nc, h, w = cur.shape
     hv = h - block + 1
     wv = w - block + 1
     n = 2 * radius + 1
-    refp = np.zeros((h + 2 * radius, w + 2 * radius), dtype=ref.dtype)
-    refp[radius : radius + h, radius : radius + w] = ref
-    costs = np.empty((n, hv, wv), dtype=ref.dtype)
-    dxs = np.zeros((n, hv, wv), dtype=np.int32)
-    for k in numba.prange(n):
-        _one_dy_int(refp, cur, block, radius, k - radius, costs[k], dxs[k], big)
-    return _merge_dy(costs, dxs, radius)
+    npad = -(-n // 8) * 8  # whole 8-lane vectors; lanes past n are never read back
+    refp = np.zeros((nc, h, w + 2 * radius + npad - n), dtype=cur.dtype)
+    refp[:, :, radius : radius + w] = ref
+    bdx = np.zeros((hv, wv), dtype=np.int64)
+    bdy = np.zeros((hv, wv), dtype=np.int64)
+    for t in numba.prange(bands):
+        _band_int(refp, cur, block, radius, t * hv // bands, (t + 1) * hv // bands, big, bdx, bdy)
+    return bdx, bdy

@@ -9,18 +9,20 @@ zero motion; candidates whose reference block leaves the frame are never
 chosen; ties go to the first minimum in row-major order of (dy, dx), from
 (-radius, -radius).
 
-Exactness: costs are box sums per displacement, made with separable prefix
-sums in float64 (int32/int64 for integer inputs such as uint8 frames), never
-with a 2-D integral image of the whole frame. Window sums of non-negative terms
-that are all zero come out exactly zero and integer data is summed exactly, so
-ties resolve as the brute-force definition does; float costs that differ only
-by rounding (about 1e-13 relative) may resolve otherwise. The cost per pixel
-does not depend on the block size.
+Exactness: costs are box sums per displacement, never taken from a 2-D
+integral image of the whole frame (its cancellation loses float32 and even
+float64 digits). Integer tensors (uint8 frames, quantised features) are summed
+exactly in int32 when every partial sum provably fits, else int64, so their
+fields equal the brute-force definition bit for bit. Floats are summed in
+float64 with separable prefix sums: a window whose differences are all zero
+costs exactly zero, so such ties resolve as the brute-force definition does;
+float costs that differ only by rounding (about 1e-13 relative) may resolve
+otherwise. The cost per pixel does not depend on the block size.
 
-Backends: on the CPU fused numba kernels (:mod:`latentmotion._bm_kernel`;
-integer single-channel frames take an exact running-sum variant);
-on other devices, and for ``subpixel=True``, vectorised torch on the tensors'
-device.
+Backends: on the CPU, numba kernels (:mod:`latentmotion._bm_kernel`): a
+running-sum kernel for integer tensors that vectorises across dx, and a
+prefix-sum kernel for floats; on other devices (the GPU), and for
+``subpixel=True``, one vectorised torch pass over all displacements.
 """
 
 from __future__ import annotations
@@ -57,27 +59,18 @@ def _check(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) -> tup
     return ref, cur
 
 
-def _work_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.is_floating_point() else torch.int64
+def _int_dtype(ref: torch.Tensor, cur: torch.Tensor, terms: int) -> torch.dtype | None:
+    """Narrowest exact integer dtype for sums of ``terms`` squared differences of integer tensors (None: none fits)."""
+    lo, hi = (0, 255) if ref.dtype == torch.uint8 else (min(int(ref.min()), int(cur.min())), max(int(ref.max()), int(cur.max())))
+    bound = terms * (hi - lo) ** 2
+    return torch.int32 if bound < 2**31 else torch.int64 if bound < 2**63 else None
 
 
-def _box_rows(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
-    """Sums of k consecutive elements along ``dim`` (valid positions only)."""
-    c = x.cumsum(dim)
+def _box(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """Sums of k consecutive elements along ``dim`` (valid positions only), by prefix-sum differences."""
+    c = x.cumsum(dim, dtype=x.dtype)  # integer cumsum would widen to int64
     n = x.shape[dim]
-    first = c.narrow(dim, k - 1, 1)
-    rest = c.narrow(dim, k, n - k) - c.narrow(dim, 0, n - k)
-    return torch.cat([first, rest], dim)
-
-
-def _costs_for_dy(ref_p: torch.Tensor, cur: torch.Tensor, dy: int, radius: int, block: int) -> torch.Tensor:
-    """Joint SSD box sums for all dx at one dy: (2r+1, 1, H-k+1, W-k+1)."""
-    c, h, w = cur.shape
-    rows = ref_p[:, radius - dy : radius - dy + h, :]  # (C, H, W + 2r), row shift by dy
-    # candidate dx takes ref columns x - dx: window start radius - dx
-    shifted = torch.stack([rows[:, :, radius - dx : radius - dx + w] for dx in range(-radius, radius + 1)])
-    d = (cur[None] - shifted).square_().sum(1, keepdim=True)
-    return _box_rows(_box_rows(d, block, 3), block, 2)
+    return torch.cat([c.narrow(dim, k - 1, 1), c.narrow(dim, k, n - k) - c.narrow(dim, 0, n - k)], dim)
 
 
 def block_match(
@@ -93,7 +86,7 @@ def block_match(
 
     Args:
         ref, cur: (H, W) or (C, H, W) frames or feature tensors of one shape;
-            integer tensors (e.g. uint8 frames) are matched exactly in int64.
+            integer tensors (e.g. uint8 frames) are matched exactly, and fastest.
         block: odd block side, centred on each pixel.
         radius: search range: integer vectors with |dx|, |dy| <= radius.
         channels: ``"joint"`` sums the cost over channels (one field);
@@ -122,30 +115,22 @@ def block_match(
 
 
 def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) -> torch.Tensor:
-    """Fused numba kernels: int32 when every prefix and window sum fits, else int64; floats in float64."""
+    """Fused numba kernels: integers exactly (int32 when every running sum fits, else int64), floats in float64."""
+    import numba
     import numpy as np
 
     from . import _bm_kernel
 
     c, h, w = cur.shape
-    if ref.is_floating_point():
+    dt = None
+    if not ref.is_floating_point():  # largest window sum plus one entering column must fit
+        dt = {torch.int32: np.int32, torch.int64: np.int64}.get(_int_dtype(ref, cur, (block * block + block) * c))
+    if dt is not None:
+        a, b_ = np.ascontiguousarray(ref.numpy(), dtype=dt), np.ascontiguousarray(cur.numpy(), dtype=dt)
+        bdx, bdy = _bm_kernel.match_int(a, b_, block, radius, np.iinfo(dt).max, numba.get_num_threads())
+    else:  # floats, and integers too wide to sum exactly in int64
         a, b_ = ref.double().numpy(), cur.double().numpy()
         bdx, bdy, _ = _bm_kernel.match(np.ascontiguousarray(a.transpose(1, 2, 0)), np.ascontiguousarray(b_.transpose(1, 2, 0)), block, radius, np.finfo(np.float64).max)
-    else:
-        if ref.dtype == torch.uint8:
-            lo, hi = 0, 255
-        else:
-            lo = min(int(ref.min()), int(cur.min()))
-            hi = max(int(ref.max()), int(cur.max()))
-        # every prefix and window sum must fit: int32 when it does, else int64
-        fits = (h + w) * block * c * (hi - lo) ** 2 < 2**31 - 1
-        dt = np.int32 if fits else np.int64
-        a, b_ = ref.numpy().astype(dt), cur.numpy().astype(dt)
-        big = np.iinfo(dt).max
-        if c == 1:
-            bdx, bdy, _ = _bm_kernel.match_int(np.ascontiguousarray(a[0]), np.ascontiguousarray(b_[0]), block, radius, big)
-        else:
-            bdx, bdy, _ = _bm_kernel.match(np.ascontiguousarray(a.transpose(1, 2, 0)), np.ascontiguousarray(b_.transpose(1, 2, 0)), block, radius, big)
     out = torch.zeros((2, h, w), dtype=torch.float32)
     hb = block // 2
     out[0, hb : h - hb, hb : w - hb] = torch.from_numpy(bdx).float()
@@ -153,42 +138,57 @@ def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) ->
     return out
 
 
+_CHUNK = 2**25  # elements of one channel-by-displacement difference volume on a GPU; CPUs take 1/16 (cache)
+
+
 def _match_torch(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, subpixel: bool) -> torch.Tensor:
-    """Vectorised torch version (any device; also keeps the cost volume for sub-pixel refinement)."""
-    dt = _work_dtype(ref)
-    ref, cur = ref.to(dt), cur.to(dt)
+    """Vectorised torch version on the tensors' device (the GPU path; also sub-pixel refinement).
+
+    All displacements at once: candidate reference blocks are strided views of
+    the padded reference (``unfold``, no copies), box sums are prefix-sum
+    differences in float64 (int32 or int64 for integers, whichever is exact), and ``min`` over the
+    flattened (dy, dx) axis returns the first minimum in row-major order. The
+    frames are flipped in y and x first, so that the view's displacement axes
+    ascend in (dy, dx); the fields are flipped back at the end. Chunks of dy
+    bound the memory; an earlier chunk keeps ties (strict <).
+    """
     c, h, w = cur.shape
-    b = block // 2
-    ref_p = F.pad(ref, (radius, radius, radius, radius))
-    hv, wv = h - block + 1, w - block + 1  # pixels whose block fits: y in [b, h-1-b]
-    ys = torch.arange(b, h - b, device=ref.device)
-    xs = torch.arange(b, w - b, device=ref.device)
-    offs = torch.arange(-radius, radius + 1, device=ref.device)
-    # candidate d is allowed when the reference block centred on p - d fits
-    okx = ((xs[None, :] - offs[:, None]) >= b) & ((xs[None, :] - offs[:, None]) <= w - 1 - b)  # (n, wv)
-    oky = ((ys[None, :] - offs[:, None]) >= b) & ((ys[None, :] - offs[:, None]) <= h - 1 - b)  # (n, hv)
-    big = torch.finfo(torch.float64).max if dt == torch.float64 else torch.iinfo(torch.int64).max
-    best = torch.full((1, hv, wv), big, dtype=dt, device=ref.device)
-    best_dx = torch.zeros((1, hv, wv), dtype=torch.long, device=ref.device)
-    best_dy = torch.zeros((1, hv, wv), dtype=torch.long, device=ref.device)
-    keep = [] if subpixel else None
-    for i, dy in enumerate(range(-radius, radius + 1)):
-        cost = _costs_for_dy(ref_p, cur, dy, radius, block)  # (n, 1, hv, wv)
-        cost = cost.masked_fill(~(okx[:, None, None, :] & oky[i][None, None, :, None]), big)
-        if keep is not None:
+    dt = None if ref.is_floating_point() else _int_dtype(ref, cur, max(h, w * block) * c)  # column then row prefix sums
+    dt = dt or torch.float64
+    big = torch.finfo(dt).max if dt.is_floating_point else torch.iinfo(dt).max
+    b, n = block // 2, 2 * radius + 1
+    hv, wv = h - block + 1, w - block + 1
+    dev = ref.device
+    cur_f = cur.to(dt).flip(1, 2)
+    views = F.pad(ref.to(dt).flip(1, 2), (radius,) * 4).unfold(1, h, 1).unfold(2, w, 1)  # (c, n, n, h, w)
+    # a candidate is allowed when the reference block centred on p - d fits (in unflipped coordinates)
+    offs = torch.arange(-radius, radius + 1, device=dev)
+    oy = (h - 1 - b - torch.arange(hv, device=dev))[None] - offs[:, None]  # (n, hv)
+    ox = (w - 1 - b - torch.arange(wv, device=dev))[None] - offs[:, None]
+    oky, okx = (oy >= b) & (oy <= h - 1 - b), (ox >= b) & (ox <= w - 1 - b)
+    best = torch.full((hv, wv), big, dtype=dt, device=dev)
+    arg = torch.zeros((hv, wv), dtype=torch.long, device=dev)
+    keep = []
+    step = max(1, (_CHUNK if dev.type != "cpu" else _CHUNK // 16) // (c * n * h * w))
+    for a0 in range(0, n, step):
+        a1 = min(n, a0 + step)
+        d = (cur_f[:, None, None] - views[:, a0:a1]).square_()
+        d = d[0] if c == 1 else d.sum(0)  # (k, n, h, w); a sum over one channel would copy
+        cost = _box(_box(d, block, 2), block, 3)  # (k, n, hv, wv)
+        cost.masked_fill_(~(oky[a0:a1, None, :, None] & okx[None, :, None, :]), big)
+        if subpixel:
             keep.append(cost)
-        m, arg = cost.min(0)  # first minimum over dx
-        better = m < best  # strict: an earlier dy keeps ties
+        m, i = cost.flatten(0, 1).min(0)  # first minimum in (dy, dx) order
+        better = m < best
         best = torch.where(better, m, best)
-        best_dx = torch.where(better, arg - radius, best_dx)
-        best_dy = torch.where(better, torch.full_like(arg, dy), best_dy)
-    vx, vy = best_dx.to(torch.float64), best_dy.to(torch.float64)
-    if keep is not None:
-        vol = torch.stack(keep)  # (n_dy, n_dx, 1, hv, wv)
-        vx, vy = _refine(vol, best_dx + radius, best_dy + radius, big, vx, vy)
-    out = torch.zeros((2, h, w), dtype=torch.float32, device=ref.device)
-    out[0, b : h - b, b : w - b] = vx[0].float()
-    out[1, b : h - b, b : w - b] = vy[0].float()
+        arg = torch.where(better, i + a0 * n, arg)
+    iy, ix = arg // n, arg % n
+    vx, vy = (ix - radius).to(torch.float64), (iy - radius).to(torch.float64)
+    if subpixel:
+        vx, vy = _refine(torch.cat(keep), ix, iy, big, vx, vy)
+    out = torch.zeros((2, h, w), dtype=torch.float32, device=dev)
+    out[0, b : h - b, b : w - b] = vx.flip(0, 1).float()
+    out[1, b : h - b, b : w - b] = vy.flip(0, 1).float()
     return out
 
 
@@ -199,7 +199,7 @@ def _refine(vol, ix, iy, big, vx, vy):
 
     def at(jy, jx):
         jy_c, jx_c = jy.clamp(0, n - 1), jx.clamp(0, n - 1)
-        v = torch.gather(vol.permute(2, 3, 4, 0, 1).reshape(*ix.shape, n * n), -1, (jy_c * n + jx_c)[..., None])[..., 0]
+        v = torch.gather(vol.permute(2, 3, 0, 1).reshape(*ix.shape, n * n), -1, (jy_c * n + jx_c)[..., None])[..., 0]
         inside = (jy >= 0) & (jy < n) & (jx >= 0) & (jx < n)
         return torch.where(inside & (v < big), v, torch.full_like(v, float("nan")))
 

@@ -54,10 +54,11 @@ def test_existing_output_folder_is_refused(tmp_path):
 
 
 def test_flow_command_writes_figure_and_table(tmp_path):
-    r = run("flow", "--out", str(tmp_path / "f"), "--frames", "60", "61")
+    r = run("flow", "--out", str(tmp_path / "f"), "--frames", "60", "61", "--radius", "6", "--latent-block", "5")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "f" / "fig2.png").stat().st_size > 10_000
-    assert "joint_vs_input" in (tmp_path / "f" / "flow.md").read_text()
+    md = (tmp_path / "f" / "flow.md").read_text()
+    assert "joint_vs_input" in md and "block 31, radius 6; latent space: block 5, radius 5" in md
 
 
 @pytest.mark.parametrize(
@@ -67,10 +68,14 @@ def test_flow_command_writes_figure_and_table(tmp_path):
         (("--video", "{tmp}/nope.mp4"), "neither a file"),
         (("--video", "{tmp}/bad.mp4"), "cannot decode"),
         (("--preset", "fast"), "preset"),
+        (("--block", "301"), "larger than the frame"),
+        (("--latent-block", "41"), "latent search (block 41, radius 5): block 41 is larger than the frame 28x28"),
+        (("--radius", "-1"), "non-negative"),
+        (("--latent-block", "4"), "odd"),
     ],
 )
 def test_flow_bad_input(args, needle, tmp_path):
     (tmp_path / "bad.mp4").write_bytes(b"\x00" * 100)
     r = run("flow", "--out", str(tmp_path / "o"), *(a.format(tmp=tmp_path) for a in args))
     assert r.returncode == 2 and needle in r.stderr, r.stderr
-    assert "Traceback" not in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()

@@ -16,13 +16,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Motion in th
 console = Console()
 
 
-def prepare_out(out: Path, force: bool) -> Path:
-    """Refuse an existing non-empty output folder unless ``force``."""
+def prepare_out(out: Path, force: bool, create: bool = True) -> Path:
+    """Refuse an existing non-empty output folder unless ``force``; create it unless ``create`` is False."""
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not force:
         raise InputError(f"--out {out} exists and is not empty; pass --force to overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -113,12 +114,16 @@ def flow(
     layer: str = typer.Option("_blocks.4.add"),
     weights: str = typer.Option("imagenet", help="imagenet, random or a state_dict path"),
     preset: str = typer.Option("text", help="text (paper's text: 31/+-11 and 3/+-5) or code (its code: 31/+-5 and 5/+-1)"),
+    block: Optional[int] = typer.Option(None, help="input-space block side (overrides the preset)"),
+    radius: Optional[int] = typer.Option(None, help="input-space search radius (overrides the preset)"),
+    latent_block: Optional[int] = typer.Option(None, help="latent-space block side (overrides the preset)"),
+    latent_radius: Optional[int] = typer.Option(None, help="latent-space search radius (overrides the preset)"),
     channels: Optional[str] = typer.Option(None, help="comma-separated channels to show (default: 4 most varied)"),
     seed: int = typer.Option(0),
     force: bool = typer.Option(False, help="overwrite a non-empty --out"),
 ) -> None:
     """Fig. 2: block matching in input and latent space on two video frames."""
-    from .experiments.flowcheck import analyse_pair, figure, stats_table, video_pair
+    from .experiments.flowcheck import analyse_pair, figure, search_settings, stats_table, video_pair
     from .experiments.report import md_table
     from .models import load_model, split_model
 
@@ -128,14 +133,17 @@ def flow(
             chans = [int(c) for c in channels.split(",")]
         except ValueError:
             raise InputError(f"--channels must be comma-separated integers, got {channels!r}") from None
+    search = search_settings(preset, block, radius, latent_block, latent_radius)
+    prepare_out(out, force, create=False)
     m = load_model(model, weights=weights, seed=seed)
     split = split_model(m, layer)
     pair = video_pair(video, *frames)
+    res = analyse_pair(pair, split, search, chans)  # bad settings fail before --out is created
     out = prepare_out(out, force)
-    res = analyse_pair(pair, split, preset, chans)
-    figure(pair, res, split, out / "fig2.png", f"{Path(video).name} frames {frames[0]}, {frames[1]} — {model} [{m.weights}] {layer}, preset '{preset}'")
+    (bi, ri), (bl, rl) = search["input"], search["latent"]
+    figure(pair, res, split, out / "fig2.png", f"{Path(video).name} frames {frames[0]}, {frames[1]} — {model} [{m.weights}] {layer}; input block {bi} r {ri}, latent block {bl} r {rl}")
     table = md_table(("field", "mean EPE (input px)", "median EPE", "within one latent px", "n"), stats_table(res["stats"]))
-    (out / "flow.md").write_text(f"# Block matching, {video} frames {frames}\n\n{table}\n\n![Fig. 2](fig2.png)\n")
+    (out / "flow.md").write_text(f"# Block matching, {video} frames {frames}\n\nInput space: block {bi}, radius {ri}; latent space: block {bl}, radius {rl}.\n\n{table}\n\n![Fig. 2](fig2.png)\n")
     console.print(table)
     console.print(f"figure: {out / 'fig2.png'}")
 

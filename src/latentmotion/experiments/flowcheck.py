@@ -74,22 +74,40 @@ def compare(latent_field: torch.Tensor, reference: torch.Tensor, mask: torch.Ten
     return FlowStats(float(epe.mean()), float(epe.median()), float((epe <= stride).float().mean()), int(epe.numel()))
 
 
-@torch.no_grad()
-def analyse_pair(frames: torch.Tensor, split: Split, preset: str = "text", channels: list[int] | None = None, truth: torch.Tensor | None = None) -> dict:
-    """Fields and statistics for one frame pair (2, 3, H, W) in [0, 1]."""
+def search_settings(preset: str = "text", block: int | None = None, radius: int | None = None, latent_block: int | None = None, latent_radius: int | None = None) -> dict[str, tuple[int, int]]:
+    """(block, radius) for the input and latent searches: a preset, with any value overridden."""
     if preset not in PRESETS:
         raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     (bi, ri), (bl, rl) = PRESETS[preset]["input"], PRESETS[preset]["latent"]
+    pick = lambda v, d: d if v is None else v  # noqa: E731
+    return {"input": (pick(block, bi), pick(radius, ri)), "latent": (pick(latent_block, bl), pick(latent_radius, rl))}
+
+
+def _match(space: str, ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, channels: str = "joint") -> torch.Tensor:
+    try:
+        return block_match(ref, cur, block, radius, channels=channels)  # type: ignore[arg-type]
+    except InputError as e:
+        raise InputError(f"{space} search (block {block}, radius {radius}): {e}") from None
+
+
+@torch.no_grad()
+def analyse_pair(frames: torch.Tensor, split: Split, search: str | dict[str, tuple[int, int]] = "text", channels: list[int] | None = None, truth: torch.Tensor | None = None) -> dict:
+    """Fields and statistics for one frame pair (2, 3, H, W) in [0, 1].
+
+    ``search`` is a preset name or :func:`search_settings`' result.
+    """
+    search = search_settings(search) if isinstance(search, str) else search
+    (bi, ri), (bl, rl) = search["input"], search["latent"]
     g = gray8(frames)
     h, w = g.shape[-2:]
-    input_field = block_match(g[0], g[1], bi, ri)
+    input_field = _match("input", g[0], g[1], bi, ri)
     feats = split.edge(frames)
     ref_f, cur_f = feats[0], feats[1]
-    joint = block_match(ref_f, cur_f, bl, rl, channels="joint")
+    joint = _match("latent", ref_f, cur_f, bl, rl)
     chans = channels if channels is not None else top_channels(ref_f, 4)
     if any(c < 0 or c >= ref_f.shape[0] for c in chans):
         raise InputError(f"channels must lie in 0..{ref_f.shape[0] - 1}, got {chans}")
-    each = block_match(ref_f[chans], cur_f[chans], bl, rl, channels="each") if chans else torch.zeros(0, 2, *ref_f.shape[-2:])
+    each = _match("latent", ref_f[chans], cur_f[chans], bl, rl, "each") if chans else torch.zeros(0, 2, *ref_f.shape[-2:])
     latent_size = tuple(ref_f.shape[-2:])
     pooled, cover = to_latent_grid(input_field, split, latent_size, _fit_mask(h, w, bi))
     lmask = cover & _fit_mask(*latent_size, bl)

@@ -59,6 +59,8 @@ def test_integer_kernel_equals_brute_force_on_many_shapes(threads):
             b = torch.roll(a, (1, -1), (1, 2))
             b[:, : h // 3] = torch.randint(0, 4, (c, h // 3, w), generator=g, dtype=torch.uint8)
             assert _same(block_match(a, b, blk, r), block_match_reference(a, b, blk, r)), (c, h, w, blk, r)
+        whole = torch.randint(0, 4, (2, 12, 14), generator=g).float()  # whole-number floats take this path
+        assert _same(block_match(whole, whole.roll(1, 1), 3, 2), block_match_reference(whole, whole.roll(1, 1), 3, 2))
         wide = torch.randint(-(2**20), 2**20, (2, 14, 15), generator=g)  # int64 running sums
         assert _same(block_match(wide, wide.roll(1, 2), 5, 2), block_match_reference(wide, wide.roll(1, 2), 5, 2))
     finally:

@@ -11,9 +11,10 @@ chosen; ties go to the first minimum in row-major order of (dy, dx), from
 
 Exactness: costs are box sums per displacement, never taken from a 2-D
 integral image of the whole frame (its cancellation loses float32 and even
-float64 digits). Integer tensors (uint8 frames, quantised features) are summed
-exactly in int32 when every partial sum provably fits, else int64, so their
-fields equal the brute-force definition bit for bit. Floats are summed in
+float64 digits). Integer tensors (uint8 frames, quantised features), and on
+the CPU float tensors holding whole numbers, are summed exactly in int32 when
+every partial sum provably fits, else int64, so their fields equal the
+brute-force definition bit for bit. Floats are summed in
 float64 with separable prefix sums: a window whose differences are all zero
 costs exactly zero, so such ties resolve as the brute-force definition does;
 float costs that differ only by rounding (about 1e-13 relative) may resolve
@@ -122,6 +123,8 @@ def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) ->
     from . import _bm_kernel
 
     c, h, w = cur.shape
+    if ref.is_floating_point() and all(t.abs().max() < 2**31 and torch.equal(t, t.round()) for t in (ref, cur)):
+        ref, cur = ref.long(), cur.long()  # whole-number floats (e.g. 0..255 frames) match exactly as integers
     dt = None
     if not ref.is_floating_point():  # largest window sum plus one entering column must fit
         dt = {torch.int32: np.int32, torch.int64: np.int64}.get(_int_dtype(ref, cur, (block * block + block) * c))

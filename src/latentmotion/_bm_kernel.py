@@ -32,7 +32,7 @@ def _one_dy(ref, cur, block, radius, dy, best, best_dx, big):
     zero = big - big  # typed zero (best is still uninitialised here)
     d = np.zeros(w, dtype=best.dtype)
     col = np.zeros((h + 1, w), dtype=best.dtype)  # column prefix sums
-    row = np.zeros(w + 1, dtype=best.dtype)
+    row = np.zeros((4, w + 1), dtype=best.dtype)  # row prefix sums, four rows at a time
     for i in range(hv):
         for j in range(wv):
             best[i, j] = big
@@ -64,18 +64,35 @@ def _one_dy(ref, cur, block, radius, dy, best, best_dx, big):
                     d[x] = acc
             for x in range(w):
                 col[y + 1, x] = col[y, x] + d[x]
-        for i in range(i_lo, i_hi):
-            row[0] = zero
-            for x in range(w):
-                row[x + 1] = row[x] + (col[i + block, x] - col[i, x])
-            bi = best[i]
-            bd = best_dx[i]
-            for j in range(j_lo, j_hi):  # branch-free running minimum (vectorises)
-                s = row[j + block] - row[j]
-                keep = bi[j]
-                better = s < keep
-                bi[j] = s if better else keep
-                bd[j] = dx if better else bd[j]
+        for i0 in range(i_lo, i_hi, 4):
+            m = min(4, i_hi - i0)
+            if m == 4:  # four independent prefix chains hide the float add latency
+                a0 = a1 = a2 = a3 = zero
+                for x in range(w):
+                    a0 += col[i0 + block, x] - col[i0, x]
+                    a1 += col[i0 + 1 + block, x] - col[i0 + 1, x]
+                    a2 += col[i0 + 2 + block, x] - col[i0 + 2, x]
+                    a3 += col[i0 + 3 + block, x] - col[i0 + 3, x]
+                    row[0, x + 1] = a0
+                    row[1, x + 1] = a1
+                    row[2, x + 1] = a2
+                    row[3, x + 1] = a3
+            else:
+                for k in range(m):
+                    a0 = zero
+                    for x in range(w):
+                        a0 += col[i0 + k + block, x] - col[i0 + k, x]
+                        row[k, x + 1] = a0
+            for k in range(m):
+                rk = row[k]
+                bi = best[i0 + k]
+                bd = best_dx[i0 + k]
+                for j in range(j_lo, j_hi):  # branch-free running minimum (vectorises)
+                    s = rk[j + block] - rk[j]
+                    keep = bi[j]
+                    better = s < keep
+                    bi[j] = s if better else keep
+                    bd[j] = dx if better else bd[j]
 
 
 @numba.njit(cache=True, nogil=True)

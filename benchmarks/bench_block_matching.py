@@ -4,8 +4,8 @@ Real 224x224 grayscale pair from bikes.mp4 (frames 60, 62): latentmotion's
 exhaustive SSD search (block 31, radius 11) against OpenCV's Farneback
 optical flow, against the torch backend and against the brute-force
 definition (on a crop: it is too slow for the full frame); then a 128x28x28
-feature tensor (block 3, radius 5, joint). On a CUDA device, the 224 case on
-the GPU.
+feature tensor (block 3, radius 5, joint). Blocks 7 and 63 show that the
+time does not grow with the block. On a CUDA device, the 224 case on the GPU.
 
     .venv/bin/python benchmarks/bench_block_matching.py
 """
@@ -39,6 +39,9 @@ def main() -> None:
         ("224x224 gray, block_match float64", f"{t_bmf * 1e3:.1f}", f"{t_bmf / t_fb:.2f}"),
         ("224x224 gray, torch backend (CPU)", f"{t_torch * 1e3:.1f}", f"{t_torch / t_fb:.2f}"),
     ]
+    for blk in (7, 63):  # box sums: the time must not grow with the block
+        t_b = median_time(lambda: block_match(a, b, blk, 11), 11, 2)
+        rows.append((f"224x224 gray uint8, block {blk} r 11", f"{t_b * 1e3:.1f}", f"{t_b / t_bm:.2f} of block 31's time"))
     ca, cb = a[:44, :44], b[:44, :44]
     t_bf = median_time(lambda: block_match_reference(ca, cb, 31, 5), 1, 0)
     t_bfo = median_time(lambda: block_match(ca, cb, 31, 5), 11, 2)

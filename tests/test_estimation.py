@@ -105,6 +105,10 @@ def test_each_channel_is_per_channel_joint():
     assert each.shape == (3, 2, 16, 16)
     for c in range(3):
         assert _same(each[c], block_match(a[c], b[c], 3, 2))
+    q = torch.randint(0, 3, (3, 17, 19), generator=g, dtype=torch.uint8)  # integer kernel, tie-rich
+    each = block_match(q, q.roll(1, 2), 5, 3, channels="each")
+    for c in range(3):
+        assert _same(each[c], block_match_reference(q[c], q[c].roll(1, 1), 5, 3))
 
 
 def test_subpixel_refinement_gets_closer_to_a_fractional_shift():

@@ -129,6 +129,26 @@ def match(ref, cur, block, radius, big):
     return _merge_dy(costs, dxs, radius)
 
 
+@numba.njit(cache=True, parallel=True)
+def match_each(ref, cur, block, radius, big):
+    """:func:`match` per channel of (C, H, W) float tensors: (C, hv, wv) dx and dy; threads take channels."""
+    nc, h, w = cur.shape
+    hv = h - block + 1
+    wv = w - block + 1
+    n = 2 * radius + 1
+    bdx = np.zeros((nc, hv, wv), dtype=np.int64)
+    bdy = np.zeros((nc, hv, wv), dtype=np.int64)
+    for ch in numba.prange(nc):
+        r1 = ref[ch].reshape((h, w, 1))
+        c1 = cur[ch].reshape((h, w, 1))
+        costs = np.empty((n, hv, wv), dtype=ref.dtype)
+        dxs = np.zeros((n, hv, wv), dtype=np.int64)
+        for k in range(n):
+            _one_dy(r1, c1, block, radius, k - radius, costs[k], dxs[k], big)
+        bdx[ch], bdy[ch], _ = _merge_dy(costs, dxs, radius)
+    return bdx, bdy
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _ssd(ref, cur, y, x, sy, sx, b):
     h, w, c = cur.shape
@@ -283,4 +303,21 @@ def match_int(ref, cur, block, radius, big, bands):
     bdy = np.zeros((hv, wv), dtype=np.int64)
     for t in numba.prange(bands):
         _band_int(refp, cur, block, radius, t * hv // bands, (t + 1) * hv // bands, big, bdx, bdy)
+    return bdx, bdy
+
+
+@numba.njit(cache=True, parallel=True)
+def match_int_each(ref, cur, block, radius, big):
+    """:func:`match_int` per channel: (C, hv, wv) dx and dy; threads take channels."""
+    nc, h, w = cur.shape
+    hv = h - block + 1
+    wv = w - block + 1
+    n = 2 * radius + 1
+    npad = -(-n // 8) * 8
+    refp = np.zeros((nc, h, w + 2 * radius + npad - n), dtype=cur.dtype)
+    refp[:, :, radius : radius + w] = ref
+    bdx = np.zeros((nc, hv, wv), dtype=np.int64)
+    bdy = np.zeros((nc, hv, wv), dtype=np.int64)
+    for ch in numba.prange(nc):
+        _band_int(refp[ch : ch + 1], cur[ch : ch + 1], block, radius, 0, hv, big, bdx[ch], bdy[ch])
     return bdx, bdy

@@ -108,15 +108,18 @@ def block_match(
     if channels not in ("joint", "each"):
         raise InputError(f"channels must be 'joint' or 'each', got {channels!r}")
     ref, cur = _check(ref, cur, block, radius)
-    if channels == "each":
-        return torch.stack([block_match(ref[i], cur[i], block, radius, subpixel=subpixel) for i in range(ref.shape[0])])
     if ref.device.type == "cpu" and not subpixel:
-        return _match_cpu(ref, cur, block, radius)
+        return _match_cpu(ref, cur, block, radius, each=channels == "each")
+    if channels == "each":
+        return torch.stack([_match_torch(ref[i : i + 1], cur[i : i + 1], block, radius, subpixel) for i in range(ref.shape[0])])
     return _match_torch(ref, cur, block, radius, subpixel)
 
 
-def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) -> torch.Tensor:
-    """Fused numba kernels: integers exactly (int32 when every running sum fits, else int64), floats in float64."""
+def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, each: bool = False) -> torch.Tensor:
+    """Numba kernels: integers exactly (int32 when every running sum fits, else int64), floats in float64.
+
+    ``each``: one field per channel, (C, 2, H, W); otherwise the joint field (2, H, W).
+    """
     import numba
     import numpy as np
 
@@ -127,17 +130,21 @@ def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) ->
         ref, cur = ref.long(), cur.long()  # whole-number floats (e.g. 0..255 frames) match exactly as integers
     dt = None
     if not ref.is_floating_point():  # largest window sum plus one entering column must fit
-        dt = {torch.int32: np.int32, torch.int64: np.int64}.get(_int_dtype(ref, cur, (block * block + block) * c))
+        dt = {torch.int32: np.int32, torch.int64: np.int64}.get(_int_dtype(ref, cur, (block * block + block) * (1 if each else c)))
     if dt is not None:
         a, b_ = np.ascontiguousarray(ref.numpy(), dtype=dt), np.ascontiguousarray(cur.numpy(), dtype=dt)
-        bdx, bdy = _bm_kernel.match_int(a, b_, block, radius, np.iinfo(dt).max, numba.get_num_threads())
-    else:  # floats, and integers too wide to sum exactly in int64
+        big = np.iinfo(dt).max
+        bdx, bdy = _bm_kernel.match_int_each(a, b_, block, radius, big) if each else _bm_kernel.match_int(a, b_, block, radius, big, numba.get_num_threads())
+    elif each:  # floats, and integers too wide to sum exactly in int64
+        a, b_ = np.ascontiguousarray(ref.numpy(), dtype=np.float64), np.ascontiguousarray(cur.numpy(), dtype=np.float64)
+        bdx, bdy = _bm_kernel.match_each(a, b_, block, radius, np.finfo(np.float64).max)
+    else:
         a, b_ = ref.double().numpy(), cur.double().numpy()
         bdx, bdy, _ = _bm_kernel.match(np.ascontiguousarray(a.transpose(1, 2, 0)), np.ascontiguousarray(b_.transpose(1, 2, 0)), block, radius, np.finfo(np.float64).max)
-    out = torch.zeros((2, h, w), dtype=torch.float32)
     hb = block // 2
-    out[0, hb : h - hb, hb : w - hb] = torch.from_numpy(bdx).float()
-    out[1, hb : h - hb, hb : w - hb] = torch.from_numpy(bdy).float()
+    out = torch.zeros((*bdx.shape[:-2], 2, h, w), dtype=torch.float32)
+    out[..., 0, hb : h - hb, hb : w - hb] = torch.from_numpy(bdx).float()
+    out[..., 1, hb : h - hb, hb : w - hb] = torch.from_numpy(bdy).float()
     return out
 
 

@@ -64,7 +64,8 @@ def _int_dtype(ref: torch.Tensor, cur: torch.Tensor, terms: int) -> torch.dtype 
     """Narrowest exact integer dtype for sums of ``terms`` squared differences of integer tensors (None: none fits)."""
     lo, hi = (0, 255) if ref.dtype == torch.uint8 else (min(int(ref.min()), int(cur.min())), max(int(ref.max()), int(cur.max())))
     bound = terms * (hi - lo) ** 2
-    return torch.int32 if bound < 2**31 else torch.int64 if bound < 2**63 else None
+    # strictly below the dtype's maximum, which marks "no candidate yet"
+    return torch.int32 if bound < 2**31 - 1 else torch.int64 if bound < 2**63 - 1 else None
 
 
 def _box(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:

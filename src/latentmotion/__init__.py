@@ -8,6 +8,7 @@ sequences with motion-compensated prediction. Conventions: see
 :mod:`latentmotion.motion`.
 """
 
+from .estimation import block_match
 from .errors import InputError, LatentMotionError, UnknownNameError, WeightsUnavailableError
 from .metrics import hevc_band, nrmse, nrmse_from_psnr, psnr, psnr_from_nrmse
 from .models import ImageNetModel, LayerInfo, Split, list_layers, list_models, load_model, split_model
@@ -26,6 +27,7 @@ __all__ = [
     "UnknownNameError",
     "Warped",
     "WeightsUnavailableError",
+    "block_match",
     "flow_from_affine",
     "hevc_band",
     "interior_mask",

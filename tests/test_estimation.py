@@ -44,6 +44,33 @@ def test_equals_brute_force_on_real_frames_and_features():
     assert _same(block_match(f[0], f[1], 3, 2), block_match_reference(f[0], f[1], 3, 2))
 
 
+def test_float_ties_follow_the_definition():
+    """Exact ties of nonzero float costs: prefix sums round them apart; the near-tie pass restores the order."""
+    ref = torch.full((20, 22), 0.5)
+    cur = torch.full((20, 22), 0.7)  # every candidate in the flat part costs the same
+    ref[5:9, 5:9] = 0.1
+    want = block_match_reference(ref, cur, 5, 3)
+    assert _same(block_match(ref, cur, 5, 3), want)
+    assert _same(_match_torch(ref[None], cur[None], 5, 3, False), want)
+    g = torch.Generator().manual_seed(6)
+    a = torch.relu(torch.randn(2, 14, 17, generator=g, dtype=torch.float64))  # block 1: cost = one square
+    b = torch.relu(torch.randn(2, 14, 17, generator=g, dtype=torch.float64)) * 0.3 + a.roll(1, 2)
+    for c in range(2):
+        assert _same(block_match(a, b, 1, 3, channels="each")[c], block_match_reference(a[c], b[c], 1, 3))
+    assert _same(block_match(a, b, 1, 3), block_match_reference(a, b, 1, 3))
+
+
+def test_per_channel_fields_of_relu_features_equal_brute_force():
+    """Real ReLU features (dead zones: many exactly tied candidates), one field per channel."""
+    split = lm.split_model(model("resnet34"), "maxpool")
+    with torch.no_grad():
+        f = split.edge(video_pair("bikes.mp4", 60, 62))[:, :6, 4:22, 4:22]
+    assert (f == 0).float().mean() > 0.2
+    each = block_match(f[0], f[1], 3, 3, channels="each")
+    for c in range(6):
+        assert _same(each[c], block_match_reference(f[0, c], f[1, c], 3, 3)), c
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_integer_kernel_equals_brute_force_on_many_shapes(threads):
     """Exact integer path: joint channels, radius 0, radius past the frame, int64 sums, any band split."""

@@ -1,16 +1,13 @@
 """CPU kernels of exhaustive block matching (numba); rules in :mod:`latentmotion.estimation`.
 
+Both searches keep the data as (x, dx-lane): lane g holds dx = radius - g, so
+inner loops run across the candidate dx of one dy and vectorise.
+
 - :func:`match_int`, integer tensors: running sums (exact in integers),
-  vectorised across the dx of one dy, threads over bands of rows.
-- :func:`match`, floats: per displacement, squared differences summed over
-  channels, then box sums by separable prefix sums (down the columns, then
-  along each row), all in one cache-resident pass. Adding exact zeros leaves a
-  prefix unchanged, so a window of zero differences costs exactly 0 (no
-  running-sum residue). Compiled with fastmath for the channel reduction:
-  inputs are checked finite and ``big`` is the dtype's largest finite value,
-  so no NaN or inf ever occurs, and adding exact zeros stays exact under
-  reassociation. Threads take one dy each; their per-dy winners are merged in
-  (dy, dx) order so that ties resolve exactly as a serial row-major scan would.
+  threads over bands of rows, every dy inside a band.
+- :func:`match`, floats: prefix sums in float64, threads over dy. Besides the
+  winner it returns the runner-up cost, so that the caller can redo near-ties
+  with :func:`resolve`, which sums each candidate by the cost's definition.
 - :func:`match_at`, the codec's search at chosen block centres only.
 """
 
@@ -21,132 +18,215 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _one_dy(ref, cur, block, radius, dy, best, best_dx, big):
-    h, w, c = cur.shape  # channel-last: the channel sum is a contiguous reduction
-    # for one channel, 2-D views give the row loop a compile-time unit stride (it vectorises)
-    cur2 = cur.reshape((h, w * c))
-    ref2 = ref.reshape((h, w * c))
-    b = block // 2
+def _one_dy(refp, cur, block, radius, dy, best, second, best_dx, big):
+    """Float search of one dy: per centre the best cost, its dx (first in dx order) and the second-best cost.
+
+    Channel-last (H, W, C) inputs, so that the channel sum is a contiguous
+    reduction. Lanes as in :func:`_band_int`: lane g holds dx = radius - g,
+    and the prefix sums run across lanes. Column prefix sums go down the frame
+    (a ring of the last block + 1 rows), then a prefix sum along x of the
+    window columns; box sums are differences of prefix sums. fastmath may
+    reorder the channel sum: the error bound of
+    :func:`latentmotion.estimation._float_tolerance` holds for any order.
+    """
+    h, w, nc = cur.shape
     hv = h - block + 1
     wv = w - block + 1
-    zero = big - big  # typed zero (best is still uninitialised here)
-    d = np.zeros(w, dtype=best.dtype)
-    col = np.zeros((h + 1, w), dtype=best.dtype)  # column prefix sums
-    row = np.zeros((4, w + 1), dtype=best.dtype)  # row prefix sums, four rows at a time
-    for i in range(hv):
-        for j in range(wv):
-            best[i, j] = big
-            best_dx[i, j] = 0
-    # rows of the current frame whose centre's reference block fits
-    i_lo = max(0, b + dy - b)
-    i_hi = min(hv, h - b + dy - b)
-    for dx in range(-radius, radius + 1):
-        j_lo = max(0, dx)
-        j_hi = min(wv, w - block + 1 + dx)
-        if i_lo >= i_hi or j_lo >= j_hi:
-            continue
-        x0 = max(0, dx)
-        x1 = min(w, w + dx)
-        for y in range(h):
-            ys = y - dy
-            for x in range(w):
-                d[x] = zero
-            if 0 <= ys < h and c == 1:
-                for x in range(x0, x1):
-                    t = cur2[y, x] - ref2[ys, x - dx]
-                    d[x] = t * t
-            elif 0 <= ys < h:
-                for x in range(x0, x1):
-                    acc = zero
-                    for ch in range(c):
-                        t = cur[y, x, ch] - ref[ys, x - dx, ch]
-                        acc += t * t
-                    d[x] = acc
-            for x in range(w):
-                col[y + 1, x] = col[y, x] + d[x]
-        for i0 in range(i_lo, i_hi, 4):
-            m = min(4, i_hi - i0)
-            if m == 4:  # four independent prefix chains hide the float add latency
-                a0 = a1 = a2 = a3 = zero
+    n = 2 * radius + 1
+    wp = refp.shape[1]
+    npad = wp - w - 2 * radius + n
+    cur2 = cur.reshape((h, w * nc))  # one channel: 2-D rows give the lane loop a unit stride
+    ref2 = refp.reshape((h, wp * nc))
+    zero = big - big
+    ring = np.zeros((block + 1, w, npad), dtype=best.dtype)
+    d = np.zeros((w, npad), dtype=best.dtype)
+    row = np.empty((w + 1, npad), dtype=best.dtype)
+    s = np.empty(npad, dtype=best.dtype)
+    best[:] = big
+    second[:] = big
+    best_dx[:] = 0
+    i_lo = max(0, dy)  # rows whose reference block fits
+    i_hi = min(hv, hv + dy)
+    for y in range(h):
+        pp = ring[y % (block + 1)]
+        pn = ring[(y + 1) % (block + 1)]
+        ys = y - dy
+        if not 0 <= ys < h:
+            pn[:] = pp
+        else:
+            if nc == 1:
+                cr, rr = cur2[y], ref2[ys]
                 for x in range(w):
-                    a0 += col[i0 + block, x] - col[i0, x]
-                    a1 += col[i0 + 1 + block, x] - col[i0 + 1, x]
-                    a2 += col[i0 + 2 + block, x] - col[i0 + 2, x]
-                    a3 += col[i0 + 3 + block, x] - col[i0 + 3, x]
-                    row[0, x + 1] = a0
-                    row[1, x + 1] = a1
-                    row[2, x + 1] = a2
-                    row[3, x + 1] = a3
+                    a = cr[x]
+                    dd = d[x]
+                    for g in range(npad):
+                        t = a - rr[x + g]
+                        dd[g] = t * t
             else:
-                for k in range(m):
-                    a0 = zero
-                    for x in range(w):
-                        a0 += col[i0 + k + block, x] - col[i0 + k, x]
-                        row[k, x + 1] = a0
-            for k in range(m):
-                rk = row[k]
-                bi = best[i0 + k]
-                bd = best_dx[i0 + k]
-                for j in range(j_lo, j_hi):  # branch-free running minimum (vectorises)
-                    s = rk[j + block] - rk[j]
-                    keep = bi[j]
-                    better = s < keep
-                    bi[j] = s if better else keep
-                    bd[j] = dx if better else bd[j]
+                for x in range(w):
+                    cx = cur[y, x]
+                    dd = d[x]
+                    for g in range(n):
+                        rx = refp[ys, x + g]
+                        acc = zero
+                        for ch in range(nc):
+                            t = cx[ch] - rx[ch]
+                            acc += t * t
+                        dd[g] = acc
+            for x in range(w):
+                px, nx, dd = pp[x], pn[x], d[x]
+                for g in range(npad):
+                    nx[g] = px[g] + dd[g]
+        i = y + 1 - block  # the window rows i .. y are summed
+        if i < i_lo or i >= i_hi:
+            continue
+        pi = ring[i % (block + 1)]
+        row[0] = zero
+        for x in range(w):
+            r0, r1, a_, b_ = row[x], row[x + 1], pn[x], pi[x]
+            for g in range(npad):
+                r1[g] = r0[g] + (a_[g] - b_[g])
+        bi, si, bd = best[i], second[i], best_dx[i]
+        for j in range(wv):
+            ra, rb = row[j + block], row[j]
+            for g in range(npad):
+                s[g] = ra[g] - rb[g]
+            g_lo = max(0, radius - j)  # the reference centre j - dx must lie in 0 .. wv - 1
+            g_hi = min(n - 1, wv - 1 + radius - j)
+            m = big
+            m2 = big
+            k = 0
+            for g in range(g_hi, g_lo - 1, -1):  # dx ascending: strict < keeps the first
+                v = s[g]
+                better = v < m
+                m2 = min(m2, m if better else v)
+                m = v if better else m
+                k = g if better else k
+            bi[j] = m
+            si[j] = m2
+            bd[j] = radius - k
 
 
 @numba.njit(cache=True, nogil=True)
-def _merge_dy(costs, dxs, radius):
-    """Merge per-dy winners (n, hv, wv) in dy order: strict < keeps the earlier dy on ties."""
+def _merge_dy(costs, seconds, dxs, radius):
+    """Merge per-dy results (n, hv, wv) in dy order: strict < keeps the earlier dy on ties."""
     n, hv, wv = costs.shape
     best = costs[0].copy()
-    bdx = dxs[0].astype(np.int64)
+    second = seconds[0].copy()
+    bdx = dxs[0].copy()
     bdy = np.full((hv, wv), -radius, dtype=np.int64)
     for k in range(1, n):
         for i in range(hv):
             for j in range(wv):
-                if costs[k, i, j] < best[i, j]:
-                    best[i, j] = costs[k, i, j]
+                c = costs[k, i, j]
+                better = c < best[i, j]
+                second[i, j] = min(second[i, j], seconds[k, i, j], best[i, j] if better else c)
+                if better:
+                    best[i, j] = c
                     bdx[i, j] = dxs[k, i, j]
                     bdy[i, j] = k - radius
-    return bdx, bdy, best
+    return bdx, bdy, best, second
+
+
+def _padded(ref, radius, lanes, axis=-1):
+    """``ref`` zero-padded along x (``axis``) for the lane layouts: radius before; after, radius plus whole vectors of ``lanes`` (lanes past 2r+1 are never read back)."""
+    n = 2 * radius + 1
+    npad = -(-n // lanes) * lanes
+    pad = [(0, 0)] * ref.ndim
+    pad[axis] = (radius, radius + npad - n)
+    return np.pad(ref, pad)
+
+
+@numba.njit(cache=True)
+def frame_total(ref, cur):
+    """T = sum over (C, H, W) of (|cur| + max|ref| of the channel)^2: no window or prefix sum exceeds it."""
+    t = 0.0
+    for ch in range(cur.shape[0]):
+        m = np.abs(ref[ch]).max()
+        for v in cur[ch].ravel():
+            u = abs(v) + m
+            t += u * u
+    return t
 
 
 @numba.njit(cache=True, parallel=True)
-def match(ref, cur, block, radius, big):
-    """Best (dx, dy) and cost for every pixel whose block fits: (hv, wv) arrays each.
+def match(refp, cur, block, radius, big):
+    """Float search, joint over channels, on channel-last (H, W, C) inputs; threads take one dy each.
 
-    ``ref`` and ``cur`` are channel-last (H, W, C), finite.
+    ``refp`` is :func:`_padded` ``ref`` (x is axis 1). Returns (dx, dy, best
+    cost, second-best cost), (hv, wv) each; the second-best flags near-ties.
     """
-    h, w, c = cur.shape
-    hv = h - block + 1
-    wv = w - block + 1
-    n = 2 * radius + 1
-    costs = np.empty((n, hv, wv), dtype=ref.dtype)
+    h, w = cur.shape[:2]
+    hv, wv, n = h - block + 1, w - block + 1, 2 * radius + 1
+    costs = np.empty((n, hv, wv), dtype=cur.dtype)
+    seconds = np.empty((n, hv, wv), dtype=cur.dtype)
     dxs = np.zeros((n, hv, wv), dtype=np.int64)
     for k in numba.prange(n):
-        _one_dy(ref, cur, block, radius, k - radius, costs[k], dxs[k], big)
-    return _merge_dy(costs, dxs, radius)
+        _one_dy(refp, cur, block, radius, k - radius, costs[k], seconds[k], dxs[k], big)
+    return _merge_dy(costs, seconds, dxs, radius)
 
 
 @numba.njit(cache=True, parallel=True)
-def match_each(ref, cur, block, radius, big):
-    """:func:`match` per channel of (C, H, W) float tensors: (C, hv, wv) dx and dy; threads take channels."""
+def match_each(refp, cur, block, radius, big):
+    """:func:`match` per channel of (C, H, W) inputs: (C, hv, wv) arrays; threads take channels."""
     nc, h, w = cur.shape
-    hv = h - block + 1
-    wv = w - block + 1
-    n = 2 * radius + 1
+    hv, wv, n = h - block + 1, w - block + 1, 2 * radius + 1
     bdx = np.zeros((nc, hv, wv), dtype=np.int64)
     bdy = np.zeros((nc, hv, wv), dtype=np.int64)
+    best = np.empty((nc, hv, wv), dtype=cur.dtype)
+    second = np.empty((nc, hv, wv), dtype=cur.dtype)
     for ch in numba.prange(nc):
-        r1 = ref[ch].reshape((h, w, 1))
+        r1 = refp[ch].reshape((h, refp.shape[2], 1))
         c1 = cur[ch].reshape((h, w, 1))
-        costs = np.empty((n, hv, wv), dtype=ref.dtype)
+        costs = np.empty((n, hv, wv), dtype=cur.dtype)
+        seconds = np.empty((n, hv, wv), dtype=cur.dtype)
         dxs = np.zeros((n, hv, wv), dtype=np.int64)
         for k in range(n):
-            _one_dy(r1, c1, block, radius, k - radius, costs[k], dxs[k], big)
-        bdx[ch], bdy[ch], _ = _merge_dy(costs, dxs, radius)
-    return bdx, bdy
+            _one_dy(r1, c1, block, radius, k - radius, costs[k], seconds[k], dxs[k], big)
+        bdx[ch], bdy[ch], best[ch], second[ch] = _merge_dy(costs, seconds, dxs, radius)
+    return bdx, bdy, best, second
+
+
+@numba.njit(cache=True, parallel=True)
+def resolve(ref, cur, ys, xs, block, radius):
+    """Exhaustive search at the centres (ys[k], xs[k]) by the cost's definition.
+
+    Each cost is the float64 sum of squared differences in (channel, row,
+    column) order, summed one term at a time, exactly as
+    :func:`latentmotion.estimation.block_match_reference` sums it; no
+    fastmath, so no reassociation or fused multiply-add. A candidate stops
+    once its partial sum reaches the best so far (terms are non-negative).
+    Returns (dx, dy) per centre, (n, 2).
+    """
+    nc, h, w = cur.shape
+    b = block // 2
+    out = np.zeros((ys.shape[0], 2), dtype=np.int64)
+    for k in numba.prange(ys.shape[0]):
+        y, x = ys[k], xs[k]
+        best = np.inf
+        for dy in range(-radius, radius + 1):
+            sy = y - dy
+            if sy - b < 0 or sy + b > h - 1:
+                continue
+            for dx in range(-radius, radius + 1):
+                sx = x - dx
+                if sx - b < 0 or sx + b > w - 1:
+                    continue
+                s = 0.0
+                for ch in range(nc):
+                    for i in range(-b, b + 1):
+                        for j in range(-b, b + 1):
+                            t = cur[ch, y + i, x + j] - ref[ch, sy + i, sx + j]
+                            s += t * t
+                        if s >= best:
+                            break
+                    if s >= best:
+                        break
+                if s < best:
+                    best = s
+                    out[k, 0] = dx
+                    out[k, 1] = dy
+    return out
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
@@ -287,18 +367,13 @@ def _band_int(refp, cur, block, radius, i0, i1, big, bdx, bdy):
 
 
 @numba.njit(cache=True, parallel=True)
-def match_int(ref, cur, block, radius, big, bands):
-    """:func:`match` for integer (C, H, W) tensors: same rules and result, exact and faster.
+def match_int(refp, cur, block, radius, big, bands):
+    """Integer (C, H, W) search, joint over channels: exact. ``refp`` is :func:`_padded` ``ref``.
 
-    Threads take contiguous bands of rows (``bands`` of them). Returns (dx, dy).
+    Threads take contiguous bands of rows (``bands`` of them). Returns (dx, dy), (hv, wv) each.
     """
-    nc, h, w = cur.shape
-    hv = h - block + 1
-    wv = w - block + 1
-    n = 2 * radius + 1
-    npad = -(-n // 8) * 8  # whole 8-lane vectors; lanes past n are never read back
-    refp = np.zeros((nc, h, w + 2 * radius + npad - n), dtype=cur.dtype)
-    refp[:, :, radius : radius + w] = ref
+    h, w = cur.shape[1:]
+    hv, wv = h - block + 1, w - block + 1
     bdx = np.zeros((hv, wv), dtype=np.int64)
     bdy = np.zeros((hv, wv), dtype=np.int64)
     for t in numba.prange(bands):
@@ -307,15 +382,10 @@ def match_int(ref, cur, block, radius, big, bands):
 
 
 @numba.njit(cache=True, parallel=True)
-def match_int_each(ref, cur, block, radius, big):
+def match_int_each(refp, cur, block, radius, big):
     """:func:`match_int` per channel: (C, hv, wv) dx and dy; threads take channels."""
     nc, h, w = cur.shape
-    hv = h - block + 1
-    wv = w - block + 1
-    n = 2 * radius + 1
-    npad = -(-n // 8) * 8
-    refp = np.zeros((nc, h, w + 2 * radius + npad - n), dtype=cur.dtype)
-    refp[:, :, radius : radius + w] = ref
+    hv, wv = h - block + 1, w - block + 1
     bdx = np.zeros((nc, hv, wv), dtype=np.int64)
     bdy = np.zeros((nc, hv, wv), dtype=np.int64)
     for ch in numba.prange(nc):

@@ -9,20 +9,26 @@ zero motion; candidates whose reference block leaves the frame are never
 chosen; ties go to the first minimum in row-major order of (dy, dx), from
 (-radius, -radius).
 
-Exactness: costs are box sums per displacement, never taken from a 2-D
-integral image of the whole frame (its cancellation loses float32 and even
-float64 digits). Integer tensors (uint8 frames, quantised features), and on
-the CPU float tensors holding whole numbers, are summed exactly in int32 when
-every partial sum provably fits, else int64, so their fields equal the
-brute-force definition bit for bit. Floats are summed in
-float64 with separable prefix sums: a window whose differences are all zero
-costs exactly zero, so such ties resolve as the brute-force definition does;
-float costs that differ only by rounding (about 1e-13 relative) may resolve
-otherwise. The cost per pixel does not depend on the block size.
+The cost is defined as the float64 sum of the squared differences, taken
+one term at a time in (channel, row, column) order (for integer inputs every
+order gives the same, exact, value); :func:`block_match_reference` is that
+definition, by brute force. Fields equal it exactly, ties included:
 
-Backends: on the CPU, numba kernels (:mod:`latentmotion._bm_kernel`): a
-running-sum kernel for integer tensors that vectorises across dx, and a
-prefix-sum kernel for floats; on other devices (the GPU), and for
+- Integer tensors (uint8 frames, quantised features), and on the CPU float
+  tensors holding whole numbers, are summed exactly with running box sums in
+  int32 when every partial sum provably fits, else int64.
+- Floats are summed with float64 prefix sums per displacement (never a 2-D
+  integral image of the whole frame, whose cancellation loses float32 and
+  even float64 digits). A proven bound on their rounding error flags every
+  centre whose runner-up comes within it of the best; those centres (exact
+  ties, such as the all-zero windows of ReLU features, and near-ties) are
+  searched again by the definition itself.
+
+The cost per pixel does not depend on the block size (box sums), except at
+flagged centres.
+
+Backends: on the CPU, numba kernels (:mod:`latentmotion._bm_kernel`) that
+vectorise across the candidate dx; on other devices (the GPU), and for
 ``subpixel=True``, one vectorised torch pass over all displacements.
 """
 
@@ -61,11 +67,11 @@ def _check(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) -> tup
 
 
 def _int_dtype(ref: torch.Tensor, cur: torch.Tensor, terms: int) -> torch.dtype | None:
-    """Narrowest exact integer dtype for sums of ``terms`` squared differences of integer tensors (None: none fits)."""
+    """Narrowest integer dtype that sums ``terms`` squared differences of integer tensors exactly, as the float64 definition does (None: none)."""
     lo, hi = (0, 255) if ref.dtype == torch.uint8 else (min(int(ref.min()), int(cur.min())), max(int(ref.max()), int(cur.max())))
     bound = terms * (hi - lo) ** 2
-    # strictly below the dtype's maximum, which marks "no candidate yet"
-    return torch.int32 if bound < 2**31 - 1 else torch.int64 if bound < 2**63 - 1 else None
+    # strictly below int32's maximum, which marks "no candidate yet"; int64 while float64 sums stay exact
+    return torch.int32 if bound < 2**31 - 1 else torch.int64 if bound < 2**53 else None
 
 
 def _box(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
@@ -124,7 +130,7 @@ def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, ea
     import numba
     import numpy as np
 
-    from . import _bm_kernel
+    from . import _bm_kernel as K
 
     c, h, w = cur.shape
     if ref.is_floating_point() and all(t.abs().max() < 2**31 and torch.equal(t, t.round()) for t in (ref, cur)):
@@ -134,19 +140,50 @@ def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, ea
         dt = {torch.int32: np.int32, torch.int64: np.int64}.get(_int_dtype(ref, cur, (block * block + block) * (1 if each else c)))
     if dt is not None:
         a, b_ = np.ascontiguousarray(ref.numpy(), dtype=dt), np.ascontiguousarray(cur.numpy(), dtype=dt)
-        big = np.iinfo(dt).max
-        bdx, bdy = _bm_kernel.match_int_each(a, b_, block, radius, big) if each else _bm_kernel.match_int(a, b_, block, radius, big, numba.get_num_threads())
-    elif each:  # floats, and integers too wide to sum exactly in int64
+        refp, big = K._padded(a, radius, 8), np.iinfo(dt).max  # 8 int32 lanes
+        bdx, bdy = K.match_int_each(refp, b_, block, radius, big) if each else K.match_int(refp, b_, block, radius, big, numba.get_num_threads())
+    else:  # floats, and integers too wide for exact float64 sums
         a, b_ = np.ascontiguousarray(ref.numpy(), dtype=np.float64), np.ascontiguousarray(cur.numpy(), dtype=np.float64)
-        bdx, bdy = _bm_kernel.match_each(a, b_, block, radius, np.finfo(np.float64).max)
-    else:
-        a, b_ = ref.double().numpy(), cur.double().numpy()
-        bdx, bdy, _ = _bm_kernel.match(np.ascontiguousarray(a.transpose(1, 2, 0)), np.ascontiguousarray(b_.transpose(1, 2, 0)), block, radius, np.finfo(np.float64).max)
+        big = np.finfo(np.float64).max
+        if each:
+            bdx, bdy, best, second = K.match_each(K._padded(a, radius, 4), b_, block, radius, big)  # 4 float64 lanes
+            for ch in range(c):
+                _resolve_near_ties(a[ch : ch + 1], b_[ch : ch + 1], block, radius, best[ch], second[ch], bdx[ch], bdy[ch])
+        else:
+            last = (np.ascontiguousarray(t.transpose(1, 2, 0)) for t in (a, b_))  # channel-last: contiguous channel sums
+            ra, rb = last
+            bdx, bdy, best, second = K.match(K._padded(ra, radius, 4, axis=1), rb, block, radius, big)
+            _resolve_near_ties(a, b_, block, radius, best, second, bdx, bdy)
     hb = block // 2
     out = torch.zeros((*bdx.shape[:-2], 2, h, w), dtype=torch.float32)
     out[..., 0, hb : h - hb, hb : w - hb] = torch.from_numpy(bdx).float()
     out[..., 1, hb : h - hb, hb : w - hb] = torch.from_numpy(bdy).float()
     return out
+
+
+def _float_tolerance(total: float, shape: tuple[int, ...], block: int) -> float:
+    """Bound on |box-sum cost - defining sum| for a float (C, H, W) search.
+
+    ``total`` is T, the frame's sum of (|cur| + max|ref|)^2, which no prefix
+    sum, window or cost exceeds. A cost passes through at most
+    2W + 4H + 4C + 3 roundings of size <= u*T, and the defining sum through
+    C*block^2; twice that, for second-order terms.
+    """
+    c, h, w = shape
+    return 2.0 * (2 * w + 4 * h + 4 * c + c * block * block + 8) * 2.0**-53 * total
+
+
+def _resolve_near_ties(ref, cur, block: int, radius: int, best, second, bdx, bdy) -> None:
+    """Where the runner-up is within rounding of the best, redo the search by the cost's definition (in place)."""
+    import numpy as np
+
+    from . import _bm_kernel as K
+
+    ys, xs = np.nonzero(second - best <= 2 * _float_tolerance(K.frame_total(ref, cur), cur.shape, block))
+    if len(ys):
+        hb = block // 2
+        v = K.resolve(ref, cur, (ys + hb).astype(np.int64), (xs + hb).astype(np.int64), block, radius)
+        bdx[ys, xs], bdy[ys, xs] = v[:, 0], v[:, 1]
 
 
 _CHUNK = 2**25  # elements of one channel-by-displacement difference volume on a GPU; CPUs take 1/16 (cache)
@@ -178,6 +215,7 @@ def _match_torch(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, 
     ox = (w - 1 - b - torch.arange(wv, device=dev))[None] - offs[:, None]
     oky, okx = (oy >= b) & (oy <= h - 1 - b), (ox >= b) & (ox <= w - 1 - b)
     best = torch.full((hv, wv), big, dtype=dt, device=dev)
+    second = best.clone()  # runner-up cost, to find near-ties of float costs
     arg = torch.zeros((hv, wv), dtype=torch.long, device=dev)
     keep = []
     step = max(1, (_CHUNK if dev.type != "cpu" else _CHUNK // 16) // (c * n * h * w))
@@ -189,11 +227,28 @@ def _match_torch(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, 
         cost.masked_fill_(~(oky[a0:a1, None, :, None] & okx[None, :, None, :]), big)
         if subpixel:
             keep.append(cost)
-        m, i = cost.flatten(0, 1).min(0)  # first minimum in (dy, dx) order
+        flat = cost.flatten(0, 1)
+        m, i = flat.min(0)  # first minimum in (dy, dx) order
+        if dt.is_floating_point:
+            m2 = flat.topk(2, dim=0, largest=False).values[1] if flat.shape[0] > 1 else torch.full_like(m, big)
+            second = torch.minimum(torch.minimum(second, m2), torch.maximum(best, m))
         better = m < best
         best = torch.where(better, m, best)
         arg = torch.where(better, i + a0 * n, arg)
     iy, ix = arg // n, arg % n
+    if dt.is_floating_point:  # near-ties: redo those centres by the cost's definition (on the CPU)
+        import numpy as np
+
+        from . import _bm_kernel as K
+
+        m = ref.double().abs().amax(dim=(1, 2), keepdim=True)
+        total = float((cur.double().abs() + m).square().sum())  # as K.frame_total, on the device
+        fy, fx = torch.nonzero((second - best) <= 2 * _float_tolerance(total, cur.shape, block), as_tuple=True)
+        if len(fy):
+            a, b_ = ref.double().cpu().numpy(), cur.double().cpu().numpy()
+            ys, xs = (h - 1 - b - fy).cpu().numpy(), (w - 1 - b - fx).cpu().numpy()  # unflipped centres
+            v = torch.from_numpy(K.resolve(a, b_, ys.astype(np.int64), xs.astype(np.int64), block, radius)).to(dev)
+            ix[fy, fx], iy[fy, fx] = v[:, 0] + radius, v[:, 1] + radius
     vx, vy = (ix - radius).to(torch.float64), (iy - radius).to(torch.float64)
     if subpixel:
         vx, vy = _refine(torch.cat(keep), ix, iy, big, vx, vy)
@@ -227,23 +282,30 @@ def _refine(vol, ix, iy, big, vx, vy):
 
 
 def block_match_reference(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) -> torch.Tensor:
-    """Brute-force definition (slow; for tests): joint SSD by direct summation in float64."""
+    """Brute-force definition (slow; for tests).
+
+    The cost of a candidate is the float64 sum of its squared differences
+    taken one term at a time in (channel, row, column) order
+    (``np.add.accumulate`` is sequential by definition); the first minimum in
+    (dy, dx) order wins.
+    """
+    import numpy as np
+
     ref, cur = _check(ref, cur, block, radius)
-    ref, cur = ref.double(), cur.double()
-    _, h, w = cur.shape
+    a, c_ = ref.double().numpy(), cur.double().numpy()
+    _, h, w = c_.shape
     b = block // 2
     out = torch.zeros(2, h, w)
     for y in range(b, h - b):
         for x in range(b, w - b):
-            blk = cur[:, y - b : y + b + 1, x - b : x + b + 1]
-            best, bv = float("inf"), (0, 0)
+            blk = c_[:, y - b : y + b + 1, x - b : x + b + 1]
+            vecs, terms = [], []
             for dy in range(-radius, radius + 1):
                 for dx in range(-radius, radius + 1):
                     sy, sx = y - dy, x - dx
-                    if sy - b < 0 or sy + b > h - 1 or sx - b < 0 or sx + b > w - 1:
-                        continue
-                    cost = float(((blk - ref[:, sy - b : sy + b + 1, sx - b : sx + b + 1]) ** 2).sum())
-                    if cost < best:
-                        best, bv = cost, (dx, dy)
-            out[0, y, x], out[1, y, x] = bv
+                    if b <= sy <= h - 1 - b and b <= sx <= w - 1 - b:
+                        vecs.append((dx, dy))
+                        terms.append(((blk - a[:, sy - b : sy + b + 1, sx - b : sx + b + 1]) ** 2).ravel())
+            costs = np.add.accumulate(np.stack(terms), axis=1)[:, -1]
+            out[0, y, x], out[1, y, x] = vecs[int(np.argmin(costs))]  # argmin: first minimum
     return out

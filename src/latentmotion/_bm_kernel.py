@@ -27,7 +27,7 @@ def _one_dy(refp, cur, block, radius, dy, best, second, best_dx, big):
     (a ring of the last block + 1 rows), then a prefix sum along x of the
     window columns; box sums are differences of prefix sums. fastmath may
     reorder the channel sum: the error bound of
-    :func:`latentmotion.estimation._float_tolerance` holds for any order.
+    :func:`latentmotion.estimation._near_ties` holds for any order.
     """
     h, w, nc = cur.shape
     hv = h - block + 1

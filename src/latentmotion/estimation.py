@@ -148,12 +148,11 @@ def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, ea
         if each:
             bdx, bdy, best, second = K.match_each(K._padded(a, radius, 4), b_, block, radius, big)  # 4 float64 lanes
             for ch in range(c):
-                _resolve_near_ties(a[ch : ch + 1], b_[ch : ch + 1], block, radius, best[ch], second[ch], bdx[ch], bdy[ch])
+                _redo_near_ties(a[ch : ch + 1], b_[ch : ch + 1], block, radius, best[ch], second[ch], bdx[ch], bdy[ch])
         else:
-            last = (np.ascontiguousarray(t.transpose(1, 2, 0)) for t in (a, b_))  # channel-last: contiguous channel sums
-            ra, rb = last
+            ra, rb = (np.ascontiguousarray(t.transpose(1, 2, 0)) for t in (a, b_))  # channel-last: contiguous channel sums
             bdx, bdy, best, second = K.match(K._padded(ra, radius, 4, axis=1), rb, block, radius, big)
-            _resolve_near_ties(a, b_, block, radius, best, second, bdx, bdy)
+            _redo_near_ties(a, b_, block, radius, best, second, bdx, bdy)
     hb = block // 2
     out = torch.zeros((*bdx.shape[:-2], 2, h, w), dtype=torch.float32)
     out[..., 0, hb : h - hb, hb : w - hb] = torch.from_numpy(bdx).float()
@@ -161,25 +160,34 @@ def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, ea
     return out
 
 
-def _float_tolerance(total: float, shape: tuple[int, ...], block: int) -> float:
-    """Bound on |box-sum cost - defining sum| for a float (C, H, W) search.
+def _near_ties(ref, cur, block: int, best, second):
+    """Centres whose runner-up cost lies within rounding of the best: (hv, wv) bool, numpy or torch like ``best``.
 
-    ``total`` is T, the frame's sum of (|cur| + max|ref|)^2, which no prefix
-    sum, window or cost exceeds. A cost passes through at most
-    2W + 4H + 4C + 3 roundings of size <= u*T, and the defining sum through
-    C*block^2; twice that, for second-order terms.
+    ``ref`` and ``cur`` are float (C, H, W) numpy arrays or tensors. Let T be
+    the frame's sum of (|cur| + max|ref|)^2, which no prefix sum, window or
+    cost exceeds. A box-sum cost passes through at most 2W + 4H + 4C + 3
+    roundings of size <= u*T and the defining sum through C*block^2; twice
+    that covers second-order terms, and two costs each within that bound of
+    their definitions can be twice as close.
     """
-    c, h, w = shape
-    return 2.0 * (2 * w + 4 * h + 4 * c + c * block * block + 8) * 2.0**-53 * total
+    c, h, w = cur.shape
+    if isinstance(ref, torch.Tensor):  # on the tensors' device
+        total = float((cur.double().abs() + ref.double().abs().amax(dim=(1, 2), keepdim=True)).square().sum())
+    else:
+        from . import _bm_kernel as K
+
+        total = K.frame_total(ref, cur)
+    tol = 2.0 * (2 * w + 4 * h + 4 * c + c * block * block + 8) * 2.0**-53 * total
+    return second - best <= 2 * tol
 
 
-def _resolve_near_ties(ref, cur, block: int, radius: int, best, second, bdx, bdy) -> None:
-    """Where the runner-up is within rounding of the best, redo the search by the cost's definition (in place)."""
+def _redo_near_ties(ref, cur, block: int, radius: int, best, second, bdx, bdy) -> None:
+    """Redo the search by the cost's definition at near-tied centres, in place ((hv, wv) numpy arrays; float64 (C, H, W) inputs)."""
     import numpy as np
 
     from . import _bm_kernel as K
 
-    ys, xs = np.nonzero(second - best <= 2 * _float_tolerance(K.frame_total(ref, cur), cur.shape, block))
+    ys, xs = np.nonzero(_near_ties(ref, cur, block, best, second))
     if len(ys):
         hb = block // 2
         v = K.resolve(ref, cur, (ys + hb).astype(np.int64), (xs + hb).astype(np.int64), block, radius)
@@ -236,19 +244,10 @@ def _match_torch(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, 
         best = torch.where(better, m, best)
         arg = torch.where(better, i + a0 * n, arg)
     iy, ix = arg // n, arg % n
-    if dt.is_floating_point:  # near-ties: redo those centres by the cost's definition (on the CPU)
-        import numpy as np
-
-        from . import _bm_kernel as K
-
-        m = ref.double().abs().amax(dim=(1, 2), keepdim=True)
-        total = float((cur.double().abs() + m).square().sum())  # as K.frame_total, on the device
-        fy, fx = torch.nonzero((second - best) <= 2 * _float_tolerance(total, cur.shape, block), as_tuple=True)
-        if len(fy):
-            a, b_ = ref.double().cpu().numpy(), cur.double().cpu().numpy()
-            ys, xs = (h - 1 - b - fy).cpu().numpy(), (w - 1 - b - fx).cpu().numpy()  # unflipped centres
-            v = torch.from_numpy(K.resolve(a, b_, ys.astype(np.int64), xs.astype(np.int64), block, radius)).to(dev)
-            ix[fy, fx], iy[fy, fx] = v[:, 0] + radius, v[:, 1] + radius
+    if dt.is_floating_point and _near_ties(ref, cur, block, best, second).any():  # redo those centres on the CPU
+        bdx, bdy = (t.flip(0, 1).cpu().numpy() for t in (ix - radius, iy - radius))  # unflipped fields
+        _redo_near_ties(ref.double().cpu().numpy(), cur.double().cpu().numpy(), block, radius, best.flip(0, 1).cpu().numpy(), second.flip(0, 1).cpu().numpy(), bdx, bdy)
+        ix, iy = (torch.from_numpy(v).to(dev).flip(0, 1) + radius for v in (bdx, bdy))
     vx, vy = (ix - radius).to(torch.float64), (iy - radius).to(torch.float64)
     if subpixel:
         vx, vy = _refine(torch.cat(keep), ix, iy, big, vx, vy)

@@ -268,16 +268,21 @@ def _refine(vol, ix, iy, big, vx, vy):
         inside = (jy >= 0) & (jy < n) & (jx >= 0) & (jx < n)
         return torch.where(inside & (v < big), v, torch.full_like(v, float("nan")))
 
-    def delta(minus, mid, plus):
-        den = minus - 2 * mid + plus
-        d = 0.5 * (minus - plus) / den
-        ok = torch.isfinite(d) & (den > 0)
-        return torch.where(ok, d.clamp(-0.5, 0.5), torch.zeros_like(d))
-
     c0 = at(iy, ix)
-    vx = vx + delta(at(iy, ix - 1), c0, at(iy, ix + 1))
-    vy = vy + delta(at(iy - 1, ix), c0, at(iy + 1, ix))
+    vx = vx + parabola_offset(at(iy, ix - 1), c0, at(iy, ix + 1))
+    vy = vy + parabola_offset(at(iy - 1, ix), c0, at(iy + 1, ix))
     return vx, vy
+
+
+def parabola_offset(minus: torch.Tensor, mid: torch.Tensor, plus: torch.Tensor) -> torch.Tensor:
+    """Vertex of the parabola through costs at d - 1, d, d + 1, relative to d, in [-0.5, 0.5].
+
+    0 where the fit is not a minimum or a cost is missing (inf or NaN).
+    """
+    den = minus - 2 * mid + plus
+    d = 0.5 * (minus - plus) / den
+    ok = torch.isfinite(d) & (den > 0)
+    return torch.where(ok, d.clamp(-0.5, 0.5), torch.zeros_like(d))
 
 
 def block_match_reference(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..estimation import block_match
+from ..estimation import block_match, parabola_offset
 from .bitstream import BitstreamError, Reader, Writer
 from .entropy import decode_ints, encode_ints
 
@@ -168,12 +168,9 @@ class BlockMode(Mode):
         best, around = _bm_kernel.match_at(rn, cn, gy.reshape(-1).astype(np.int64), gx.reshape(-1).astype(np.int64), win, r)
         vec = best.T.reshape(2, len(cy), len(cx)).astype(np.float64)
         if ctx.subpel > 1:  # parabola through the cost at d - 1, d, d + 1, per axis
-            c0 = around[:, 0]
-            for axis, (m, p_) in enumerate(((around[:, 1], around[:, 2]), (around[:, 3], around[:, 4]))):
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    den = m - 2 * c0 + p_
-                    d = np.where(np.isfinite(den) & (den > 0), np.clip(0.5 * (m - p_) / den, -0.5, 0.5), 0.0)
-                vec[axis] += np.nan_to_num(d).reshape(len(cy), len(cx))
+            c = torch.from_numpy(around)
+            for axis, (m, p_) in enumerate(((1, 2), (3, 4))):
+                vec[axis] += parabola_offset(c[:, m], c[:, 0], c[:, p_]).numpy().reshape(len(cy), len(cx))
         return np.round(vec * ctx.subpel).astype(np.int64)
 
     def write(self, params, w):

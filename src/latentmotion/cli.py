@@ -179,6 +179,23 @@ codec_app = typer.Typer(no_args_is_help=True, help="Motion-compensated predictiv
 app.add_typer(codec_app, name="codec")
 
 
+def _edge_features(video: str, start: int, frames: int, model: str, layer: str, weights: str, seed: int = 0):
+    """Frames ``start`` .. ``start + frames - 1`` of a video through the edge sub-model: (split, frames, features, fps)."""
+    import torch
+
+    from .data import fit_frame, read_frames, video_info, video_path
+    from .models import load_model, split_model
+
+    if frames < 1 or start < 0:
+        raise InputError("--frames must be positive and --start non-negative")
+    path = video_path(video)
+    _, fps, _ = video_info(path)
+    split = split_model(load_model(model, weights, seed), layer)
+    imgs = fit_frame(read_frames(path, range(start, start + frames)))
+    with torch.no_grad():
+        return split, imgs, split.edge(imgs), fps
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary name and rename, so no partial file is left behind."""
     tmp = path.with_name(path.name + ".part")
@@ -206,21 +223,9 @@ def codec_encode(
 ) -> None:
     """Run the edge sub-model on video frames and write the coded feature stream."""
     from .codec import Encoder, encode_sequence
-    from .data import fit_frame, read_frames, video_info, video_path
     from .experiments.flowcheck import gray8
-    from .models import load_model, split_model
 
-    if frames < 1 or start < 0:
-        raise InputError("--frames must be positive and --start non-negative")
-    path = video_path(video)
-    _, fps, _ = video_info(path)
-    m = load_model(model, weights, seed)
-    split = split_model(m, layer)
-    imgs = fit_frame(read_frames(path, range(start, start + frames)))
-    import torch
-
-    with torch.no_grad():
-        feats = split.edge(imgs)
+    split, imgs, feats, fps = _edge_features(video, start, frames, model, layer, weights, seed)
     enc = Encoder(tuple(feats.shape[1:]), step, mode, model=model, layer=layer, subpel=subpel, intra_period=intra_period, fps=fps, stride=split.stride, offset=split.offset)
     stream = encode_sequence(list(feats), enc, list(gray8(imgs)))
     _atomic_write(out, stream)
@@ -331,20 +336,11 @@ def stream(
     mode: str = typer.Option("block", help="zero, affine, block or input"),
 ) -> None:
     """Edge side: run the edge sub-model on video, code and stream the features to a cloud."""
-    import torch
-
     from .codec import Encoder
-    from .data import fit_frame, read_frames, video_info, video_path
     from .experiments.flowcheck import gray8
-    from .models import load_model, split_model
     from .transport import stream as run_stream
 
-    path = video_path(video)
-    _, fps, _ = video_info(path)
-    split = split_model(load_model(model, weights), layer)
-    imgs = fit_frame(read_frames(path, range(start, start + frames)))
-    with torch.no_grad():
-        feats = split.edge(imgs)
+    split, imgs, feats, fps = _edge_features(video, start, frames, model, layer, weights)
     enc = Encoder(tuple(feats.shape[1:]), step, mode, model=model, layer=layer, fps=fps, stride=split.stride, offset=split.offset)
     try:
         rep = run_stream(list(feats), enc, host, port, list(gray8(imgs)))

@@ -157,6 +157,28 @@ class Decoder:
         self.ctx = Context(header.block, header.search, header.subpel)
         self.prev: torch.Tensor | None = None
 
+    @classmethod
+    def from_header_bytes(cls, data: bytes) -> "Decoder":
+        """A decoder for the stream whose header is exactly ``data``; :class:`BitstreamError` if it is not one."""
+        r = Reader(data)
+        header = read_header(r, len(MODE_NAMES))
+        if not r.done():
+            raise BitstreamError(f"{r.end - r.pos} bytes after the header")
+        return cls(header)
+
+    def decode_frame(self, record: bytes) -> torch.Tensor:
+        """Decode one frame record exactly as :meth:`Encoder.encode` returned it."""
+        r = Reader(record)
+        payload = read_frame(r, self.header.frame_limit())
+        if not r.done():
+            raise BitstreamError(f"{r.end - r.pos} bytes after the frame")
+        try:
+            return self.decode_payload(payload)
+        except BitstreamError:
+            raise
+        except (ValueError, IndexError, OverflowError, RuntimeError, TypeError, MemoryError) as exc:
+            raise BitstreamError(f"corrupt frame ({type(exc).__name__}: {exc})") from None
+
     def decode_payload(self, payload: bytes) -> torch.Tensor:
         h = self.header
         r = Reader(payload)

@@ -158,7 +158,7 @@ class Decoder:
         self.prev: torch.Tensor | None = None
 
     @classmethod
-    def from_header_bytes(cls, data: bytes) -> "Decoder":
+    def from_header_bytes(cls, data: bytes) -> Decoder:
         """A decoder for the stream whose header is exactly ``data``; :class:`BitstreamError` if it is not one."""
         r = Reader(data)
         header = read_header(r, len(MODE_NAMES))

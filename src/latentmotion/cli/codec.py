@@ -1,0 +1,118 @@
+"""Commands of the feature codec: codec encode, decode, eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import InputError
+from ._app import app, atomic_write, console, prepare_out
+
+codec_app = typer.Typer(no_args_is_help=True, help="Motion-compensated predictive coding of feature-tensor sequences.")
+app.add_typer(codec_app, name="codec")
+
+
+def _edge_features(video: str, start: int, frames: int, model: str, layer: str, weights: str, seed: int = 0):
+    """The split and the clip's edge features (frame range checked before decoding)."""
+    from ..models import load_model, split_model
+    from ..pipeline import edge_features
+
+    split = split_model(load_model(model, weights, seed), layer)
+    return split, edge_features(video, split, start, frames)
+
+
+@codec_app.command("encode")
+def codec_encode(
+    out: Path = typer.Option(..., help="stream file to write"),
+    video: str = typer.Option("bikes.mp4"),
+    start: int = typer.Option(0, help="first frame"),
+    frames: int = typer.Option(24, help="number of frames"),
+    model: str = typer.Option("efficientnet_lite0"),
+    layer: str = typer.Option("_blocks.4.add"),
+    weights: str = typer.Option("imagenet"),
+    step: float = typer.Option(4.0, help="quantisation step (quality: smaller is better)"),
+    mode: str = typer.Option("block", help="zero, affine, block or input"),
+    subpel: int = typer.Option(4, help="motion vector precision: 1 or 4"),
+    intra_period: int = typer.Option(0, help="force intra every N frames (0: first only)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Run the edge sub-model on video frames and write the coded feature stream."""
+    from ..codec import Encoder, encode_sequence
+
+    split, clip = _edge_features(video, start, frames, model, layer, weights, seed)
+    enc = Encoder(tuple(clip.features.shape[1:]), step, mode, model=model, layer=layer, subpel=subpel, intra_period=intra_period, fps=clip.fps, stride=split.stride, offset=split.offset)
+    stream = encode_sequence(list(clip.features), enc, list(clip.gray))
+    fps = clip.fps
+    atomic_write(out, stream)
+    kinds = "".join("I" if s.kind == "intra" else "P" for s in enc.stats)
+    console.print(f"{out}: {len(stream)} bytes, {8 * len(stream) / frames:.0f} bits/frame ({8 * len(stream) / frames * fps / 1000:.1f} kbit/s at {fps:g} fps), frames {kinds}")
+
+
+@codec_app.command("decode")
+def codec_decode(
+    stream: Path = typer.Argument(..., help="stream file from `codec encode`"),
+    out: Optional[Path] = typer.Option(None, help="write the decoded tensors (N, C, H, W) to this .pt file"),
+    classify: bool = typer.Option(False, help="run the cloud sub-model named in the header and print top-1 classes"),
+    weights: str = typer.Option("imagenet", help="weights of the cloud model (with --classify)"),
+) -> None:
+    """Decode a stream; optionally finish inference in the cloud sub-model."""
+    import io
+
+    import torch
+
+    from ..codec import decode_stream
+
+    if not stream.is_file():
+        raise InputError(f"stream file {stream} does not exist")
+    header, tensors = decode_stream(stream.read_bytes())
+    x = torch.stack(tensors)
+    console.print(f"{stream}: {len(tensors)} tensors {tuple(x.shape[1:])} of {header.model} {header.layer}, step {header.step:g}")
+    if out is not None:
+        buf = io.BytesIO()
+        torch.save(x, buf)
+        atomic_write(out, buf.getvalue())
+        console.print(f"decoded tensors: {out}")
+    if classify:
+        from ..models import load_model, split_model
+
+        split = split_model(load_model(header.model, weights), header.layer)
+        with torch.no_grad():
+            top = split.cloud(x).argmax(1).tolist()
+        console.print("top-1 classes: " + " ".join(map(str, top)))
+
+
+@codec_app.command("eval")
+def codec_eval(
+    out: Path = typer.Option(..., help="output folder"),
+    video: str = typer.Option("bikes.mp4"),
+    start: int = typer.Option(0, help="first frame (0-23 of bikes.mp4: the camera moves)"),
+    frames: int = typer.Option(24),
+    model: str = typer.Option("efficientnet_lite0"),
+    layer: str = typer.Option("_blocks.4.add"),
+    weights: str = typer.Option("imagenet"),
+    steps: str = typer.Option("1,2,4,8,16", help="comma-separated quantisation steps"),
+    configs: str = typer.Option("intra,zero,affine,block,block_int,input", help="comma-separated configurations"),
+    seed: int = typer.Option(0),
+    force: bool = typer.Option(False, help="overwrite a non-empty --out"),
+) -> None:
+    """Rate-distortion and task accuracy of every motion mode; BD-rates; report."""
+    from ..codec.evaluate import EvalSettings, evaluate
+
+    try:
+        step_list = tuple(float(s) for s in steps.split(","))
+    except ValueError:
+        raise InputError(f"--steps must be comma-separated numbers, got {steps!r}") from None
+    if any(not s > 0 for s in step_list) or len(step_list) < 4:
+        raise InputError("--steps needs at least 4 positive steps (BD-rate fits a curve)")
+    cfgs = tuple(c for c in configs.split(",") if c)
+    out = prepare_out(out, force)
+    from ..experiments.reproduce import _progress
+
+    st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, seed)
+    with _progress() as bar:
+        task = bar.add_task("encoding", total=len(cfgs) * len(step_list))
+        evaluate(st, out, progress=lambda n: bar.advance(task, n))
+    console.print((out / "report.md").read_text().split("**Verdict.**")[-1].strip())
+    console.print(f"report: {out / 'report.md'}")

@@ -52,6 +52,12 @@ import torch.nn.functional as F
 
 from .errors import InputError
 
+#: Largest |translation| in pixels and the scale range: beyond them float32
+#: sampling coordinates lose whole pixels (or overflow to NaN), so such a
+#: motion is refused instead of producing a table of NaN.
+MAX_TRANSLATION = 1e5
+SCALE_RANGE = (1e-3, 1e3)
+
 Align = Literal["exact", "paper"]
 Mode = Literal["bilinear", "bicubic"]
 MaskKind = Literal["paper", "strict", "receptive"]
@@ -85,12 +91,36 @@ class Affine:
             v = getattr(self, f.name)
             if not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise InputError(f"motion parameter {f.name} must be a finite number, got {v!r}")
-        if self.sx <= 0 or self.sy <= 0:
-            raise InputError(f"scale factors must be positive, got sx={self.sx}, sy={self.sy}")
+        if not (SCALE_RANGE[0] <= self.sx <= SCALE_RANGE[1] and SCALE_RANGE[0] <= self.sy <= SCALE_RANGE[1]):
+            raise InputError(f"scale factors must lie in [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}], got sx={self.sx}, sy={self.sy}")
+        if max(abs(self.tx), abs(self.ty)) > MAX_TRANSLATION:
+            raise InputError(f"translation must be at most {MAX_TRANSLATION:g} pixels, got tx={self.tx:g}, ty={self.ty:g}")
         if abs(self.shx) >= 90 or abs(self.shy) >= 90:
             raise InputError(f"shear angles must lie strictly between -90 and 90 degrees, got {self.shx}, {self.shy}")
         if abs(self.linear().det()) < 1e-9:
             raise InputError(f"motion {self} is singular")
+
+    @classmethod
+    def parse(cls, text: str) -> Affine:
+        """``"tx=8,rot=5"`` -> ``Affine(tx=8, rot=5)``; names are the fields, values numbers.
+
+        Example:
+            >>> Affine.parse("tx=8, rot=5")
+            Affine(tx=8.0, ty=0.0, sx=1.0, sy=1.0, shx=0.0, shy=0.0, rot=5.0)
+        """
+        names = [f.name for f in fields(cls)]
+        kw: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, eq, val = (x.strip() for x in part.partition("="))
+            if not eq or key not in names or key in kw:
+                raise InputError(f"motion {text!r}: expected name=value pairs with distinct names from {', '.join(names)}")
+            try:
+                kw[key] = float(val)
+            except ValueError:
+                raise InputError(f"motion {text!r}: {val!r} is not a number") from None
+        if not kw:
+            raise InputError(f"motion {text!r} is empty; give name=value pairs such as tx=8,rot=5")
+        return cls(**kw)
 
     def linear(self) -> torch.Tensor:
         """The 2x2 linear part L = R @ S @ Sh, float64, acting on (x, y)."""
@@ -192,6 +222,22 @@ def _check_flow(flow: torch.Tensor) -> torch.Tensor:
     return flow
 
 
+def _source_points(motion: Motion, grid: torch.Tensor, matrix, flow_on_grid, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """Source points (N, H, W, 2) of every ``grid`` point under ``motion``: the one place that
+    tells an :class:`Affine` (or a sequence) from a dense flow.
+
+    ``matrix(affine)`` gives the forward 2x3 map on the grid's coordinates;
+    ``flow_on_grid(flow)`` turns a checked flow (N, 2, H0, W0) into (N, 2, H, W)
+    displacements in grid units. ``shift`` is added to every source point.
+    """
+    affs = _affines(motion)
+    if affs is not None:
+        return _inverse_points(torch.stack([matrix(a) for a in affs]).to(grid.device), grid, shift)
+    flow = flow_on_grid(_check_flow(motion).to(grid.device)).to(grid.dtype)
+    src = grid[None] - flow.permute(0, 2, 3, 1)
+    return src if shift is None else src + shift
+
+
 def _inverse_points(matrices: torch.Tensor, grid: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
     """Source points A^-1(q) for forward maps (N, 2, 3) over a grid (H, W, 2).
 
@@ -247,7 +293,8 @@ def flow_from_affine(motion: Affine | Sequence[Affine], size: tuple[int, int]) -
     ``flow(q) = q - A^-1(q)`` so that warping by the flow equals warping by ``A``.
     """
     affs = _affines(motion)
-    assert affs is not None
+    if affs is None:
+        raise InputError("flow_from_affine takes an Affine or a sequence of Affine, not a flow")
     grid = _pixel_grid(*size, device="cpu")
     src = _inverse_points(torch.stack([a.matrix(size) for a in affs]), grid)
     return (grid[None] - src).permute(0, 3, 1, 2).float()
@@ -275,14 +322,13 @@ def warp_image(img: torch.Tensor, motion: Motion, mode: Mode = "bicubic", mask: 
     img = _as_batch(img, "image")
     h, w = img.shape[-2:]
     grid = _pixel_grid(h, w, img.device, img.dtype)
-    affs = _affines(motion)
-    if affs is not None:
-        src = _inverse_points(torch.stack([a.matrix((h, w)) for a in affs]).to(img.device), grid)
-    else:
-        flow = _check_flow(motion).to(device=img.device, dtype=img.dtype)
+
+    def same_size(flow: torch.Tensor) -> torch.Tensor:
         if flow.shape[-2:] != (h, w):
             raise InputError(f"flow size {tuple(flow.shape[-2:])} does not match the image size {(h, w)}")
-        src = grid[None] - flow.permute(0, 2, 3, 1)
+        return flow.to(img.dtype)
+
+    src = _source_points(motion, grid, lambda a: a.matrix((h, w)), same_size)
     if img.shape[0] not in (1, src.shape[0]):
         raise InputError(f"{img.shape[0]} images but {src.shape[0]} motions")
     return sample(img, src, mode, mask)
@@ -315,12 +361,7 @@ def render_pair(source: torch.Tensor, motion: Motion, size: int = 224, mode: Mod
         raise InputError(f"source image {h0}x{w0} is smaller than the frame size {size}")
     shift = torch.tensor([(w0 - 1) / 2 - (size - 1) / 2, (h0 - 1) / 2 - (size - 1) / 2], dtype=src_img.dtype, device=src_img.device)
     grid = _pixel_grid(size, size, src_img.device, src_img.dtype)
-    affs = _affines(motion)
-    if affs is not None:
-        src = _inverse_points(torch.stack([a.matrix((size, size)) for a in affs]).to(src_img.device), grid, shift)
-    else:
-        flow = _check_flow(motion).to(device=src_img.device, dtype=src_img.dtype)
-        src = grid[None] - flow.permute(0, 2, 3, 1) + shift
+    src = _source_points(motion, grid, lambda a: a.matrix((size, size)), lambda f: f.to(src_img.dtype), shift)
     y0, x0 = (h0 - size) / 2, (w0 - size) / 2
     if y0.is_integer() and x0.is_integer():  # the reference is a plain crop
         ref = src_img[..., int(y0) : int(y0) + size, int(x0) : int(x0) + size].clone()
@@ -388,17 +429,15 @@ def predict_features(
     stride, offset = tuple(split.stride), tuple(split.offset)
     size_in = input_size or (hl * stride[0], wl * stride[1])
     grid = _pixel_grid(hl, wl, feats.device)
-    affs = _affines(motion)
-    if affs is not None:
-        mats = torch.stack([latent_matrix(a, stride, offset, (hl, wl), size_in, align) for a in affs]).to(feats.device)
-        src = _inverse_points(mats, grid)
-    else:
-        flow = _check_flow(motion).to(device=feats.device, dtype=torch.float64)
-        s = torch.tensor([stride[1], stride[0]], dtype=torch.float64, device=feats.device)
-        o = torch.tensor([offset[1], offset[0]], dtype=torch.float64, device=feats.device)
+    s = torch.tensor([stride[1], stride[0]], dtype=torch.float64, device=feats.device)
+    o = torch.tensor([offset[1], offset[0]], dtype=torch.float64, device=feats.device)
+
+    def latent_flow(flow: torch.Tensor) -> torch.Tensor:
         at = grid * s + (o if align == "exact" else (s - 1) / 2)  # input point of each latent cell
-        fl = sample(flow, at[None].expand(flow.shape[0], -1, -1, -1), "bilinear").warped
-        src = grid[None] - fl.permute(0, 2, 3, 1) / s
+        fl = sample(flow.double(), at[None].expand(flow.shape[0], -1, -1, -1), "bilinear").warped
+        return fl / s[None, :, None, None]
+
+    src = _source_points(motion, grid, lambda a: latent_matrix(a, stride, offset, (hl, wl), size_in, align), latent_flow)
     if mask != "receptive":
         return sample(feats, src, mode, mask)
     out = sample(feats, src, mode, "strict")
@@ -413,7 +452,7 @@ def predict_features(
 def _interior_range(split, latent_size: tuple[int, int], input_size: tuple[int, int]) -> list[tuple[float, float]]:
     """Per axis (y, x): latent index range whose receptive field lies inside the input."""
     out = []
-    for n, s, o, r, lim in zip(latent_size, split.stride, split.offset, split.rf, input_size):
+    for s, o, r, lim in zip(split.stride, split.offset, split.rf, input_size, strict=True):
         half = (r - 1) / 2
         out.append((math.ceil((half - o) / s), math.floor((lim - 1 - half - o) / s)))
     return out

@@ -1,54 +1,83 @@
-"""Shared pieces of the command line: the Typer app, the console, output-folder rules."""
+"""The command-line contract, written once for every command.
+
+* A user error (:class:`~latentmotion.errors.LatentMotionError`, a bad option,
+  a file-system refusal) prints one line ``error: ...`` on stderr and exits 2.
+* SIGINT prints ``interrupted`` and exits 130; SIGTERM prints ``terminated``
+  and exits 143. Both raise :class:`Interrupted` in the main thread, so every
+  ``finally`` and staging clean-up runs first.
+* Outputs go through :mod:`latentmotion.outputs` (staged, then renamed), so an
+  error or an interruption leaves ``--out`` as it was.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import signal
+import sys
+from collections.abc import Callable
+from typing import TypeVar
 
+import click
 import typer
 from rich.console import Console
 
-from ..errors import InputError
+from ..errors import InputError, LatentMotionError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Motion in the latent space of CNNs (collaborative intelligence).")
 console = Console()
 
-
-def prepare_out(out: Path, force: bool, create: bool = True) -> Path:
-    """Refuse an existing non-empty output folder unless ``force``; create it unless ``create`` is False."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise InputError(f"--out {out} exists and is not empty; pass --force to overwrite")
-    if create:
-        out.mkdir(parents=True, exist_ok=True)
-    return out
+T = TypeVar("T")
 
 
-def parse_motion(text: str):
-    """'tx=8,rot=5' -> Affine(tx=8, rot=5)."""
-    from dataclasses import fields
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; ``code`` is the exit status (128 + signal number)."""
 
-    from ..motion import Affine
-
-    names = {f.name for f in fields(Affine)}
-    kw = {}
-    for part in filter(None, text.split(",")):
-        key, eq, val = part.partition("=")
-        key = key.strip()
-        if not eq or key not in names:
-            raise InputError(f"motion {text!r}: expected name=value pairs with names from {', '.join(sorted(names))}")
-        try:
-            kw[key] = float(val)
-        except ValueError:
-            raise InputError(f"motion {text!r}: {val!r} is not a number") from None
-    return Affine(**kw)
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.code = 128 + signum
+        self.word = "interrupted" if signum == signal.SIGINT else "terminated"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary name and rename, so no partial file is left behind."""
-    tmp = path.with_name(path.name + ".part")
+def _raise_interrupted(signum: int, _frame) -> None:
+    raise Interrupted(signum)
+
+
+def parse_list(text: str, convert: Callable[[str], T], option: str, kind: str = "values") -> list[T]:
+    """'1,2,4' -> [1, 2, 4]; refuses an empty list and items ``convert`` rejects."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise InputError(f"{option} needs at least one of the comma-separated {kind}, got {text!r}")
     try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        return [convert(s) for s in items]
+    except ValueError:
+        raise InputError(f"{option} must be comma-separated {kind}, got {text!r}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _fail(message: str, code: int) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+def run_app(args: list[str] | None = None) -> None:
+    """Run the Typer app under the contract above (the ``latentmotion`` entry point)."""
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        app(args=args, standalone_mode=False)
+    except Interrupted as exc:
+        _fail(exc.word, exc.code)
+    except (LatentMotionError, click.UsageError, click.BadParameter) as exc:
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+            _fail(exc.format_message(), 2)
+        msg = exc.format_message() if isinstance(exc, click.ClickException) else exc
+        _fail(f"error: {_one_line(msg)}", 2)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:  # an interactive prompt was cancelled
+        _fail("interrupted", 130)
+    except OSError as exc:  # disk full, permissions: the machine refused, not a bug
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(f"error: {exc.strerror or _one_line(exc)}{where}", 2)

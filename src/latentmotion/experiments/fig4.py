@@ -9,6 +9,7 @@ import torch
 from ..metrics import nrmse
 from ..models import Split
 from ..motion import Affine, predict_features, render_pair
+from .plotting import pyplot, save
 
 #: The motions of Fig. 4 (translation, rotation, scaling, shear) plus one affine.
 FIG4_MOTIONS: dict[str, Affine] = {
@@ -29,10 +30,7 @@ def top_channels(features: torch.Tensor, k: int = 3) -> list[int]:
 @torch.no_grad()
 def fig4(source: torch.Tensor, split: Split, motions: dict[str, Affine], out: Path, title: str, channels: int = 3, device: str = "cpu") -> dict[str, dict[str, float]]:
     """Draw Fig. 4 into ``out`` (PNG) and return NRMSE per motion and alignment."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(motions)
     pair = render_pair(source, [motions[n] for n in names])
@@ -68,7 +66,5 @@ def fig4(source: torch.Tensor, split: Split, motions: dict[str, Affine], out: Pa
         ax.set_yticks([])
     axes[0, 0].set_title("current frame", fontsize=7)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    save(fig, out)
     return errors

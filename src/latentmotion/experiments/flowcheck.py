@@ -23,6 +23,7 @@ from ..estimation import block_match
 from ..models import Split
 from ..motion import Affine, flow_from_affine, render_pair, sample
 from .fig4 import top_channels
+from .plotting import pyplot, save
 
 #: Block sizes and search ranges of Fig. 2: the paper's text and its code.
 PRESETS = {
@@ -122,10 +123,7 @@ def analyse_pair(frames: torch.Tensor, split: Split, search: str | dict[str, tup
 
 
 def figure(frames: torch.Tensor, res: dict, split: Split, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from torchvision.utils import flow_to_image
 
     chans = res["channels"]
@@ -157,9 +155,7 @@ def figure(frames: torch.Tensor, res: dict, split: Split, path: Path, title: str
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def stats_table(stats: dict) -> list[tuple]:

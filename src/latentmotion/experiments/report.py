@@ -14,17 +14,9 @@ import numpy as np
 
 from ..metrics import hevc_band, nrmse_from_psnr
 from .profiles import PARAMS, PLOT_RANGE, UNITS
+from .plotting import pyplot, save
 
 CSV_FIELDS = ("model", "weights", "layer", "stride", "transform", "value", "alignment", "nrmse", "tx", "ty", "sx", "sy", "shx", "shy", "rot")
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def key(r: dict) -> tuple[str, str, str]:
@@ -103,7 +95,7 @@ def fig5(rows: list[dict], path: Path, alignment: str, smooth_window: int = 0) -
     """NRMSE against each parameter, every layer: raw points, optional smoothed line."""
     from scipy.signal import savgol_filter
 
-    plt = _plt()
+    plt = pyplot()
     lo, hi = hevc_band()
     fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
     keys = sorted(group(rows))
@@ -128,16 +120,14 @@ def fig5(rows: list[dict], path: Path, alignment: str, smooth_window: int = 0) -
     axes.flat[-1].axis("off")
     axes.flat[-1].legend(handles, labels, fontsize=7, loc="center")
     fig.suptitle(f"Fig. 5: NRMSE of the Eq. 12 prediction, alignment '{alignment}' (raw points" + (", thick: Savitzky-Golay" if smooth_window else "") + ")")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def fig6(rows: list[dict], path: Path) -> None:
     """Density (KDE) of NRMSE over the random affine motions, per layer."""
     from scipy.stats import gaussian_kde
 
-    plt = _plt()
+    plt = pyplot()
     lo, hi = hevc_band()
     fig, ax = plt.subplots(figsize=(9, 4.8))
     groups = group(rows, "affine", "exact")
@@ -153,9 +143,7 @@ def fig6(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("density")
     ax.set_title("Fig. 6: NRMSE over random affine motions (alignment 'exact')")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 # --------------------------------------------------------------------------- verdicts

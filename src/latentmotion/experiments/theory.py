@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from .plotting import pyplot, save
+
 DX = 0.05  # grid step of the fine 1-D signal
 DT = 1e-3  # half time step of the central time difference
 
@@ -186,10 +188,7 @@ def checks_2d(seed: int = 0, v: tuple[float, float] = (0.9, -0.6)) -> list[FlowC
 
 def figure(rows: list[FlowCheck], taylor: list[dict], path, seed: int = 0) -> None:
     """Residual curves per operation, Eq. 8 error against h, estimated vs predicted v'."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rng = np.random.default_rng(seed)
     f = _signal_1d(rng, fmax=0.25)
@@ -234,6 +233,4 @@ def figure(rows: list[FlowCheck], taylor: list[dict], path, seed: int = 0) -> No
     axes[2].invert_yaxis()
     axes[2].set_xlabel("estimated v' / predicted v'  (green: within 5 %)")
     axes[2].set_title("Least-squares velocity after each operation")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)

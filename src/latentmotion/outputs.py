@@ -1,0 +1,182 @@
+"""Writing results so that nothing partial or stale is ever left behind.
+
+Conventions:
+
+* A result folder is built in a hidden sibling ``.<name>.staging-<pid>`` and
+  published by renaming it onto ``out`` only when everything succeeded. With
+  ``force`` an existing ``out`` is replaced whole (moved aside, then removed):
+  old and new files are never mixed.
+* A single file is written to ``.<name>.part-<pid>`` beside it and renamed.
+* Every check on the destination (a file where a folder is expected, a
+  missing or unwritable parent) runs before the caller's work starts, by
+  creating the staging entry itself.
+* SIGINT and SIGTERM are held off during the final renames, so an
+  interruption publishes all or nothing.
+* Staging left by a killed process (its pid no longer runs) is removed the
+  next time the same ``out`` is prepared.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "run"
+    >>> with staged_folder(out) as stage:
+    ...     _ = (stage / "report.md").write_text("done")
+    >>> sorted(p.name for p in out.iterdir())
+    ['report.md']
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["staged_folder", "staged_file", "write_atomic"]
+
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _sibling(out: Path, tag: str, pid: int | None = None) -> Path:
+    return out.with_name(f".{out.name}.{tag}-{os.getpid() if pid is None else pid}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def _sweep_stale(out: Path) -> None:
+    """Remove staging entries of ``out`` left by processes that no longer run."""
+    if not out.parent.is_dir():
+        return
+    for tag in ("staging", "part", "old"):
+        for p in out.parent.glob(f".{out.name}.{tag}-*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                _remove(p)
+
+
+def _make_parents(out: Path) -> list[Path]:
+    """Create the missing parent folders of ``out``; return them, deepest first, for cleanup."""
+    made: list[Path] = []
+    p = out.parent
+    while not p.exists():
+        made.append(p)
+        p = p.parent
+    if not p.is_dir():
+        raise InputError(f"cannot write {out}: {p} is not a folder")
+    for d in reversed(made):
+        try:
+            d.mkdir()
+        except OSError as exc:
+            _remove_empty(made)
+            raise InputError(f"cannot create folder {d}: {exc.strerror}") from None
+    return made
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for d in folders:  # deepest first
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Defer SIGINT/SIGTERM until the block is done (they are delivered right after)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _check_folder_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise InputError(f"--out {out} exists and is not empty; pass --force to replace it")
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path | str, force: bool = False) -> Iterator[Path]:
+    """Yield an empty staging folder; publish it as ``out`` when the block succeeds.
+
+    Refuses (:class:`InputError`, before the block runs) an ``out`` that is a
+    file, a non-empty folder without ``force``, or that cannot be created.
+    On any exception, ``KeyboardInterrupt`` included, the staging folder and
+    any parent folders created for it are removed and ``out`` is untouched.
+    """
+    out = Path(out)
+    _check_folder_out(out, force)
+    _sweep_stale(out)
+    made = _make_parents(out)
+    stage = _sibling(out, "staging")
+    try:
+        stage.mkdir()
+    except OSError as exc:
+        _remove_empty(made)
+        raise InputError(f"cannot write into {out.parent}: {exc.strerror}") from None
+    try:
+        yield stage
+        with _signals_held():
+            _publish(stage, out)
+    except BaseException:
+        _remove(stage)
+        _remove_empty(made)
+        raise
+
+
+def _publish(stage: Path, out: Path) -> None:
+    old = _sibling(out, "old")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(stage, out)
+    _remove(old)
+
+
+@contextlib.contextmanager
+def staged_file(path: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
+
+    The destination is checked first: a folder, a missing parent folder or an
+    unwritable one raise :class:`InputError` before the block runs.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--out {path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
+    _sweep_stale(path)
+    tmp = _sibling(path, "part")
+    try:
+        tmp.touch()
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        yield tmp
+        with _signals_held():
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path | str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`staged_file`."""
+    with staged_file(path) as tmp:
+        tmp.write_bytes(data)

@@ -22,6 +22,10 @@ from .errors import InputError, UnknownNameError
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field")
 VIDEOS = ("bikes.mp4", "carphone_pristine.mp4")
 
+#: Largest image accepted (pixels), checked on the file header before decoding:
+#: a few hundred bytes can claim a picture that needs gigabytes once decoded.
+MAX_IMAGE_PIXELS = 50_000_000
+
 
 def _to_tensor(arr: np.ndarray) -> torch.Tensor:
     if arr.ndim == 2:
@@ -49,6 +53,7 @@ def load_image(name_or_path: str | Path) -> torch.Tensor:
     if p.suffix and p.exists():
         import skimage.io
 
+        check_image_size(p)
         try:
             arr = skimage.io.imread(p)
         except Exception as exc:
@@ -62,6 +67,34 @@ def load_image(name_or_path: str | Path) -> torch.Tensor:
     if name not in SKIMAGE_PHOTOS:
         raise UnknownNameError("image", name, SKIMAGE_PHOTOS, hint="or give an image file path")
     return _to_tensor(getattr(skimage.data, name)())
+
+
+def check_image_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """(H, W) read from the image file's header, refused above ``max_pixels`` before decoding.
+
+    Example:
+        >>> import tempfile, pathlib, numpy as np, skimage.io
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.png"
+        >>> skimage.io.imsave(p, np.zeros((30, 40, 3), np.uint8), check_contrast=False)
+        >>> check_image_size(p)
+        (30, 40)
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # the size is judged below, in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # reads the header only
+                w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"image {path} is too large: {exc}") from None
+    if w * h > max_pixels:
+        raise InputError(f"image {path} claims {w}x{h} pixels, more than the {max_pixels / 1e6:g} megapixels accepted")
+    return h, w
 
 
 def video_path(name: str = "bikes.mp4") -> Path:

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-import click
 import typer
 from rich.console import Console
 
@@ -69,15 +68,24 @@ def run_app(args: list[str] | None = None) -> None:
         app(args=args, standalone_mode=False)
     except Interrupted as exc:
         _fail(exc.word, exc.code)
-    except (LatentMotionError, click.UsageError, click.BadParameter) as exc:
-        if isinstance(exc, click.exceptions.NoArgsIsHelpError):
-            _fail(exc.format_message(), 2)
-        msg = exc.format_message() if isinstance(exc, click.ClickException) else exc
-        _fail(f"error: {_one_line(msg)}", 2)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.Abort:  # an interactive prompt was cancelled
-        _fail("interrupted", 130)
-    except OSError as exc:  # disk full, permissions: the machine refused, not a bug
-        where = f": {exc.filename}" if exc.filename else ""
+    except LatentMotionError as exc:
+        _fail(f"error: {_one_line(exc)}", 2)
+    except Exception as exc:
+        _parser_exit(exc)
+        if not isinstance(exc, OSError):
+            raise
+        where = f": {exc.filename}" if exc.filename else ""  # disk full, permissions: the machine refused
         _fail(f"error: {exc.strerror or _one_line(exc)}{where}", 2)
+
+
+def _parser_exit(exc: Exception) -> None:
+    """Exit for the parser's own exceptions (Typer vendors click, so they are matched by shape)."""
+    name = type(exc).__name__
+    if name == "NoArgsIsHelpError":
+        _fail(exc.format_message(), 2)  # type: ignore[attr-defined]
+    if name == "Exit":
+        sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    if name == "Abort":  # an interactive prompt was cancelled
+        _fail("interrupted", 130)
+    if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # bad option, bad number
+        _fail(f"error: {_one_line(exc.format_message())}", 2)  # type: ignore[attr-defined]

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from ..errors import InputError
-from ._app import app, atomic_write, console, prepare_out
+from ..outputs import staged_file, staged_folder
+from ._app import app, console, parse_list
 
 codec_app = typer.Typer(no_args_is_help=True, help="Motion-compensated predictive coding of feature-tensor sequences.")
 app.add_typer(codec_app, name="codec")
@@ -41,11 +42,16 @@ def codec_encode(
     """Run the edge sub-model on video frames and write the coded feature stream."""
     from ..codec import Encoder, encode_sequence
 
-    split, clip = _edge_features(video, start, frames, model, layer, weights, seed)
-    enc = Encoder(tuple(clip.features.shape[1:]), step, mode, model=model, layer=layer, subpel=subpel, intra_period=intra_period, fps=clip.fps, stride=split.stride, offset=split.offset)
-    stream = encode_sequence(list(clip.features), enc, list(clip.gray))
+    from ..codec.limits import check_step
+
+    check_step(step)
+    with staged_file(out) as tmp:  # --out is checked before the frames are decoded
+        split, clip = _edge_features(video, start, frames, model, layer, weights, seed)
+        check_step(step, clip.features)
+        enc = Encoder(tuple(clip.features.shape[1:]), step, mode, model=model, layer=layer, subpel=subpel, intra_period=intra_period, fps=clip.fps, stride=split.stride, offset=split.offset)
+        stream = encode_sequence(list(clip.features), enc, list(clip.gray))
+        tmp.write_bytes(stream)
     fps = clip.fps
-    atomic_write(out, stream)
     kinds = "".join("I" if s.kind == "intra" else "P" for s in enc.stats)
     console.print(f"{out}: {len(stream)} bytes, {8 * len(stream) / frames:.0f} bits/frame ({8 * len(stream) / frames * fps / 1000:.1f} kbit/s at {fps:g} fps), frames {kinds}")
 
@@ -64,22 +70,33 @@ def codec_decode(
 
     from ..codec import decode_stream
 
+    import contextlib
+
     if not stream.is_file():
         raise InputError(f"stream file {stream} does not exist")
-    header, tensors = decode_stream(stream.read_bytes())
-    x = torch.stack(tensors)
+    with staged_file(out) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
+        header, tensors = decode_stream(stream.read_bytes())
+        if not tensors:
+            raise InputError(f"stream file {stream} holds a header but no frames")
+        x = torch.stack(tensors)
+        top = None
+        if classify:
+            from ..models import load_model, split_model
+
+            split = split_model(load_model(header.model, weights), header.layer)
+            try:
+                with torch.no_grad():
+                    top = split.cloud(x).argmax(1).tolist()
+            except RuntimeError as exc:
+                raise InputError(f"the stream's tensors {tuple(x.shape[1:])} do not fit {header.model} {header.layer}: {str(exc).splitlines()[0]}") from None
+        if tmp is not None:
+            buf = io.BytesIO()
+            torch.save(x, buf)
+            tmp.write_bytes(buf.getvalue())
     console.print(f"{stream}: {len(tensors)} tensors {tuple(x.shape[1:])} of {header.model} {header.layer}, step {header.step:g}")
     if out is not None:
-        buf = io.BytesIO()
-        torch.save(x, buf)
-        atomic_write(out, buf.getvalue())
         console.print(f"decoded tensors: {out}")
-    if classify:
-        from ..models import load_model, split_model
-
-        split = split_model(load_model(header.model, weights), header.layer)
-        with torch.no_grad():
-            top = split.cloud(x).argmax(1).tolist()
+    if top is not None:
         console.print("top-1 classes: " + " ".join(map(str, top)))
 
 
@@ -100,19 +117,19 @@ def codec_eval(
     """Rate-distortion and task accuracy of every motion mode; BD-rates; report."""
     from ..codec.evaluate import EvalSettings, evaluate
 
-    try:
-        step_list = tuple(float(s) for s in steps.split(","))
-    except ValueError:
-        raise InputError(f"--steps must be comma-separated numbers, got {steps!r}") from None
-    if any(not s > 0 for s in step_list) or len(step_list) < 4:
-        raise InputError("--steps needs at least 4 positive steps (BD-rate fits a curve)")
-    cfgs = tuple(c for c in configs.split(",") if c)
-    out = prepare_out(out, force)
+    from ..codec.limits import check_step
     from ..experiments.reproduce import _progress
+    from ..pipeline import check_frame_range
 
+    step_list = tuple(check_step(s) for s in parse_list(steps, float, "--steps", "numbers"))
+    if len(step_list) < 4:
+        raise InputError("--steps needs at least 4 positive steps (BD-rate fits a curve)")
+    cfgs = tuple(parse_list(configs, str, "--configs", "configuration names"))
+    check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
     st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, seed)
-    with _progress() as bar:
+    with staged_folder(out, force) as stage, _progress() as bar:
         task = bar.add_task("encoding", total=len(cfgs) * len(step_list))
-        evaluate(st, out, progress=lambda n: bar.advance(task, n))
-    console.print((out / "report.md").read_text().split("**Verdict.**")[-1].strip())
+        evaluate(st, stage, progress=lambda n: bar.advance(task, n))
+        verdict = (stage / "report.md").read_text().split("**Verdict.**")[-1].strip()
+    console.print(verdict)
     console.print(f"report: {out / 'report.md'}")

@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import InputError
-from ._app import app, console, parse_motion, prepare_out
+from ._app import app, console, parse_list
 
 
 @app.command()
@@ -30,11 +29,11 @@ def layers(
     """List the cut points of MODEL with output shape, stride, offset and receptive field."""
     from ..models import list_layers, load_model
 
-    m = load_model(model, weights="random")
+    rows = list_layers(load_model(model, weights="random"), all_nodes=all_nodes)
     t = Table(title=f"{model} cut points (224x224 input)")
     for col in ("layer", "shape (C,H,W)", "stride", "offset", "receptive field", "single tensor"):
         t.add_column(col)
-    for li in list_layers(m, all_nodes=all_nodes):
+    for li in rows:
         t.add_row(li.name, "x".join(map(str, li.shape)), str(li.stride[0]) if li.stride else "-", f"{li.offset[0]:g}" if li.offset else "-", str(li.rf[0]) if li.rf else "-", "yes" if li.single else "no")
     Console(width=200).print(t)
 
@@ -48,27 +47,21 @@ def demo(
     image: str = typer.Option("chelsea", help="scikit-image photo name or image file"),
     seed: int = typer.Option(0),
     motion: Optional[list[str]] = typer.Option(None, help="motion as 'tx=8,rot=5' (Affine parameters); repeatable; default: Fig. 4's set"),
-    force: bool = typer.Option(False, help="overwrite a non-empty --out"),
+    force: bool = typer.Option(False, help="replace a non-empty --out"),
 ) -> None:
     """Small real job: Fig. 4-style figure and NRMSE table for one model and layer."""
-    from ..data import load_image
-    from ..experiments.fig4 import FIG4_MOTIONS, fig4
-    from ..models import load_model, split_model
+    from ..experiments.fig4 import DemoSettings, demo as run_demo
+    from ..motion import Affine
 
-    motions = {m: parse_motion(m) for m in motion} if motion else FIG4_MOTIONS
-    src = load_image(image)
-    m = load_model(model, weights=weights, seed=seed)
-    s = split_model(m, layer)
-    out = prepare_out(out, force)
-    errors = fig4(src, s, motions, out / "fig4.png", f"{model} [{m.weights}] {layer} (stride {s.stride[0]})")
-    t = Table(title=f"NRMSE, {model} {layer}, weights {m.weights}")
-    t.add_column("motion")
-    t.add_column("NRMSE exact")
-    t.add_column("NRMSE paper")
-    for name, e in errors.items():
+    motions = {m: Affine.parse(m) for m in motion} if motion else None
+    r = run_demo(DemoSettings(model, layer, weights, image, seed, motions), out, force)
+    t = Table(title=f"NRMSE, {model} {layer}, weights {r.weights}")
+    for col in ("motion", "NRMSE exact", "NRMSE paper"):
+        t.add_column(col)
+    for name, e in r.errors.items():
         t.add_row(name, f"{e['exact']:.4f}", f"{e['paper']:.4f}")
     console.print(t)
-    console.print(f"figure: {out / 'fig4.png'}")
+    console.print(f"figure: {r.figure}")
 
 
 @app.command()
@@ -86,30 +79,14 @@ def flow(
     latent_radius: Optional[int] = typer.Option(None, help="latent-space search radius (overrides the preset)"),
     channels: Optional[str] = typer.Option(None, help="comma-separated channels to show (default: 4 most varied)"),
     seed: int = typer.Option(0),
-    force: bool = typer.Option(False, help="overwrite a non-empty --out"),
+    force: bool = typer.Option(False, help="replace a non-empty --out"),
 ) -> None:
     """Fig. 2: block matching in input and latent space on two video frames."""
-    from ..experiments.flowcheck import analyse_pair, figure, search_settings, stats_table, video_pair
-    from ..experiments.report import md_table
-    from ..models import load_model, split_model
+    from ..experiments.flowcheck import FlowSettings, flow_report, search_settings
 
-    chans = None
-    if channels:
-        try:
-            chans = [int(c) for c in channels.split(",")]
-        except ValueError:
-            raise InputError(f"--channels must be comma-separated integers, got {channels!r}") from None
+    chans = None if channels is None else tuple(parse_list(channels, int, "--channels", "integers"))
     search = search_settings(preset, block, radius, latent_block, latent_radius)
-    prepare_out(out, force, create=False)
-    m = load_model(model, weights=weights, seed=seed)
-    split = split_model(m, layer)
-    pair = video_pair(video, *frames)
-    res = analyse_pair(pair, split, search, chans)  # bad settings fail before --out is created
-    out = prepare_out(out, force)
-    (bi, ri), (bl, rl) = search["input"], search["latent"]
-    figure(pair, res, split, out / "fig2.png", f"{Path(video).name} frames {frames[0]}, {frames[1]} — {model} [{m.weights}] {layer}; input block {bi} r {ri}, latent block {bl} r {rl}")
-    table = md_table(("field", "mean EPE (input px)", "median EPE", "within one latent px", "n"), stats_table(res["stats"]))
-    (out / "flow.md").write_text(f"# Block matching, {video} frames {frames}\n\nInput space: block {bi}, radius {ri}; latent space: block {bl}, radius {rl}.\n\n{table}\n\n![Fig. 2](fig2.png)\n")
+    table = flow_report(FlowSettings(video, frames, model, layer, weights, search, chans, seed), out, force)
     console.print(table)
     console.print(f"figure: {out / 'fig2.png'}")
 
@@ -123,19 +100,15 @@ def reproduce(
     seed: int = typer.Option(0, help="seed of every random choice (recorded in the report)"),
     image: str = typer.Option("chelsea", help="scikit-image photo name or image file"),
     batch: int = typer.Option(0, help="frames per forward pass (0: 32 on CPU, 128 on GPU)"),
-    force: bool = typer.Option(False, help="overwrite a non-empty --out"),
+    force: bool = typer.Option(False, help="replace a non-empty --out"),
 ) -> None:
     """Reproduce every figure and claim of the paper into OUT/report.md."""
-    from ..data import load_image
     from ..experiments.profiles import get_profile, parse_target
     from ..experiments.reproduce import Settings, run
-    from ..motion import check_image
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--device must be auto, cpu or cuda, not {device!r}")
     prof = get_profile(profile)
-    targets = [parse_target(m) for m in (models or prof.targets)]
-    check_image(load_image(image), f"image {image}")
-    out = prepare_out(out, force)
-    path = run(Settings(prof, targets, device, seed, image, batch), out, log=lambda m: console.print(f"[dim]{m}[/dim]"))
-    console.print(f"report: {path}")
+    settings = Settings(prof, [parse_target(m) for m in (models or prof.targets)], device, seed, image, batch)
+    result = run(settings, out, log=lambda m: console.print(f"[dim]{m}[/dim]"), force=force)
+    for v in result.verdicts:
+        console.print(f"{'holds' if v['holds'] else '[bold]does not hold[/bold]'}: {v['claim']}")
+    console.print(f"report: {result.report}")

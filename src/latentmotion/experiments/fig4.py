@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -68,3 +69,51 @@ def fig4(source: torch.Tensor, split: Split, motions: dict[str, Affine], out: Pa
     fig.suptitle(title, fontsize=9)
     save(fig, out)
     return errors
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """One model, one layer, one photo: the small job of ``latentmotion demo``.
+
+    ``motions`` maps a label to an :class:`Affine`; ``None`` means :data:`FIG4_MOTIONS`.
+    """
+
+    model: str = "efficientnet_lite0"
+    layer: str = "_blocks.4.add"
+    weights: str = "imagenet"
+    image: str = "chelsea"
+    seed: int = 0
+    motions: dict[str, Affine] | None = None
+
+
+@dataclass
+class DemoResult:
+    """NRMSE per motion label and alignment, the figure's path and the run's labels."""
+
+    errors: dict[str, dict[str, float]]
+    figure: Path
+    weights: str
+    stride: int
+
+
+def demo(st: DemoSettings, out: Path, force: bool = False) -> DemoResult:
+    """Draw Fig. 4 into ``out/fig4.png`` for one model and layer, published at once.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> r = demo(DemoSettings(motions={"right": Affine(tx=8)}), pathlib.Path(tempfile.mkdtemp()) / "d")
+        >>> sorted(r.errors["right"]), r.figure.name
+        (['exact', 'paper'], 'fig4.png')
+    """
+    from ..data import load_image
+    from ..models import load_model, split_model
+    from ..outputs import staged_folder
+
+    out = Path(out)
+    with staged_folder(out, force) as stage:
+        src = load_image(st.image)
+        m = load_model(st.model, weights=st.weights, seed=st.seed)
+        s = split_model(m, st.layer)
+        title = f"{st.model} [{m.weights}] {st.layer} (stride {s.stride[0]})"
+        errors = fig4(src, s, st.motions or FIG4_MOTIONS, stage / "fig4.png", title)
+    return DemoResult(errors, out / "fig4.png", m.weights, s.stride[0])

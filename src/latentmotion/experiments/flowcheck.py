@@ -10,18 +10,19 @@ of positions within one latent pixel (EPE <= stride).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import fit_frame, read_frames, to_gray, video_path
+from ..data import fit_frame, read_frames, video_path
 from ..errors import InputError
 from ..estimation import block_match
 from ..models import Split
 from ..motion import Affine, flow_from_affine, render_pair, sample
+from ..pipeline import gray8
 from .fig4 import top_channels
 from .plotting import pyplot, save
 
@@ -30,11 +31,6 @@ PRESETS = {
     "text": {"input": (31, 11), "latent": (3, 5)},
     "code": {"input": (31, 5), "latent": (5, 1)},
 }
-
-
-def gray8(frames: torch.Tensor) -> torch.Tensor:
-    """RGB (N, 3, H, W) in [0, 1] -> uint8 luma (N, H, W)."""
-    return (to_gray(frames) * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def to_latent_grid(field: torch.Tensor, split: Split, latent_size: tuple[int, int], valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,7 +159,60 @@ def stats_table(stats: dict) -> list[tuple]:
 
 
 def video_pair(video: str, a: int, b: int, size: int = 224) -> torch.Tensor:
+    """Frames ``a`` and ``b`` of ``video`` as (2, 3, size, size) in [0, 1]."""
     return fit_frame(read_frames(video_path(video), [a, b]), size)
+
+
+FLOW_TABLE_HEADER = ("field", "mean EPE (input px)", "median EPE", "within one latent px", "n")
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """``latentmotion flow``: one frame pair, one model and layer, the search settings.
+
+    ``search`` is :func:`search_settings`' result; ``channels`` ``None`` shows
+    the 4 most varied channels.
+    """
+
+    video: str = "bikes.mp4"
+    frames: tuple[int, int] = (60, 62)
+    model: str = "efficientnet_lite0"
+    layer: str = "_blocks.4.add"
+    weights: str = "imagenet"
+    search: dict = field(default_factory=search_settings)
+    channels: tuple[int, ...] | None = None
+    seed: int = 0
+
+
+def flow_report(st: FlowSettings, out: Path, force: bool = False) -> str:
+    """Fig. 2 for one frame pair: writes ``out/fig2.png`` and ``out/flow.md`` (published at once).
+
+    Returns the statistics table (markdown) that ``flow.md`` holds.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> st = FlowSettings(frames=(60, 61), search=search_settings("code"))
+        >>> table = flow_report(st, pathlib.Path(tempfile.mkdtemp()) / "f")
+        >>> table.splitlines()[2].startswith("| joint_vs_input")
+        True
+    """
+    from ..models import load_model, split_model
+    from ..outputs import staged_folder
+    from .report import md_table
+
+    out = Path(out)
+    with staged_folder(out, force) as stage:
+        m = load_model(st.model, weights=st.weights, seed=st.seed)
+        split = split_model(m, st.layer)
+        pair = video_pair(st.video, *st.frames)
+        res = analyse_pair(pair, split, st.search, None if st.channels is None else list(st.channels))
+        (bi, ri), (bl, rl) = st.search["input"], st.search["latent"]
+        where = f"{Path(st.video).name} frames {st.frames[0]}, {st.frames[1]}"
+        figure(pair, res, split, stage / "fig2.png", f"{where} — {st.model} [{m.weights}] {st.layer}; input block {bi} r {ri}, latent block {bl} r {rl}")
+        table = md_table(FLOW_TABLE_HEADER, stats_table(res["stats"]))
+        settings = f"Input space: block {bi}, radius {ri}; latent space: block {bl}, radius {rl}."
+        (stage / "flow.md").write_text(f"# Block matching, {st.video} frames {st.frames}\n\n{settings}\n\n{table}\n\n![Fig. 2](fig2.png)\n")
+    return table
 
 
 def synthetic_flow_summary(lt, layer: str, source: torch.Tensor, n_pairs: int, seed: int, out: Path | None = None, preset: str = "text") -> dict:
@@ -187,7 +236,7 @@ def synthetic_flow_summary(lt, layer: str, source: torch.Tensor, n_pairs: int, s
         frames = video_pair("bikes.mp4", 60, 62)
         res = analyse_pair(frames, _cpu_split(lt, layer), preset)
         figure(frames, res, split, out / "fig2.png", f"Fig. 2: bikes.mp4 frames 60, 62 — {lt.target.model} {layer}, preset '{preset}'")
-        extra = "\n\nReal video (`bikes.mp4`, frames 60 and 62), latent fields against the input field pooled to the latent grid:\n\n" + md_table(("field", "mean EPE (input px)", "median EPE", "within one latent px", "n"), stats_table(res["stats"])) + "\n\n![Fig. 2](fig2.png)"
+        extra = "\n\nReal video (`bikes.mp4`, frames 60 and 62), latent fields against the input field pooled to the latent grid:\n\n" + md_table(FLOW_TABLE_HEADER, stats_table(res["stats"])) + "\n\n![Fig. 2](fig2.png)"
     s = split.stride[0]
     joint = agg["joint_vs_truth"]
     return {

@@ -188,71 +188,80 @@ def identity_error(rows: list[dict]) -> float:
     return float(max(vals)) if vals else float("nan")
 
 
-def verdicts(rows: list[dict], summary: dict, theory_rows: list, flow: dict | None) -> list[dict]:
-    """Each claim of the paper: holds or not, with the numbers behind it."""
-    lo, hi = hevc_band()
-    out = []
+def _claim(claim: str, holds: bool, numbers: str) -> dict:
+    return {"claim": claim, "holds": bool(holds), "numbers": numbers}
+
+
+def _eq14_claim() -> dict:
     eq14 = (nrmse_from_psnr(41.0), nrmse_from_psnr(27.0))
-    out.append({"claim": "Eq. 14 maps HEVC's 27-41 dB to NRMSE 0.009-0.044", "holds": round(eq14[0], 3) == 0.009 and round(eq14[1], 3) == 0.044, "numbers": f"41 dB -> {eq14[0]:.4f}, 27 dB -> {eq14[1]:.4f}"})
+    return _claim("Eq. 14 maps HEVC's 27-41 dB to NRMSE 0.009-0.044", round(eq14[0], 3) == 0.009 and round(eq14[1], 3) == 0.044, f"41 dB -> {eq14[0]:.4f}, 27 dB -> {eq14[1]:.4f}")
+
+
+def _identity_claim(rows: list[dict]) -> dict:
     ident = identity_error(rows)
-    out.append({"claim": "Zero motion is predicted exactly (sanity)", "holds": ident < 1e-6, "numbers": f"largest NRMSE at the identity: {ident:.2e}"})
+    return _claim("Zero motion is predicted exactly (sanity)", ident < 1e-6, f"largest NRMSE at the identity: {ident:.2e}")
+
+
+def _section2_claims(theory_rows: list) -> list[dict]:
+    """Operations that keep the velocity, and the limit of decimation without a pre-filter."""
     sec2 = [r for r in theory_rows if "decimation" not in r.operation]
     bad = [r for r in sec2 if r.rel_error > 0.05]
-    out.append(
-        {
-            "claim": "Sec. 2: convolution, pointwise nonlinearities, local maximum preserve v; scale change gives v/s",
-            "holds": not bad,
-            "numbers": f"{len(sec2) - len(bad)}/{len(sec2)} operations within 5 % of the predicted velocity (largest error {max(r.rel_error for r in sec2):.1%})"
-            + ("; off: " + ", ".join(f"{r.operation} ({r.parameter}) {r.rel_error:.1%}" for r in bad) if bad else ""),
-        }
-    )
+    numbers = f"{len(sec2) - len(bad)}/{len(sec2)} operations within 5 % of the predicted velocity (largest error {max(r.rel_error for r in sec2):.1%})"
+    if bad:
+        numbers += "; off: " + ", ".join(f"{r.operation} ({r.parameter}) {r.rel_error:.1%}" for r in bad)
+    out = [_claim("Sec. 2: convolution, pointwise nonlinearities, local maximum preserve v; scale change gives v/s", not bad, numbers)]
     dec = [r for r in theory_rows if "decimation" in r.operation]
     if dec:
         out.append(
-            {
-                "claim": "Sec. 2 (limit): without a pre-filter, decimation keeps v/s only for content well below the coarse Nyquist rate",
-                "holds": dec[0].rel_error < 0.05 and dec[-1].rel_error > 0.5,
-                "numbers": "; ".join(f"{r.parameter.split('= ')[-1]}x Nyquist: error {r.rel_error:.0%}" for r in dec),
-            }
+            _claim(
+                "Sec. 2 (limit): without a pre-filter, decimation keeps v/s only for content well below the coarse Nyquist rate",
+                dec[0].rel_error < 0.05 and dec[-1].rel_error > 0.5,
+                "; ".join(f"{r.parameter.split('= ')[-1]}x Nyquist: error {r.rel_error:.0%}" for r in dec),
+            )
         )
+    return out
+
+
+def _dips_claim(rows: list[dict]) -> dict:
     dips = translation_dips(rows)
     held = [k for k, d in dips.items() if d["holds"]]
     checked = [k for k, d in dips.items() if d["checked"]]
-    out.append(
-        {
-            "claim": "Fig. 5: translation NRMSE has local minima at multiples of the stride (Eq. 12 exact there)",
-            "holds": bool(checked) and len(held) == len(checked),
-            "numbers": f"{len(held)}/{len(checked)} layers; median NRMSE ratio multiple / half-stride neighbour: "
-            + ", ".join(f"{short(k)} {dips[k]['median_ratio']:.2f}" for k in checked),
-        }
+    return _claim(
+        "Fig. 5: translation NRMSE has local minima at multiples of the stride (Eq. 12 exact there)",
+        bool(checked) and len(held) == len(checked),
+        f"{len(held)}/{len(checked)} layers; median NRMSE ratio multiple / half-stride neighbour: " + ", ".join(f"{short(k)} {dips[k]['median_ratio']:.2f}" for k in checked),
     )
+
+
+def _band_claim(summary: dict) -> dict:
+    """Fig. 5: the largest NRMSE of each layer over the swept (non-affine) motions."""
+    _, hi = hevc_band()
     per_layer = []
     for e in summary["layers"]:
         mx = max((t["exact"]["max"] for n, t in e["transforms"].items() if n != "affine" and "exact" in t and t["exact"].get("n")), default=float("nan"))
         per_layer.append((short((e["model"], e["weights"], e["layer"])), mx))
-    out.append(
-        {
-            "claim": f"Fig. 5: NRMSE stays at or below about 0.04 (band top {hi:.3f}) over the plotted parameter ranges",
-            "holds": all(m <= hi for _, m in per_layer),
-            "numbers": "largest NRMSE per layer: " + ", ".join(f"{n} {m:.4f}" for n, m in per_layer),
-        }
+    return _claim(
+        f"Fig. 5: NRMSE stays at or below about 0.04 (band top {hi:.3f}) over the plotted parameter ranges",
+        all(m <= hi for _, m in per_layer),
+        "largest NRMSE per layer: " + ", ".join(f"{n} {m:.4f}" for n, m in per_layer),
     )
+
+
+def _affine_claim(summary: dict) -> dict:
+    _, hi = hevc_band()
     aff = [(short((e["model"], e["weights"], e["layer"])), e["transforms"]["affine"]["exact"]) for e in summary["layers"] if "affine" in e["transforms"]]
-    out.append(
-        {
-            "claim": "Fig. 6: under random affine motion the Eq. 12 prediction is as accurate as video-coding motion models (median NRMSE within the Eq. 14 band)",
-            "holds": bool(aff) and all(s["median"] <= hi for _, s in aff),
-            "numbers": ", ".join(f"{n} median {s['median']:.4f}, {s['share_at_or_below_band_top']:.0%} <= {hi:.3f}" for n, s in aff),
-        }
+    return _claim(
+        "Fig. 6: under random affine motion the Eq. 12 prediction is as accurate as video-coding motion models (median NRMSE within the Eq. 14 band)",
+        bool(aff) and all(s["median"] <= hi for _, s in aff),
+        ", ".join(f"{n} median {s['median']:.4f}, {s['share_at_or_below_band_top']:.0%} <= {hi:.3f}" for n, s in aff),
     )
+
+
+def verdicts(rows: list[dict], summary: dict, theory_rows: list, flow: dict | None) -> list[dict]:
+    """Each claim of the paper: ``{"claim", "holds", "numbers"}``, in the report's order."""
+    out = [_eq14_claim(), _identity_claim(rows), *_section2_claims(theory_rows), _dips_claim(rows), _band_claim(summary), _affine_claim(summary)]
     if flow:
-        out.append(
-            {
-                "claim": "Fig. 2: block matching in feature channels finds the input motion divided by the stride",
-                "holds": flow["holds"],
-                "numbers": flow["numbers"],
-            }
-        )
+        out.append(_claim("Fig. 2: block matching in feature channels finds the input motion divided by the stride", flow["holds"], flow["numbers"]))
     return out
 
 

@@ -1,25 +1,26 @@
 """``latentmotion reproduce``: every figure and claim of the paper, one report.
 
-Files are written into a hidden staging folder and moved into place only when
-everything succeeded, so an interrupted run never leaves a report that looks
-complete.
+Files are written into a hidden staging folder and published as ``out`` only
+when everything succeeded (:func:`latentmotion.outputs.staged_folder`), so an
+interrupted run never leaves a report that looks complete.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from rich.markup import escape
 
 from ..data import load_image
+from ..errors import InputError
 from ..metrics import hevc_band
+from ..motion import check_image
+from ..outputs import staged_folder
 from . import report as rp
 from . import theory
 from .fig4 import FIG4_MOTIONS, fig4
@@ -27,9 +28,13 @@ from .flowcheck import synthetic_flow_summary
 from .profiles import Profile, Target, motions
 from .sweep import load_target, resolve_device, run_sweep
 
+DEVICES = ("auto", "cpu", "cuda")
+
 
 @dataclass
 class Settings:
+    """What to run; checked on construction, before any work."""
+
     profile: Profile
     targets: list[Target]
     device: str = "auto"
@@ -38,6 +43,23 @@ class Settings:
     batch: int = 0  # 0: 32 on the CPU, 128 on a GPU
     video: str = "bikes.mp4"
 
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise InputError(f"--device must be auto, cpu or cuda, not {self.device!r}")
+        if self.batch < 0:
+            raise InputError(f"--batch must be 0 (automatic) or a positive number of frames, got {self.batch}")
+        if not self.targets:
+            raise InputError("give at least one model to run")
+
+
+@dataclass
+class Result:
+    """What a run produced: the report's path and the verdicts it states (as data)."""
+
+    report: Path
+    verdicts: list[dict]
+    summary: dict = field(repr=False)
+
 
 def _progress():
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -45,27 +67,46 @@ def _progress():
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
 
 
-def run(settings: Settings, out: Path, log=print) -> Path:
-    """Run everything and publish ``out/report.md``; returns its path."""
-    out.mkdir(parents=True, exist_ok=True)
-    stage = out / f".staging-{os.getpid()}"
-    stage.mkdir()
-    try:
-        _run(settings, stage, log)
-        for f in stage.iterdir():
-            os.replace(f, out / f.name)
-        stage.rmdir()
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return out / "report.md"
+def run(settings: Settings, out: Path, log=print, force: bool = False) -> Result:
+    """Run everything and publish the folder ``out`` (``report.md`` and its files) at once.
+
+    ``out`` must not exist or be empty, unless ``force`` (then it is replaced
+    whole). Nothing is left there when the run fails or is interrupted.
+    """
+    out = Path(out)
+    source = _source(settings.image)  # a bad photo is refused before any work
+    with staged_folder(out, force) as stage:
+        summary = _run(settings, source, stage, log)
+    return Result(out / "report.md", summary["verdicts"], summary)
 
 
-def _run(st: Settings, out: Path, log) -> None:
+@dataclass
+class _Findings:
+    """Everything the report states, gathered by :func:`_run`."""
+
+    device: torch.device
+    weights_lines: list[str]
+    summary: dict
+    theory_rows: list
+    taylor: list[dict]
+    fig4_err: dict
+    fig4_where: tuple[str, str]  # model, layer
+    flow: dict | None
+
+
+def _source(image: str, size: int = 224) -> torch.Tensor:
+    """The source photo, refused when it cannot hold a ``size`` x ``size`` frame."""
+    source = check_image(load_image(image), f"image {image}")[0]
+    if min(source.shape[-2:]) < size:
+        raise InputError(f"image {image} is {source.shape[-2]}x{source.shape[-1]}, smaller than the frame size {size}")
+    return source
+
+
+def _run(st: Settings, source: torch.Tensor, out: Path, log) -> dict:
+    """Compute and write every file into ``out``; returns the summary (verdicts included)."""
     t_start = time.perf_counter()
     device = resolve_device(st.device)
     batch = st.batch or (128 if device.type == "cuda" else 32)
-    source = load_image(st.image)
     items = motions(st.profile, st.seed)
     torch.manual_seed(st.seed)
 
@@ -118,22 +159,33 @@ def _run(st: Settings, out: Path, log) -> None:
         }
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
-    (out / "report.md").write_text(_markdown(st, device, weights_lines, summary, verdict, theory_rows, taylor, fig4_err, lt, layer, flow, rows))
+    found = _Findings(device, weights_lines, summary, theory_rows, taylor, fig4_err, (lt.target.model, layer), flow)
+    (out / "report.md").write_text(_markdown(st, found))
+    return summary
 
 
-def _markdown(st, device, weights_lines, summary, verdict, theory_rows, taylor, fig4_err, lt, layer, flow, rows) -> str:
-    lo, hi = hevc_band()
+def _markdown(st: Settings, f: _Findings) -> str:
+    """The report, section by section."""
+    parts = [_md_head(st, f), _md_section2(f), _md_fig4(f), _md_fig5(f.summary), _md_fig6(f.summary), _md_trained(f.summary)]
+    if f.flow:
+        parts.append(["## Fig. 2: block matching in input and latent space", "", f.flow["markdown"], ""])
+    parts.append(["## Files", "", "`nrmse.csv` (one row per model, weights, layer, transform, value, alignment), `summary.json` (statistics, verdicts, timing, settings).", ""])
+    return "\n".join(line for part in parts for line in part)
+
+
+def _md_head(st: Settings, f: _Findings) -> list[str]:
+    """Title, weights first, settings, timing and the verdict table."""
     n_sweep = sum(len(v) for v in st.profile.sweeps.values())
-    t = summary["timing"]
-    md = [
+    t = f.summary["timing"]
+    return [
         "# Reproduction: Analysis of latent-space motion for collaborative intelligence",
         "",
         "## Weights",
         "",
-        *weights_lines,
+        *f.weights_lines,
         "",
         f"Profile **{st.profile.name}** ({st.profile.description}); seed {st.seed}; source image `{st.image}`; "
-        f"device {device}; {n_sweep} swept motions + {st.profile.n_affine} random affine motions per layer; "
+        f"device {f.device}; {n_sweep} swept motions + {st.profile.n_affine} random affine motions per layer; "
         f"torch {torch.__version__}, Python {platform.python_version()}.",
         f"Wall time {t['total_s']:.1f} s, of which edge forward passes {t['forward_s']:.1f} s (ratio {t['ratio_total_to_forward']:.2f}).",
         "",
@@ -141,8 +193,13 @@ def _markdown(st, device, weights_lines, summary, verdict, theory_rows, taylor, 
         "",
         "| claim | holds | numbers |",
         "|---|---|---|",
-        *[f"| {v['claim']} | {'yes' if v['holds'] else '**no**'} | {v['numbers']} |" for v in verdict],
+        *[f"| {v['claim']} | {'yes' if v['holds'] else '**no**'} | {v['numbers']} |" for v in f.summary["verdicts"]],
         "",
+    ]
+
+
+def _md_section2(f: _Findings) -> list[str]:
+    return [
         "## Section 2: operations and optical flow",
         "",
         "Signals with exactly known motion; velocity estimated by least squares from the optical-flow equation after each operation "
@@ -151,24 +208,36 @@ def _markdown(st, device, weights_lines, summary, verdict, theory_rows, taylor, 
         "",
         rp.md_table(
             ("signal", "operation", "parameter", "predicted v'", "estimated v'", "error", "residual argmin", "degenerate"),
-            [(r.dim, r.operation, r.parameter, r.v_predicted, r.v_estimated, f"{r.rel_error:.1%}", r.argmin_candidate, r.degenerate_share) for r in theory_rows],
+            [(r.dim, r.operation, r.parameter, r.v_predicted, r.v_estimated, f"{r.rel_error:.1%}", r.argmin_candidate, r.degenerate_share) for r in f.theory_rows],
         ),
         "",
         "Eq. 8 (first-order Taylor model of the local maximum) against the true maximum, error relative to the signal's standard deviation:",
         "",
-        rp.md_table(("h", "mean error", "95th percentile"), [(x["h"], x["mean_abs_error"], x["p95_abs_error"]) for x in taylor]),
+        rp.md_table(("h", "mean error", "95th percentile"), [(x["h"], x["mean_abs_error"], x["p95_abs_error"]) for x in f.taylor]),
         "",
         "![Section 2](section2.png)",
         "",
-        f"## Fig. 4: prediction of a layer's tensor ({lt.target.model} `{layer}`)",
+    ]
+
+
+def _md_fig4(f: _Findings) -> list[str]:
+    model, layer = f.fig4_where
+    return [
+        f"## Fig. 4: prediction of a layer's tensor ({model} `{layer}`)",
         "",
         "![Fig. 4](fig4.png)",
         "",
-        rp.md_table(("motion", "NRMSE exact", "NRMSE paper"), [(k, v["exact"], v["paper"]) for k, v in fig4_err.items()]),
+        rp.md_table(("motion", "NRMSE exact", "NRMSE paper"), [(k, v["exact"], v["paper"]) for k, v in f.fig4_err.items()]),
         "",
+    ]
+
+
+def _md_fig5(summary: dict) -> list[str]:
+    lo, hi = hevc_band()
+    return [
         "## Fig. 5: NRMSE against each motion parameter",
         "",
-        f"Raw points over PROTOCOL.md's plotted ranges; grey: the Eq. 14 band {lo:.3f}-{hi:.3f}. Mask: the paper's (warped all-ones tensor).",
+        f"Raw points over the paper's plotted ranges (docs/protocol.md); grey: the Eq. 14 band {lo:.3f}-{hi:.3f}. Mask: the paper's (warped all-ones tensor).",
         "",
         "![Fig. 5 exact](fig5_exact.png)",
         "",
@@ -180,28 +249,27 @@ def _markdown(st, device, weights_lines, summary, verdict, theory_rows, taylor, 
         "",
         rp.md_table(("layer", "transform", "exact", "paper"), rp.alignment_table(summary)),
         "",
-        "## Fig. 6: random affine motion",
-        "",
-        "![Fig. 6](fig6.png)",
-        "",
-        rp.md_table(
-            ("layer", "stride", "median", "5 %", "95 %", "in band", f"<= {hi:.3f}"),
-            [
-                (rp.short((e["model"], e["weights"], e["layer"])), e["stride"], s["median"], s["q05"], s["q95"], f"{s['share_in_band']:.0%}", f"{s['share_at_or_below_band_top']:.0%}")
-                for e in summary["layers"]
-                for s in [e["transforms"].get("affine", {}).get("exact")]
-                if s and s.get("n")
-            ],
-        ),
-        "",
+    ]
+
+
+def _md_fig6(summary: dict) -> list[str]:
+    _, hi = hevc_band()
+    rows = [
+        (rp.short((e["model"], e["weights"], e["layer"])), e["stride"], s["median"], s["q05"], s["q95"], f"{s['share_in_band']:.0%}", f"{s['share_at_or_below_band_top']:.0%}")
+        for e in summary["layers"]
+        for s in [e["transforms"].get("affine", {}).get("exact")]
+        if s and s.get("n")
+    ]
+    return ["## Fig. 6: random affine motion", "", "![Fig. 6](fig6.png)", "", rp.md_table(("layer", "stride", "median", "5 %", "95 %", "in band", f"<= {hi:.3f}"), rows), ""]
+
+
+def _md_trained(summary: dict) -> list[str]:
+    pairs = rp.trained_vs_random(summary)
+    return [
         "## Trained against random weights",
         "",
         "Same architecture and layer, ImageNet-trained against seeded random initialisation (median NRMSE, exact alignment, plotted ranges):",
         "",
-        rp.md_table(("model", "layer", "transform", "trained", "random"), pairs) if (pairs := rp.trained_vs_random(summary)) else "_No model ran with both weights in this profile._",
+        rp.md_table(("model", "layer", "transform", "trained", "random"), pairs) if pairs else "_No model ran with both weights in this profile._",
         "",
     ]
-    if flow:
-        md += ["## Fig. 2: block matching in input and latent space", "", flow["markdown"], ""]
-    md += ["## Files", "", "`nrmse.csv` (one row per model, weights, layer, transform, value, alignment), `summary.json` (statistics, verdicts, timing, settings).", ""]
-    return "\n".join(md)

@@ -12,7 +12,7 @@ from .codec import _edge_features
 
 @app.command()
 def serve(
-    port: int = typer.Option(5050, help="TCP port (0: any free port)"),
+    port: int = typer.Option(5050, min=0, max=65535, help="TCP port (0: any free port)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
     weights: str = typer.Option("imagenet", help="weights of the cloud sub-model"),
     connections: int = typer.Option(1, help="edges to serve before exiting (0: forever)"),
@@ -33,7 +33,7 @@ def serve(
 
 @app.command()
 def stream(
-    port: int = typer.Option(5050),
+    port: int = typer.Option(5050, min=0, max=65535),
     host: str = typer.Option("127.0.0.1"),
     video: str = typer.Option("bikes.mp4"),
     start: int = typer.Option(0),

@@ -1,0 +1,248 @@
+"""Every command keeps the CLI contract (issue 12), checked on real processes.
+
+* Bad input: exit 2, exactly one line on stderr (``error: ...``), no
+  traceback, ``--out`` untouched (absent stays absent, an existing one keeps
+  its content) and no staging entry left beside it.
+* Interruption: SIGINT -> 130 and ``interrupted``, SIGTERM -> 143 and
+  ``terminated``, sent once the command is at work; nothing published.
+
+The commands are enumerated from the Typer app: a new command without a row
+in :data:`BAD` fails :func:`test_every_command_has_rows`. The default run takes
+one row per command (the first); ``-m slow`` runs the whole table.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from latentmotion.cli import app
+
+SENTINEL = "old content, must survive"
+
+
+def _commands(group, prefix=()) -> list[str]:
+    import typer.main
+
+    cmd = typer.main.get_command(group) if not hasattr(group, "commands") else group
+    out = []
+    for name, sub in sorted(cmd.commands.items()):
+        if hasattr(sub, "commands"):
+            out += _commands(sub, prefix + (name,))
+        else:
+            out.append(" ".join(prefix + (name,)))
+    return out
+
+
+def _bomb_png() -> bytes:
+    """118 bytes or so of PNG whose header claims 13000 x 13000 pixels."""
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 13000, 13000, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+#: Per command: (arguments, text the one-line error must contain). ``{out}``
+#: is a fresh path, ``{old}`` an existing folder holding SENTINEL, ``{file}``
+#: an existing file, ``{tmp}`` the test's folder. The first row of each
+#: command runs by default, the others with ``-m slow``.
+BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
+    "models": [(("--bogus",), "No such option")],
+    "layers": [(("resnet43",), "did you mean 'resnet34'"), ((), "Missing argument")],
+    "demo": [
+        (("--motion", "tx=1e300", "--out", "{out}"), "translation must be at most"),
+        (("--out", "{old}"), "--force"),
+        (("--out", "{file}"), "not a folder"),
+        (("--out", "{file}/sub/out"), "not a folder"),
+        (("--out", "/proc/no/such/folder"), "cannot create folder"),
+        (("--image", "{tmp}/bomb.png", "--out", "{out}"), "13000x13000"),
+        (("--image", "{tmp}/bomb.png", "--out", "{old}", "--force"), "13000x13000"),
+        (("--layer", "_blocks.4.ad", "--out", "{out}"), "_blocks.4.add"),
+        (("--seed", "x", "--out", "{out}"), "--seed"),
+        (("--motion", "", "--out", "{out}"), "empty"),
+    ],
+    "flow": [
+        (("--frames", "0", "99999999999", "--out", "{out}"), "out of range"),
+        (("--channels", ",", "--out", "{out}"), "--channels"),
+        (("--latent-block", "4", "--out", "{old}", "--force"), "odd"),
+        (("--out", "{file}"), "not a folder"),
+    ],
+    "reproduce": [
+        (("--batch", "-1", "--profile", "smoke", "--out", "{out}"), "--batch"),
+        (("--device", "tpu", "--out", "{out}"), "--device"),
+        (("--profile", "smoke", "--image", "{tmp}/bomb.png", "--out", "{out}"), "13000x13000"),
+        (("--profile", "smoke", "--image", "{tmp}/small.png", "--out", "{old}", "--force"), "smaller than the frame"),
+        (("--profile", "smoke", "--out", "/proc/no/such/folder"), "cannot create folder"),
+    ],
+    "codec encode": [
+        (("--frames", "99999999999999999999", "--out", "{out}"), "out of range"),
+        (("--step", "1e39", "--out", "{out}"), "float32"),
+        (("--step", "1e-30", "--frames", "1", "--out", "{out}"), "too small"),
+        (("--out", "{old}"), "is a folder"),
+        (("--out", "{tmp}/no/such/x.bin"), "does not exist"),
+        (("--frames", "0", "--out", "{out}"), "at least 1"),
+    ],
+    "codec decode": [
+        (("{tmp}/header_only.lmc", "--out", "{out}"), "no frames"),
+        (("{tmp}/garbage.lmc", "--out", "{out}"), ""),
+        (("{tmp}/missing.lmc",), "does not exist"),
+    ],
+    "codec eval": [
+        (("--configs", ",", "--out", "{out}"), "--configs"),
+        (("--frames", "0", "--out", "{out}"), "at least 1"),
+        (("--steps", "1,2,x,4", "--out", "{out}"), "--steps"),
+        (("--steps", "1,2,4,1e39", "--out", "{out}"), "float32"),
+        (("--out", "{file}"), "not a folder"),
+    ],
+    "serve": [(("--port", "70000", "--connections", "1"), "port")],
+    "stream": [
+        (("--port", "1", "--frames", "1"), "cannot reach"),
+        (("--frames", "0"), "at least 1"),
+    ],
+}
+
+#: (command and arguments, signal, exit code, where the output goes). Commands
+#: with a short start-up; each is signalled once its staging entry exists
+#: (it has passed every check and is at work) and a moment more has passed.
+INTERRUPT = [
+    (("demo", "--out", "{out}"), signal.SIGINT, 130),
+    (("reproduce", "--profile", "smoke", "--out", "{old}", "--force"), signal.SIGTERM, 143),
+    (("codec", "encode", "--frames", "24", "--out", "{out}"), signal.SIGINT, 130),
+    (("flow", "--out", "{out}"), signal.SIGTERM, 143),
+]
+
+
+def _env() -> dict:
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    return {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", ""), "COLUMNS": "200"}
+
+
+def _cmd(args) -> list[str]:
+    return [sys.executable, "-m", "latentmotion.cli", *args]
+
+
+@pytest.fixture
+def place(tmp_path):
+    """A folder with the inputs the rows name, an existing --out and a plain file."""
+    import numpy as np
+    import skimage.io
+
+    (tmp_path / "bomb.png").write_bytes(_bomb_png())
+    skimage.io.imsave(tmp_path / "small.png", np.zeros((64, 64, 3), np.uint8), check_contrast=False)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "keep.txt").write_text(SENTINEL)
+    (tmp_path / "afile").write_text(SENTINEL)
+    (tmp_path / "garbage.lmc").write_bytes(b"LMC\x00" + os.urandom(64))
+    (tmp_path / "header_only.lmc").write_bytes(_header_only_stream())
+    return tmp_path
+
+
+def _header_only_stream() -> bytes:
+    from latentmotion.codec import Encoder
+
+    return Encoder((4, 8, 8), 1.0, "zero", model="efficientnet_lite0", layer="_blocks.4.add").header_bytes()
+
+
+def _fill(args, tmp: Path) -> list[str]:
+    names = {"out": tmp / "new_out", "old": tmp / "old", "file": tmp / "afile", "tmp": tmp}
+    return [a.format(**names) for a in args]
+
+
+def _snapshot(tmp: Path) -> dict[str, str]:
+    """Every entry under ``tmp`` with its content (files) so a change shows."""
+    return {str(p.relative_to(tmp)): (p.read_bytes().hex() if p.is_file() else "dir") for p in sorted(tmp.rglob("*"))}
+
+
+def _check_one_line(r, code: int, needle: str) -> None:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == code, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-2000:]
+    assert needle in lines[0], lines[0]
+
+
+def test_every_command_has_rows():
+    commands = _commands(app)
+    assert {"demo", "reproduce", "codec encode"} <= set(commands)
+    missing = [c for c in commands if not BAD.get(c)]
+    assert not missing, f"commands without a bad-input row in BAD: {missing}"
+    assert not set(BAD) - set(commands), "rows for commands that no longer exist"
+
+
+def _rows(all_rows: bool):
+    for cmd, rows in BAD.items():
+        for i, (args, needle) in enumerate(rows if all_rows else rows[:1]):
+            yield pytest.param(cmd, args, needle, id=f"{cmd}-{i}")
+
+
+def _run_bad(cmd: str, args, needle: str, tmp: Path) -> None:
+    before = _snapshot(tmp)
+    r = subprocess.run(_cmd([*cmd.split(), *_fill(args, tmp)]), capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp)
+    _check_one_line(r, 2, needle)
+    assert r.stderr.startswith("error: ") or "Usage" in r.stderr
+    assert _snapshot(tmp) == before, "the command changed files although it failed"
+
+
+@pytest.mark.parametrize("cmd,args,needle", list(_rows(False)))
+def test_bad_input_is_one_line_and_leaves_out_untouched(cmd, args, needle, place):
+    _run_bad(cmd, args, needle, place)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cmd,args,needle", list(_rows(True)))
+def test_bad_input_full_table(cmd, args, needle, place):
+    _run_bad(cmd, args, needle, place)
+
+
+def _wait_for_work(p: subprocess.Popen, tmp: Path, limit: float = 240) -> None:
+    """Until a staging entry (folder or file) exists beside the output, then a little longer."""
+    t0 = time.monotonic()
+    while not any(".staging-" in q.name or ".part-" in q.name for q in tmp.iterdir()):
+        assert p.poll() is None, p.communicate()[1][-2000:]
+        assert time.monotonic() - t0 < limit, "the command never started its work"
+        time.sleep(0.05)
+    time.sleep(1.5)
+
+
+def _interrupt(args, sig, code, tmp: Path) -> None:
+    before = _snapshot(tmp)
+    p = subprocess.Popen(_cmd(_fill(args, tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp)
+    try:
+        _wait_for_work(p, tmp)
+        assert p.poll() is None, "finished before the signal; pick a longer job"
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    r = subprocess.CompletedProcess(p.args, p.returncode, "", err)
+    _check_one_line(r, code, "interrupted" if sig == signal.SIGINT else "terminated")
+    assert _snapshot(tmp) == before, "interrupted run left or changed files"
+
+
+@pytest.mark.parametrize("args,sig,code", INTERRUPT[:2], ids=["demo-SIGINT", "reproduce-force-SIGTERM"])
+def test_interruption_exits_130_or_143_and_publishes_nothing(args, sig, code, place):
+    _interrupt(args, sig, code, place)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,sig,code", INTERRUPT[2:], ids=["encode-SIGINT", "flow-SIGTERM"])
+def test_interruption_more_commands(args, sig, code, place):
+    _interrupt(args, sig, code, place)
+
+
+def test_force_replaces_the_old_folder_whole(place):
+    """--force publishes only the new run's files: nothing of the old folder is mixed in."""
+    r = subprocess.run(_cmd(["demo", "--out", str(place / "old"), "--force", "--motion", "tx=8"]), capture_output=True, text=True, timeout=300, env=_env(), cwd=place)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in (place / "old").iterdir()) == ["fig4.png"]
+    assert not [p for p in place.iterdir() if p.name.startswith(".")]

@@ -21,3 +21,11 @@ def test_readme_examples_run():
     assert ns["field"].shape == (2, h, w) and ns["field"].abs().max() <= 11
     assert ns["per_channel"].shape[1:] == (2, *ns["f"].shape[-2:])
     assert torch.equal(ns["field"], ns["block_match"](ns["gray"][0], ns["gray"][1], 31, 11))
+
+
+def test_protocol_facts_live_in_the_repository():
+    """The README links docs/protocol.md; nothing points users to a file they do not have."""
+    root = README.parent
+    assert "](docs/protocol.md" in README.read_text() and (root / "docs" / "protocol.md").is_file()
+    sources = [README, *root.glob("src/**/*.py"), *root.glob("docs/*.md")]
+    assert not [str(p) for p in sources if "PROTOCOL.md" in p.read_text()]

@@ -4,7 +4,7 @@ Conventions: fields are (2, H, W) tensors of forward motion (dx, dy) on the
 current frame's grid (see :mod:`latentmotion.motion`): the block centred on
 pixel ``p`` of ``cur`` is compared with the block centred on ``p - d`` of
 ``ref``; the vector ``d`` with the smallest sum of squared differences (SSD)
-wins. Rules (PROTOCOL.md): pixels whose block does not fit in the frame keep
+wins. Rules (docs/protocol.md, "Block matching"): pixels whose block does not fit in the frame keep
 zero motion; candidates whose reference block leaves the frame are never
 chosen; ties go to the first minimum in row-major order of (dy, dx), from
 (-radius, -radius).

@@ -1,6 +1,6 @@
 """Named experiment profiles (``smoke``, ``quick``, ``paper``) and model targets.
 
-``paper`` follows ../shared/PROTOCOL.md: sweeps over the computed ranges with
+``paper`` follows docs/protocol.md ("Sweeps"): sweeps over the computed ranges with
 its sample counts (translation step 0.125 px) and 2048 random affine motions
 per layer. ``quick`` samples the plotted ranges more coarsely; ``smoke`` is
 small enough for CI.
@@ -18,12 +18,12 @@ from ..motion import Affine
 PARAMS = ("tx", "ty", "rot", "sx", "sy", "shx", "shy")
 IDENTITY = {"tx": 0.0, "ty": 0.0, "sx": 1.0, "sy": 1.0, "shx": 0.0, "shy": 0.0, "rot": 0.0}
 UNITS = {"tx": "px", "ty": "px", "rot": "deg", "sx": "", "sy": "", "shx": "deg", "shy": "deg"}
-#: PROTOCOL.md's plotted ranges of Fig. 5.
+#: The ranges Fig. 5 shows (docs/protocol.md).
 PLOT_RANGE = {"tx": (-30, 30), "ty": (-30, 30), "rot": (-10, 10), "shx": (-10, 10), "shy": (-10, 10), "sx": (0.8, 1.25), "sy": (0.8, 1.25)}
 #: Fig. 6's random affine study: every parameter uniform at once.
 AFFINE_RANGE = {"tx": (-32, 32), "ty": (-32, 32), "sx": (0.95, 1.05), "sy": (0.95, 1.05), "shx": (-5, 5), "shy": (-5, 5), "rot": (-10, 10)}
 
-#: Default layers: the paper's five (PROTOCOL.md) and EfficientNet-Lite0 at strides 2, 8, 16, 32.
+#: Default layers: the paper's five (docs/protocol.md) and EfficientNet-Lite0 at strides 2, 8, 16, 32.
 DEFAULT_LAYERS = {
     "resnet34": ["conv1", "layer2.0.add", "layer3.0.add"],
     "densenet121": ["features.transition2.pool", "features.transition3.pool"],
@@ -83,7 +83,7 @@ PROFILES: dict[str, Profile] = {
         2048,
         ("resnet34", "densenet121", "efficientnet_lite0", "efficientnet_lite0@random"),
         32,
-        "PROTOCOL.md: computed ranges and sample counts, 2048 random affine motions per layer",
+        "the paper's computed ranges and sample counts (docs/protocol.md), 2048 random affine motions per layer",
         smooth_window=71,
     ),
 }

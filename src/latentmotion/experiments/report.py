@@ -75,7 +75,7 @@ def in_plot_range(r: dict) -> bool:
 
 def summarize(rows: list[dict]) -> dict:
     """Per model, weights and layer: statistics per transform (plotted range) and alignment."""
-    out: dict = {"band": dict(zip(("low", "high"), hevc_band())), "layers": []}
+    out: dict = {"band": dict(zip(("low", "high"), hevc_band(), strict=True)), "layers": []}
     for k, rs in group(rows).items():
         entry = {"model": k[0], "weights": k[1], "layer": k[2], "stride": rs[0]["stride"], "transforms": {}}
         by = defaultdict(list)
@@ -100,7 +100,7 @@ def fig5(rows: list[dict], path: Path, alignment: str, smooth_window: int = 0) -
     fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
     keys = sorted(group(rows))
     colours = {k: plt.cm.tab10(i % 10) for i, k in enumerate(keys)}
-    for ax, p in zip(axes.flat, PARAMS):
+    for ax, p in zip(axes.flat, PARAMS):  # one axis more than parameters: the legend
         ymax = 0.0
         for k, rs in group(rows, p, alignment).items():
             rs = sorted((r for r in rs if in_plot_range(r)), key=lambda r: r["value"])

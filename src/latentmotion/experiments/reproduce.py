@@ -74,7 +74,8 @@ def run(settings: Settings, out: Path, log=print, force: bool = False) -> Result
     whole). Nothing is left there when the run fails or is interrupted.
     """
     out = Path(out)
-    source = _source(settings.image)  # a bad photo is refused before any work
+    source = _source(settings.image)  # a bad photo or an absent device is refused before any work
+    resolve_device(settings.device)
     with staged_folder(out, force) as stage:
         summary = _run(settings, source, stage, log)
     return Result(out / "report.md", summary["verdicts"], summary)

@@ -92,7 +92,7 @@ def run_sweep(
         chunk = items[start : start + batch]
         motions = [m for _, _, m in chunk]
         frames = render_pair(src, motions).current
-        for lt, ref in zip(targets, refs):
+        for lt, ref in zip(targets, refs, strict=True):
             sync()
             t = time.perf_counter()
             cur = lt.extractor(frames)
@@ -102,7 +102,7 @@ def run_sweep(
                 for align in ALIGNS:
                     pred, valid = predict_features(ref[layer], motions, split, align=align, mask=mask)
                     err = nrmse(pred, cur[layer], valid).cpu().tolist()
-                    for (transform, value, m), e in zip(chunk, err):
+                    for (transform, value, m), e in zip(chunk, err, strict=True):
                         res.rows.append(
                             {
                                 "model": lt.target.model,
@@ -114,7 +114,7 @@ def run_sweep(
                                 "value": value,
                                 "alignment": align,
                                 "nrmse": e,
-                                **dict(zip(("tx", "ty", "sx", "sy", "shx", "shy", "rot"), m.as_tuple())),
+                                **dict(zip(("tx", "ty", "sx", "sy", "shx", "shy", "rot"), m.as_tuple(), strict=True)),
                             }
                         )
             if progress:

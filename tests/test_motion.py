@@ -182,3 +182,21 @@ def test_derived_offset_is_the_best_rotation_centre_for_random_weights(name, lay
         pred, valid = lm.predict_features(ref, lm.Affine(rot=10), shifted, mask="strict", input_size=(448, 448))
         errs.append(float(lm.nrmse(pred, cur, valid)))
     assert errs[1] < errs[0] and errs[1] < errs[2]
+
+
+def test_affine_parse_round_trips_and_refuses_nonsense():
+    a = lm.Affine(tx=8, ty=-2.5, rot=5, sx=1.1)
+    text = ",".join(f"{k}={v!r}" for k, v in zip(("tx", "ty", "sx", "sy", "shx", "shy", "rot"), a.as_tuple(), strict=True))
+    assert lm.Affine.parse(text) == a
+    for bad, needle in (("tx=1e300", "at most"), ("sx=1e-9", "scale"), ("tx=1,tx=2", "distinct"), ("", "empty"), ("spin=3", "name=value"), ("tx=abc", "not a number")):
+        with pytest.raises(lm.InputError, match=needle):
+            lm.Affine.parse(bad)
+
+
+def test_largest_accepted_translation_still_gives_finite_predictions():
+    """At the bound, float32 sampling coordinates stay finite: an empty mask, never NaN."""
+    from latentmotion.motion import MAX_TRANSLATION
+
+    img = torch.rand(1, 3, 16, 16)
+    out, valid = lm.warp_image(img, lm.Affine(tx=MAX_TRANSLATION, ty=-MAX_TRANSLATION))
+    assert torch.isfinite(out).all() and not valid.any()

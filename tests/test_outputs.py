@@ -1,0 +1,106 @@
+"""latentmotion.outputs: published whole or not at all (issue 12)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from latentmotion.errors import InputError
+from latentmotion.outputs import staged_file, staged_folder, write_atomic
+
+
+def _entries(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_folder_is_published_on_success_and_nothing_else_remains(tmp_path):
+    out = tmp_path / "a" / "b" / "run"
+    with staged_folder(out) as stage:
+        assert not out.exists() and stage.parent == out.parent
+        (stage / "x.txt").write_text("1")
+    assert _entries(out) == ["x.txt"] and _entries(out.parent) == ["run"]
+
+
+def test_error_leaves_nothing_not_even_created_parents(tmp_path):
+    out = tmp_path / "new" / "deeper" / "run"
+    with pytest.raises(RuntimeError), staged_folder(out) as stage:
+        (stage / "half.txt").write_text("partial")
+        raise RuntimeError("boom")
+    assert _entries(tmp_path) == []
+
+
+def test_keyboard_interrupt_keeps_the_old_folder(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with pytest.raises(KeyboardInterrupt), staged_folder(out, force=True) as stage:
+        (stage / "new.txt").write_text("new")
+        raise KeyboardInterrupt
+    assert _entries(out) == ["old.txt"] and _entries(tmp_path) == ["run"]
+
+
+def test_force_replaces_whole_even_when_names_collide(tmp_path):
+    out = tmp_path / "run"
+    (out / "figs").mkdir(parents=True)
+    (out / "figs" / "old.png").write_text("old")
+    (out / "stale.md").write_text("old")
+    with staged_folder(out, force=True) as stage:
+        (stage / "figs").mkdir()
+        (stage / "figs" / "new.png").write_text("new")
+    assert _entries(out) == ["figs"] and _entries(out / "figs") == ["new.png"]
+    assert _entries(tmp_path) == ["run"]
+
+
+@pytest.mark.parametrize("case,needle", [("file", "not a folder"), ("full", "--force"), ("under_file", "not a folder")])
+def test_refusals_come_before_the_block_runs(tmp_path, case, needle):
+    (tmp_path / "f").write_text("keep")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "k").write_text("keep")
+    out = {"file": tmp_path / "f", "full": tmp_path / "full", "under_file": tmp_path / "f" / "sub" / "run"}[case]
+    ran = []
+    with pytest.raises(InputError, match=needle):
+        with staged_folder(out):
+            ran.append(1)
+    assert not ran and _entries(tmp_path) == ["f", "full"]
+
+
+def test_stale_staging_of_a_dead_process_is_swept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".run.staging-{dead}").mkdir()
+    (tmp_path / f".run.staging-{dead}" / "half").write_text("x")
+    with staged_folder(tmp_path / "run") as stage:
+        (stage / "ok").write_text("1")
+    assert _entries(tmp_path) == ["run"]
+
+
+def test_single_file_is_renamed_into_place_or_absent(tmp_path):
+    p = tmp_path / "s.bin"
+    write_atomic(p, b"abc")
+    assert p.read_bytes() == b"abc" and _entries(tmp_path) == ["s.bin"]
+    with pytest.raises(ValueError), staged_file(p) as tmp:
+        tmp.write_bytes(b"partial")
+        raise ValueError
+    assert p.read_bytes() == b"abc" and _entries(tmp_path) == ["s.bin"]
+
+
+@pytest.mark.parametrize("where,needle", [("dir", "is a folder"), ("missing/x.bin", "does not exist")])
+def test_single_file_refusals(tmp_path, where, needle):
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(InputError, match=needle):
+        write_atomic(tmp_path / where, b"x")
+    assert _entries(tmp_path) == ["dir"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_unwritable_parent_is_one_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(InputError, match="cannot write"), staged_folder(ro / "run"):
+            pass
+    finally:
+        ro.chmod(0o700)

@@ -95,6 +95,8 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("{tmp}/header_only.lmc", "--out", "{out}"), "no frames"),
         (("{tmp}/garbage.lmc", "--out", "{out}"), ""),
         (("{tmp}/missing.lmc",), "does not exist"),
+        (("{tmp}/header_only.lmc", "--out", "{old}"), "is a folder"),
+        (("{tmp}/garbage.lmc", "--out", "{file}"), ""),
     ],
     "codec eval": [
         (("--configs", ",", "--out", "{out}"), "--configs"),
@@ -178,6 +180,22 @@ def test_every_command_has_rows():
     assert not set(BAD) - set(commands), "rows for commands that no longer exist"
 
 
+def test_every_command_with_out_has_a_row_against_an_existing_one():
+    """Commands writing --out are tried on an existing folder or file, which must survive."""
+    import typer.main
+
+    def params(cmd_path: str):
+        cmd = typer.main.get_command(app)
+        for part in cmd_path.split():
+            cmd = cmd.commands[part]
+        return {p.name for p in cmd.params}
+
+    writers = [c for c in _commands(app) if "out" in params(c)]
+    assert {"demo", "flow", "reproduce", "codec encode", "codec eval"} <= set(writers)
+    lacking = [c for c in writers if not any("{old}" in a or "{file}" in a for args, _ in BAD.get(c, []) for a in args)]
+    assert not lacking, f"no row tries an existing --out: {lacking}"
+
+
 def _rows(all_rows: bool):
     for cmd, rows in BAD.items():
         for i, (args, needle) in enumerate(rows if all_rows else rows[:1]):
@@ -227,6 +245,21 @@ def _interrupt(args, sig, code, tmp: Path) -> None:
     r = subprocess.CompletedProcess(p.args, p.returncode, "", err)
     _check_one_line(r, code, "interrupted" if sig == signal.SIGINT else "terminated")
     assert _snapshot(tmp) == before, "interrupted run left or changed files"
+
+
+def test_serve_is_stopped_by_sigterm_while_listening(tmp_path):
+    """A command without --out: SIGTERM while it waits for an edge gives 143 and one line."""
+    p = subprocess.Popen([sys.executable, "-u", "-m", "latentmotion.cli", "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    try:
+        line = p.stdout.readline()
+        assert "listening" in line, (line, p.stderr.read() if p.poll() is not None else "")
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    _check_one_line(subprocess.CompletedProcess(p.args, p.returncode, "", err), 143, "terminated")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("args,sig,code", INTERRUPT[:2], ids=["demo-SIGINT", "reproduce-force-SIGTERM"])

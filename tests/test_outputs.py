@@ -104,3 +104,15 @@ def test_unwritable_parent_is_one_error(tmp_path):
             pass
     finally:
         ro.chmod(0o700)
+
+
+def test_relative_and_root_outputs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w").mkdir()
+    monkeypatch.chdir(tmp_path / "w")
+    with staged_folder("../run") as stage:
+        (stage / "x").write_text("1")
+    assert _entries(tmp_path) == ["run", "w"]
+    with pytest.raises(InputError, match="names no"):
+        with staged_folder("/"):
+            pass

@@ -106,6 +106,14 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _absolute(out: Path | str) -> Path:
+    """``out`` made absolute and normalised (``.`` and ``..`` resolved): staging sits beside its last part."""
+    p = Path(os.path.abspath(out))
+    if not p.name:
+        raise InputError(f"--out {out} names no file or folder that could be replaced")
+    return p
+
+
 def _check_folder_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
@@ -122,7 +130,7 @@ def staged_folder(out: Path | str, force: bool = False) -> Iterator[Path]:
     On any exception, ``KeyboardInterrupt`` included, the staging folder and
     any parent folders created for it are removed and ``out`` is untouched.
     """
-    out = Path(out)
+    out = _absolute(out)
     _check_folder_out(out, force)
     _sweep_stale(out)
     made = _make_parents(out)
@@ -157,7 +165,7 @@ def staged_file(path: Path | str) -> Iterator[Path]:
     The destination is checked first: a folder, a missing parent folder or an
     unwritable one raise :class:`InputError` before the block runs.
     """
-    path = Path(path)
+    path = _absolute(path)
     if path.is_dir():
         raise InputError(f"--out {path} is a folder; give a file name")
     if not path.parent.is_dir():

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ._app import app, console, parse_list
@@ -110,5 +111,5 @@ def reproduce(
     settings = Settings(prof, [parse_target(m) for m in (models or prof.targets)], device, seed, image, batch)
     result = run(settings, out, log=lambda m: console.print(f"[dim]{m}[/dim]"), force=force)
     for v in result.verdicts:
-        console.print(f"{'holds' if v['holds'] else '[bold]does not hold[/bold]'}: {v['claim']}")
+        console.print(f"{'holds' if v['holds'] else '[bold]does not hold[/bold]'}: {escape(v['claim'])}")
     console.print(f"report: {result.report}")

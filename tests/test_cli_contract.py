@@ -90,6 +90,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--out", "{old}"), "is a folder"),
         (("--out", "{tmp}/no/such/x.bin"), "does not exist"),
         (("--frames", "0", "--out", "{out}"), "at least 1"),
+        (("--out", "/proc/x.bin"), "cannot write"),
     ],
     "codec decode": [
         (("{tmp}/header_only.lmc", "--out", "{out}"), "no frames"),

@@ -103,6 +103,12 @@ def _source(image: str, size: int = 224) -> torch.Tensor:
     return source
 
 
+def _weights_line(lt) -> str:
+    """The report's line saying which weights a model ran with (and why, when not the ones asked)."""
+    line = f"- **{lt.target.model}**: {lt.model.weights}"
+    return line + (f" — {lt.note}" if lt.note else "")
+
+
 def _run(st: Settings, source: torch.Tensor, out: Path, log) -> dict:
     """Compute and write every file into ``out``; returns the summary (verdicts included)."""
     t_start = time.perf_counter()
@@ -116,15 +122,8 @@ def _run(st: Settings, source: torch.Tensor, out: Path, log) -> dict:
     taylor = theory.taylor_max_error(st.seed)
     theory.figure(theory_rows, taylor, out / "section2.png", st.seed)
 
-    weights_lines: list[str] = []
-    loaded = []
-    for target in st.targets:
-        lt = load_target(target, st.seed, device)
-        line = f"- **{target.model}**: {lt.model.weights}"
-        if lt.note:
-            line += f" — {lt.note}"
-        weights_lines.append(line)
-        loaded.append(lt)
+    loaded = [load_target(target, st.seed, device) for target in st.targets]
+    weights_lines = [_weights_line(lt) for lt in loaded]
     with _progress() as bar:
         task = bar.add_task(escape(f"{len(loaded)} models, {len(items)} motions"), total=len(items) * len(loaded))
         res = run_sweep(loaded, source, items, device, batch, progress=lambda n: bar.advance(task, n))

@@ -71,8 +71,8 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--motion", "", "--out", "{out}"), "empty"),
     ],
     "flow": [
-        (("--frames", "0", "99999999999", "--out", "{out}"), "out of range"),
         (("--channels", ",", "--out", "{out}"), "--channels"),
+        (("--frames", "0", "99999999999", "--out", "{out}"), "out of range"),
         (("--latent-block", "4", "--out", "{old}", "--force"), "odd"),
         (("--out", "{file}"), "not a folder"),
     ],
@@ -84,8 +84,8 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--profile", "smoke", "--out", "/proc/no/such/folder"), "cannot create folder"),
     ],
     "codec encode": [
-        (("--frames", "99999999999999999999", "--out", "{out}"), "out of range"),
         (("--step", "1e39", "--out", "{out}"), "float32"),
+        (("--frames", "99999999999999999999", "--out", "{out}"), "out of range"),
         (("--step", "1e-30", "--frames", "1", "--out", "{out}"), "too small"),
         (("--out", "{old}"), "is a folder"),
         (("--out", "{tmp}/no/such/x.bin"), "does not exist"),
@@ -108,6 +108,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
     ],
     "serve": [(("--port", "70000", "--connections", "1"), "port")],
     "stream": [
+        (("--port", "-1"), "port"),
         (("--port", "1", "--frames", "1"), "cannot reach"),
         (("--frames", "0"), "at least 1"),
     ],

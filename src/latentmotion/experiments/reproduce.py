@@ -33,7 +33,15 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class Settings:
-    """What to run; checked on construction, before any work."""
+    """What to run; checked on construction, before any work.
+
+    Example:
+        >>> from latentmotion.experiments.profiles import get_profile, parse_target
+        >>> Settings(get_profile("smoke"), [parse_target("efficientnet_lite0")], batch=-1)
+        Traceback (most recent call last):
+        ...
+        latentmotion.errors.InputError: --batch must be 0 (automatic) or a positive number of frames, got -1
+    """
 
     profile: Profile
     targets: list[Target]

@@ -19,23 +19,27 @@ def test_numbers_that_no_stream_can_hold(step, needle):
         check_step(step)
 
 
-def test_bounds_follow_the_symbol_range_and_the_peak():
+def test_bounds_follow_the_level_range_and_the_peak():
     x = torch.tensor([[[-3.0, 5.0], [0.5, 1.0]]])
-    lo, hi = step_range(x)
-    assert lo == pytest.approx(10 / MAX_SYMBOL) and hi == 10.0
-    assert check_step(lo * 1.001, x) and check_step(hi, x)
+    lo, hi = step_range(x, 100)
+    assert lo == pytest.approx(5 / 100) and hi == 10.0
+    assert check_step(lo * 1.001, x, 100) and check_step(hi, x, 100)
+    assert abs(round(5 / (lo * 1.001))) <= 100  # the largest level fits
     with pytest.raises(InputError, match="too small"):
-        check_step(lo * 0.999, x)
+        check_step(lo * 0.999, x, 100)
     with pytest.raises(InputError, match="round to zero"):
-        check_step(hi * 1.001, x)
+        check_step(hi * 1.001, x, 100)
+    assert round(5 / (hi * 1.001)) == 0  # what the refusal prevents
+    with pytest.raises(ValueError):
+        check_step(1.0, x)
 
 
 def test_an_accepted_step_at_the_bound_codes_without_clipping():
     """At the smallest accepted step the decoded tensors are within step / 2 of the input."""
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(4, 8, 8, generator=g) * 3 for _ in range(3)]
-    lo, _ = step_range(torch.stack(xs))
-    step = check_step(lo * 1.01, torch.stack(xs))
+    lo, _ = step_range(torch.stack(xs), MAX_SYMBOL // 2)
+    step = check_step(lo * 1.01, torch.stack(xs), MAX_SYMBOL // 2)
     enc = Encoder((4, 8, 8), step, "zero")
     _, out = decode_stream(encode_sequence(xs, enc))
     err = max(float((a - b).abs().max()) for a, b in zip(out, xs, strict=True))
@@ -44,4 +48,4 @@ def test_an_accepted_step_at_the_bound_codes_without_clipping():
 
 def test_nan_tensor_is_refused():
     with pytest.raises(InputError, match="NaN"):
-        check_step(1.0, torch.tensor([1.0, math.nan]))
+        check_step(1.0, torch.tensor([1.0, math.nan]), 100)

@@ -116,3 +116,28 @@ def test_relative_and_root_outputs(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="names no"):
         with staged_folder("/"):
             pass
+
+
+def test_old_content_moved_aside_by_a_killed_publish_comes_back(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    aside = tmp_path / f".run.old-{dead}"
+    aside.mkdir()
+    (aside / "old.txt").write_text("old")
+    with pytest.raises(InputError, match="--force"), staged_folder(tmp_path / "run"):
+        pass
+    assert _entries(tmp_path) == ["run"] and (tmp_path / "run" / "old.txt").read_text() == "old"
+
+
+def test_force_swaps_in_one_step_where_the_os_can(tmp_path, monkeypatch):
+    """With the exchange unavailable the two-rename path gives the same result."""
+    import latentmotion.outputs as outputs
+
+    for exchange in (outputs._exchange, lambda a, b: False):
+        monkeypatch.setattr(outputs, "_exchange", exchange)
+        out = tmp_path / "run"
+        out.mkdir(exist_ok=True)
+        (out / "stale").write_text("old")
+        with staged_folder(out, force=True) as stage:
+            (stage / "new").write_text("new")
+        assert _entries(out) == ["new"] and _entries(tmp_path) == ["run"]
+        (out / "new").unlink()

@@ -4,8 +4,9 @@ Conventions:
 
 * A result folder is built in a hidden sibling ``.<name>.staging-<pid>`` and
   published by renaming it onto ``out`` only when everything succeeded. With
-  ``force`` an existing ``out`` is replaced whole (moved aside, then removed):
-  old and new files are never mixed.
+  ``force`` an existing ``out`` is replaced whole, swapped in one step on
+  Linux (``renameat2``), elsewhere moved aside then removed: old and new
+  files are never mixed.
 * A single file is written to ``.<name>.part-<pid>`` beside it and renamed.
 * Every check on the destination (a file where a folder is expected, a
   missing or unwritable parent) runs before the caller's work starts, by
@@ -13,7 +14,8 @@ Conventions:
 * SIGINT and SIGTERM are held off during the final renames, so an
   interruption publishes all or nothing.
 * Staging left by a killed process (its pid no longer runs) is removed the
-  next time the same ``out`` is prepared.
+  next time the same ``out`` is prepared; an old ``out`` it had moved aside
+  is put back.
 
 Example:
     >>> import tempfile, pathlib
@@ -68,7 +70,11 @@ def _sweep_stale(out: Path) -> None:
     for tag in ("staging", "part", "old"):
         for p in out.parent.glob(f".{out.name}.{tag}-*"):
             pid = p.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            if tag == "old" and not out.exists():
+                os.replace(p, out)  # killed between the two renames of a publish: the old content comes back
+            else:
                 _remove(p)
 
 
@@ -131,8 +137,8 @@ def staged_folder(out: Path | str, force: bool = False) -> Iterator[Path]:
     any parent folders created for it are removed and ``out`` is untouched.
     """
     out = _absolute(out)
+    _sweep_stale(out)  # first: it may bring back an old ``out``
     _check_folder_out(out, force)
-    _sweep_stale(out)
     made = _make_parents(out)
     stage = _sibling(out, "staging")
     try:
@@ -150,10 +156,28 @@ def staged_folder(out: Path | str, force: bool = False) -> Iterator[Path]:
         raise
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _publish(stage: Path, out: Path) -> None:
-    old = _sibling(out, "old")
-    if out.exists():
-        os.replace(out, old)
+    """``stage`` becomes ``out``; an existing ``out`` is swapped out in one step where the OS can."""
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    if _exchange(stage, out):
+        _remove(stage)  # now holds the old content
+        return
+    old = _sibling(out, "old")  # a crash between these renames is repaired by _sweep_stale
+    os.replace(out, old)
     os.replace(stage, out)
     _remove(old)
 
@@ -166,11 +190,11 @@ def staged_file(path: Path | str) -> Iterator[Path]:
     unwritable one raise :class:`InputError` before the block runs.
     """
     path = _absolute(path)
+    _sweep_stale(path)
     if path.is_dir():
         raise InputError(f"--out {path} is a folder; give a file name")
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
-    _sweep_stale(path)
     tmp = _sibling(path, "part")
     try:
         tmp.touch()

@@ -206,7 +206,7 @@ def _rows(all_rows: bool):
 
 def _run_bad(cmd: str, args, needle: str, tmp: Path) -> None:
     before = _snapshot(tmp)
-    r = subprocess.run(_cmd([*cmd.split(), *_fill(args, tmp)]), capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp)
+    r = subprocess.run(_cmd([*cmd.split(), *_fill(args, tmp)]), check=False, capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp)
     _check_one_line(r, 2, needle)
     assert r.stderr.startswith("error: ") or "Usage" in r.stderr
     assert _snapshot(tmp) == before, "the command changed files although it failed"
@@ -277,7 +277,7 @@ def test_interruption_more_commands(args, sig, code, place):
 
 def test_force_replaces_the_old_folder_whole(place):
     """--force publishes only the new run's files: nothing of the old folder is mixed in."""
-    r = subprocess.run(_cmd(["demo", "--out", str(place / "old"), "--force", "--motion", "tx=8"]), capture_output=True, text=True, timeout=300, env=_env(), cwd=place)
+    r = subprocess.run(_cmd(["demo", "--out", str(place / "old"), "--force", "--motion", "tx=8"]), check=False, capture_output=True, text=True, timeout=300, env=_env(), cwd=place)
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (place / "old").iterdir()) == ["fig4.png"]
     assert not [p for p in place.iterdir() if p.name.startswith(".")]

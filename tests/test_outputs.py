@@ -61,14 +61,13 @@ def test_refusals_come_before_the_block_runs(tmp_path, case, needle):
     (tmp_path / "full" / "k").write_text("keep")
     out = {"file": tmp_path / "f", "full": tmp_path / "full", "under_file": tmp_path / "f" / "sub" / "run"}[case]
     ran = []
-    with pytest.raises(InputError, match=needle):
-        with staged_folder(out):
-            ran.append(1)
+    with pytest.raises(InputError, match=needle), staged_folder(out):
+        ran.append(1)
     assert not ran and _entries(tmp_path) == ["f", "full"]
 
 
 def test_stale_staging_of_a_dead_process_is_swept(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True).stdout.strip()
     (tmp_path / f".run.staging-{dead}").mkdir()
     (tmp_path / f".run.staging-{dead}" / "half").write_text("x")
     with staged_folder(tmp_path / "run") as stage:
@@ -113,13 +112,12 @@ def test_relative_and_root_outputs(tmp_path, monkeypatch):
     with staged_folder("../run") as stage:
         (stage / "x").write_text("1")
     assert _entries(tmp_path) == ["run", "w"]
-    with pytest.raises(InputError, match="names no"):
-        with staged_folder("/"):
-            pass
+    with pytest.raises(InputError, match="names no"), staged_folder("/"):
+        pass
 
 
 def test_old_content_moved_aside_by_a_killed_publish_comes_back(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True).stdout.strip()
     aside = tmp_path / f".run.old-{dead}"
     aside.mkdir()
     (aside / "old.txt").write_text("old")
@@ -130,7 +128,7 @@ def test_old_content_moved_aside_by_a_killed_publish_comes_back(tmp_path):
 
 def test_force_swaps_in_one_step_where_the_os_can(tmp_path, monkeypatch):
     """With the exchange unavailable the two-rename path gives the same result."""
-    import latentmotion.outputs as outputs
+    from latentmotion import outputs
 
     for exchange in (outputs._exchange, lambda a, b: False):
         monkeypatch.setattr(outputs, "_exchange", exchange)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["staged_folder", "staged_file", "write_atomic"]
+__all__ = ["staged_file", "staged_folder", "write_atomic"]
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 

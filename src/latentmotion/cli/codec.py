@@ -41,7 +41,6 @@ def codec_encode(
 ) -> None:
     """Run the edge sub-model on video frames and write the coded feature stream."""
     from ..codec import Encoder, encode_sequence
-
     from ..codec.entropy import MAX_SYMBOL
     from ..codec.limits import check_step
 
@@ -65,13 +64,12 @@ def codec_decode(
     weights: str = typer.Option("imagenet", help="weights of the cloud model (with --classify)"),
 ) -> None:
     """Decode a stream; optionally finish inference in the cloud sub-model."""
+    import contextlib
     import io
 
     import torch
 
     from ..codec import decode_stream
-
-    import contextlib
 
     if not stream.is_file():
         raise InputError(f"stream file {stream} does not exist")
@@ -117,7 +115,6 @@ def codec_eval(
 ) -> None:
     """Rate-distortion and task accuracy of every motion mode; BD-rates; report."""
     from ..codec.evaluate import EvalSettings, evaluate
-
     from ..codec.limits import check_step
     from ..experiments.reproduce import _progress
     from ..pipeline import check_frame_range

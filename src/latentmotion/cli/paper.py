@@ -51,7 +51,8 @@ def demo(
     force: bool = typer.Option(False, help="replace a non-empty --out"),
 ) -> None:
     """Small real job: Fig. 4-style figure and NRMSE table for one model and layer."""
-    from ..experiments.fig4 import DemoSettings, demo as run_demo
+    from ..experiments.fig4 import DemoSettings
+    from ..experiments.fig4 import demo as run_demo
     from ..motion import Affine
 
     motions = {m: Affine.parse(m) for m in motion} if motion else None

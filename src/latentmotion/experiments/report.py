@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import hevc_band, nrmse_from_psnr
-from .profiles import PARAMS, PLOT_RANGE, UNITS
 from .plotting import pyplot, save
+from .profiles import PARAMS, PLOT_RANGE, UNITS
 
 CSV_FIELDS = ("model", "weights", "layer", "stride", "transform", "value", "alignment", "nrmse", "tx", "ty", "sx", "sy", "shx", "shy", "rot")
 

@@ -97,6 +97,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("{tmp}/garbage.lmc", "--out", "{out}"), ""),
         (("{tmp}/missing.lmc",), "does not exist"),
         (("{tmp}/header_only.lmc", "--out", "{old}"), "is a folder"),
+        (("{tmp}/misfit.lmc", "--classify", "--out", "{tmp}/x.pt"), "do not fit"),
         (("{tmp}/garbage.lmc", "--out", "{file}"), ""),
     ],
     "codec eval": [
@@ -148,6 +149,7 @@ def place(tmp_path):
     (tmp_path / "afile").write_text(SENTINEL)
     (tmp_path / "garbage.lmc").write_bytes(b"LMC\x00" + os.urandom(64))
     (tmp_path / "header_only.lmc").write_bytes(_header_only_stream())
+    (tmp_path / "misfit.lmc").write_bytes(_misfit_stream())
     return tmp_path
 
 
@@ -155,6 +157,16 @@ def _header_only_stream() -> bytes:
     from latentmotion.codec import Encoder
 
     return Encoder((4, 8, 8), 1.0, "zero", model="efficientnet_lite0", layer="_blocks.4.add").header_bytes()
+
+
+def _misfit_stream() -> bytes:
+    """A valid stream whose tensors (4, 8, 8) cannot enter the cloud model its header names."""
+    import torch
+
+    from latentmotion.codec import Encoder, encode_sequence
+
+    enc = Encoder((4, 8, 8), 1.0, "zero", model="efficientnet_lite0", layer="_blocks.4.add")
+    return encode_sequence([torch.zeros(4, 8, 8)], enc)
 
 
 def _fill(args, tmp: Path) -> list[str]:

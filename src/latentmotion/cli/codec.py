@@ -83,8 +83,8 @@ def codec_decode(
             from ..models import load_model, split_model
 
             split = split_model(load_model(header.model, weights), header.layer)
-            try:
-                with torch.no_grad():
+            try:  # torch.fx prints its own report of a failing call to stderr: keep it out of the one line
+                with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
                     top = split.cloud(x).argmax(1).tolist()
             except RuntimeError as exc:
                 raise InputError(f"the stream's tensors {tuple(x.shape[1:])} do not fit {header.model} {header.layer}: {str(exc).splitlines()[0]}") from None

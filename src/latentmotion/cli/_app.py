@@ -56,6 +56,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _fail(message: str, code: int) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not turn the one line into a traceback
+        signal.signal(sig, signal.SIG_IGN)
     print(message, file=sys.stderr)
     sys.exit(code)
 

@@ -287,6 +287,7 @@ def test_interruption_more_commands(args, sig, code, place):
     _interrupt(args, sig, code, place)
 
 
+@pytest.mark.slow  # tests/test_outputs.py checks the same in-process in the default run
 def test_force_replaces_the_old_folder_whole(place):
     """--force publishes only the new run's files: nothing of the old folder is mixed in."""
     r = subprocess.run(_cmd(["demo", "--out", str(place / "old"), "--force", "--motion", "tx=8"]), check=False, capture_output=True, text=True, timeout=300, env=_env(), cwd=place)

@@ -276,6 +276,20 @@ def test_serve_is_stopped_by_sigterm_while_listening(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_interruption_during_start_up_is_clean(tmp_path):
+    """A signal while torch is being imported: held until the imports are done, then the usual exit."""
+    p = subprocess.Popen(_cmd(["demo", "--out", str(tmp_path / "o")]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+    try:
+        time.sleep(1.0)  # the handlers are installed within ~0.2 s; torch takes longer to import
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    _check_one_line(subprocess.CompletedProcess(p.args, p.returncode, "", err), 130, "interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("args,sig,code", INTERRUPT[:2], ids=["demo-SIGINT", "reproduce-force-SIGTERM"])
 def test_interruption_exits_130_or_143_and_publishes_nothing(args, sig, code, place):
     _interrupt(args, sig, code, place)

@@ -8,11 +8,31 @@ sequences with motion-compensated prediction. Conventions: see
 :mod:`latentmotion.motion`.
 """
 
-from .estimation import block_match
-from .errors import InputError, LatentMotionError, UnknownNameError, WeightsUnavailableError
-from .metrics import hevc_band, nrmse, nrmse_from_psnr, psnr, psnr_from_nrmse
-from .models import ImageNetModel, LayerInfo, Split, list_layers, list_models, load_model, split_model
-from .motion import Affine, FramePair, Warped, flow_from_affine, interior_mask, predict_features, render_pair, warp_image
+import importlib
+
+#: Where each public name lives. Loaded on first use (PEP 562), so that
+#: ``import latentmotion`` (and the command line's start-up, which installs
+#: its signal handlers) does not wait for torch.
+_EXPORTS = {
+    "block_match": "estimation",
+    **dict.fromkeys(("InputError", "LatentMotionError", "UnknownNameError", "WeightsUnavailableError"), "errors"),
+    **dict.fromkeys(("hevc_band", "nrmse", "nrmse_from_psnr", "psnr", "psnr_from_nrmse"), "metrics"),
+    **dict.fromkeys(("ImageNetModel", "LayerInfo", "Split", "list_layers", "list_models", "load_model", "split_model"), "models"),
+    **dict.fromkeys(("Affine", "FramePair", "Warped", "flow_from_affine", "interior_mask", "predict_features", "render_pair", "warp_image"), "motion"),
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.1.0"
 

@@ -62,11 +62,28 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _load_heavy_modules() -> None:
+    """Import torch & co. with SIGINT/SIGTERM held, then take any signal that came meanwhile.
+
+    An import cut short leaves half-initialised modules behind, whose next use
+    fails with unrelated errors; a held signal arrives once the imports are done.
+    """
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        import numpy  # noqa: F401
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def run_app(args: list[str] | None = None) -> None:
     """Run the Typer app under the contract above (the ``latentmotion`` entry point)."""
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
+        _load_heavy_modules()
         app(args=args, standalone_mode=False)
     except Interrupted as exc:
         _fail(exc.word, exc.code)

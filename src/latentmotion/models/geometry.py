@@ -99,6 +99,9 @@ _POINTWISE_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid,
     nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.LocalResponseNorm,
 )
+# Functions from outside torch whose effect is known: torchvision's stochastic depth scales whole
+# samples (identity in eval), so it is pointwise on the grid.
+_FOREIGN = {"torchvision.ops.stochastic_depth.stochastic_depth": "dropout"}
 _RESHAPES = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze"}
 _REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp"}
 _SPLITS = {"chunk", "split", "tensor_split"}
@@ -112,6 +115,9 @@ def _op(node: fx.Node, modules: dict[str, nn.Module]):
     if node.op == "call_method":
         return node.target
     where = getattr(node.target, "__module__", None) or "torch"
+    known = _FOREIGN.get(f"{where}.{getattr(node.target, '__name__', '')}")
+    if known:
+        return known
     if where.startswith(("torch", "_operator", "operator", "builtins")) or node.target is getattr:
         return getattr(node.target, "__name__", str(node.target))
     return None

@@ -102,6 +102,13 @@ _POINTWISE_MODULES = (
 # Functions from outside torch whose effect is known: torchvision's stochastic depth scales whole
 # samples (identity in eval), so it is pointwise on the grid.
 _FOREIGN = {"torchvision.ops.stochastic_depth.stochastic_depth": "dropout"}
+# Operations known to mix values across positions, with the reason users see.
+_MIXING = {
+    "shifted_window_attention": "attention within (shifted) windows mixes positions",
+    "scaled_dot_product_attention": "attention over tokens mixes positions",
+    "multi_head_attention_forward": "attention over tokens mixes positions",
+    "roll": "a cyclic shift wraps the grid around the border",
+}
 _RESHAPES = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze"}
 _REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp"}
 _SPLITS = {"chunk", "split", "tensor_split"}
@@ -115,7 +122,8 @@ def _op(node: fx.Node, modules: dict[str, nn.Module]):
     if node.op == "call_method":
         return node.target
     where = getattr(node.target, "__module__", None) or "torch"
-    known = _FOREIGN.get(f"{where}.{getattr(node.target, '__name__', '')}")
+    fn = getattr(node.target, "__name__", "")
+    known = _FOREIGN.get(f"{where}.{fn}") or (fn if fn in _MIXING else None)
     if known:
         return known
     if where.startswith(("torch", "_operator", "operator", "builtins")) or node.target is getattr:
@@ -382,6 +390,8 @@ def _rule(t: Traced, node: fx.Node, geo: dict, modules: dict) -> Value:
         return next((v for v in ins if isinstance(v, Global)), CONST)
     if isinstance(grid_in, NoGrid):
         return grid_in
+    if isinstance(op, nn.MultiheadAttention) or op in _MIXING:
+        return NoGrid(f"{t.names[node]}: {_MIXING.get(op, 'attention over tokens mixes positions')}")
     return NoGrid(f"{t.names[node]} ({_describe(op, node)}) is not known to keep the spatial grid")
 
 

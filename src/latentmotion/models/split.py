@@ -175,7 +175,7 @@ def blockers(t: Traced) -> dict[fx.Node, str | None]:
 # --------------------------------------------------------------------------- listing
 
 
-@lru_cache(maxsize=8)
+@lru_cache(maxsize=4)
 def _analysis(net: nn.Module) -> tuple[Traced, dict, dict]:
     t = traced(net)
     return t, propagate(t), blockers(t)

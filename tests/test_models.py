@@ -98,7 +98,7 @@ def _check_split(m, layer, x):
 @pytest.mark.parametrize("name", list(PAPER_CUTS))
 def test_cloud_of_edge_equals_model(name):
     m = model(name)
-    x = torch.rand(2, 3, 224, 224)
+    x = torch.rand(2, 3, 160, 192)  # not a probe size, and not square
     cuts = list(PAPER_CUTS[name])
     others = [li.name for li in list_layers(m) if li.name not in cuts]
     cuts += random.Random(0).sample(others, 4)  # and a seeded sample of other cut points
@@ -158,5 +158,195 @@ def test_multi_tensor_cut_is_refused_with_neighbours():
 def test_unknown_and_global_layers():
     with pytest.raises(lm.UnknownNameError, match="layer2.0.add"):
         lm.split_model(model("resnet34"), "layer2.0.ad")
+    s = lm.split_model(model("resnet34"), "flatten")  # a valid cut, but no grid: motion cannot be predicted there
+    assert s.stride is None and "global pooling" in s.no_grid
     with pytest.raises(lm.InputError, match="no spatial grid"):
-        lm.split_model(model("resnet34"), "flatten")
+        lm.predict_features(torch.zeros(1, 512, 1, 1), lm.Affine(tx=8), s)
+
+
+# ----------------------------------------------------------------- users' own modules
+
+
+class ShapeReader(nn.Module):
+    """A user network whose forward reads shapes, as real models do (issue 10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv3 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.head = nn.Linear(16 * 4 * 4, 5)
+
+    def forward(self, x):
+        bs = x.size(0)
+        y = torch.relu(self.conv1(x))
+        y = torch.relu(self.conv2(y)) + y
+        y = F.adaptive_avg_pool2d(torch.relu(self.conv3(y)), 4)
+        y = y.view(y.size(0), -1)
+        return self.head(y.view(bs, -1))
+
+
+def test_user_module_reading_shapes_splits_everywhere_exactly():
+    torch.manual_seed(1)
+    net = ShapeReader().eval()
+    x = torch.rand(3, 3, 40, 48)  # neither the batch nor the size of the probes
+    cuts = [li.name for li in list_layers(net)]
+    assert {"conv1", "add", "conv3", "adaptive_avg_pool2d", "view"} <= set(cuts)
+    with torch.no_grad():
+        ref = net(x)
+        for layer in cuts:
+            s = lm.split_model(net, layer)
+            assert torch.equal(s.cloud(s.edge(x)), ref), layer
+    assert lm.split_model(net, "conv3").stride == (4, 4)
+
+
+class InputSkip(nn.Module):
+    """A real tensor (the input) and a spatial size of it are needed at the end."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        h = x.shape[2]
+        y = self.conv2(torch.relu(self.conv1(x)))
+        return y.mean((2, 3)) * h + x.mean((1, 2, 3))[:, None]
+
+
+def test_cut_refused_only_when_a_real_tensor_crosses():
+    net = InputSkip().eval()
+    with pytest.raises(lm.InputError, match="tensor 'x' is also needed after the cut"):
+        lm.split_model(net, "conv2")
+    assert all(li.name not in ("conv1", "conv2") for li in list_layers(net))
+
+    class SizeOnly(InputSkip):
+        def forward(self, x):
+            h = x.shape[2]
+            y = self.conv2(torch.relu(self.conv1(x)))
+            return y.mean((2, 3)) * h
+
+    net = SizeOnly().eval()
+    s = lm.split_model(net, "conv1")  # same height as the input: the cloud reads it from the cut tensor
+    x = torch.rand(2, 3, 30, 20)
+    with torch.no_grad():
+        assert torch.equal(s.cloud(s.edge(x)), net(x))
+    with pytest.raises(lm.InputError, match="does not follow from the cut tensor"):
+        lm.split_model(net, "conv2")  # half the height: the input's height cannot be recovered
+
+
+def test_split_does_not_touch_the_callers_model():
+    torch.manual_seed(2)
+    net = ShapeReader().eval()
+    before = lm.models.weights_fingerprint(net)
+    s = lm.split_model(net, "add")
+    s.edge.double()
+    s.cloud.to(torch.float16)
+    with torch.no_grad():
+        for p in s.edge.parameters():
+            p.add_(1)
+    assert lm.models.weights_fingerprint(net) == before and net.conv1.weight.dtype == torch.float32
+    assert not {id(p) for p in net.parameters()} & {id(p) for p in [*s.edge.parameters(), *s.cloud.parameters()]}
+
+
+@pytest.mark.parametrize("sample", [True, pytest.param(False, marks=pytest.mark.slow)], ids=["sampled-blocks", "every-block"])
+def test_efficientnet_lite_pytorch_splits_at_any_block(sample):
+    """Upstream's EfficientNet reads inputs.size(0) at the top and uses it at the end."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch.manual_seed(0)
+    net = EfficientNet.from_name("efficientnet-lite1").eval()
+    cuts = {}
+    for li in list_layers(net):
+        if li.name.startswith("_blocks."):
+            cuts[int(li.name.split(".")[1])] = li.name  # the last single-tensor cut inside each block
+    assert sorted(cuts) == list(range(len(net._blocks)))
+    chosen = sorted(random.Random(0).sample(sorted(cuts), 4)) if sample else sorted(cuts)
+    x = torch.rand(2, 3, 240, 240)
+    with torch.no_grad():
+        ref = net(x)
+        for b in chosen:
+            s = lm.split_model(net, cuts[b])
+            assert torch.equal(s.cloud(s.edge(x)), ref), cuts[b]
+
+
+class ChannelsLast(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4)
+        self.norm = nn.LayerNorm(8)
+        self.mlp = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        y = self.mlp(self.norm(self.conv(x).permute(0, 2, 3, 1)))  # (N, H, W, C)
+        return self.head(y.mean((1, 2)))
+
+
+def test_channels_last_grid_is_permuted_at_the_cut():
+    net = ChannelsLast().eval()
+    s = lm.split_model(net, "mlp")
+    assert s.stride == (4, 4) and s.offset == (1.5, 1.5)
+    x = torch.rand(2, 3, 32, 24)
+    with torch.no_grad():
+        assert s.edge(x).shape == (2, 8, 8, 6)  # (N, C, H, W) on the wire
+        assert torch.equal(s.cloud(s.edge(x)), net(x))
+
+
+class Rolled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        ramp = torch.arange(x.shape[-1], dtype=x.dtype)  # a position-dependent constant
+        return (y + ramp).mean((2, 3)) + torch.roll(y, 1, dims=3).mean((2, 3))
+
+
+def test_unsupported_layouts_give_a_reason_not_a_number():
+    by = {li.name: li for li in list_layers(Rolled().eval(), all_nodes=True)}
+    assert by["conv"].stride == (1, 1)
+    assert by["roll"].stride is None and "cyclic shift" in by["roll"].no_grid
+    assert by["add"].stride is None and "position-dependent constant" in by["add"].no_grid
+
+
+# ----------------------------------------------------------------- factories
+
+
+def test_factory_spec_builds_seeded_and_loads_weights(tmp_path):
+    a = lm.load_model("torchvision.models:resnet18", weights="random", seed=4)
+    b = lm.load_model("resnet18", weights="random", seed=4)
+    assert lm.models.weights_fingerprint(a.net) == lm.models.weights_fingerprint(b.net) and "seed 4" in a.weights
+    torch.save(b.net.state_dict(), tmp_path / "w.pt")
+    c = lm.load_model("torchvision.models:resnet18", weights=str(tmp_path / "w.pt"), seed=9)
+    assert lm.models.weights_fingerprint(c.net) == lm.models.weights_fingerprint(b.net) and c.trained
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(a(x), a.net(x))  # a factory's model takes the images as they are
+
+
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        ("no_such_package_xyz:build", "cannot import"),
+        ("torchvision.models:no_such_factory", "no attribute"),
+        ("math:pi", "not callable"),
+        ("builtins:dict", "not an nn.Module"),
+        ("torchvision.models:", "package.module:factory"),
+    ],
+)
+def test_factory_spec_errors(spec, needle):
+    with pytest.raises(lm.InputError, match=needle):
+        lm.load_model(spec, weights="random")
+
+
+def test_cli_layers_of_a_factory_and_of_tokens():
+    import subprocess
+    import sys
+
+    run = lambda *a: subprocess.run([sys.executable, "-m", "latentmotion.cli", "layers", *a], capture_output=True, text=True, timeout=600, check=False)
+    r = run("torchvision.models:squeezenet1_1")
+    assert r.returncode == 0 and any("features.2" in ln and " 4 " in ln for ln in r.stdout.splitlines())
+    r = run("vit_b_16")
+    assert r.returncode == 0 and "no: " in r.stdout and "tokens" in r.stdout

@@ -411,7 +411,8 @@ def predict_features(
         motion: input-space motion: :class:`Affine` (or a sequence, batch N) or
             a dense forward flow (2, H, W) / (N, 2, H, W) on the input grid.
         split: anything with ``stride`` (sy, sx) and ``offset`` (oy, ox), such
-            as a :class:`~latentmotion.models.Split`.
+            as a :class:`~latentmotion.models.Split`; a split without a spatial
+            grid (``stride`` None: tokens, pooled vectors) raises :class:`InputError`.
         align: ``"exact"`` (uses stride and offset) or ``"paper"``.
         mask: ``"paper"``, ``"strict"`` or ``"receptive"`` (module docstring);
             ``"receptive"`` needs ``split.rf``.
@@ -425,6 +426,7 @@ def predict_features(
         raise InputError("predict_features takes the features of one reference frame")
     if align not in ("exact", "paper"):
         raise InputError(f"align must be 'exact' or 'paper', got {align!r}")
+    _need_grid(split)
     hl, wl = feats.shape[-2:]
     stride, offset = tuple(split.stride), tuple(split.offset)
     size_in = input_size or (hl * stride[0], wl * stride[1])
@@ -449,8 +451,21 @@ def predict_features(
     return Warped(out.warped, out.valid & taps_in[:, None] & here[None, None])
 
 
+def _need_grid(split) -> None:
+    """Motion is only defined on a spatial grid: refuse token or pooled cuts instead of guessing a stride."""
+    if getattr(split, "stride", None) is None or getattr(split, "offset", None) is None:
+        why = getattr(split, "no_grid", None) or "it has no stride and offset"
+        raise InputError(f"cannot predict features at layer {getattr(split, 'layer', '?')!r}: no spatial grid ({why})")
+
+
 def _interior_range(split, latent_size: tuple[int, int], input_size: tuple[int, int]) -> list[tuple[float, float]]:
-    """Per axis (y, x): latent index range whose receptive field lies inside the input."""
+    """Per axis (y, x): latent index range whose receptive field lies inside the input.
+
+    Empty when the split mixes a whole-frame value into every element (``split.context``, e.g.
+    squeeze-and-excitation): then no element is independent of the border.
+    """
+    if getattr(split, "context", None):
+        return [(0, -1), (0, -1)]
     out = []
     for s, o, r, lim in zip(split.stride, split.offset, split.rf, input_size, strict=True):
         half = (r - 1) / 2
@@ -460,6 +475,7 @@ def _interior_range(split, latent_size: tuple[int, int], input_size: tuple[int, 
 
 def interior_mask(split, latent_size: tuple[int, int], input_size: tuple[int, int] | None = None) -> torch.Tensor:
     """(h, w) bool: latent elements whose receptive field lies inside the input frame."""
+    _need_grid(split)
     hl, wl = latent_size
     size_in = input_size or (hl * split.stride[0], wl * split.stride[1])
     (ylo, yhi), (xlo, xhi) = _interior_range(split, latent_size, size_in)

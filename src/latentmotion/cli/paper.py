@@ -24,7 +24,7 @@ def models() -> None:
 
 @app.command()
 def layers(
-    model: str = typer.Argument(..., help="model name, e.g. resnet34"),
+    model: str = typer.Argument(..., help="model name, e.g. resnet34, or your own as package.module:factory"),
     all_nodes: bool = typer.Option(False, "--all", help="also list nodes that are not single-tensor cut points"),
 ) -> None:
     """List the cut points of MODEL with output shape, stride, offset and receptive field."""
@@ -32,10 +32,11 @@ def layers(
 
     rows = list_layers(load_model(model, weights="random"), all_nodes=all_nodes)
     t = Table(title=f"{model} cut points (224x224 input)")
-    for col in ("layer", "shape (C,H,W)", "stride", "offset", "receptive field", "single tensor"):
+    for col in ("layer", "shape (C,H,W)", "stride", "offset", "receptive field", "single tensor", "spatial grid"):
         t.add_column(col)
     for li in rows:
-        t.add_row(li.name, "x".join(map(str, li.shape)), str(li.stride[0]) if li.stride else "-", f"{li.offset[0]:g}" if li.offset else "-", str(li.rf[0]) if li.rf else "-", "yes" if li.single else "no")
+        grid = f"no: {li.no_grid}" if li.no_grid else f"yes, whole-frame context from {li.context}" if li.context else "yes"
+        t.add_row(li.name, "x".join(map(str, li.shape)), str(li.stride[0]) if li.stride else "-", f"{li.offset[0]:g}" if li.offset else "-", str(li.rf[0]) if li.rf else "-", "yes" if li.single else "no", grid)
     Console(width=200).print(t)
 
 

@@ -7,6 +7,7 @@ RGB in [0, 1] of shape (N, 3, H, W).
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,14 +41,14 @@ class ImageNetModel(nn.Module):
     """A classification network with its input normalisation in front.
 
     Attributes:
-        name: registry name, e.g. ``"resnet34"``.
+        name: registry name, e.g. ``"resnet34"``, or a factory spec ``"package.module:factory"``.
         weights: human-readable provenance of the weights, e.g.
             ``"imagenet (resnet34-b627a593.pth)"`` or ``"random (seed 0)"``.
         trained: whether the weights come from training (not random init).
         net: the bare network; layer names of :func:`split_model` refer to it.
     """
 
-    def __init__(self, name: str, net: nn.Module, normalize: Normalize, weights: str, trained: bool) -> None:
+    def __init__(self, name: str, net: nn.Module, normalize: nn.Module, weights: str, trained: bool) -> None:
         super().__init__()
         self.name = name
         self.weights = weights
@@ -185,16 +186,52 @@ def _load_state_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _factory(spec: str) -> Callable[[], nn.Module]:
+    """The callable named by ``"package.module:factory"`` (the factory may be a dotted attribute)."""
+    mod_name, _, attr = spec.partition(":")
+    if not mod_name or not attr:
+        raise InputError(f"model spec {spec!r} must read 'package.module:factory'")
+    try:
+        obj = importlib.import_module(mod_name)
+    except Exception as exc:  # user code may raise anything while importing
+        raise InputError(f"cannot import {mod_name!r} for model {spec!r}: {type(exc).__name__}: {exc}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise InputError(f"module {mod_name!r} has no attribute {attr!r} (model {spec!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise InputError(f"{spec!r} is not callable; it must be a function returning an nn.Module")
+    return obj
+
+
+def _factory_model(spec: str, weights: str | os.PathLike[str], seed: int) -> ImageNetModel:
+    factory = _factory(spec)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = factory()
+    if not isinstance(net, nn.Module):
+        raise InputError(f"{spec!r} returned {type(net).__name__}, not an nn.Module")
+    if isinstance(weights, str) and weights in ("random", "imagenet"):
+        label = f"factory {spec} (seed {seed})" if weights == "random" else f"factory {spec} (as built)"
+        return ImageNetModel(spec, net, nn.Identity(), label, weights != "random").eval()
+    path = Path(weights)
+    _load_into(net, _load_state_file(path), str(path))
+    return ImageNetModel(spec, net, nn.Identity(), f"file ({path})", True).eval()
+
+
 def load_model(name: str, weights: str | os.PathLike[str] = "imagenet", seed: int = 0) -> ImageNetModel:
     """Build a classification CNN in eval mode, taking float RGB in [0, 1].
 
     Args:
         name: a torchvision classification model name (``"resnet34"``,
-            ``"densenet121"``, ...) or ``"efficientnet_lite0"``.
+            ``"densenet121"``, ...), ``"efficientnet_lite0"``, or a user factory
+            ``"package.module:factory"``: a callable returning an ``nn.Module``
+            that takes the images as they are (put its normalisation inside it).
         weights: ``"imagenet"`` for trained weights found on this machine (never
             downloaded; a clear :class:`WeightsUnavailableError` names the missing
             file), ``"random"`` for seeded random initialisation, or the path of a
-            state_dict file.
+            state_dict file. For a factory, ``"imagenet"`` keeps the weights the
+            factory built and ``"random"`` calls it under ``seed``.
         seed: seed of the random initialisation (``weights="random"`` only).
 
     Returns:
@@ -205,6 +242,8 @@ def load_model(name: str, weights: str | os.PathLike[str] = "imagenet", seed: in
         >>> m(torch.rand(1, 3, 224, 224)).shape
         torch.Size([1, 1000])
     """
+    if ":" in name:
+        return _factory_model(name, weights, seed)
     reg = _registry()
     if name not in reg:
         raise UnknownNameError("model", name, reg, hint="see `latentmotion models`")

@@ -1,0 +1,133 @@
+"""Where the cloud sub-model runs: in this process (default) or on Ray Serve.
+
+A backend turns ``(model, layer, weights)`` into a :class:`CloudHandle` that
+knows the weights fingerprint of the whole model and classifies one decoded
+tensor at a time (batching happens behind it). Handles live in a bounded LRU
+cache keyed by ``(model, layer, weights)``; loading runs on a thread so other
+streams keep flowing, and two streams asking for the same model share one load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+import torch
+from torch import nn
+
+from ..errors import InputError, UnknownNameError, WeightsUnavailableError
+from .batcher import Batcher, Prediction
+
+__all__ = ["CloudHandle", "LocalBackend", "ModelCache", "StreamError", "load_cloud"]
+
+
+class StreamError(Exception):
+    """Ends one stream with a gRPC status; ``kind`` labels the error metric."""
+
+    def __init__(self, code: grpc.StatusCode, kind: str, msg: str) -> None:
+        super().__init__(msg)
+        self.code, self.kind = code, kind
+
+
+def load_cloud(model: str, layer: str, weights: str) -> tuple[nn.Module, str]:
+    """Cloud sub-model of ``model`` cut at ``layer`` and the fingerprint of the whole model's weights."""
+    from ..models import load_model, split_model, weights_fingerprint
+
+    try:
+        net = load_model(model, weights)
+        return split_model(net, layer).cloud.eval(), weights_fingerprint(net)
+    except UnknownNameError as exc:
+        raise StreamError(grpc.StatusCode.NOT_FOUND, "unknown_model", str(exc)) from None
+    except WeightsUnavailableError as exc:
+        raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "weights_unavailable", str(exc)) from None
+    except InputError as exc:
+        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "bad_layer", str(exc)) from None
+
+
+class CloudHandle:
+    """One cloud sub-model: its weights fingerprint, a shape check and batched inference."""
+
+    fingerprint: str
+
+    async def check_shape(self, shape: tuple[int, int, int]) -> None:
+        raise NotImplementedError
+
+    async def infer(self, x: torch.Tensor, k: int) -> Prediction:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Called when the cache evicts the handle."""
+
+
+@dataclass
+class ModelCache:
+    """At most ``max_models`` handles, least recently used evicted first."""
+
+    make: Callable[[str, str, str], CloudHandle]
+    max_models: int = 4
+    _entries: OrderedDict = field(default_factory=OrderedDict)
+
+    async def get(self, model: str, layer: str, weights: str) -> CloudHandle:
+        key = (model, layer, weights)
+        if key not in self._entries:
+            self._entries[key] = asyncio.ensure_future(asyncio.to_thread(self.make, model, layer, weights))
+        task = self._entries[key]
+        self._entries.move_to_end(key)
+        try:
+            handle = await asyncio.shield(task)
+        except Exception:
+            if self._entries.get(key) is task:  # a failed load is not cached: the next stream retries
+                del self._entries[key]
+            raise
+        while len(self._entries) > self.max_models:
+            _, old = self._entries.popitem(last=False)
+            if old.done() and not old.exception():
+                old.result().close()
+        return handle
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _LocalHandle(CloudHandle):
+    def __init__(self, net: nn.Module, fingerprint: str, batcher: Batcher) -> None:
+        self.net, self.fingerprint, self.batcher = net.to(batcher.device), fingerprint, batcher
+        self._shapes: dict[tuple, str] = {}
+
+    async def check_shape(self, shape: tuple[int, int, int]) -> None:
+        if shape not in self._shapes:
+            self._shapes[shape] = await asyncio.to_thread(self._probe, shape)
+        if self._shapes[shape]:
+            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "shape_mismatch", self._shapes[shape])
+
+    @torch.no_grad()
+    def _probe(self, shape: tuple[int, int, int]) -> str:
+        """'' when the cloud sub-model accepts tensors of ``shape``, else why not."""
+        try:
+            self.net(torch.zeros(1, *shape, device=self.batcher.device))
+            return ""
+        except Exception as exc:  # a shape the model cannot take fails in many ways
+            return f"the cloud sub-model cannot take tensors of shape {shape}: {str(exc).splitlines()[0][:200]}"
+
+    async def infer(self, x: torch.Tensor, k: int) -> Prediction:
+        return await self.batcher.infer(self.net, x, k)
+
+    def close(self) -> None:
+        self.batcher.forget(self.net)
+
+
+class LocalBackend:
+    """The cloud sub-model in this process, batched by a :class:`Batcher`."""
+
+    def __init__(self, batcher: Batcher, max_models: int = 4, load: Callable[[str, str, str], tuple[nn.Module, str]] = load_cloud) -> None:
+        self.batcher = batcher
+        self.cache = ModelCache(lambda m, l, w: _LocalHandle(*load(m, l, w), batcher), max_models)
+
+    async def open(self, model: str, layer: str, weights: str) -> CloudHandle:
+        return await self.cache.get(model, layer, weights)
+
+    async def close(self) -> None:
+        await self.batcher.close()

@@ -248,6 +248,17 @@ class _Edge:
         return self.report
 
 
+def check_edge_options(target: str, insecure: bool = False, window: int = 8, top_k: int = 5, max_retries: int = 5, fps: float | None = None) -> None:
+    """Refuse a bad address or option with :class:`InputError` before any work."""
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise InputError(f"cloud address {target!r}: expected host:port with a port in 1..65535")
+    if insecure and not is_loopback(host.strip("[]")):
+        raise InputError(f"--insecure sends plaintext and is allowed only to loopback, not to {host!r}")
+    if window < 1 or top_k < 1 or max_retries < 0 or (fps is not None and not fps > 0):
+        raise InputError("window and top-k must be at least 1, retries not negative, fps positive")
+
+
 async def stream_edge(
     target: str,
     coder: LiveCoder,
@@ -269,13 +280,7 @@ async def stream_edge(
     TLS is used unless ``insecure`` (allowed for loopback targets only); ``ca``
     is the PEM file to trust (the server's self-signed certificate, say).
     """
-    host, _, port = target.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) <= 65535:
-        raise InputError(f"cloud address {target!r}: expected host:port with a port in 1..65535")
-    if insecure and not is_loopback(host):
-        raise InputError(f"--insecure sends plaintext and is allowed only to loopback, not to {host!r}")
-    if window < 1 or top_k < 1 or max_retries < 0 or (fps is not None and not fps > 0):
-        raise InputError("window and top-k must be at least 1, retries not negative, fps positive")
+    check_edge_options(target, insecure, window, top_k, max_retries, fps)
     creds = None if insecure else client_credentials(ca)
     edge = _Edge(target, coder, creds=creds, token=token, window=window, top_k=top_k, fps=fps, max_retries=max_retries, seed=seed, edge_id=edge_id)
     return await edge.run(items)
@@ -292,6 +297,7 @@ def stream_video(target: str, video: str, start: int, frames: int, model: str, l
     from ..models import load_model, split_model, weights_fingerprint
     from ..pipeline import edge_features
 
+    check_edge_options(target, options.get("insecure", False), options.get("window", 8), options.get("top_k", 5), options.get("max_retries", 5))
     net = load_model(model, weights)
     split = split_model(net, layer)
     clip = edge_features(video, split, start, frames)

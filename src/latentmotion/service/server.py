@@ -23,13 +23,15 @@ server draining             UNAVAILABLE           (none)
 
 A frame that fails to decode gets a result with ``error`` set and a request
 for an intra frame; the stream goes on from the next intra frame, and ends
-after ``max_bad_frames`` failures in a row.
+after ``max_bad_frames + max_pending`` failures in a row (the frames already
+in flight when the edge hears the request fail as well).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -69,7 +71,7 @@ class ServerConfig:
         max_queue: frames waiting for the model, all streams together.
         max_message: largest gRPC message in bytes.
         max_elements: largest tensor (C*H*W) a stream's header may announce.
-        max_bad_frames: frames in a row that fail to decode before the stream ends.
+        max_bad_frames: failed frames in a row, beyond a window, before the stream ends.
         idle_timeout: seconds without a message before a stream (or an idle connection) ends.
         max_models: cloud sub-models kept loaded (LRU).
         max_batch, max_wait_ms: dynamic batching limits.
@@ -216,14 +218,16 @@ class _Stream:
         try:
             x = await asyncio.to_thread(dec.decode_frame, frame.record)
         except BitstreamError as exc:
-            if bad + 1 > self.cfg.max_bad_frames:
+            # Frames the edge sent before it saw the intra request fail too: up to a window of them is expected.
+            if bad + 1 > self.cfg.max_bad_frames + self.cfg.max_pending:
                 raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", f"bad stream: frame {frame.seq}: {exc}") from None
-            # The reference is lost: a fresh decoder refuses predicted frames until an intra frame arrives.
             self.server.metrics.errors.labels(kind="bad_frame").inc()
+            if not bad:  # one request per run of failures, ahead of the result so the edge's next frame is intra
+                self._request(pb.Request.INTRA, frame.seq, "decoding needs an intra frame")
             fut = asyncio.get_running_loop().create_future()
             fut.set_result((pb.CloudMessage(result=pb.Result(seq=frame.seq, error=f"frame not decoded: {exc}"[:300])), True))
             self.out.put_nowait(fut)
-            self._request(pb.Request.INTRA, frame.seq, "decoding needs an intra frame")
+            # The reference is lost: a fresh decoder refuses predicted frames until an intra frame arrives.
             return Decoder(dec.header), bad + 1
         if self.slowed and self.window._value > self.cfg.max_pending // 2:
             self.slowed = False
@@ -317,6 +321,7 @@ class CloudServer:
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         addr = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
+        check_bindable(cfg.host, cfg.port)
         try:
             port = self.server.add_secure_port(addr, self.creds) if self.creds else self.server.add_insecure_port(addr)
         except RuntimeError as exc:
@@ -347,6 +352,21 @@ class CloudServer:
             self._metrics_http[0].shutdown()
         log_event("stopped", clean=clean, seconds=round(time.perf_counter() - t, 3))
         return clean
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Refuse an unknown host or a port in use with one clear line (gRPC would only log its own)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(sockaddr)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _start_metrics(metrics: Metrics, host: str, port: int):

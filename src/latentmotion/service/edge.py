@@ -82,7 +82,7 @@ class EdgeReport:
     """What one edge run did.
 
     Attributes:
-        sent: frames sent at least once; results: seq -> (classes, scores);
+        sent: frames taken from the source (each is answered or lost); results: seq -> (classes, scores);
         lost: seq -> why it got no result; bytes_sent: header and frame bytes
         (re-sends included); latency_ms: last send -> result, per answered frame.
     """
@@ -151,6 +151,7 @@ class _Edge:
                 await call.done_writing()
                 return
             seq, item = nxt
+            self.pending[seq] = (item, None)  # from here on the frame is answered, re-sent or reported lost
             await self._pace(seq, t0)
             intra, first, self.force_intra = first or self.force_intra, False, False
             record = await asyncio.to_thread(self.coder.code, item, intra)

@@ -77,11 +77,13 @@ class ServerThread:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        batcher = Batcher(self.config.max_batch, self.config.max_wait_ms / 1000, self.config.max_queue, "cpu")
-        backend = LocalBackend(batcher, self.config.max_models, load=_cached_cloud)
-        self.server = self.call(self._make(backend))
+        self.server = self.call(self._make(self._backend()))
         self.port = self.call(self.server.start())
         self.target = f"127.0.0.1:{self.port}"
+
+    def _backend(self):
+        batcher = Batcher(self.config.max_batch, self.config.max_wait_ms / 1000, self.config.max_queue, "cpu")
+        return LocalBackend(batcher, self.config.max_models, load=_cached_cloud)
 
     async def _make(self, backend):
         return CloudServer(self.config, backend)

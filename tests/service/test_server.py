@@ -160,3 +160,20 @@ def test_health_check_and_a_refused_edge_raises(server):
         asyncio.run(stream_edge(server.target, RecordingCoder(weights="0" * 16), _items(0, 3), insecure=True))
     rep = err.value.report
     assert set(rep.lost) == set(range(rep.sent)) and not rep.results  # every frame taken is reported lost
+
+
+def test_an_edge_that_vanishes_mid_stream_ends_only_its_stream(server):
+    async def main():
+        coder = RecordingCoder()
+        doomed = asyncio.ensure_future(stream_edge(server.target, coder, _items(0, 12), insecure=True, fps=8.0))
+        t = time.perf_counter()
+        while server.metric("latentmotion_frames_total") < 2 and time.perf_counter() - t < 60:
+            await asyncio.sleep(0.05)
+        doomed.cancel()  # the edge's connection closes under the server's feet
+        await asyncio.gather(doomed, return_exceptions=True)
+        while server.metric("latentmotion_active_streams") > 0 and time.perf_counter() - t < 60:
+            await asyncio.sleep(0.05)
+        return await stream_edge(server.target, RecordingCoder(), _items(0, 3), insecure=True)
+
+    rep = asyncio.run(main())
+    assert server.metric("latentmotion_active_streams") == 0 and len(rep.results) == 3 and not rep.lost

@@ -17,7 +17,7 @@ from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, fing
 def test_replica_body_batches_like_in_process_and_keeps_load_errors():
     """The Serve replica's code without Ray (fast, default run): answers and error capture."""
     body = CloudModel(MODEL, LAYER, "imagenet")
-    assert body.fingerprint() == (fingerprint(), None) and body.probe((40, 28, 28)) == "" and "(41, 28, 28)" in body.probe((41, 28, 28))
+    assert body.fingerprint() == (fingerprint(), None) and body.probe((40, 28, 28)) == "" and "(41, 28, 28)" in body.probe((41, 28, 28)) and "area" in body.probe((40, 60, 60))
     xs = features()[:3]
     out = asyncio.run(body([(x.numpy(), 2) for x in xs]))
     with torch.no_grad():

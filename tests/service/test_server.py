@@ -86,7 +86,7 @@ def _bad_clients():
         "garbage frames": ([_open(head)] + [_frame(i, b"\x00garbage" * 9) for i in range(40)], S.INVALID_ARGUMENT, "bad stream: frame"),
         "sequence gap": ([_open(head), _frame(0, recs[0]), _frame(2, recs[1])], S.DATA_LOSS, "expected frame 1, got 2"),
         "unknown model": ([_open(unknown)], S.NOT_FOUND, "did you mean 'resnet34'"),
-        "shape mismatch": ([_open(other)], S.FAILED_PRECONDITION, "cannot take tensors of shape (41, 28, 28)"),
+        "shape mismatch": ([_open(other)], S.FAILED_PRECONDITION, "takes 40 channels"),
         "weights mismatch": ([_open(head, random_fp)], S.FAILED_PRECONDITION, "weights mismatch"),
         "no fingerprint": ([_open(head, "")], S.FAILED_PRECONDITION, "sent no fingerprint"),
     }
@@ -150,6 +150,12 @@ def test_limits_are_enforced_before_allocation():
         assert big[0] == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-elements 1000" in big[1]
     finally:
         srv.stop()
+    only = ServerThread(models=("resnet34",))
+    try:
+        got = asyncio.run(_raw(only.target, [_open(head)]))
+        assert got[0] == grpc.StatusCode.NOT_FOUND and "not served here; served: resnet34" in got[1]
+    finally:
+        only.stop()
 
 
 def test_health_check_and_a_refused_edge_raises(server):

@@ -21,7 +21,7 @@ from torch import nn
 from ..errors import InputError, UnknownNameError, WeightsUnavailableError
 from .batcher import Batcher, Prediction
 
-__all__ = ["CloudHandle", "LocalBackend", "ModelCache", "StreamError", "load_cloud"]
+__all__ = ["CloudHandle", "LocalBackend", "ModelCache", "StreamError", "load_cloud", "probe_shape"]
 
 
 class StreamError(Exception):
@@ -32,19 +32,39 @@ class StreamError(Exception):
         self.code, self.kind = code, kind
 
 
-def load_cloud(model: str, layer: str, weights: str) -> tuple[nn.Module, str]:
-    """Cloud sub-model of ``model`` cut at ``layer`` and the fingerprint of the whole model's weights."""
+def load_cloud(model: str, layer: str, weights: str) -> tuple[nn.Module, str, tuple[int, int, int]]:
+    """Cloud sub-model of ``model`` cut at ``layer``, the fingerprint of the whole model's weights,
+    and the layer's tensor shape for a 224x224 input (the nominal shape)."""
     from ..models import load_model, split_model, weights_fingerprint
 
     try:
         net = load_model(model, weights)
-        return split_model(net, layer).cloud.eval(), weights_fingerprint(net)
+        split = split_model(net, layer)
+        with torch.no_grad():
+            nominal = tuple(split.edge(torch.zeros(1, 3, 224, 224)).shape[1:])
+        return split.cloud.eval(), weights_fingerprint(net), nominal
     except UnknownNameError as exc:
         raise StreamError(grpc.StatusCode.NOT_FOUND, "unknown_model", str(exc)) from None
     except WeightsUnavailableError as exc:
         raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "weights_unavailable", str(exc)) from None
     except InputError as exc:
         raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "bad_layer", str(exc)) from None
+
+
+MAX_AREA_FACTOR = 4  # a stream's latent grid may cover at most 4x the nominal (224 px input) area
+
+
+@torch.no_grad()
+def probe_shape(net: nn.Module, nominal: tuple[int, int, int], shape: tuple[int, int, int], device: str = "cpu") -> str:
+    """'' when ``net`` takes tensors of ``shape``, else why not. The channel count and the
+    area are checked first, so the trial run never costs more than a few nominal frames."""
+    if shape[0] != nominal[0] or shape[1] * shape[2] > MAX_AREA_FACTOR * nominal[1] * nominal[2]:
+        return f"the cloud sub-model takes {nominal[0]} channels and at most {MAX_AREA_FACTOR}x the area of {nominal}, not tensors of shape {shape}"
+    try:
+        net(torch.zeros(1, *shape, device=device))
+        return ""
+    except Exception as exc:  # a shape the model cannot take fails in many ways
+        return f"the cloud sub-model cannot take tensors of shape {shape}: {str(exc).splitlines()[0][:200]}"
 
 
 class CloudHandle:
@@ -93,24 +113,17 @@ class ModelCache:
 
 
 class _LocalHandle(CloudHandle):
-    def __init__(self, net: nn.Module, fingerprint: str, batcher: Batcher) -> None:
-        self.net, self.fingerprint, self.batcher = net.to(batcher.device), fingerprint, batcher
+    def __init__(self, net: nn.Module, fingerprint: str, nominal: tuple[int, int, int], batcher: Batcher) -> None:
+        self.net, self.fingerprint, self.nominal, self.batcher = net.to(batcher.device), fingerprint, nominal, batcher
         self._shapes: dict[tuple, str] = {}
 
     async def check_shape(self, shape: tuple[int, int, int]) -> None:
         if shape not in self._shapes:
-            self._shapes[shape] = await asyncio.to_thread(self._probe, shape)
+            if len(self._shapes) > 64:  # a bounded memo: hostile headers cannot grow it
+                self._shapes.clear()
+            self._shapes[shape] = await asyncio.to_thread(probe_shape, self.net, self.nominal, shape, self.batcher.device)
         if self._shapes[shape]:
             raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "shape_mismatch", self._shapes[shape])
-
-    @torch.no_grad()
-    def _probe(self, shape: tuple[int, int, int]) -> str:
-        """'' when the cloud sub-model accepts tensors of ``shape``, else why not."""
-        try:
-            self.net(torch.zeros(1, *shape, device=self.batcher.device))
-            return ""
-        except Exception as exc:  # a shape the model cannot take fails in many ways
-            return f"the cloud sub-model cannot take tensors of shape {shape}: {str(exc).splitlines()[0][:200]}"
 
     async def infer(self, x: torch.Tensor, k: int) -> Prediction:
         return await self.batcher.infer(self.net, x, k)
@@ -122,7 +135,7 @@ class _LocalHandle(CloudHandle):
 class LocalBackend:
     """The cloud sub-model in this process, batched by a :class:`Batcher`."""
 
-    def __init__(self, batcher: Batcher, max_models: int = 4, load: Callable[[str, str, str], tuple[nn.Module, str]] = load_cloud) -> None:
+    def __init__(self, batcher: Batcher, max_models: int = 4, load: Callable[[str, str, str], tuple] = load_cloud) -> None:
         self.batcher = batcher
         self.cache = ModelCache(lambda m, l, w: _LocalHandle(*load(m, l, w), batcher), max_models)
 

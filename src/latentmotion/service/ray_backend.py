@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .backends import CloudHandle, ModelCache, StreamError
+from .backends import CloudHandle, ModelCache, StreamError, probe_shape
 from .batcher import Prediction, top_k
 
 __all__ = ["CloudModel", "RayBackend"]
@@ -33,7 +33,7 @@ class CloudModel:
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
-            net, self.fp = load_cloud(model, layer, weights)
+            net, self.fp, self.nominal = load_cloud(model, layer, weights)
             self.net, self.error = net.to(self.device), None
         except StreamError as exc:
             self.net, self.fp, self.error = None, "", (exc.code.name, exc.kind, str(exc))
@@ -41,13 +41,8 @@ class CloudModel:
     def fingerprint(self) -> tuple[str, tuple | None]:
         return self.fp, self.error
 
-    @torch.no_grad()
     def probe(self, shape: tuple[int, int, int]) -> str:
-        try:
-            self.net(torch.zeros(1, *shape, device=self.device))
-            return ""
-        except Exception as exc:  # a shape the model cannot take fails in many ways
-            return f"the cloud sub-model cannot take tensors of shape {shape}: {str(exc).splitlines()[0][:200]}"
+        return probe_shape(self.net, self.nominal, shape, self.device)
 
     async def __call__(self, items: list[tuple[np.ndarray, int]]) -> list[tuple[list, list, int, float]]:
         t = time.perf_counter()
@@ -64,6 +59,8 @@ class _RayHandle(CloudHandle):
 
     async def check_shape(self, shape: tuple[int, int, int]) -> None:
         if shape not in self._shapes:
+            if len(self._shapes) > 64:  # a bounded memo: hostile headers cannot grow it
+                self._shapes.clear()
             self._shapes[shape] = await self.handle.probe.remote(shape)
         if self._shapes[shape]:
             raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "shape_mismatch", self._shapes[shape])

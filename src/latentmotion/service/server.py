@@ -80,6 +80,7 @@ class ServerConfig:
         metrics_port: Prometheus HTTP port (None: no endpoint).
         ray: Ray cluster address to run the cloud models on Ray Serve (None: in process).
         drain_timeout: seconds a shutdown waits for open streams to finish.
+        models: model names edges may ask for (empty: any); a model outside it is never built.
     """
 
     host: str = "127.0.0.1"
@@ -104,6 +105,7 @@ class ServerConfig:
     metrics_port: int | None = None
     ray: str | None = None
     drain_timeout: float = 10.0
+    models: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Refuse impossible or unsafe options with :class:`InputError` before anything starts."""
@@ -173,6 +175,8 @@ class _Stream:
         h = dec.header
         if h.shape[0] * h.shape[1] * h.shape[2] > self.cfg.max_elements:
             raise StreamError(_S.RESOURCE_EXHAUSTED, "too_large", f"tensor shape {h.shape} exceeds the server's --max-elements {self.cfg.max_elements}")
+        if self.cfg.models and h.model not in self.cfg.models:
+            raise StreamError(_S.NOT_FOUND, "unknown_model", f"model {h.model!r} is not served here; served: {', '.join(self.cfg.models)}")
         handle = await self.server.backend.open(h.model, h.layer, self.cfg.weights)
         edge_fp = edge_weights(msg.open, h)
         if edge_fp != handle.fingerprint:

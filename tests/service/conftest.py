@@ -63,7 +63,7 @@ def reference(coder: RecordingCoder, items, k: int = 5) -> list[list[int]]:
         return [split().cloud(coder.recon[id(it)][None]).softmax(1)[0].topk(k).indices.tolist() for it in items]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached_cloud(m: str, layer: str, weights: str):
     return load_cloud(m, layer, weights)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import latentmotion.service as service
+from latentmotion import service
 
 SRC = Path(service.__file__).resolve().parents[2]  # the folder holding latentmotion/
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from latentmotion.service import stream_edge
-
 from latentmotion.service.ray_backend import CloudModel
 
 from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, fingerprint, reference, split

@@ -17,8 +17,7 @@ from latentmotion.service import ServiceError, stream_edge
 from latentmotion.service import cloud_pb2 as pb
 from latentmotion.service.server import METHOD
 
-from ..conftest import model
-from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, fingerprint, make_encoder, reference, server  # noqa: F401
+from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, fingerprint, make_encoder, reference
 
 
 def _items(start: int, n: int):

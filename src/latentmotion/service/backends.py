@@ -63,7 +63,7 @@ def probe_shape(net: nn.Module, nominal: tuple[int, int, int], shape: tuple[int,
     try:
         net(torch.zeros(1, *shape, device=device))
         return ""
-    except Exception as exc:  # a shape the model cannot take fails in many ways
+    except Exception as exc:  # noqa: BLE001  (a shape the model cannot take fails in many ways)
         return f"the cloud sub-model cannot take tensors of shape {shape}: {str(exc).splitlines()[0][:200]}"
 
 

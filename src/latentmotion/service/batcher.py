@@ -109,7 +109,7 @@ class Batcher:
             t = time.perf_counter()
             try:
                 s, c = await loop.run_in_executor(self._worker, top_k, net, torch.stack([it.x for it in live]), k, self.device)
-            except Exception as exc:  # a model failure fails this batch's frames, not the server
+            except Exception as exc:  # noqa: BLE001  (a model failure fails this batch's frames, not the server)
                 for it in live:
                     if not it.future.done():
                         it.future.set_exception(exc)

@@ -49,7 +49,7 @@ from .backends import CloudHandle, LocalBackend, StreamError
 from .batcher import Batcher
 from .metrics import Metrics, log_event
 
-__all__ = ["CloudServer", "ServerConfig", "serve", "SERVICE", "METHOD"]
+__all__ = ["METHOD", "SERVICE", "CloudServer", "ServerConfig", "serve"]
 
 SERVICE = "latentmotion.service.v1.Cloud"
 METHOD = f"/{SERVICE}/Infer"
@@ -205,7 +205,7 @@ class _Stream:
             res = pb.Result(seq=seq, classes=p.classes, scores=p.scores, decode_ms=decode_ms, infer_ms=p.infer_ms, batch=p.batch)
             self.server.metrics.frames.inc()
             self.server.metrics.batch.observe(p.batch)
-        except Exception as exc:  # a failed model call loses this frame only; the edge reports it
+        except Exception as exc:  # noqa: BLE001  (a failed model call loses this frame only; the edge reports it)
             self.server.metrics.errors.labels(kind="model").inc()
             res = pb.Result(seq=seq, error=f"model failed: {type(exc).__name__}: {exc}"[:300])
         res.server_ms = 1000 * (time.perf_counter() - t0)
@@ -285,7 +285,8 @@ class CloudServer:
         self.active = 0
         self._metrics_http = None
 
-    async def Infer(self, request_iterator, context) -> None:  # noqa: N802  (gRPC method name)
+    async def infer_stream(self, request_iterator, context) -> None:
+        """The Infer RPC: one edge's stream, from its token check to its last result."""
         md = dict(context.invocation_metadata() or ())
         if self.tokens is not None and not self.tokens.check(md.get("authorization")):
             self.metrics.errors.labels(kind="unauthenticated").inc()
@@ -320,7 +321,7 @@ class CloudServer:
             ("grpc.max_connection_idle_ms", int(cfg.idle_timeout * 1000)),
         ]
         self.server = grpc.aio.server(options=opts, maximum_concurrent_rpcs=cfg.max_streams + 16)
-        handler = grpc.stream_stream_rpc_method_handler(self.Infer, pb.EdgeMessage.FromString, pb.CloudMessage.SerializeToString)
+        handler = grpc.stream_stream_rpc_method_handler(self.infer_stream, pb.EdgeMessage.FromString, pb.CloudMessage.SerializeToString)
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Infer": handler}),))
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

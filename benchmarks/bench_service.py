@@ -53,12 +53,12 @@ class PrecodedCoder:
 def _edges(target: str, header: bytes, records: list[bytes], weights: str, edges: int, per_edge: int, window: int) -> dict:
     """Run ``edges`` concurrent edges (in the child process) and pool their reports."""
     torch.set_num_threads(1)
-    from latentmotion.service import stream_edge
+    from latentmotion.service import EdgeOptions, stream_edge
 
     async def main():
         coders = [PrecodedCoder(header, records, weights) for _ in range(edges)]
         t = time.perf_counter()
-        reps = await asyncio.gather(*(stream_edge(target, c, range(per_edge), insecure=True, window=window, seed=i) for i, c in enumerate(coders)))
+        reps = await asyncio.gather(*(stream_edge(target, c, range(per_edge), EdgeOptions(insecure=True, window=window, seed=i)) for i, c in enumerate(coders)))
         return reps, time.perf_counter() - t
 
     reps, seconds = asyncio.run(main())

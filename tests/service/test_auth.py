@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from latentmotion.errors import InputError
-from latentmotion.service import ServerConfig, ServiceError, TokenSet, hash_token, stream_edge
+from latentmotion.service import EdgeOptions, ServerConfig, ServiceError, TokenSet, hash_token, stream_edge
 
 from .conftest import RecordingCoder, ServerThread, features, reference
 
@@ -50,14 +50,14 @@ def test_tls_with_a_valid_a_wrong_and_no_token(pki):
     items = [(x, None) for x in features()[:4]]
     try:
         coder = RecordingCoder()
-        rep = asyncio.run(stream_edge(target, coder, items, ca=str(pki / "cert.pem"), token="edge-secret"))
+        rep = asyncio.run(stream_edge(target, coder, items, EdgeOptions(ca=str(pki / "cert.pem"), token="edge-secret")))
         assert [rep.results[s][0] for s in range(4)] == reference(coder, items) and not rep.lost
         for token in ("edge-secre", None):
             with pytest.raises(ServiceError, match="UNAUTHENTICATED"):
-                asyncio.run(stream_edge(target, RecordingCoder(), items, ca=str(pki / "cert.pem"), token=token))
+                asyncio.run(stream_edge(target, RecordingCoder(), items, EdgeOptions(ca=str(pki / "cert.pem"), token=token)))
         # plaintext to a TLS port never gets through (the handshake fails; the edge gives up after its retries)
         with pytest.raises(ServiceError, match="UNAVAILABLE"):
-            asyncio.run(stream_edge(f"127.0.0.1:{srv.port}", RecordingCoder(), items, insecure=True, max_retries=0))
+            asyncio.run(stream_edge(f"127.0.0.1:{srv.port}", RecordingCoder(), items, EdgeOptions(insecure=True, max_retries=0)))
         assert srv.metric("latentmotion_errors_total", kind="unauthenticated") == 2
         assert srv.metric("latentmotion_frames_total") == 4
     finally:
@@ -68,4 +68,4 @@ def test_plaintext_is_refused_off_loopback():
     with pytest.raises(InputError, match="only on loopback"):
         ServerConfig(host="0.0.0.0", insecure=True).check()
     with pytest.raises(InputError, match="only to loopback"):
-        asyncio.run(stream_edge("192.0.2.1:5050", RecordingCoder(), [], insecure=True))
+        asyncio.run(stream_edge("192.0.2.1:5050", RecordingCoder(), [], EdgeOptions(insecure=True)))

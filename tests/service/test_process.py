@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from latentmotion.service import stream_edge
+from latentmotion.service import EdgeOptions, stream_edge
 
 from .conftest import RecordingCoder, features, reference
 
@@ -69,7 +69,7 @@ def test_server_restart_mid_stream_edge_resumes_and_signals_drain_to_exit_0():
 
     th = threading.Thread(target=restart, daemon=True)
     th.start()
-    rep = asyncio.run(stream_edge(f"127.0.0.1:{port}", coder, items, insecure=True, fps=4.0, window=2, max_retries=12))
+    rep = asyncio.run(stream_edge(f"127.0.0.1:{port}", coder, items, EdgeOptions(insecure=True, window=2, max_retries=12), 4.0))
     th.join(120)
     (code, err), second = restarted
     try:
@@ -96,7 +96,7 @@ def test_an_edge_killed_mid_stream_ends_only_its_stream():
             time.sleep(0.1)
         assert _metric(mport, "latentmotion_active_streams") == 0
         coder, items = RecordingCoder(), [(x, None) for x in features()[:3]]
-        rep = asyncio.run(stream_edge(f"127.0.0.1:{port}", coder, items, insecure=True))
+        rep = asyncio.run(stream_edge(f"127.0.0.1:{port}", coder, items, EdgeOptions(insecure=True)))
         assert [rep.results[s][0] for s in range(3)] == reference(coder, items)
     finally:
         assert _stop(server, signal.SIGTERM)[0] == 0

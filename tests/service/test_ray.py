@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import torch
 
-from latentmotion.service import stream_edge
+from latentmotion.service import EdgeOptions, stream_edge
 from latentmotion.service.ray_backend import CloudModel
 
 from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, fingerprint, reference, split
@@ -60,7 +60,7 @@ def test_ray_serve_backend_answers_like_in_process_inference(ray_server):
     coders = [RecordingCoder() for _ in items]
 
     async def main():
-        return await asyncio.gather(*(stream_edge(ray_server.target, c, it, insecure=True, window=4) for c, it in zip(coders, items)))
+        return await asyncio.gather(*(stream_edge(ray_server.target, c, it, EdgeOptions(insecure=True, window=4)) for c, it in zip(coders, items)))
 
     reps = asyncio.run(main())
     for c, it, rep in zip(coders, items, reps):

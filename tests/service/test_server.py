@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from latentmotion.codec import Encoder
 from latentmotion.models import weights_fingerprint
-from latentmotion.service import ServiceError, stream_edge
+from latentmotion.service import EdgeOptions, ServiceError, stream_edge
 from latentmotion.service import cloud_pb2 as pb
 from latentmotion.service.server import METHOD
 
@@ -28,7 +28,7 @@ def test_many_edges_get_the_in_process_answers_from_shared_batches(server):
     async def main():
         coders = [RecordingCoder() for _ in range(6)]
         items = [_items(i, 6) for i in range(6)]
-        reps = await asyncio.gather(*(stream_edge(server.target, c, it, insecure=True, window=4) for c, it in zip(coders, items)))
+        reps = await asyncio.gather(*(stream_edge(server.target, c, it, EdgeOptions(insecure=True, window=4)) for c, it in zip(coders, items)))
         return coders, items, reps
 
     coders, items, reps = asyncio.run(main())
@@ -45,13 +45,14 @@ async def _raw(target: str, messages, wait: float = 0.0, metadata=None) -> tuple
     async with grpc.aio.insecure_channel(target) as ch:
         call = ch.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)(metadata=metadata)
         try:
+            await call.initial_metadata()  # as the edge does: write only once the cloud accepted the stream
             for m in messages:
                 await call.write(m)
             if wait:
                 await asyncio.sleep(wait)
             else:
                 await call.done_writing()
-        except grpc.aio.AioRpcError:
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             pass  # the server ended the stream early; its status is read below
         replies = []
         try:
@@ -95,7 +96,7 @@ def test_each_bad_client_ends_only_its_own_stream(server):
     cases = _bad_clients()
 
     async def main():
-        good = asyncio.ensure_future(stream_edge(server.target, RecordingCoder(), _items(0, 12), insecure=True, window=2, fps=12.0))
+        good = asyncio.ensure_future(stream_edge(server.target, RecordingCoder(), _items(0, 12), EdgeOptions(insecure=True, window=2), 12.0))
         # a raw TCP client that sends half an HTTP/2 preface and goes silent
         raw = socket.create_connection(("127.0.0.1", server.port))
         raw.sendall(b"PRI * HTTP/2.0\r\n")
@@ -124,7 +125,7 @@ def test_a_corrupt_frame_is_reported_lost_and_the_stream_resumes_from_an_intra_f
 
     items = _items(0, 10)
     coder = Corrupting()
-    rep = asyncio.run(stream_edge(server.target, coder, items, insecure=True, window=1))
+    rep = asyncio.run(stream_edge(server.target, coder, items, EdgeOptions(insecure=True, window=1)))
     assert list(rep.lost) == [3] and "frame not decoded" in rep.lost[3]
     assert rep.intra_requests == 1 and len(rep.results) == 9
     ref = reference(coder, items)
@@ -162,7 +163,7 @@ def test_health_check_and_a_refused_edge_raises(server):
         stub = health_pb2_grpc.HealthStub(ch)
         assert stub.Check(health_pb2.HealthCheckRequest(service="latentmotion.service.v1.Cloud"), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
     with pytest.raises(ServiceError, match="weights mismatch") as err:
-        asyncio.run(stream_edge(server.target, RecordingCoder(weights="0" * 16), _items(0, 3), insecure=True))
+        asyncio.run(stream_edge(server.target, RecordingCoder(weights="0" * 16), _items(0, 3), EdgeOptions(insecure=True)))
     rep = err.value.report
     assert set(rep.lost) == set(range(rep.sent)) and not rep.results  # every frame taken is reported lost
 
@@ -170,7 +171,7 @@ def test_health_check_and_a_refused_edge_raises(server):
 def test_an_edge_that_vanishes_mid_stream_ends_only_its_stream(server):
     async def main():
         coder = RecordingCoder()
-        doomed = asyncio.ensure_future(stream_edge(server.target, coder, _items(0, 12), insecure=True, fps=8.0))
+        doomed = asyncio.ensure_future(stream_edge(server.target, coder, _items(0, 12), EdgeOptions(insecure=True), 8.0))
         t = time.perf_counter()
         while server.metric("latentmotion_frames_total") < 2 and time.perf_counter() - t < 60:
             await asyncio.sleep(0.05)
@@ -178,7 +179,7 @@ def test_an_edge_that_vanishes_mid_stream_ends_only_its_stream(server):
         await asyncio.gather(doomed, return_exceptions=True)
         while server.metric("latentmotion_active_streams") > 0 and time.perf_counter() - t < 60:
             await asyncio.sleep(0.05)
-        return await stream_edge(server.target, RecordingCoder(), _items(0, 3), insecure=True)
+        return await stream_edge(server.target, RecordingCoder(), _items(0, 3), EdgeOptions(insecure=True))
 
     rep = asyncio.run(main())
     assert server.metric("latentmotion_active_streams") == 0 and len(rep.results) == 3 and not rep.lost

@@ -87,13 +87,12 @@ def stream(
     seed: int = typer.Option(0, help="seed of the reconnection jitter"),
 ) -> None:
     """Edge side: run the edge sub-model on video, code the features and stream them to a cloud over gRPC."""
-    from ..service import stream_video
+    from ..service import EdgeOptions, VideoSource, stream_video
 
     _logs()
-    rep, fps = stream_video(
-        f"{host}:{port}", video, start, frames, model, layer, weights, step, mode, realtime,
-        insecure=insecure, ca=ca, token=_token(token_file), window=window, max_retries=retries, seed=seed,
-    )  # fmt: skip
+    opts = EdgeOptions(insecure=insecure, ca=ca, token=_token(token_file), window=window, max_retries=retries, seed=seed)
+    src = VideoSource(video, start, frames, model, layer, weights, step, mode)
+    rep, fps = stream_video(f"{host}:{port}", src, opts, realtime)
     s = rep.summary(fps)
     console.print(
         f"{s['frames']} frames to {host}:{port}: {s['kbit_s']:.1f} kbit/s at {fps:g} fps, latency p50 {s['p50_ms']:.1f} ms "

@@ -10,16 +10,18 @@ checked in (a test regenerates it and compares).
 """
 
 from .auth import TokenSet, hash_token
-from .edge import EdgeReport, LiveCoder, ServiceError, run_edge, stream_edge, stream_video
+from .edge import EdgeOptions, EdgeReport, LiveCoder, ServiceError, VideoSource, run_edge, stream_edge, stream_video
 from .server import CloudServer, ServerConfig, serve
 
 __all__ = [
     "CloudServer",
+    "EdgeOptions",
     "EdgeReport",
     "LiveCoder",
     "ServerConfig",
     "ServiceError",
     "TokenSet",
+    "VideoSource",
     "hash_token",
     "run_edge",
     "serve",

@@ -10,14 +10,23 @@ intra frame, so a predicted stream always resumes from a reference the new
 decoder has. A refusal (bad token, weights mismatch, unknown model, bad
 stream) is final and raises :class:`ServiceError`.
 
-Example (needs a running cloud, so not run here):
+Example (a cloud in this process, three frames of zeros):
 
+    >>> import asyncio, torch
+    >>> from latentmotion import load_model
     >>> from latentmotion.codec import Encoder
-    >>> coder = LiveCoder(lambda: Encoder((40, 28, 28), 4.0, "block", model="efficientnet_lite0",
-    ...                                   layer="_blocks.4.add"), weights="f0e1d2c3b4a59687")
-    >>> rep = run_edge("127.0.0.1:5050", coder, [(x, None) for x in tensors], insecure=True)  # doctest: +SKIP
-    >>> rep.summary()["lost"]  # doctest: +SKIP
-    0
+    >>> from latentmotion.models import weights_fingerprint
+    >>> from latentmotion.service import CloudServer, ServerConfig
+    >>> fp = weights_fingerprint(load_model("efficientnet_lite0"))
+    >>> coder = LiveCoder(lambda: Encoder((40, 28, 28), 4.0, "zero", model="efficientnet_lite0", layer="_blocks.4.add"), fp)
+    >>> async def main():
+    ...     cloud = CloudServer(ServerConfig(port=0, insecure=True))
+    ...     port = await cloud.start()
+    ...     rep = await stream_edge(f"127.0.0.1:{port}", coder, [(torch.zeros(40, 28, 28), None)] * 3, EdgeOptions(insecure=True))
+    ...     await cloud.drain()
+    ...     return len(rep.results), len(rep.lost)
+    >>> asyncio.run(main())
+    (3, 0)
 """
 
 from __future__ import annotations
@@ -35,9 +44,10 @@ import numpy as np
 from ..errors import InputError, LatentMotionError
 from . import cloud_pb2 as pb
 from .auth import client_credentials, is_loopback
+from .metrics import log_event
 from .server import METHOD
 
-__all__ = ["EdgeReport", "LiveCoder", "ServiceError", "run_edge", "stream_edge", "stream_video"]
+__all__ = ["EdgeOptions", "EdgeReport", "LiveCoder", "ServiceError", "VideoSource", "run_edge", "stream_edge", "stream_video"]
 
 _S = grpc.StatusCode
 RETRY = {_S.UNAVAILABLE, _S.RESOURCE_EXHAUSTED, _S.DEADLINE_EXCEEDED, _S.CANCELLED, _S.UNKNOWN, _S.INTERNAL, _S.ABORTED}
@@ -114,12 +124,27 @@ class EdgeReport:
         }
 
 
+async def _status_error(call) -> grpc.aio.AioRpcError:
+    """The finished call's status as an exception."""
+    return grpc.aio.AioRpcError(await call.code(), await call.initial_metadata(), await call.trailing_metadata(), await call.details())
+
+
+async def _final_status(call, exc: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+    """The stream's own status when a write failed first (a write that races the server's
+    refusal can report a bare INTERNAL error)."""
+    try:
+        code = await asyncio.wait_for(call.code(), 5)
+    except (TimeoutError, grpc.aio.AioRpcError):
+        return exc
+    return exc if code in (exc.code(), _S.OK) else await _status_error(call)
+
+
 class _Edge:
-    def __init__(self, target, coder, *, creds, token, window, top_k, fps, max_retries, seed, edge_id) -> None:
-        self.target, self.coder, self.creds, self.token = target, coder, creds, token
-        self.window_max = self.window = window
-        self.top_k, self.fps, self.max_retries, self.edge_id = top_k, fps, max_retries, edge_id
-        self.rng = random.Random(seed)
+    def __init__(self, target: str, coder, opts: EdgeOptions, fps: float | None) -> None:
+        self.target, self.coder, self.opts, self.fps = target, coder, opts, fps
+        self.creds = None if opts.insecure else client_credentials(opts.ca)
+        self.window = opts.window
+        self.rng = random.Random(opts.seed)
         self.report = EdgeReport()
         self.pending: dict[int, tuple] = {}  # seq -> (item, send time), in send order
         self.resend: list[tuple[int, object]] = []
@@ -179,7 +204,7 @@ class _Edge:
             self.report.results[r.seq] = (list(r.classes), list(r.scores))
             self.report.latency_ms.append(1000 * (time.perf_counter() - item[1]))
             self.report.batches.append(r.batch)
-        self.window = min(self.window_max, self.window + 1)  # additive increase after a slow-down
+        self.window = min(self.opts.window, self.window + 1)  # additive increase after a slow-down
         self.can_send.set()
 
     async def _connection(self, it, t0: float) -> int:
@@ -187,27 +212,36 @@ class _Edge:
         channel = grpc.aio.secure_channel(self.target, self.creds) if self.creds else grpc.aio.insecure_channel(self.target)
         async with channel:
             call = channel.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)(
-                metadata=(("authorization", f"Bearer {self.token}"),) if self.token else None
+                metadata=(("authorization", f"Bearer {self.opts.token}"),) if self.opts.token else None
             )
-            header = self.coder.restart()
-            self.report.bytes_sent += len(header)
-            await call.write(pb.EdgeMessage(open=pb.Open(header=header, weights=self.coder.weights, top_k=self.top_k, edge_id=self.edge_id)))
-            sender = asyncio.ensure_future(self._send(call, it, t0))
-            sender.add_done_callback(lambda t: t.cancelled() or t.exception() is None or call.cancel())
-            got = len(self.report.results)
             try:
-                async for msg in call:
-                    self._receive(msg)
-                if sender.done() and sender.exception():
-                    raise sender.exception()  # the edge's own failure (coding), not the cloud's
-                code = await call.code()
-                if code != _S.OK:
-                    raise grpc.aio.AioRpcError(code, await call.initial_metadata(), await call.trailing_metadata(), await call.details())
-                await sender
-            finally:
-                sender.cancel()
-                await asyncio.gather(sender, return_exceptions=True)
-            return len(self.report.results) - got
+                return await self._exchange(call, it, t0)
+            except grpc.aio.AioRpcError as exc:
+                raise await _final_status(call, exc) from None
+
+    async def _exchange(self, call, it, t0: float) -> int:
+        """Open the stream, then send and receive concurrently until both sides are done."""
+        await call.initial_metadata()  # the cloud accepts the stream before the edge writes, or refuses it here
+        if call.done():
+            raise await _status_error(call)
+        header = self.coder.restart()
+        self.report.bytes_sent += len(header)
+        await call.write(pb.EdgeMessage(open=pb.Open(header=header, weights=self.coder.weights, top_k=self.opts.top_k, edge_id=self.opts.edge_id)))
+        sender = asyncio.ensure_future(self._send(call, it, t0))
+        sender.add_done_callback(lambda t: t.cancelled() or t.exception() is None or call.cancel())
+        got = len(self.report.results)
+        try:
+            async for msg in call:
+                self._receive(msg)
+            if sender.done() and sender.exception():
+                raise sender.exception()  # the edge's own failure (coding), not the cloud's
+            if await call.code() != _S.OK:
+                raise await _status_error(call)
+            await sender
+        finally:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        return len(self.report.results) - got
 
     def _requeue(self) -> None:
         """Unanswered frames go back in front of the queue, to be re-coded from an intra frame."""
@@ -239,73 +273,100 @@ class _Edge:
                     raise ServiceError(f"the cloud at {self.target} refused the stream: {why}", self.report) from None
                 failures += 1
             self._requeue()
-            if failures > self.max_retries:
+            if failures > self.opts.max_retries:
                 self._give_up(why)
                 self.report.seconds = time.perf_counter() - t0
-                raise ServiceError(f"gave up on the cloud at {self.target} after {self.max_retries} retries: {why}", self.report)
+                raise ServiceError(f"gave up on the cloud at {self.target} after {self.opts.max_retries} retries: {why}", self.report)
             self.report.reconnects += 1
+            log_event("edge_retry", target=self.target, failures=failures, reason=why)
             await asyncio.sleep(min(5.0, 0.2 * 2 ** (failures - 1)) * (0.5 + self.rng.random()))
         self.report.seconds = time.perf_counter() - t0
         return self.report
 
 
-def check_edge_options(target: str, insecure: bool = False, window: int = 8, top_k: int = 5, max_retries: int = 5, fps: float | None = None) -> None:
-    """Refuse a bad address or option with :class:`InputError` before any work."""
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise InputError(f"cloud address {target!r}: expected host:port with a port in 1..65535")
-    if insecure and not is_loopback(host.strip("[]")):
-        raise InputError(f"--insecure sends plaintext and is allowed only to loopback, not to {host!r}")
-    if window < 1 or top_k < 1 or max_retries < 0 or (fps is not None and not fps > 0):
-        raise InputError("window and top-k must be at least 1, retries not negative, fps positive")
+@dataclass
+class EdgeOptions:
+    """How an edge talks to the cloud.
+
+    Attributes:
+        insecure: plaintext, no TLS (loopback targets only).
+        ca: PEM file of the CA to trust (the server's own certificate when self-signed; None: system roots).
+        token: bearer token (never logged).
+        window: frames in flight (halved on a SLOW_DOWN request, grown back by one per result).
+        top_k: classes per result.
+        max_retries: reconnections in a row without a result before giving up.
+        seed: seed of the back-off jitter.
+        edge_id: free text for the cloud's logs.
+    """
+
+    insecure: bool = False
+    ca: str | None = None
+    token: str | None = None
+    window: int = 8
+    top_k: int = 5
+    max_retries: int = 5
+    seed: int = 0
+    edge_id: str = ""
+
+    def check(self, target: str) -> None:
+        """Refuse a bad address or option with :class:`InputError` before any work."""
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise InputError(f"cloud address {target!r}: expected host:port with a port in 1..65535")
+        if self.insecure and not is_loopback(host.strip("[]")):
+            raise InputError(f"--insecure sends plaintext and is allowed only to loopback, not to {host!r}")
+        if self.window < 1 or self.top_k < 1 or self.max_retries < 0:
+            raise InputError("window and top-k must be at least 1, retries not negative")
 
 
-async def stream_edge(
-    target: str,
-    coder: LiveCoder,
-    items: Iterable,
-    *,
-    insecure: bool = False,
-    ca: str | None = None,
-    token: str | None = None,
-    window: int = 8,
-    top_k: int = 5,
-    fps: float | None = None,
-    max_retries: int = 5,
-    seed: int = 0,
-    edge_id: str = "",
-) -> EdgeReport:
+async def stream_edge(target: str, coder: LiveCoder, items: Iterable, options: EdgeOptions | None = None, fps: float | None = None) -> EdgeReport:
     """Stream ``items`` (whatever ``coder.code`` takes) to the cloud at ``target`` (``host:port``).
 
     ``fps`` paces new frames in real time (None: as fast as the window allows).
-    TLS is used unless ``insecure`` (allowed for loopback targets only); ``ca``
-    is the PEM file to trust (the server's self-signed certificate, say).
+    Raises :class:`ServiceError` when the cloud refuses the stream or stays
+    unreachable; its ``report`` still accounts for every frame taken.
     """
-    check_edge_options(target, insecure, window, top_k, max_retries, fps)
-    creds = None if insecure else client_credentials(ca)
-    edge = _Edge(target, coder, creds=creds, token=token, window=window, top_k=top_k, fps=fps, max_retries=max_retries, seed=seed, edge_id=edge_id)
-    return await edge.run(items)
+    options = options or EdgeOptions()
+    options.check(target)
+    if fps is not None and not fps > 0:
+        raise InputError(f"frame rate must be positive, got {fps}")
+    return await _Edge(target, coder, options, fps).run(items)
 
 
-def run_edge(target: str, coder: LiveCoder, items: Iterable, **options) -> EdgeReport:
+def run_edge(target: str, coder: LiveCoder, items: Iterable, options: EdgeOptions | None = None, fps: float | None = None) -> EdgeReport:
     """Blocking :func:`stream_edge`."""
-    return asyncio.run(stream_edge(target, coder, items, **options))
+    return asyncio.run(stream_edge(target, coder, items, options, fps))
 
 
-def stream_video(target: str, video: str, start: int, frames: int, model: str, layer: str, weights: str, step: float, mode: str, realtime: bool = False, **options) -> tuple[EdgeReport, float]:
+@dataclass
+class VideoSource:
+    """What an edge streams: frames of a video through the edge sub-model, coded at ``step`` with ``mode``."""
+
+    video: str = "bikes.mp4"
+    start: int = 0
+    frames: int = 24
+    model: str = "efficientnet_lite0"
+    layer: str = "_blocks.4.add"
+    weights: str = "imagenet"
+    step: float = 4.0
+    mode: str = "block"
+
+
+def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = None, realtime: bool = False) -> tuple[EdgeReport, float]:
     """Run the edge sub-model on a clip, code its features and stream them; returns the report and the clip's fps."""
     from ..codec import Encoder
     from ..models import load_model, split_model, weights_fingerprint
     from ..pipeline import edge_features
 
-    check_edge_options(target, options.get("insecure", False), options.get("window", 8), options.get("top_k", 5), options.get("max_retries", 5))
-    net = load_model(model, weights)
-    split = split_model(net, layer)
-    clip = edge_features(video, split, start, frames)
+    options = options or EdgeOptions()
+    options.check(target)  # before any model or video is loaded
+    net = load_model(src.model, src.weights)
+    split = split_model(net, src.layer)
+    clip = edge_features(src.video, split, src.start, src.frames)
     shape = tuple(clip.features.shape[1:])
     coder = LiveCoder(
-        lambda: Encoder(shape, step, mode, model=model, layer=layer, fps=clip.fps, stride=split.stride, offset=split.offset),
+        lambda: Encoder(shape, src.step, src.mode, model=src.model, layer=src.layer, fps=clip.fps, stride=split.stride, offset=split.offset),
         weights_fingerprint(net),
     )
     items = list(zip(clip.features, clip.gray))
-    return run_edge(target, coder, items, fps=clip.fps if realtime else None, **options), clip.fps
+    return run_edge(target, coder, items, options, clip.fps if realtime else None), clip.fps

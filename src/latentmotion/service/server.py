@@ -272,7 +272,17 @@ def edge_weights(open_msg, header) -> str:
 
 
 class CloudServer:
-    """The gRPC server; :meth:`start`, then :meth:`drain` to stop."""
+    """The gRPC server; :meth:`start`, then :meth:`drain` to stop (both on the same event loop).
+
+    Example:
+        >>> import asyncio
+        >>> async def main():
+        ...     cloud = CloudServer(ServerConfig(port=0, insecure=True))
+        ...     port = await cloud.start()
+        ...     return port > 0, await cloud.drain()
+        >>> asyncio.run(main())
+        (True, True)
+    """
 
     def __init__(self, config: ServerConfig, backend=None) -> None:
         config.check()
@@ -299,6 +309,8 @@ class CloudServer:
         self.active += 1
         self.metrics.streams.inc()
         peer, t = context.peer(), time.perf_counter()
+        # Accepted: the edge waits for this before it writes, so a refusal never races its first message.
+        await context.send_initial_metadata(())
         try:
             n = await _Stream(self, context).run()
             log_event("stream_end", peer=peer, frames=n, seconds=round(time.perf_counter() - t, 3))

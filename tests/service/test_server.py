@@ -12,6 +12,7 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from latentmotion.codec import Encoder
+from latentmotion.errors import InputError
 from latentmotion.models import weights_fingerprint
 from latentmotion.service import EdgeOptions, ServiceError, stream_edge
 from latentmotion.service import cloud_pb2 as pb
@@ -150,6 +151,10 @@ def test_limits_are_enforced_before_allocation():
         assert big[0] == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-elements 1000" in big[1]
     finally:
         srv.stop()
+    with pytest.raises(InputError, match="expected MODEL:LAYER"):
+        ServerThread(preload=("efficientnet_lite0",))
+    with pytest.raises(InputError, match="unknown layer 'nope'"):
+        ServerThread(preload=("efficientnet_lite0:nope",))
     only = ServerThread(models=("resnet34",))
     try:
         got = asyncio.run(_raw(only.target, [_open(head)]))

@@ -81,6 +81,7 @@ class ServerConfig:
         ray: Ray cluster address to run the cloud models on Ray Serve (None: in process).
         drain_timeout: seconds a shutdown waits for open streams to finish.
         models: model names edges may ask for (empty: any); a model outside it is never built.
+        preload: ``model:layer`` cloud sub-models to load before serving, so first frames do not wait for them.
     """
 
     host: str = "127.0.0.1"
@@ -106,6 +107,7 @@ class ServerConfig:
     ray: str | None = None
     drain_timeout: float = 10.0
     models: tuple[str, ...] = ()
+    preload: tuple[str, ...] = ()
 
     def check(self) -> None:
         """Refuse impossible or unsafe options with :class:`InputError` before anything starts."""
@@ -125,6 +127,9 @@ class ServerConfig:
                 raise InputError(f"--insecure serves plaintext and is allowed only on loopback, not on {self.host!r}")
         elif not (self.cert and self.key and self.tokens):
             raise InputError("the server needs --cert, --key and --tokens (or --insecure, on loopback only)")
+        bad = [p for p in self.preload if p.count(":") != 1 or "" in p.split(":")]
+        if bad:
+            raise InputError(f"--preload {bad[0]!r}: expected MODEL:LAYER")
         if (self.cert is None) != (self.key is None):
             raise InputError("--cert and --key go together")
 
@@ -345,6 +350,13 @@ class CloudServer:
             raise InputError(f"cannot listen on {addr}: {str(exc).splitlines()[0]}") from None
         if not port:
             raise InputError(f"cannot listen on {addr} (port in use or bad host)")
+        for spec in cfg.preload:
+            try:
+                handle = await self.backend.open(*spec.split(":"), cfg.weights)
+                if getattr(handle, "nominal", None):
+                    await handle.check_shape(handle.nominal)  # one trial run: the first frames meet a warm model
+            except StreamError as exc:
+                raise InputError(f"--preload {spec}: {exc}") from None
         await self.server.start()
         for name in ("", SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

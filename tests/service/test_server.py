@@ -188,3 +188,12 @@ def test_an_edge_that_vanishes_mid_stream_ends_only_its_stream(server):
 
     rep = asyncio.run(main())
     assert server.metric("latentmotion_active_streams") == 0 and len(rep.results) == 3 and not rep.lost
+
+
+def test_a_full_stream_window_asks_the_edge_to_slow_down():
+    srv = ServerThread(max_pending=2, max_batch=2)
+    try:
+        rep = asyncio.run(stream_edge(srv.target, RecordingCoder(), _items(0, 12), EdgeOptions(insecure=True, window=8)))
+        assert rep.slow_downs >= 1 and len(rep.results) == 12 and not rep.lost
+    finally:
+        srv.stop()

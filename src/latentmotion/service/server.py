@@ -150,6 +150,7 @@ class _Stream:
         self.server, self.cfg, self.ctx = server, server.config, context
         self.out: asyncio.Queue = asyncio.Queue()  # futures of outgoing messages, in order
         self.window = asyncio.Semaphore(self.cfg.max_pending)
+        self.pending = 0  # frames read and not yet answered
         self.slowed = False
 
     async def _read(self):
@@ -168,6 +169,8 @@ class _Stream:
 
     async def _open(self) -> tuple[Decoder, CloudHandle, int]:
         msg = await self._read()
+        if msg is None and self.server.draining.is_set():
+            raise StreamError(_S.UNAVAILABLE, "", "the server is shutting down; reconnect")
         if msg is None:
             raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", "the stream ended before its Open message")
         if msg.WhichOneof("kind") != "open":
@@ -197,6 +200,7 @@ class _Stream:
             msg, release = await item
             await self.ctx.write(msg)
             if release:
+                self.pending -= 1
                 self.window.release()
 
     def _request(self, kind: int, seq: int, reason: str) -> None:
@@ -224,6 +228,7 @@ class _Stream:
             self.slowed = True
             self._request(pb.Request.SLOW_DOWN, frame.seq, f"{self.cfg.max_pending} frames pending")
         await self.window.acquire()
+        self.pending += 1
         try:
             x = await asyncio.to_thread(dec.decode_frame, frame.record)
         except BitstreamError as exc:
@@ -238,7 +243,7 @@ class _Stream:
             self.out.put_nowait(fut)
             # The reference is lost: a fresh decoder refuses predicted frames until an intra frame arrives.
             return Decoder(dec.header), bad + 1
-        if self.slowed and self.window._value > self.cfg.max_pending // 2:
+        if self.slowed and self.pending < self.cfg.max_pending // 2:
             self.slowed = False
         decode_ms = 1000 * (time.perf_counter() - t0)
         self.out.put_nowait(asyncio.ensure_future(self._classify(handle, x, frame.seq, k, t0, decode_ms)))

@@ -41,7 +41,7 @@ def serve(
     ray: str = typer.Option(None, help="run the cloud models on Ray Serve at this address ('local' starts one)"),
     drain_timeout: float = typer.Option(10.0, help="seconds a shutdown waits for open streams"),
     models: str = typer.Option("", help="comma-separated models edges may use (default: any)"),
-    preload: list[str] = typer.Option(None, help="MODEL:LAYER to load before serving (repeatable)"),
+    preload: list[str] = typer.Option(None, help="MODEL:LAYER to load before serving (repeatable)"),  # noqa: B008
 ) -> None:
     """Cloud side: decode edges' coded features and finish inference in batches (until SIGINT/SIGTERM)."""
     from ..service import ServerConfig

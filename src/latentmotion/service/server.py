@@ -168,6 +168,7 @@ class _Stream:
         return None if msg is grpc.aio.EOF else msg
 
     async def _open(self) -> tuple[Decoder, CloudHandle, int]:
+        """Read Open; check the header, the model, the weights and the shape. Sets ``self.header_bytes``."""
         msg = await self._read()
         if msg is None and self.server.draining.is_set():
             raise StreamError(_S.UNAVAILABLE, "", "the server is shutting down; reconnect")
@@ -176,6 +177,7 @@ class _Stream:
         if msg.WhichOneof("kind") != "open":
             raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", "the first message must be Open")
         self.server.metrics.bytes.inc(len(msg.open.header))
+        self.header_bytes = msg.open.header
         try:
             dec = Decoder.from_header_bytes(msg.open.header)
         except BitstreamError as exc:
@@ -242,7 +244,7 @@ class _Stream:
             fut.set_result((pb.CloudMessage(result=pb.Result(seq=frame.seq, error=f"frame not decoded: {exc}"[:300])), True))
             self.out.put_nowait(fut)
             # The reference is lost: a fresh decoder refuses predicted frames until an intra frame arrives.
-            return Decoder(dec.header), bad + 1
+            return Decoder.from_header_bytes(self.header_bytes), bad + 1
         if self.slowed and self.pending < self.cfg.max_pending // 2:
             self.slowed = False
         decode_ms = 1000 * (time.perf_counter() - t0)
@@ -253,7 +255,7 @@ class _Stream:
         """Serve the stream; returns frames received. Raises :class:`StreamError` to end it with a status."""
         dec, handle, k = await self._open()
         writer = asyncio.ensure_future(self._write_loop())
-        limit = dec.header.frame_limit() + 64  # a record is its payload plus a few bytes of framing
+        limit = record_limit(dec.header, self.cfg.max_message)
         n, expected, bad = 0, None, 0
         try:
             while (msg := await self._read()) is not None:
@@ -274,6 +276,13 @@ class _Stream:
         if self.server.draining.is_set():
             raise StreamError(_S.UNAVAILABLE, "", "the server is shutting down; reconnect")
         return n
+
+
+def record_limit(header, max_message: int) -> int:
+    """Largest frame record a stream of this header may send: the codec's own bound for the
+    header's shape plus a little framing when the codec offers one, else the message limit."""
+    bound = getattr(header, "frame_limit", None)
+    return min(max_message, bound() + 64) if callable(bound) else max_message
 
 
 def edge_weights(open_msg, header) -> str:

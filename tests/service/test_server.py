@@ -11,12 +11,12 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from latentmotion.codec import Encoder
+from latentmotion.codec import Decoder, Encoder
 from latentmotion.errors import InputError
 from latentmotion.models import weights_fingerprint
 from latentmotion.service import EdgeOptions, ServiceError, stream_edge
 from latentmotion.service import cloud_pb2 as pb
-from latentmotion.service.server import METHOD
+from latentmotion.service.server import METHOD, record_limit
 
 from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, fingerprint, make_encoder, reference
 
@@ -85,7 +85,7 @@ def _bad_clients():
         "half header": ([_open(head[: len(head) // 2])], S.INVALID_ARGUMENT, "bad stream header"),
         "frame first": ([_frame(0, recs[0])], S.INVALID_ARGUMENT, "must be Open"),
         "garbage frames": ([_open(head)] + [_frame(i, b"\x00garbage" * 9) for i in range(40)], S.INVALID_ARGUMENT, "bad stream: frame"),
-        "oversized frame": ([_open(head), _frame(0, bytes(400_000))], S.RESOURCE_EXHAUSTED, "exceeds"),
+        "oversized frame": ([_open(head), _frame(0, bytes(record_limit(Decoder.from_header_bytes(head).header, 4 << 20) + 1))], S.RESOURCE_EXHAUSTED, "exceeds"),
         "sequence gap": ([_open(head), _frame(0, recs[0]), _frame(2, recs[1])], S.DATA_LOSS, "expected frame 1, got 2"),
         "unknown model": ([_open(unknown)], S.NOT_FOUND, "did you mean 'resnet34'"),
         "shape mismatch": ([_open(other)], S.FAILED_PRECONDITION, "takes 40 channels"),

@@ -32,7 +32,6 @@ Example (a cloud in this process, three frames of zeros):
 from __future__ import annotations
 
 import asyncio
-import inspect
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -62,13 +61,17 @@ class ServiceError(LatentMotionError):
 
 
 class LiveCoder:
-    """Codes (tensor, gray frame) items with a fresh :class:`~latentmotion.codec.Encoder` per stream."""
+    """Codes (tensor, gray frame) items with a fresh :class:`~latentmotion.codec.Encoder` per stream.
+
+    An intra frame is always made by a fresh encoder: its header bytes equal the
+    old one's, its first frame is intra and its frame count starts again, which
+    is exactly what the cloud's fresh decoder expects after a failed frame.
+    """
 
     def __init__(self, make_encoder: Callable, weights: str) -> None:
         self.make, self.weights = make_encoder, weights
         self.enc = make_encoder()
         self.fresh = True  # the next frame is the encoder's first, hence intra
-        self._intra_kw = "intra" in inspect.signature(self.enc.encode).parameters
 
     def restart(self) -> bytes:
         """Header of a new stream; the next frame coded is intra."""
@@ -78,10 +81,6 @@ class LiveCoder:
     def code(self, item, intra: bool) -> bytes:
         x, frame = item
         if intra and not self.fresh:
-            # The one adapter for the codec's intra switch: without it, a fresh
-            # encoder (same header bytes) codes its first frame intra.
-            if self._intra_kw:
-                return self.enc.encode(x, frame, intra=True)
             self.enc = self.make()
         self.fresh = False
         return self.enc.encode(x, frame)

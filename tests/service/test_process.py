@@ -76,6 +76,9 @@ def test_server_restart_mid_stream_edge_resumes_and_signals_drain_to_exit_0():
         assert code == 0 and '"clean": true' in err  # SIGTERM: drained cleanly, exit 0
         assert not rep.lost and len(rep.results) == 12 and rep.reconnects >= 1
         assert [rep.results[s][0] for s in range(12)] == reference(coder, items)  # resumed frames decode exactly
+        # the edge command against the restarted cloud: one summary line
+        r = subprocess.run([*CLI, "stream", "--insecure", "--port", str(port), "--frames", "3"], capture_output=True, text=True, timeout=300, check=False)
+        assert r.returncode == 0 and "3 frames to" in r.stdout and "lost 0" in r.stdout, (r.stdout, r.stderr)
     finally:
         code2, _ = _stop(second, signal.SIGINT)
     assert code2 == 0  # an idle server asked to stop exits 0 too

@@ -198,3 +198,13 @@ def test_a_full_stream_window_asks_the_edge_to_slow_down():
         assert rep.slow_downs >= 1 and len(rep.results) == 12 and not rep.lost
     finally:
         srv.stop()
+
+
+def test_a_tensor_the_edge_cannot_code_raises_its_own_error(server):
+    items = _items(0, 2) + [(torch.full(features().shape[1:], float("nan")), None)]
+    with pytest.raises(InputError, match="NaN"):
+        asyncio.run(stream_edge(server.target, RecordingCoder(), items, EdgeOptions(insecure=True)))
+    t = time.perf_counter()
+    while server.metric("latentmotion_active_streams") > 0 and time.perf_counter() - t < 10:
+        time.sleep(0.05)  # the cloud notices the cancelled stream
+    assert server.metric("latentmotion_active_streams") == 0

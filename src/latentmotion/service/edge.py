@@ -52,6 +52,9 @@ _S = grpc.StatusCode
 RETRY = {_S.UNAVAILABLE, _S.RESOURCE_EXHAUSTED, _S.DEADLINE_EXCEEDED, _S.CANCELLED, _S.UNKNOWN, _S.INTERNAL, _S.ABORTED}
 
 
+_END = object()
+
+
 class ServiceError(LatentMotionError):
     """The cloud refused the stream, or could not be reached; ``report`` holds what was done."""
 
@@ -153,8 +156,8 @@ class _Edge:
     def _next(self, it):
         if self.resend:
             return self.resend.pop(0)
-        item = next(it, None)
-        if item is None:
+        item = next(it, _END)
+        if item is _END:
             return None
         seq = self.report.sent
         self.report.sent += 1
@@ -230,10 +233,16 @@ class _Edge:
         sender.add_done_callback(lambda t: t.cancelled() or t.exception() is None or call.cancel())
         got = len(self.report.results)
         try:
-            async for msg in call:
-                self._receive(msg)
-            if sender.done() and sender.exception():
-                raise sender.exception()  # the edge's own failure (coding), not the cloud's
+            try:
+                async for msg in call:
+                    self._receive(msg)
+            except asyncio.CancelledError:
+                # the sender failed (the edge's own error, e.g. a tensor it cannot code) and cancelled the call
+                if asyncio.current_task().cancelling() or not sender.done() or sender.cancelled() or not sender.exception():
+                    raise
+                raise sender.exception() from None
+            if sender.done() and not sender.cancelled() and sender.exception():
+                raise sender.exception()
             if await call.code() != _S.OK:
                 raise await _status_error(call)
             await sender

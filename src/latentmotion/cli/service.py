@@ -1,34 +1,70 @@
-"""Commands of the edge-to-cloud service: serve, stream."""
+"""Commands of the edge-to-cloud service: serve, stream (see docs/service.md)."""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+from pathlib import Path
+
 import typer
-from rich.table import Table
 
 from ..errors import InputError
 from ._app import app, console
-from .codec import _edge_features
+
+
+def _logs() -> None:
+    """One JSON line per event on stderr."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
 
 @app.command()
 def serve(
     port: int = typer.Option(5050, min=0, max=65535, help="TCP port (0: any free port)"),
     host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    weights: str = typer.Option("imagenet", help="weights of the cloud sub-model"),
-    connections: int = typer.Option(1, help="edges to serve before exiting (0: forever)"),
+    weights: str = typer.Option("imagenet", help="weights of the cloud models: imagenet, random or a state-dict file"),
+    cert: str = typer.Option(None, help="TLS certificate chain (PEM)"),
+    key: str = typer.Option(None, help="TLS private key (PEM)"),
+    tokens: str = typer.Option(None, help="file of accepted token SHA-256 digests, one a line"),
+    insecure: bool = typer.Option(False, help="plaintext, no TLS (loopback hosts only)"),
+    max_streams: int = typer.Option(64, help="edge streams served at once"),
+    max_pending: int = typer.Option(32, help="unanswered frames per stream"),
+    max_queue: int = typer.Option(512, help="frames waiting for the model, all streams"),
+    max_message: int = typer.Option(4 << 20, help="largest gRPC message, bytes"),
+    max_elements: int = typer.Option(1 << 21, help="largest tensor (C*H*W) a stream may announce"),
+    idle_timeout: float = typer.Option(30.0, help="seconds of silence that end a stream"),
+    max_models: int = typer.Option(4, help="cloud sub-models kept loaded"),
+    max_batch: int = typer.Option(16, help="largest model batch"),
+    max_wait_ms: float = typer.Option(5.0, help="longest wait to fill a batch, ms"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    metrics_port: int = typer.Option(None, help="serve Prometheus metrics on this port"),
+    ray: str = typer.Option(None, help="run the cloud models on Ray Serve at this address ('local' starts one)"),
+    drain_timeout: float = typer.Option(10.0, help="seconds a shutdown waits for open streams"),
+    models: str = typer.Option("", help="comma-separated models edges may use (default: any)"),
+    preload: list[str] = typer.Option(None, help="MODEL:LAYER to load before serving (repeatable)"),  # noqa: B008
 ) -> None:
-    """Cloud side: decode coded features from an edge and finish inference."""
-    from functools import lru_cache
+    """Cloud side: decode edges' coded features and finish inference in batches (until SIGINT/SIGTERM)."""
+    from ..service import ServerConfig
+    from ..service import serve as run_server
 
-    from ..models import load_model, split_model
-    from ..transport import serve as run_server
+    _logs()
+    cfg = ServerConfig(
+        host, port, weights, cert, key, tokens, insecure, max_streams, max_pending, max_queue, max_message, max_elements,
+        idle_timeout=idle_timeout, max_models=max_models, max_batch=max_batch, max_wait_ms=max_wait_ms, device=device,
+        metrics_port=metrics_port, ray=ray, drain_timeout=drain_timeout, models=tuple(filter(None, models.split(","))), preload=tuple(preload or ()),
+    )  # fmt: skip
+    code = run_server(cfg, ready=lambda p: console.print(f"listening on {host}:{p}", soft_wrap=True))
+    raise typer.Exit(code)
 
-    @lru_cache(maxsize=4)
-    def load(model: str, layer: str):
-        return split_model(load_model(model, weights), layer)
 
-    n = run_server(host, port, load, connections, ready=lambda p: console.print(f"listening on {host}:{p}"))
-    console.print(f"served {n} frames")
+def _token(token_file: str | None) -> str | None:
+    """The bearer token: from a file (never the command line, which other users can read), else $LATENTMOTION_TOKEN."""
+    if token_file:
+        p = Path(token_file)
+        if not p.is_file() or p.stat().st_size > 4096:
+            raise InputError(f"token file {p} does not exist or is larger than 4096 bytes")
+        return p.read_text().strip()
+    return os.environ.get("LATENTMOTION_TOKEN")
 
 
 @app.command()
@@ -43,22 +79,26 @@ def stream(
     weights: str = typer.Option("imagenet"),
     step: float = typer.Option(4.0, help="quantisation step"),
     mode: str = typer.Option("block", help="zero, affine, block or input"),
+    ca: str = typer.Option(None, help="CA certificate to trust (PEM; the server's own if self-signed)"),
+    token_file: str = typer.Option(None, help="file holding this edge's token (default: $LATENTMOTION_TOKEN)"),
+    insecure: bool = typer.Option(False, help="plaintext, no TLS (loopback only)"),
+    realtime: bool = typer.Option(False, help="pace frames at the video's frame rate"),
+    window: int = typer.Option(8, help="frames in flight"),
+    retries: int = typer.Option(5, help="reconnection attempts in a row"),
+    seed: int = typer.Option(0, help="seed of the reconnection jitter"),
 ) -> None:
-    """Edge side: run the edge sub-model on video, code and stream the features to a cloud."""
-    from ..codec import Encoder
-    from ..transport import stream as run_stream
+    """Edge side: run the edge sub-model on video, code the features and stream them to a cloud over gRPC."""
+    from ..service import EdgeOptions, VideoSource, stream_video
 
-    split, clip = _edge_features(video, start, frames, model, layer, weights)
-    fps = clip.fps
-    enc = Encoder(tuple(clip.features.shape[1:]), step, mode, model=model, layer=layer, fps=fps, stride=split.stride, offset=split.offset)
-    try:
-        rep = run_stream(list(clip.features), enc, host, port, list(clip.gray))
-    except OSError as exc:
-        raise InputError(f"cannot reach the cloud at {host}:{port}: {exc}") from None
-    t = Table(title=f"{rep.frames} frames to {host}:{port}")
-    for col in ("frame", "type", "top-1", "score", "round trip ms"):
-        t.add_column(col)
-    for r, st, ms in zip(rep.results, enc.stats, rep.round_trip_ms):
-        t.add_row(str(r["index"]), st.kind, str(r["top1"]), f"{r['score']:.3f}", f"{ms:.1f}")
-    console.print(t)
-    console.print(f"{rep.bytes_sent} bytes, {8 * rep.bytes_sent / rep.frames * fps / 1000:.1f} kbit/s at {fps:g} fps")
+    _logs()
+    opts = EdgeOptions(insecure=insecure, ca=ca, token=_token(token_file), window=window, max_retries=retries, seed=seed)
+    src = VideoSource(video, start, frames, model, layer, weights, step, mode)
+    rep, fps = stream_video(f"{host}:{port}", src, opts, realtime)
+    s = rep.summary(fps)
+    console.print(
+        f"{s['frames']} frames to {host}:{port}: {s['kbit_s']:.1f} kbit/s at {fps:g} fps, latency p50 {s['p50_ms']:.1f} ms "
+        f"p99 {s['p99_ms']:.1f} ms, mean batch {s['mean_batch']:.1f}, lost {s['lost']}, reconnects {s['reconnects']}",
+        soft_wrap=True,
+    )
+    if rep.lost:
+        raise typer.Exit(1)

@@ -1,0 +1,153 @@
+"""Edge-to-cloud service throughput and latency on loopback (issue 11).
+
+EfficientNet-Lite0 (trained) cut at ``_blocks.4.add``; 24 frames of bikes.mp4
+are coded once (block motion, step 4) and the pre-coded records are streamed
+over and over by 1, 4 and 16 concurrent edges (plaintext gRPC on 127.0.0.1,
+the edges in a separate process so they do not share the server's
+interpreter). Each edge keeps ``ceil(2 * max_batch / edges)`` frames in flight:
+enough, all edges together, to fill one batch while the previous one runs, and
+no more (more in flight only adds queueing delay).
+
+For each edge count it prints aggregate frames/s, latency p50/p99 seen by the
+edges (send -> result), the mean model batch, lost frames (must be 0) and the
+ratio of the aggregate to the cloud sub-model's own batched throughput
+(batches of ``max_batch`` decoded tensors, no network, no decoding), measured
+in the same process just before and just after (their mean). Targets at 16 edges: ratio >= 0.7 and
+p99 < 250 ms (2 cores).
+
+    .venv/bin/python benchmarks/bench_service.py [--frames 128] [--max-batch 8] [--device auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing as mp
+import sys
+import threading
+import time
+
+import numpy as np
+import torch
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from _util import table
+
+MODEL, LAYER, VIDEO, N, STEP = "efficientnet_lite0", "_blocks.4.add", "bikes.mp4", 24, 4.0
+
+
+class PrecodedCoder:
+    """Replays pre-coded records: item i is record i mod N (record 0 is intra, so the loop is a valid stream)."""
+
+    def __init__(self, header: bytes, records: list[bytes], weights: str) -> None:
+        self.header, self.records, self.weights = header, records, weights
+
+    def restart(self) -> bytes:
+        return self.header
+
+    def code(self, item: int, intra: bool) -> bytes:
+        return self.records[item % len(self.records)]
+
+
+def _edges(target: str, header: bytes, records: list[bytes], weights: str, edges: int, per_edge: int, window: int) -> dict:
+    """Run ``edges`` concurrent edges (in the child process) and pool their reports."""
+    torch.set_num_threads(1)
+    from latentmotion.service import EdgeOptions, stream_edge
+
+    async def main():
+        coders = [PrecodedCoder(header, records, weights) for _ in range(edges)]
+        t = time.perf_counter()
+        reps = await asyncio.gather(*(stream_edge(target, c, range(per_edge), EdgeOptions(insecure=True, window=window, seed=i)) for i, c in enumerate(coders)))
+        return reps, time.perf_counter() - t
+
+    reps, seconds = asyncio.run(main())
+    return {
+        "answered": sum(len(r.results) for r in reps),
+        "lost": sum(len(r.lost) for r in reps),
+        "latency": [v for r in reps for v in r.latency_ms],
+        "seconds": seconds,
+    }
+
+
+def _cloud_alone(cloud: torch.nn.Module, xs: torch.Tensor, batch: int, device: str, repeats: int = 4) -> float:
+    """Frames/s of the cloud sub-model on full batches of decoded tensors (median of ``repeats``)."""
+    xb = torch.cat([xs] * math.ceil(batch / len(xs)))[:batch].to(device)
+    times = []
+    with torch.no_grad():
+        cloud(xb)
+        for _ in range(repeats):
+            t = time.perf_counter()
+            cloud(xb)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+    return batch / float(np.median(times))
+
+
+def _server(max_batch: int, device: str):
+    from latentmotion.service import CloudServer, ServerConfig
+
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    cfg = ServerConfig(port=0, insecure=True, max_batch=max_batch, max_wait_ms=5.0, device=device, max_pending=64)
+
+    async def make():
+        return CloudServer(cfg)
+
+    srv = asyncio.run_coroutine_threadsafe(make(), loop).result()
+    port = asyncio.run_coroutine_threadsafe(srv.start(), loop).result()
+    return srv, loop, f"127.0.0.1:{port}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=128, help="frames per edge count, all edges together")
+    ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--edges", type=int, nargs="+", default=[1, 4, 16])
+    args = ap.parse_args()
+    import latentmotion as lm
+    from latentmotion.codec import Encoder
+    from latentmotion.pipeline import edge_features
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    net = lm.load_model(MODEL)
+    split = lm.split_model(net, LAYER)
+    clip = edge_features(VIDEO, split, 0, N)
+    enc = Encoder(tuple(clip.features.shape[1:]), STEP, "block", model=MODEL, layer=LAYER, fps=clip.fps, stride=split.stride, offset=split.offset)
+    header, records = enc.header_bytes(), [enc.encode(x) for x in clip.features]
+    recon = torch.stack(enc.reconstructions)
+    weights = lm.models.weights_fingerprint(net)
+    cloud = split.cloud.to(device).eval()
+
+    srv, loop, target = _server(args.max_batch, device)
+    ctx = mp.get_context("spawn")
+    rows = []
+    with ctx.Pool(1) as pool:
+        pool.apply(_edges, (target, header, records, weights, 1, 4, 1))  # warm-up: the server loads its model
+        for e in args.edges:
+            before = _cloud_alone(cloud, recon, args.max_batch, device)
+            batches_before = len(srv.backend.batcher.batches)
+            window = max(1, math.ceil(2 * args.max_batch / e))
+            r = pool.apply(_edges, (target, header, records, weights, e, max(1, args.frames // e), window))
+            batches = srv.backend.batcher.batches[batches_before:]
+            alone = (before + _cloud_alone(cloud, recon, args.max_batch, device)) / 2  # the machine's load drifts
+            fps = r["answered"] / r["seconds"]
+            lat = np.array(r["latency"])
+            rows.append((
+                e, window, r["answered"], f"{fps:.1f}", f"{np.percentile(lat, 50):.0f}", f"{np.percentile(lat, 99):.0f}",
+                f"{np.mean(batches):.1f}", r["lost"], f"{alone:.1f}", f"{fps / alone:.2f}",
+            ))  # fmt: skip
+    asyncio.run_coroutine_threadsafe(srv.drain(5), loop).result()
+    name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"service on loopback, {MODEL} {LAYER}, block motion step {STEP}, max batch {args.max_batch}, device {name}")
+    print(table(rows, ("edges", "window", "frames", "frames/s", "p50 ms", "p99 ms", "mean batch", "lost", "cloud alone f/s", "ratio")))
+    ok = rows[-1][-3] == 0
+    print(f"targets at {rows[-1][0]} edges: ratio >= 0.7: {float(rows[-1][-1]) >= 0.7}; p99 < 250 ms: {float(rows[-1][5]) < 250}; lost == 0: {ok}")
+    if any(r[7] for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

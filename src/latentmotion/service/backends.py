@@ -1,0 +1,146 @@
+"""Where the cloud sub-model runs: in this process (default) or on Ray Serve.
+
+A backend turns ``(model, layer, weights)`` into a :class:`CloudHandle` that
+knows the weights fingerprint of the whole model and classifies one decoded
+tensor at a time (batching happens behind it). Handles live in a bounded LRU
+cache keyed by ``(model, layer, weights)``; loading runs on a thread so other
+streams keep flowing, and two streams asking for the same model share one load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+import torch
+from torch import nn
+
+from ..errors import InputError, UnknownNameError, WeightsUnavailableError
+from .batcher import Batcher, Prediction
+
+__all__ = ["CloudHandle", "LocalBackend", "ModelCache", "StreamError", "load_cloud", "probe_shape"]
+
+
+class StreamError(Exception):
+    """Ends one stream with a gRPC status; ``kind`` labels the error metric."""
+
+    def __init__(self, code: grpc.StatusCode, kind: str, msg: str) -> None:
+        super().__init__(msg)
+        self.code, self.kind = code, kind
+
+
+def load_cloud(model: str, layer: str, weights: str) -> tuple[nn.Module, str, tuple[int, int, int]]:
+    """Cloud sub-model of ``model`` cut at ``layer``, the fingerprint of the whole model's weights,
+    and the layer's tensor shape for a 224x224 input (the nominal shape)."""
+    from ..models import load_model, split_model, weights_fingerprint
+
+    try:
+        net = load_model(model, weights)
+        split = split_model(net, layer)
+        with torch.no_grad():
+            nominal = tuple(split.edge(torch.zeros(1, 3, 224, 224)).shape[1:])
+        return split.cloud.eval(), weights_fingerprint(net), nominal
+    except UnknownNameError as exc:
+        raise StreamError(grpc.StatusCode.NOT_FOUND, "unknown_model", str(exc)) from None
+    except WeightsUnavailableError as exc:
+        raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "weights_unavailable", str(exc)) from None
+    except InputError as exc:
+        raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "bad_layer", str(exc)) from None
+
+
+MAX_AREA_FACTOR = 4  # a stream's latent grid may cover at most 4x the nominal (224 px input) area
+
+
+@torch.no_grad()
+def probe_shape(net: nn.Module, nominal: tuple[int, int, int], shape: tuple[int, int, int], device: str = "cpu") -> str:
+    """'' when ``net`` takes tensors of ``shape``, else why not. The channel count and the
+    area are checked first, so the trial run never costs more than a few nominal frames."""
+    if shape[0] != nominal[0] or shape[1] * shape[2] > MAX_AREA_FACTOR * nominal[1] * nominal[2]:
+        return f"the cloud sub-model takes {nominal[0]} channels and at most {MAX_AREA_FACTOR}x the area of {nominal}, not tensors of shape {shape}"
+    try:
+        net(torch.zeros(1, *shape, device=device))
+        return ""
+    except Exception as exc:  # noqa: BLE001  (a shape the model cannot take fails in many ways)
+        return f"the cloud sub-model cannot take tensors of shape {shape}: {str(exc).splitlines()[0][:200]}"
+
+
+class CloudHandle:
+    """One cloud sub-model: its weights fingerprint, a shape check and batched inference."""
+
+    fingerprint: str
+
+    async def check_shape(self, shape: tuple[int, int, int]) -> None:
+        raise NotImplementedError
+
+    async def infer(self, x: torch.Tensor, k: int) -> Prediction:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Called when the cache evicts the handle."""
+
+
+@dataclass
+class ModelCache:
+    """At most ``max_models`` handles, least recently used evicted first."""
+
+    make: Callable[[str, str, str], CloudHandle]
+    max_models: int = 4
+    _entries: OrderedDict = field(default_factory=OrderedDict)
+
+    async def get(self, model: str, layer: str, weights: str) -> CloudHandle:
+        key = (model, layer, weights)
+        if key not in self._entries:
+            self._entries[key] = asyncio.ensure_future(asyncio.to_thread(self.make, model, layer, weights))
+        task = self._entries[key]
+        self._entries.move_to_end(key)
+        try:
+            handle = await asyncio.shield(task)
+        except Exception:
+            if self._entries.get(key) is task:  # a failed load is not cached: the next stream retries
+                del self._entries[key]
+            raise
+        while len(self._entries) > self.max_models:
+            _, old = self._entries.popitem(last=False)
+            if old.done() and not old.exception():
+                old.result().close()
+        return handle
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _LocalHandle(CloudHandle):
+    def __init__(self, net: nn.Module, fingerprint: str, nominal: tuple[int, int, int], batcher: Batcher) -> None:
+        self.net, self.fingerprint, self.nominal, self.batcher = net.to(batcher.device), fingerprint, nominal, batcher
+        self._shapes: dict[tuple, str] = {}
+
+    async def check_shape(self, shape: tuple[int, int, int]) -> None:
+        if shape not in self._shapes:
+            if len(self._shapes) > 64:  # a bounded memo: hostile headers cannot grow it
+                self._shapes.clear()
+            self._shapes[shape] = await asyncio.to_thread(probe_shape, self.net, self.nominal, shape, self.batcher.device)
+        if self._shapes[shape]:
+            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "shape_mismatch", self._shapes[shape])
+
+    async def infer(self, x: torch.Tensor, k: int) -> Prediction:
+        return await self.batcher.infer(self.net, x, k)
+
+    def close(self) -> None:
+        self.batcher.forget(self.net)
+
+
+class LocalBackend:
+    """The cloud sub-model in this process, batched by a :class:`Batcher`."""
+
+    def __init__(self, batcher: Batcher, max_models: int = 4, load: Callable[[str, str, str], tuple] = load_cloud) -> None:
+        self.batcher = batcher
+        self.cache = ModelCache(lambda m, l, w: _LocalHandle(*load(m, l, w), batcher), max_models)
+
+    async def open(self, model: str, layer: str, weights: str) -> CloudHandle:
+        return await self.cache.get(model, layer, weights)
+
+    async def close(self) -> None:
+        await self.batcher.close()

@@ -1,0 +1,458 @@
+"""The cloud: an asyncio gRPC server that decodes many edges' streams and classifies them in batches.
+
+One stream per edge (``latentmotion.service.v1.Cloud/Infer``): an ``Open``
+message with the codec header and the edge's weights fingerprint, then frames
+with consecutive sequence numbers. Each stream has its own decoder; decoded
+tensors of all streams meet in the backend's batches. Whatever a client sends
+can end only its own stream, with a gRPC status naming the problem:
+
+==========================  ====================  =============================
+problem                     status                metric kind
+==========================  ====================  =============================
+missing or wrong token      UNAUTHENTICATED       unauthenticated
+too many streams            RESOURCE_EXHAUSTED    too_many_streams
+unknown model or layer      NOT_FOUND / INVALID   unknown_model / bad_layer
+weights fingerprint differs FAILED_PRECONDITION   weights_mismatch
+tensor shape does not fit   FAILED_PRECONDITION   shape_mismatch
+header or frames damaged    INVALID_ARGUMENT      bad_stream
+tensor or frame too large   RESOURCE_EXHAUSTED    too_large
+sequence gap                DATA_LOSS             sequence_gap
+no message for a while      DEADLINE_EXCEEDED     idle
+server draining             UNAVAILABLE           (none)
+==========================  ====================  =============================
+
+A frame that fails to decode gets a result with ``error`` set and a request
+for an intra frame; the stream goes on from the next intra frame, and ends
+after ``max_bad_frames + max_pending`` failures in a row (the frames already
+in flight when the edge hears the request fail as well).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from ..codec import BitstreamError, Decoder
+from ..errors import InputError
+from . import cloud_pb2 as pb
+from .auth import TokenSet, is_loopback, server_credentials
+from .backends import CloudHandle, LocalBackend, StreamError
+from .batcher import Batcher
+from .metrics import Metrics, log_event
+
+__all__ = ["METHOD", "SERVICE", "CloudServer", "ServerConfig", "serve"]
+
+SERVICE = "latentmotion.service.v1.Cloud"
+METHOD = f"/{SERVICE}/Infer"
+_S = grpc.StatusCode
+
+
+@dataclass
+class ServerConfig:
+    """Options of the cloud; every limit is enforced before the memory it guards is allocated.
+
+    Attributes:
+        host, port: where to listen (port 0: any free port).
+        weights: weights of the cloud models (``imagenet``, ``random`` or a state-dict path).
+        cert, key: TLS certificate chain and private key (PEM files).
+        tokens: file of accepted token digests (see :mod:`latentmotion.service.auth`).
+        insecure: plaintext and no TLS; allowed only on a loopback host.
+        max_streams: open streams at once; more get RESOURCE_EXHAUSTED.
+        max_pending: frames of one stream received but not yet answered (its window).
+        max_queue: frames waiting for the model, all streams together.
+        max_message: largest gRPC message in bytes.
+        max_elements: largest tensor (C*H*W) a stream's header may announce.
+        max_bad_frames: failed frames in a row, beyond a window, before the stream ends.
+        idle_timeout: seconds without a message before a stream (or an idle connection) ends.
+        max_models: cloud sub-models kept loaded (LRU).
+        max_batch, max_wait_ms: dynamic batching limits.
+        device: ``auto`` (GPU when there is one), ``cpu`` or ``cuda``.
+        top_k: classes per result when the edge does not say.
+        metrics_port: Prometheus HTTP port (None: no endpoint).
+        ray: Ray cluster address to run the cloud models on Ray Serve (None: in process).
+        drain_timeout: seconds a shutdown waits for open streams to finish.
+        models: model names edges may ask for (empty: any); a model outside it is never built.
+        preload: ``model:layer`` cloud sub-models to load before serving, so first frames do not wait for them.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 5050
+    weights: str = "imagenet"
+    cert: str | None = None
+    key: str | None = None
+    tokens: str | None = None
+    insecure: bool = False
+    max_streams: int = 64
+    max_pending: int = 32
+    max_queue: int = 512
+    max_message: int = 4 << 20
+    max_elements: int = 1 << 21
+    max_bad_frames: int = 3
+    idle_timeout: float = 30.0
+    max_models: int = 4
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    device: str = "auto"
+    top_k: int = 5
+    metrics_port: int | None = None
+    ray: str | None = None
+    drain_timeout: float = 10.0
+    models: tuple[str, ...] = ()
+    preload: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Refuse impossible or unsafe options with :class:`InputError` before anything starts."""
+        for name in ("port", "metrics_port"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 65535:
+                raise InputError(f"--{name.replace('_', '-')} {v} is not a TCP port (0..65535)")
+        for name in ("max_streams", "max_pending", "max_queue", "max_message", "max_elements", "max_models", "max_batch", "top_k"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if not (self.idle_timeout > 0 and self.max_wait_ms >= 0 and self.drain_timeout >= 0 and self.max_bad_frames >= 0):
+            raise InputError("--idle-timeout must be positive; --max-wait-ms, --drain-timeout and --max-bad-frames not negative")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"--device {self.device!r}: choose auto, cpu or cuda")
+        if self.insecure:
+            if not is_loopback(self.host):
+                raise InputError(f"--insecure serves plaintext and is allowed only on loopback, not on {self.host!r}")
+        elif not (self.cert and self.key and self.tokens):
+            raise InputError("the server needs --cert, --key and --tokens (or --insecure, on loopback only)")
+        bad = [p for p in self.preload if p.count(":") != 1 or "" in p.split(":")]
+        if bad:
+            raise InputError(f"--preload {bad[0]!r}: expected MODEL:LAYER")
+        if (self.cert is None) != (self.key is None):
+            raise InputError("--cert and --key go together")
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA device on this machine")
+        return self.device
+
+
+class _Stream:
+    """One edge's stream: reads, decodes in order, sends frames to the model, answers in order."""
+
+    def __init__(self, server: CloudServer, context: grpc.aio.ServicerContext) -> None:
+        self.server, self.cfg, self.ctx = server, server.config, context
+        self.out: asyncio.Queue = asyncio.Queue()  # futures of outgoing messages, in order
+        self.window = asyncio.Semaphore(self.cfg.max_pending)
+        self.pending = 0  # frames read and not yet answered
+        self.slowed = False
+
+    async def _read(self):
+        """Next message; None at the end of the stream or when the server drains."""
+        read = asyncio.ensure_future(self.ctx.read())
+        drain = asyncio.ensure_future(self.server.draining.wait())
+        done, _ = await asyncio.wait({read, drain}, timeout=self.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED)
+        drain.cancel()
+        if read not in done:
+            read.cancel()
+            if not done:
+                raise StreamError(_S.DEADLINE_EXCEEDED, "idle", f"no message for {self.cfg.idle_timeout:g} s")
+            return None
+        msg = read.result()
+        return None if msg is grpc.aio.EOF else msg
+
+    async def _open(self) -> tuple[Decoder, CloudHandle, int]:
+        """Read Open; check the header, the model, the weights and the shape. Sets ``self.header_bytes``."""
+        msg = await self._read()
+        if msg is None and self.server.draining.is_set():
+            raise StreamError(_S.UNAVAILABLE, "", "the server is shutting down; reconnect")
+        if msg is None:
+            raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", "the stream ended before its Open message")
+        if msg.WhichOneof("kind") != "open":
+            raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", "the first message must be Open")
+        self.server.metrics.bytes.inc(len(msg.open.header))
+        self.header_bytes = msg.open.header
+        try:
+            dec = Decoder.from_header_bytes(msg.open.header)
+        except BitstreamError as exc:
+            raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", f"bad stream header: {exc}") from None
+        h = dec.header
+        if h.shape[0] * h.shape[1] * h.shape[2] > self.cfg.max_elements:
+            raise StreamError(_S.RESOURCE_EXHAUSTED, "too_large", f"tensor shape {h.shape} exceeds the server's --max-elements {self.cfg.max_elements}")
+        if self.cfg.models and h.model not in self.cfg.models:
+            raise StreamError(_S.NOT_FOUND, "unknown_model", f"model {h.model!r} is not served here; served: {', '.join(self.cfg.models)}")
+        handle = await self.server.backend.open(h.model, h.layer, self.cfg.weights)
+        edge_fp = edge_weights(msg.open, h)
+        if edge_fp != handle.fingerprint:
+            raise StreamError(
+                _S.FAILED_PRECONDITION, "weights_mismatch",
+                f"weights mismatch for {h.model}: edge {edge_fp or 'sent no fingerprint'}, cloud {handle.fingerprint} ({self.cfg.weights})",
+            )
+        await handle.check_shape(h.shape)
+        return dec, handle, msg.open.top_k or self.cfg.top_k
+
+    async def _write_loop(self) -> None:
+        while (item := await self.out.get()) is not None:
+            msg, release = await item
+            await self.ctx.write(msg)
+            if release:
+                self.pending -= 1
+                self.window.release()
+
+    def _request(self, kind: int, seq: int, reason: str) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result((pb.CloudMessage(request=pb.Request(kind=kind, seq=seq, reason=reason)), False))
+        self.out.put_nowait(fut)
+
+    async def _classify(self, handle: CloudHandle, x, seq: int, k: int, t0: float, decode_ms: float):
+        try:
+            p = await handle.infer(x, k)
+            res = pb.Result(seq=seq, classes=p.classes, scores=p.scores, decode_ms=decode_ms, infer_ms=p.infer_ms, batch=p.batch)
+            self.server.metrics.frames.inc()
+            self.server.metrics.batch.observe(p.batch)
+        except Exception as exc:  # noqa: BLE001  (a failed model call loses this frame only; the edge reports it)
+            self.server.metrics.errors.labels(kind="model").inc()
+            res = pb.Result(seq=seq, error=f"model failed: {type(exc).__name__}: {exc}"[:300])
+        res.server_ms = 1000 * (time.perf_counter() - t0)
+        self.server.metrics.latency.observe(res.server_ms / 1000)
+        return pb.CloudMessage(result=res), True
+
+    async def _frame(self, dec: Decoder, handle: CloudHandle, frame, k: int, bad: int) -> tuple[Decoder, int]:
+        """Decode one frame and queue its classification; returns the decoder to go on with and the bad-frame run."""
+        t0 = time.perf_counter()
+        if self.window.locked() and not self.slowed:
+            self.slowed = True
+            self._request(pb.Request.SLOW_DOWN, frame.seq, f"{self.cfg.max_pending} frames pending")
+        await self.window.acquire()
+        self.pending += 1
+        try:
+            x = await asyncio.to_thread(dec.decode_frame, frame.record)
+        except BitstreamError as exc:
+            # Frames the edge sent before it saw the intra request fail too: up to a window of them is expected.
+            if bad + 1 > self.cfg.max_bad_frames + self.cfg.max_pending:
+                raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", f"bad stream: frame {frame.seq}: {exc}") from None
+            self.server.metrics.errors.labels(kind="bad_frame").inc()
+            if not bad:  # one request per run of failures, ahead of the result so the edge's next frame is intra
+                self._request(pb.Request.INTRA, frame.seq, "decoding needs an intra frame")
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result((pb.CloudMessage(result=pb.Result(seq=frame.seq, error=f"frame not decoded: {exc}"[:300])), True))
+            self.out.put_nowait(fut)
+            # The reference is lost: a fresh decoder refuses predicted frames until an intra frame arrives.
+            return Decoder.from_header_bytes(self.header_bytes), bad + 1
+        if self.slowed and self.pending < self.cfg.max_pending // 2:
+            self.slowed = False
+        decode_ms = 1000 * (time.perf_counter() - t0)
+        self.out.put_nowait(asyncio.ensure_future(self._classify(handle, x, frame.seq, k, t0, decode_ms)))
+        return dec, 0
+
+    async def run(self) -> int:
+        """Serve the stream; returns frames received. Raises :class:`StreamError` to end it with a status."""
+        dec, handle, k = await self._open()
+        writer = asyncio.ensure_future(self._write_loop())
+        limit = record_limit(dec.header, self.cfg.max_message)
+        n, expected, bad = 0, None, 0
+        try:
+            while (msg := await self._read()) is not None:
+                if msg.WhichOneof("kind") != "frame":
+                    raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", "a second Open in one stream")
+                f = msg.frame
+                if expected is not None and f.seq != expected:
+                    raise StreamError(_S.DATA_LOSS, "sequence_gap", f"sequence gap: expected frame {expected}, got {f.seq}")
+                if len(f.record) > limit:
+                    raise StreamError(_S.RESOURCE_EXHAUSTED, "too_large", f"frame {f.seq} of {len(f.record)} bytes exceeds {limit} for shape {dec.header.shape}")
+                self.server.metrics.bytes.inc(len(f.record))
+                dec, bad = await self._frame(dec, handle, f, k, bad)
+                expected, n = f.seq + 1, n + 1
+            self.out.put_nowait(None)
+            await writer  # every frame read gets its answer before the stream closes
+        finally:
+            writer.cancel()
+        if self.server.draining.is_set():
+            raise StreamError(_S.UNAVAILABLE, "", "the server is shutting down; reconnect")
+        return n
+
+
+def record_limit(header, max_message: int) -> int:
+    """Largest frame record a stream of this header may send: the codec's own bound for the
+    header's shape plus a little framing when the codec offers one, else the message limit."""
+    bound = getattr(header, "frame_limit", None)
+    return min(max_message, bound() + 64) if callable(bound) else max_message
+
+
+def edge_weights(open_msg, header) -> str:
+    """The edge's weights fingerprint: the Open message's, else the codec header's (when it carries one)."""
+    return open_msg.weights or getattr(header, "weights", "") or ""
+
+
+class CloudServer:
+    """The gRPC server; :meth:`start`, then :meth:`drain` to stop (both on the same event loop).
+
+    Example:
+        >>> import asyncio
+        >>> async def main():
+        ...     cloud = CloudServer(ServerConfig(port=0, insecure=True))
+        ...     port = await cloud.start()
+        ...     return port > 0, await cloud.drain()
+        >>> asyncio.run(main())
+        (True, True)
+    """
+
+    def __init__(self, config: ServerConfig, backend=None) -> None:
+        config.check()
+        self.config = config
+        self.metrics = Metrics()
+        self.tokens = TokenSet.from_file(config.tokens) if config.tokens else None
+        self.creds = None if config.insecure else server_credentials(config.cert, config.key)
+        self.backend = backend or make_backend(config)
+        self.draining = asyncio.Event()
+        self.active = 0
+        self._metrics_http = None
+
+    async def infer_stream(self, request_iterator, context) -> None:
+        """The Infer RPC: one edge's stream, from its token check to its last result."""
+        md = dict(context.invocation_metadata() or ())
+        if self.tokens is not None and not self.tokens.check(md.get("authorization")):
+            self.metrics.errors.labels(kind="unauthenticated").inc()
+            await context.abort(_S.UNAUTHENTICATED, "missing or unknown bearer token")
+        if self.draining.is_set():
+            await context.abort(_S.UNAVAILABLE, "the server is shutting down; reconnect")
+        if self.active >= self.config.max_streams:
+            self.metrics.errors.labels(kind="too_many_streams").inc()
+            await context.abort(_S.RESOURCE_EXHAUSTED, f"the server already serves {self.config.max_streams} streams")
+        self.active += 1
+        self.metrics.streams.inc()
+        peer, t = context.peer(), time.perf_counter()
+        # Accepted: the edge waits for this before it writes, so a refusal never races its first message.
+        await context.send_initial_metadata(())
+        try:
+            n = await _Stream(self, context).run()
+            log_event("stream_end", peer=peer, frames=n, seconds=round(time.perf_counter() - t, 3))
+        except StreamError as exc:
+            if exc.kind:
+                self.metrics.errors.labels(kind=exc.kind).inc()
+            log_event("stream_error", peer=peer, code=exc.code.name, kind=exc.kind, message=str(exc))
+            await context.abort(exc.code, str(exc))
+        finally:
+            self.active -= 1
+            self.metrics.streams.dec()
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the port. :class:`InputError` when the address cannot be bound."""
+        cfg = self.config
+        opts = [
+            ("grpc.so_reuseport", 0),  # a port in use must fail, not be shared silently
+            ("grpc.max_receive_message_length", cfg.max_message),
+            ("grpc.max_send_message_length", cfg.max_message),
+            ("grpc.max_connection_idle_ms", int(cfg.idle_timeout * 1000)),
+        ]
+        self.server = grpc.aio.server(options=opts, maximum_concurrent_rpcs=cfg.max_streams + 16)
+        handler = grpc.stream_stream_rpc_method_handler(self.infer_stream, pb.EdgeMessage.FromString, pb.CloudMessage.SerializeToString)
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Infer": handler}),))
+        self.health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        addr = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
+        check_bindable(cfg.host, cfg.port)
+        try:
+            port = self.server.add_secure_port(addr, self.creds) if self.creds else self.server.add_insecure_port(addr)
+        except RuntimeError as exc:
+            raise InputError(f"cannot listen on {addr}: {str(exc).splitlines()[0]}") from None
+        if not port:
+            raise InputError(f"cannot listen on {addr} (port in use or bad host)")
+        for spec in cfg.preload:
+            try:
+                handle = await self.backend.open(*spec.split(":"), cfg.weights)
+                if getattr(handle, "nominal", None):
+                    await handle.check_shape(handle.nominal)  # one trial run: the first frames meet a warm model
+            except StreamError as exc:
+                raise InputError(f"--preload {spec}: {exc}") from None
+        await self.server.start()
+        for name in ("", SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if cfg.metrics_port is not None:
+            self._metrics_http = _start_metrics(self.metrics, cfg.host, cfg.metrics_port)
+        self.port = port
+        log_event("listening", address=f"{cfg.host}:{port}", tls=not cfg.insecure, auth=self.tokens is not None, ray=cfg.ray or "")
+        return port
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Stop accepting streams, let open ones answer every frame received, stop. True when all ended in time."""
+        timeout = self.config.drain_timeout if timeout is None else timeout
+        self.draining.set()
+        await self.health.enter_graceful_shutdown()
+        t = time.perf_counter()
+        while self.active and time.perf_counter() - t < timeout:
+            await asyncio.sleep(0.02)
+        clean = self.active == 0
+        await self.server.stop(0.5)
+        await self.backend.close()
+        if self._metrics_http:
+            self._metrics_http[0].shutdown()
+        log_event("stopped", clean=clean, seconds=round(time.perf_counter() - t, 3))
+        return clean
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Refuse an unknown host or a port in use with one clear line (gRPC would only log its own)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(sockaddr)
+        except OSError as exc:
+            raise InputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _start_metrics(metrics: Metrics, host: str, port: int):
+    from prometheus_client import start_http_server
+
+    try:
+        return start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as exc:
+        raise InputError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def make_backend(config: ServerConfig):
+    """In-process batching, or Ray Serve when ``config.ray`` names a cluster."""
+    if config.ray:
+        from .ray_backend import RayBackend
+
+        return RayBackend(config.ray, config.weights, max_batch=config.max_batch, max_wait=config.max_wait_ms / 1000, max_models=config.max_models)
+    batcher = Batcher(config.max_batch, config.max_wait_ms / 1000, config.max_queue, config.resolved_device())
+    return LocalBackend(batcher, config.max_models)
+
+
+def serve(config: ServerConfig, ready: Callable[[int], None] | None = None) -> int:
+    """Run the cloud until SIGINT or SIGTERM; returns the exit code.
+
+    An idle server waits forever. On a signal it drains (stops accepting
+    streams, answers every frame already received, tells edges to reconnect)
+    and returns 0 when the drain finished within ``drain_timeout``, else the
+    interrupted-job code (130 for SIGINT, 143 for SIGTERM).
+    """
+    config.check()
+    return asyncio.run(_serve(config, ready))
+
+
+async def _serve(config: ServerConfig, ready) -> int:
+    server = CloudServer(config)
+    port = await server.start()
+    stop, got = asyncio.Event(), []
+    loop = asyncio.get_running_loop()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda s=sig: (got.append(s), stop.set()))
+    if ready:
+        ready(port)
+    await stop.wait()
+    clean = await server.drain()
+    return 0 if clean else 128 + int(got[0] if got else signal.SIGTERM)

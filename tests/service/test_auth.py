@@ -1,0 +1,71 @@
+"""Tokens and TLS: a valid token over TLS is served, a wrong or missing one gets UNAUTHENTICATED."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+
+import pytest
+
+from latentmotion.errors import InputError
+from latentmotion.service import EdgeOptions, ServerConfig, ServiceError, TokenSet, hash_token, stream_edge
+
+from .conftest import RecordingCoder, ServerThread, features, reference
+
+
+def test_token_set_accepts_exactly_the_listed_tokens(tmp_path):
+    f = tmp_path / "tokens"
+    f.write_text(f"# edges of site A\n{hash_token('alpha')}\n\n{hash_token('beta').upper()}  # edge 2\n")
+    ts = TokenSet.from_file(f)
+    assert ts.check("Bearer alpha") and ts.check("Bearer beta")
+    assert not any(ts.check(v) for v in (None, "", "alpha", "Bearer ", "Bearer alph", "Bearer alpha ", "bearer alpha", f"Bearer {hash_token('alpha')}"))
+    (tmp_path / "bad").write_text("alpha\n")
+    with pytest.raises(InputError, match="not a SHA-256 hex digest"):
+        TokenSet.from_file(tmp_path / "bad")
+    (tmp_path / "empty").write_text("# nobody\n")
+    with pytest.raises(InputError, match="no token"):
+        TokenSet.from_file(tmp_path / "empty")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A self-signed certificate for localhost, made with the openssl line of docs/service.md."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    d = tmp_path_factory.mktemp("pki")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+         "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    (d / "tokens").write_text(hash_token("edge-secret") + "\n")
+    return d
+
+
+def test_tls_with_a_valid_a_wrong_and_no_token(pki):
+    srv = ServerThread(insecure=False, cert=str(pki / "cert.pem"), key=str(pki / "key.pem"), tokens=str(pki / "tokens"))
+    target = f"localhost:{srv.port}"
+    items = [(x, None) for x in features()[:4]]
+    try:
+        coder = RecordingCoder()
+        rep = asyncio.run(stream_edge(target, coder, items, EdgeOptions(ca=str(pki / "cert.pem"), token="edge-secret")))
+        assert [rep.results[s][0] for s in range(4)] == reference(coder, items) and not rep.lost
+        for token in ("edge-secre", None):
+            with pytest.raises(ServiceError, match="UNAUTHENTICATED"):
+                asyncio.run(stream_edge(target, RecordingCoder(), items, EdgeOptions(ca=str(pki / "cert.pem"), token=token)))
+        # plaintext to a TLS port never gets through (the handshake fails; the edge gives up after its retries)
+        with pytest.raises(ServiceError, match="UNAVAILABLE"):
+            asyncio.run(stream_edge(f"127.0.0.1:{srv.port}", RecordingCoder(), items, EdgeOptions(insecure=True, max_retries=0)))
+        assert srv.metric("latentmotion_errors_total", kind="unauthenticated") == 2
+        assert srv.metric("latentmotion_frames_total") == 4
+    finally:
+        srv.stop()
+
+
+def test_plaintext_is_refused_off_loopback():
+    with pytest.raises(InputError, match="only on loopback"):
+        ServerConfig(host="0.0.0.0", insecure=True).check()
+    with pytest.raises(InputError, match="only to loopback"):
+        asyncio.run(stream_edge("192.0.2.1:5050", RecordingCoder(), [], EdgeOptions(insecure=True)))

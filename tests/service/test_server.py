@@ -1,0 +1,210 @@
+"""The cloud on real loopback sockets: many edges, batching across them, and faults that end only their own stream."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import grpc
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from latentmotion.codec import Decoder, Encoder
+from latentmotion.errors import InputError
+from latentmotion.models import weights_fingerprint
+from latentmotion.service import EdgeOptions, ServiceError, stream_edge
+from latentmotion.service import cloud_pb2 as pb
+from latentmotion.service.server import METHOD, record_limit
+
+from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, fingerprint, make_encoder, reference
+
+
+def _items(start: int, n: int):
+    return [(x, None) for x in features()[start : start + n]]
+
+
+def test_many_edges_get_the_in_process_answers_from_shared_batches(server):
+    async def main():
+        coders = [RecordingCoder() for _ in range(6)]
+        items = [_items(i, 6) for i in range(6)]
+        reps = await asyncio.gather(*(stream_edge(server.target, c, it, EdgeOptions(insecure=True, window=4)) for c, it in zip(coders, items)))
+        return coders, items, reps
+
+    coders, items, reps = asyncio.run(main())
+    for c, it, rep in zip(coders, items, reps):
+        assert not rep.lost and rep.sent == 6 and rep.reconnects == 0
+        assert [rep.results[s][0] for s in range(6)] == reference(c, it)
+    assert max(b for rep in reps for b in rep.batches) > 1  # frames of different edges shared a model call
+    assert server.metric("latentmotion_frames_total") == 36
+    assert server.metric("latentmotion_active_streams") == 0
+
+
+async def _raw(target: str, messages, wait: float = 0.0, metadata=None) -> tuple[grpc.StatusCode, str, list]:
+    """Send raw protocol messages, then read until the server ends the stream: its status, details and replies."""
+    async with grpc.aio.insecure_channel(target) as ch:
+        call = ch.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)(metadata=metadata)
+        try:
+            await call.initial_metadata()  # as the edge does: write only once the cloud accepted the stream
+            for m in messages:
+                await call.write(m)
+            if wait:
+                await asyncio.sleep(wait)
+            else:
+                await call.done_writing()
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            pass  # the server ended the stream early; its status is read below
+        replies = []
+        try:
+            async for r in call:
+                replies.append(r)
+        except grpc.aio.AioRpcError:
+            pass
+        return await call.code(), await call.details(), replies
+
+
+def _open(header: bytes, weights: str | None = None) -> pb.EdgeMessage:
+    return pb.EdgeMessage(open=pb.Open(header=header, weights=fingerprint() if weights is None else weights))
+
+
+def _frame(seq: int, record: bytes) -> pb.EdgeMessage:
+    return pb.EdgeMessage(frame=pb.Frame(seq=seq, record=record))
+
+
+def _bad_clients():
+    enc = make_encoder()()
+    head = enc.header_bytes()
+    recs = [enc.encode(x) for x in features()[:3]]
+    other = Encoder((41, 28, 28), 2.0, "block", model=MODEL, layer=LAYER).header_bytes()
+    unknown = Encoder(tuple(features().shape[1:]), 2.0, "block", model="resnet43", layer=LAYER).header_bytes()
+    random_fp = weights_fingerprint(torch.nn.Linear(2, 2))  # any other weights
+    S = grpc.StatusCode
+    return {
+        "garbage header": ([_open(b"GET / HTTP/1.1\r\n\r\n" * 4)], S.INVALID_ARGUMENT, "bad magic"),
+        "half header": ([_open(head[: len(head) // 2])], S.INVALID_ARGUMENT, "bad stream header"),
+        "frame first": ([_frame(0, recs[0])], S.INVALID_ARGUMENT, "must be Open"),
+        "garbage frames": ([_open(head)] + [_frame(i, b"\x00garbage" * 9) for i in range(40)], S.INVALID_ARGUMENT, "bad stream: frame"),
+        "oversized frame": ([_open(head), _frame(0, bytes(record_limit(Decoder.from_header_bytes(head).header, 4 << 20) + 1))], S.RESOURCE_EXHAUSTED, "exceeds"),
+        "sequence gap": ([_open(head), _frame(0, recs[0]), _frame(2, recs[1])], S.DATA_LOSS, "expected frame 1, got 2"),
+        "unknown model": ([_open(unknown)], S.NOT_FOUND, "did you mean 'resnet34'"),
+        "shape mismatch": ([_open(other)], S.FAILED_PRECONDITION, "takes 40 channels"),
+        "weights mismatch": ([_open(head, random_fp)], S.FAILED_PRECONDITION, "weights mismatch"),
+        "no fingerprint": ([_open(head, "")], S.FAILED_PRECONDITION, "sent no fingerprint"),
+    }
+
+
+def test_each_bad_client_ends_only_its_own_stream(server):
+    cases = _bad_clients()
+
+    async def main():
+        good = asyncio.ensure_future(stream_edge(server.target, RecordingCoder(), _items(0, 12), EdgeOptions(insecure=True, window=2), 12.0))
+        # a raw TCP client that sends half an HTTP/2 preface and goes silent
+        raw = socket.create_connection(("127.0.0.1", server.port))
+        raw.sendall(b"PRI * HTTP/2.0\r\n")
+        silent = asyncio.ensure_future(_raw(server.target, [], wait=4.0))  # opens a stream, sends nothing
+        bad = await asyncio.gather(*(_raw(server.target, msgs) for msgs, _, _ in cases.values()))
+        out = await asyncio.gather(good, silent)
+        raw.close()
+        return bad, out
+
+    t = time.perf_counter()
+    bad, (rep, silent) = asyncio.run(main())
+    for (name, (_, code, needle)), (got, details, _) in zip(cases.items(), bad):
+        assert got == code and needle in details, (name, got, details)
+    assert silent[0] == grpc.StatusCode.DEADLINE_EXCEEDED and "no message for 2 s" in silent[1]
+    assert not rep.lost and len(rep.results) == 12  # the well-behaved edge never noticed
+    assert time.perf_counter() - t < 60
+    for kind in ("bad_stream", "sequence_gap", "unknown_model", "shape_mismatch", "weights_mismatch", "idle"):
+        assert server.metric("latentmotion_errors_total", kind=kind) >= 1, kind
+
+
+def test_a_corrupt_frame_is_reported_lost_and_the_stream_resumes_from_an_intra_frame(server):
+    class Corrupting(RecordingCoder):
+        def code(self, item, intra):
+            rec = super().code(item, intra)
+            return rec[:-4] + bytes(4) if item is items[3] else rec  # a frame record with a broken checksum
+
+    items = _items(0, 10)
+    coder = Corrupting()
+    rep = asyncio.run(stream_edge(server.target, coder, items, EdgeOptions(insecure=True, window=1)))
+    assert list(rep.lost) == [3] and "frame not decoded" in rep.lost[3]
+    assert rep.intra_requests == 1 and len(rep.results) == 9
+    ref = reference(coder, items)
+    assert all(rep.results[s][0] == ref[s] for s in rep.results)
+
+
+def test_limits_are_enforced_before_allocation():
+    srv = ServerThread(max_streams=1, max_elements=1000, idle_timeout=3.0)
+    try:
+        head = make_encoder()().header_bytes()
+
+        async def main():
+            hold = asyncio.ensure_future(_raw(srv.target, [], wait=1.5))
+            await asyncio.sleep(0.5)
+            second = await _raw(srv.target, [], wait=0.5)  # refused before it reads anything
+            await hold
+            big = await _raw(srv.target, [_open(head)])
+            return second, big
+
+        second, big = asyncio.run(main())
+        assert second[0] == grpc.StatusCode.RESOURCE_EXHAUSTED and "already serves 1 streams" in second[1]
+        assert big[0] == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-elements 1000" in big[1]
+    finally:
+        srv.stop()
+    with pytest.raises(InputError, match="expected MODEL:LAYER"):
+        ServerThread(preload=("efficientnet_lite0",))
+    with pytest.raises(InputError, match="unknown layer 'nope'"):
+        ServerThread(preload=("efficientnet_lite0:nope",))
+    only = ServerThread(models=("resnet34",))
+    try:
+        got = asyncio.run(_raw(only.target, [_open(head)]))
+        assert got[0] == grpc.StatusCode.NOT_FOUND and "not served here; served: resnet34" in got[1]
+    finally:
+        only.stop()
+
+
+def test_health_check_and_a_refused_edge_raises(server):
+    with grpc.insecure_channel(server.target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        assert stub.Check(health_pb2.HealthCheckRequest(service="latentmotion.service.v1.Cloud"), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(ServiceError, match="weights mismatch") as err:
+        asyncio.run(stream_edge(server.target, RecordingCoder(weights="0" * 16), _items(0, 3), EdgeOptions(insecure=True)))
+    rep = err.value.report
+    assert set(rep.lost) == set(range(rep.sent)) and not rep.results  # every frame taken is reported lost
+
+
+def test_an_edge_that_vanishes_mid_stream_ends_only_its_stream(server):
+    async def main():
+        coder = RecordingCoder()
+        doomed = asyncio.ensure_future(stream_edge(server.target, coder, _items(0, 12), EdgeOptions(insecure=True), 8.0))
+        t = time.perf_counter()
+        while server.metric("latentmotion_frames_total") < 2 and time.perf_counter() - t < 60:
+            await asyncio.sleep(0.05)
+        doomed.cancel()  # the edge's connection closes under the server's feet
+        await asyncio.gather(doomed, return_exceptions=True)
+        while server.metric("latentmotion_active_streams") > 0 and time.perf_counter() - t < 60:
+            await asyncio.sleep(0.05)
+        return await stream_edge(server.target, RecordingCoder(), _items(0, 3), EdgeOptions(insecure=True))
+
+    rep = asyncio.run(main())
+    assert server.metric("latentmotion_active_streams") == 0 and len(rep.results) == 3 and not rep.lost
+
+
+def test_a_full_stream_window_asks_the_edge_to_slow_down():
+    srv = ServerThread(max_pending=2, max_batch=2)
+    try:
+        rep = asyncio.run(stream_edge(srv.target, RecordingCoder(), _items(0, 12), EdgeOptions(insecure=True, window=8)))
+        assert rep.slow_downs >= 1 and len(rep.results) == 12 and not rep.lost
+    finally:
+        srv.stop()
+
+
+def test_a_tensor_the_edge_cannot_code_raises_its_own_error(server):
+    items = _items(0, 2) + [(torch.full(features().shape[1:], float("nan")), None)]
+    with pytest.raises(InputError, match="NaN"):
+        asyncio.run(stream_edge(server.target, RecordingCoder(), items, EdgeOptions(insecure=True)))
+    t = time.perf_counter()
+    while server.metric("latentmotion_active_streams") > 0 and time.perf_counter() - t < 10:
+        time.sleep(0.05)  # the cloud notices the cancelled stream
+    assert server.metric("latentmotion_active_streams") == 0

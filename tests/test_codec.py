@@ -12,10 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import latentmotion as lm
-from latentmotion.codec import BitstreamError, Encoder, MODE_NAMES, decode_stream, encode_sequence, iter_decode
-from latentmotion.codec.bitstream import Header, write_header
+from latentmotion.codec import MODE_NAMES, BitstreamError, Encoder, decode_stream, encode_sequence, iter_decode
+from latentmotion.codec.bitstream import Header, Reader, write_header
 from latentmotion.codec.entropy import decode_tensor, encode_tensor
-from latentmotion.codec.bitstream import Reader
 from latentmotion.data import fit_frame, load_image, read_frames, video_path
 from latentmotion.experiments.flowcheck import gray8
 

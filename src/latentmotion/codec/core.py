@@ -117,7 +117,7 @@ class Encoder:
 
     def _intra(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         q = _deadzone(xs, self.deadzone[0])
-        data = entropy.encode_frame(q, np.zeros((2, 1, 1), np.int64), self.header.block, entropy.new_contexts(q.shape[0]), False)
+        data = entropy.encode_frame(q, np.zeros_like(q), np.zeros((2, 1, 1), np.int64), self.header.block, entropy.new_contexts(q.shape[0]), False)
         return bytes([INTRA]) + data.tobytes(), q, entropy.new_contexts(q.shape[0]), 0
 
     def _vectors(self, xs: np.ndarray) -> np.ndarray:
@@ -139,8 +139,8 @@ class Encoder:
         q = _deadzone(xs - pred, self.deadzone[1])
         q = np.clip(q, -MAX_LEVEL - pred, MAX_LEVEL - pred)
         probs = self.probs.copy()
-        data = entropy.encode_frame(q, mv, h.block, probs, True)
-        side = 0 if self.mode == "zero" else 8 * len(entropy.encode_frame(np.zeros((0, *h.shape[1:]), np.int64), mv, h.block, self.probs.copy(), True))
+        data = entropy.encode_frame(q, pred, mv, h.block, probs, True)
+        side = 0 if self.mode == "zero" else 8 * len(entropy.encode_frame(np.zeros((0, *h.shape[1:]), np.int64), np.zeros((0, *h.shape[1:]), np.int64), mv, h.block, self.probs.copy(), True))
         return bytes([INTER]) + data.tobytes(), pred + q, probs, side
 
     def encode(self, x: torch.Tensor, frame: torch.Tensor | None = None, intra: bool = False) -> bytes:
@@ -231,10 +231,11 @@ class Decoder:
         data = np.frombuffer(payload, np.uint8, offset=r.pos)
         c, hh, ww = h.shape
         probs = entropy.new_contexts(c) if kind == INTRA else self.probs.copy()
-        q, mv, status = entropy.decode_frame(data, c, hh, ww, h.block, probs, kind == INTER, MAX_MV)
+        ref = self.ref if kind == INTER else np.zeros((1, 1, 1), np.int64)
+        q, pred, status = entropy.decode_frame(data, c, hh, ww, h.block, probs, kind == INTER, MAX_MV, ref, h.subpel)
         if status:
             raise BitstreamError(f"frame {seq}: entropy-coded data is corrupt")
-        rec = q if kind == INTRA else predict(self.ref, mv, h.block, h.subpel) + q
+        rec = pred + q
         if np.abs(rec).max(initial=0) > MAX_LEVEL:
             raise BitstreamError(f"frame {seq}: reconstruction level out of range")
         self.ref, self.probs = rec, probs if kind == INTER else entropy.new_contexts(c)

@@ -27,6 +27,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .prediction import predict
+
 PROB_BITS = 11
 PROB_INIT = 1 << (PROB_BITS - 1)
 ADAPT = 5
@@ -35,7 +37,8 @@ MAX_PREFIX = 16  # Exp-Golomb prefix: |value| < 2 ** 17
 MAX_OVERREAD = 16  # bytes a decoder may read past the data before the data is called corrupt
 
 # Context layout (per channel c, C channels): offsets into one probability table.
-N_SIG, N_SIGN, N_GT1 = 5, 3, 3
+N_PB = 4  # buckets of the prediction's magnitude |P|: 0, 1, 2..3, 4+
+N_SIG, N_SIGN, N_GT1 = 5 * N_PB, 3, 3 * N_PB
 PER_CHANNEL = 3 + N_SIG + N_SIGN + N_GT1 + 1  # cbf (3), sig, sign, gt1, gt2
 N_EG = MAX_PREFIX + 1
 N_MV = 2 + N_EG
@@ -208,6 +211,12 @@ def _level_ctx(q, c, y, x):
 
 
 @nb.njit(cache=True)
+def _pb(p):
+    a = abs(p)
+    return 0 if a == 0 else (1 if a == 1 else (2 if a < 4 else 3))
+
+
+@nb.njit(cache=True)
 def _mv_pred(mv, i, j):
     """Median of left, top and top-right vectors (zero outside), per component, H.264-style."""
     nh, nw = mv.shape[1], mv.shape[2]
@@ -221,8 +230,9 @@ def _mv_pred(mv, i, j):
 
 
 @nb.njit(cache=True)
-def encode_frame(q, mv, block, probs, with_mv):
-    """Code levels q (C, H, W) int64 and, if with_mv, tile vectors mv (2, nh, nw) int64; returns bytes (uint8)."""
+def encode_frame(q, pred, mv, block, probs, with_mv):
+    """Code levels q (C, H, W) int64 given the prediction pred (same shape; zeros for intra) and, if with_mv,
+    tile vectors mv (2, nh, nw) int64; returns bytes (uint8)."""
     C, H, W = q.shape
     nh, nw = (H + block - 1) // block, (W + block - 1) // block
     # worst case: 24 bytes per level, 32 per vector, one per tile flag
@@ -261,12 +271,13 @@ def encode_frame(q, mv, block, probs, with_mv):
                     for x in range(x0, x1):
                         v = q[c, y, x]
                         n, s = _level_ctx(q, c, y, x)
-                        _enc_bit(st, out, probs, base + 3 + n, 1 if v != 0 else 0)
+                        pb = _pb(pred[c, y, x])
+                        _enc_bit(st, out, probs, base + 3 + N_PB * n + pb, 1 if v != 0 else 0)
                         if v == 0:
                             continue
                         _enc_bit(st, out, probs, base + 3 + N_SIG + s, 1 if v < 0 else 0)
                         a = abs(v)
-                        _enc_bit(st, out, probs, base + 3 + N_SIG + N_SIGN + min(n, 2), 1 if a > 1 else 0)
+                        _enc_bit(st, out, probs, base + 3 + N_SIG + N_SIGN + N_PB * min(n, 2) + pb, 1 if a > 1 else 0)
                         if a > 1:
                             _enc_bit(st, out, probs, base + 3 + N_SIG + N_SIGN + N_GT1, 1 if a > 2 else 0)
                             if a > 2:
@@ -279,11 +290,15 @@ def encode_frame(q, mv, block, probs, with_mv):
 
 
 @nb.njit(cache=True)
-def decode_frame(data, C, H, W, block, probs, with_mv, max_mv):
-    """Inverse of encode_frame. Returns (q, mv, status): status 0 ok, 1 corrupt (bad prefix, vector or overread)."""
+def decode_frame(data, C, H, W, block, probs, with_mv, max_mv, ref, subpel):
+    """Inverse of encode_frame; the prediction is made from levels ``ref`` once the vectors are read (with_mv).
+
+    Returns (q, pred, status): status 0 ok, 1 corrupt (bad prefix, vector or overread).
+    """
     nh, nw = (H + block - 1) // block, (W + block - 1) // block
     q = np.zeros((C, H, W), np.int64)
     mv = np.zeros((2, nh, nw), np.int64)
+    pred = np.zeros((0, 0, 0), np.int64)
     st = np.zeros(4, np.int64)
     _dec_init(st, data)
     eg = PER_CHANNEL * C
@@ -298,12 +313,15 @@ def decode_frame(data, C, H, W, block, probs, with_mv, max_mv):
                         neg = _dec_bypass(st, data)
                         m = _dec_eg(st, data, probs, mvb + 2)
                         if m < 0:
-                            return q, mv, 1
+                            return q, pred, 1
                         d = -(m + 1) if neg else m + 1
                     v = pr[k] + d
                     if abs(v) > max_mv:
-                        return q, mv, 1
+                        return q, pred, 1
                     mv[k, i, j] = v
+        pred = predict(ref, mv, block, subpel)
+    else:
+        pred = np.zeros((C, H, W), np.int64)
     cbf = np.zeros((nh, nw), np.int64)
     for c in range(C):
         base = PER_CHANNEL * c
@@ -319,20 +337,21 @@ def decode_frame(data, C, H, W, block, probs, with_mv, max_mv):
                 for y in range(y0, y1):
                     for x in range(x0, x1):
                         n, s = _level_ctx(q, c, y, x)
-                        if _dec_bit(st, data, probs, base + 3 + n) == 0:
+                        pb = _pb(pred[c, y, x])
+                        if _dec_bit(st, data, probs, base + 3 + N_PB * n + pb) == 0:
                             continue
                         neg = _dec_bit(st, data, probs, base + 3 + N_SIG + s)
                         a = 1
-                        if _dec_bit(st, data, probs, base + 3 + N_SIG + N_SIGN + min(n, 2)):
+                        if _dec_bit(st, data, probs, base + 3 + N_SIG + N_SIGN + N_PB * min(n, 2) + pb):
                             a = 2
                             if _dec_bit(st, data, probs, base + 3 + N_SIG + N_SIGN + N_GT1):
                                 m = _dec_eg(st, data, probs, eg)
                                 if m < 0:
-                                    return q, mv, 1
+                                    return q, pred, 1
                                 a = 3 + m
                         q[c, y, x] = -a if neg else a
                 if st[3] > MAX_OVERREAD:
-                    return q, mv, 1
+                    return q, pred, 1
     if st[3] > MAX_OVERREAD:
-        return q, mv, 1
-    return q, mv, 0
+        return q, pred, 1
+    return q, pred, 0

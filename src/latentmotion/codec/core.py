@@ -89,8 +89,8 @@ class Encoder:
         rd: bool = True,
         stride: tuple[int, int] = (1, 1),
         offset: tuple[float, float] = (0.0, 0.0),
-        lam: float = 0.25,
-        deadzone: tuple[float, float] = (0.4, 0.3),
+        lam: float = 0.5,
+        deadzone: tuple[float, float] = (0.4, 0.15),
     ) -> None:
         if mode not in MODES:
             raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")

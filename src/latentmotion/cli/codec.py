@@ -14,13 +14,21 @@ codec_app = typer.Typer(no_args_is_help=True, help="Motion-compensated predictiv
 app.add_typer(codec_app, name="codec")
 
 
-def _edge_features(video: str, start: int, frames: int, model: str, layer: str, weights: str, seed: int = 0):
-    """The split and the clip's edge features (frame range checked before decoding)."""
-    from ..models import load_model, split_model
+def _model_split(model: str, layer: str, weights: str, seed: int = 0):
+    """The whole model's weights fingerprint (the stream header's ``weights``) and the split."""
+    from ..models import load_model, split_model, weights_fingerprint
+
+    net = load_model(model, weights, seed)
+    return weights_fingerprint(net), split_model(net, layer)
+
+
+def _edge_features(video: str, start: int, frames: int, model: str, layer: str, weights: str, seed: int = 0, fingerprint: bool = False):
+    """The split and the clip's edge features (frame range checked before decoding); with ``fingerprint``, that first."""
     from ..pipeline import edge_features
 
-    split = split_model(load_model(model, weights, seed), layer)
-    return split, edge_features(video, split, start, frames)
+    fp, split = _model_split(model, layer, weights, seed)
+    clip = edge_features(video, split, start, frames)
+    return (fp, split, clip) if fingerprint else (split, clip)
 
 
 @codec_app.command("encode")
@@ -33,7 +41,7 @@ def codec_encode(
     layer: str = typer.Option("_blocks.4.add"),
     weights: str = typer.Option("imagenet"),
     step: float = typer.Option(4.0, help="quantisation step (quality: smaller is better)"),
-    mode: str = typer.Option("block", help="zero, affine, block or input"),
+    mode: str = typer.Option("block", help="zero, block or input"),
     subpel: int = typer.Option(4, help="motion vector precision: 1 or 4"),
     intra_period: int = typer.Option(0, help="force intra every N frames (0: first only)"),
     seed: int = typer.Option(0),
@@ -41,8 +49,8 @@ def codec_encode(
     """Run the edge sub-model on video frames and write the coded feature stream."""
     from ..codec import Encoder, encode_sequence
 
-    split, clip = _edge_features(video, start, frames, model, layer, weights, seed)
-    enc = Encoder(tuple(clip.features.shape[1:]), step, mode, model=model, layer=layer, subpel=subpel, intra_period=intra_period, fps=clip.fps, stride=split.stride, offset=split.offset)
+    fingerprint, split, clip = _edge_features(video, start, frames, model, layer, weights, seed, fingerprint=True)
+    enc = Encoder(tuple(clip.features.shape[1:]), step, mode, model=model, layer=layer, weights=fingerprint, subpel=subpel, intra_period=intra_period, fps=clip.fps, stride=split.stride, offset=split.offset)
     stream = encode_sequence(list(clip.features), enc, list(clip.gray))
     fps = clip.fps
     atomic_write(out, stream)
@@ -55,9 +63,10 @@ def codec_decode(
     stream: Path = typer.Argument(..., help="stream file from `codec encode`"),
     out: Optional[Path] = typer.Option(None, help="write the decoded tensors (N, C, H, W) to this .pt file"),
     classify: bool = typer.Option(False, help="run the cloud sub-model named in the header and print top-1 classes"),
-    weights: str = typer.Option("imagenet", help="weights of the cloud model (with --classify)"),
+    weights: str = typer.Option("imagenet", help="weights of the cloud model (with --classify); must be the weights the stream was encoded with"),
+    seed: int = typer.Option(0, help="seed of random weights (with --classify)"),
 ) -> None:
-    """Decode a stream; optionally finish inference in the cloud sub-model."""
+    """Decode a stream; optionally finish inference in the cloud sub-model (refused if its weights differ from the edge's)."""
     import io
 
     import torch
@@ -66,7 +75,16 @@ def codec_decode(
 
     if not stream.is_file():
         raise InputError(f"stream file {stream} does not exist")
-    header, tensors = decode_stream(stream.read_bytes())
+    data = stream.read_bytes()
+    split = None
+    if classify:  # check the weights before the decode, so a mismatch costs nothing
+        from ..codec import read_stream_header
+
+        head = read_stream_header(data)
+        mine, split = _model_split(head.model, head.layer, weights, seed)
+        if head.weights != mine:
+            raise InputError(f"the stream was encoded with weights {head.weights or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")
+    header, tensors = decode_stream(data)
     x = torch.stack(tensors)
     console.print(f"{stream}: {len(tensors)} tensors {tuple(x.shape[1:])} of {header.model} {header.layer}, step {header.step:g}")
     if out is not None:
@@ -74,10 +92,7 @@ def codec_decode(
         torch.save(x, buf)
         atomic_write(out, buf.getvalue())
         console.print(f"decoded tensors: {out}")
-    if classify:
-        from ..models import load_model, split_model
-
-        split = split_model(load_model(header.model, weights), header.layer)
+    if split is not None:
         with torch.no_grad():
             top = split.cloud(x).argmax(1).tolist()
         console.print("top-1 classes: " + " ".join(map(str, top)))
@@ -92,27 +107,33 @@ def codec_eval(
     model: str = typer.Option("efficientnet_lite0"),
     layer: str = typer.Option("_blocks.4.add"),
     weights: str = typer.Option("imagenet"),
-    steps: str = typer.Option("1,2,4,8,16", help="comma-separated quantisation steps"),
-    configs: str = typer.Option("intra,zero,affine,block,block_int,input", help="comma-separated configurations"),
+    steps: str = typer.Option("0.0625,0.125,0.25,0.5,1,2,4", help="comma-separated quantisation steps, relative to the features' RMS"),
+    configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input)"),
+    anchors: str = typer.Option("x265_intra,x265_ldp,svtav1_ld", help="comma-separated standard-codec anchors ('' for none)"),
+    qps: str = typer.Option("17,22,27,32,37,42,47,51", help="comma-separated QPs of the anchors"),
     seed: int = typer.Option(0),
     force: bool = typer.Option(False, help="overwrite a non-empty --out"),
 ) -> None:
-    """Rate-distortion and task accuracy of every motion mode; BD-rates; report."""
-    from ..codec.evaluate import EvalSettings, evaluate
+    """Rate-distortion and task accuracy of every configuration and anchor; BD-rates; report."""
+    from ..experiments.codec_eval import EvalSettings, evaluate
 
     try:
         step_list = tuple(float(s) for s in steps.split(","))
+        qp_list = tuple(int(q) for q in qps.split(","))
     except ValueError:
-        raise InputError(f"--steps must be comma-separated numbers, got {steps!r}") from None
+        raise InputError(f"--steps and --qps must be comma-separated numbers, got {steps!r} and {qps!r}") from None
     if any(not s > 0 for s in step_list) or len(step_list) < 4:
         raise InputError("--steps needs at least 4 positive steps (BD-rate fits a curve)")
+    if any(not 0 <= q <= 51 for q in qp_list):
+        raise InputError("--qps must lie in 0..51")
     cfgs = tuple(c for c in configs.split(",") if c)
+    anchor_list = tuple(a for a in anchors.split(",") if a)
     out = prepare_out(out, force)
     from ..experiments.reproduce import _progress
 
-    st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, seed)
+    st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
     with _progress() as bar:
-        task = bar.add_task("encoding", total=len(cfgs) * len(step_list))
+        task = bar.add_task("encoding", total=len(cfgs) * len(step_list) + len(anchor_list) * len(qp_list))
         evaluate(st, out, progress=lambda n: bar.advance(task, n))
     console.print((out / "report.md").read_text().split("**Verdict.**")[-1].strip())
     console.print(f"report: {out / 'report.md'}")

@@ -106,6 +106,7 @@ class Encoder:
         self.ctx = Context(block, search, subpel, stride, offset)
         self.rd, self.lam, self.deadzone = rd, lam, deadzone
         self.ref: np.ndarray | None = None  # levels R of the last frame
+        self._pred_energy = 0.0
         self.probs = entropy.new_contexts(c)  # inter-frame contexts (reset by every intra frame)
         self.prev_frame: torch.Tensor | None = None
         self.index = 0
@@ -136,6 +137,7 @@ class Encoder:
         h = self.header
         mv = self._vectors(xs)
         pred = predict(self.ref, mv, h.block, h.subpel)
+        self._pred_energy = float(((xs - pred) ** 2).sum())
         q = _deadzone(xs - pred, self.deadzone[1])
         q = np.clip(q, -MAX_LEVEL - pred, MAX_LEVEL - pred)
         probs = self.probs.copy()
@@ -165,7 +167,8 @@ class Encoder:
         else:
             cands = [self._inter(xs)]
             centred = xs - xs.mean((1, 2), keepdims=True)
-            if self.rd and float(((xs - cands[0][1]) ** 2).sum()) >= 0.5 * float((centred**2).sum()):
+            # intra is only worth a trial where prediction leaves much of the signal's energy (a scene cut)
+            if self.rd and self._pred_energy >= 0.5 * float((centred**2).sum()):
                 cands.append(self._intra(xs))
         costs = [float(((xs - rec) ** 2).sum()) + self.lam * 8 * len(p) for p, rec, _, _ in cands]
         payload, rec, probs, side = cands[int(np.argmin(costs))]
@@ -261,7 +264,12 @@ def iter_decode(data: bytes) -> Iterator[torch.Tensor]:
         yield dec.decode_payload(read_frame(r, limit))
 
 
+def read_stream_header(data: bytes) -> Header:
+    """The header at the start of a whole stream (e.g. to check its weights before decoding)."""
+    return read_header(Reader(data), len(MODE_NAMES))
+
+
 def decode_stream(data: bytes) -> tuple[Header, list[torch.Tensor]]:
     """Header and all decoded tensors of a stream."""
     out = list(iter_decode(data))
-    return read_header(Reader(data), len(MODE_NAMES)), out
+    return read_stream_header(data), out

@@ -34,7 +34,6 @@ PROB_INIT = 1 << (PROB_BITS - 1)
 ADAPT = 5
 TOP = 1 << 24
 MAX_PREFIX = 16  # Exp-Golomb prefix: |value| < 2 ** 17
-MAX_OVERREAD = 16  # bytes a decoder may read past the data before the data is called corrupt
 
 # Context layout (per channel c, C channels): offsets into one probability table.
 N_PB = 4  # buckets of the prediction's magnitude |P|: 0, 1, 2..3, 4+
@@ -293,7 +292,9 @@ def encode_frame(q, pred, mv, block, probs, with_mv):
 def decode_frame(data, C, H, W, block, probs, with_mv, max_mv, ref, subpel):
     """Inverse of encode_frame; the prediction is made from levels ``ref`` once the vectors are read (with_mv).
 
-    Returns (q, pred, status): status 0 ok, 1 corrupt (bad prefix, vector or overread).
+    Returns (q, pred, status): status 0 ok, 1 corrupt (Exp-Golomb prefix or vector out of range).
+    Reading past the end is not an error (the encoder cuts trailing zero bytes); work is bounded by
+    the caller (elements per byte of the record).
     """
     nh, nw = (H + block - 1) // block, (W + block - 1) // block
     q = np.zeros((C, H, W), np.int64)
@@ -350,8 +351,4 @@ def decode_frame(data, C, H, W, block, probs, with_mv, max_mv, ref, subpel):
                                     return q, pred, 1
                                 a = 3 + m
                         q[c, y, x] = -a if neg else a
-                if st[3] > MAX_OVERREAD:
-                    return q, pred, 1
-    if st[3] > MAX_OVERREAD:
-        return q, pred, 1
     return q, pred, 0

@@ -68,8 +68,9 @@ class Encoder:
         intra_period: force intra every N frames (0: first frame only).
         rd: decide intra or predicted per frame by rate-distortion cost.
         stride, offset: the split's geometry (for ``input``).
-        lam: Lagrange multiplier in step-unit squared error per bit.
-        deadzone: rounding offsets ``(intra, inter)`` of the quantiser (0.5: plain rounding).
+        lam: Lagrange multiplier in step-unit squared error per bit (mode decisions).
+        rdoq: Lagrange multiplier of rate-distortion-optimised quantisation (0: off).
+        deadzone: rounding offsets ``(intra, inter)`` of the quantiser before RDOQ (0.5: plain rounding).
     """
 
     def __init__(
@@ -90,7 +91,8 @@ class Encoder:
         stride: tuple[int, int] = (1, 1),
         offset: tuple[float, float] = (0.0, 0.0),
         lam: float = 0.5,
-        deadzone: tuple[float, float] = (0.4, 0.15),
+        rdoq: float = 0.2,
+        deadzone: tuple[float, float] = (0.5, 0.5),
     ) -> None:
         if mode not in MODES:
             raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")
@@ -104,7 +106,7 @@ class Encoder:
         self.header = Header(model, layer, weights, (c, h, w), float(np.float32(step)), MODES[mode], block, search, subpel, intra_period, fps)
         self.mode = mode
         self.ctx = Context(block, search, subpel, stride, offset)
-        self.rd, self.lam, self.deadzone = rd, lam, deadzone
+        self.rd, self.lam, self.rdoq, self.deadzone = rd, lam, rdoq, deadzone
         self.ref: np.ndarray | None = None  # levels R of the last frame
         self._pred_energy = 0.0
         self.probs = entropy.new_contexts(c)  # inter-frame contexts (reset by every intra frame)
@@ -118,7 +120,7 @@ class Encoder:
 
     def _intra(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         q = _deadzone(xs, self.deadzone[0])
-        data = entropy.encode_frame(q, np.zeros_like(q), np.zeros((2, 1, 1), np.int64), self.header.block, entropy.new_contexts(q.shape[0]), False)
+        data = entropy.encode_frame(q, np.zeros_like(q), xs, np.zeros((2, 1, 1), np.int64), self.header.block, entropy.new_contexts(q.shape[0]), False, self.rdoq)
         return bytes([INTRA]) + data.tobytes(), q, entropy.new_contexts(q.shape[0]), 0
 
     def _vectors(self, xs: np.ndarray) -> np.ndarray:
@@ -138,11 +140,14 @@ class Encoder:
         mv = self._vectors(xs)
         pred = predict(self.ref, mv, h.block, h.subpel)
         self._pred_energy = float(((xs - pred) ** 2).sum())
-        q = _deadzone(xs - pred, self.deadzone[1])
-        q = np.clip(q, -MAX_LEVEL - pred, MAX_LEVEL - pred)
+        d = xs - pred
+        q = np.clip(_deadzone(d, self.deadzone[1]), -MAX_LEVEL - pred, MAX_LEVEL - pred)
         probs = self.probs.copy()
-        data = entropy.encode_frame(q, pred, mv, h.block, probs, True)
-        side = 0 if self.mode == "zero" else 8 * len(entropy.encode_frame(np.zeros((0, *h.shape[1:]), np.int64), np.zeros((0, *h.shape[1:]), np.int64), mv, h.block, self.probs.copy(), True))
+        data = entropy.encode_frame(q, pred, d, mv, h.block, probs, True, self.rdoq)  # q: RD-optimised in place
+        side = 0
+        if self.mode != "zero":
+            none = np.zeros((0, *h.shape[1:]), np.int64)
+            side = 8 * len(entropy.encode_frame(none, none, none.astype(np.float64), mv, h.block, self.probs.copy(), True, 0.0))
         return bytes([INTER]) + data.tobytes(), pred + q, probs, side
 
     def encode(self, x: torch.Tensor, frame: torch.Tensor | None = None, intra: bool = False) -> bytes:

@@ -228,10 +228,100 @@ def _mv_pred(mv, i, j):
     return out
 
 
+# Encoder-only bit costs (floats are fine: the decoder never sees them): -log2 P(bit) per probability.
+_P = np.arange(1 << PROB_BITS, dtype=np.float64).clip(1, None) / (1 << PROB_BITS)
+COST = np.stack([-np.log2(_P), -np.log2(np.maximum(1 - _P, 1e-9))])
+
+
 @nb.njit(cache=True)
-def encode_frame(q, pred, mv, block, probs, with_mv):
+def _bit(st, out, probs, i, bit, sim):
+    """sim 0: encode; 1: cost in bits and adapt as encoding would; 2: cost only."""
+    if sim == 0:
+        _enc_bit(st, out, probs, i, bit)
+        return 0.0
+    c = COST[bit, probs[i]]
+    if sim == 1:
+        p = probs[i]
+        probs[i] = p + (((1 << PROB_BITS) - p) >> ADAPT) if bit == 0 else p - (p >> ADAPT)
+    return c
+
+
+@nb.njit(cache=True)
+def _eg_bits(st, out, probs, base, v, sim):
+    if sim == 0:
+        _enc_eg(st, out, probs, base, v)
+        return 0.0
+    v1 = v + 1
+    nbits = 0
+    while (v1 >> (nbits + 1)) != 0:
+        nbits += 1
+    c = 0.0
+    for k in range(nbits):
+        c += _bit(st, out, probs, base + k, 1, sim)
+    return c + _bit(st, out, probs, base + nbits, 0, sim) + nbits
+
+
+@nb.njit(cache=True)
+def _level(st, out, probs, base, eg, n, s, pb, v, sim):
+    """Code (sim 0) or cost (sim 1, 2) one level with its contexts."""
+    c = _bit(st, out, probs, base + 3 + N_PB * n + pb, 1 if v != 0 else 0, sim)
+    if v == 0:
+        return c
+    c += _bit(st, out, probs, base + 3 + N_SIG + s, 1 if v < 0 else 0, sim)
+    a = abs(v)
+    c += _bit(st, out, probs, base + 3 + N_SIG + N_SIGN + N_PB * min(n, 2) + pb, 1 if a > 1 else 0, sim)
+    if a > 1:
+        c += _bit(st, out, probs, base + 3 + N_SIG + N_SIGN + N_GT1, 1 if a > 2 else 0, sim)
+        if a > 2:
+            c += _eg_bits(st, out, probs, eg, a - 3, sim)
+    return c
+
+
+@nb.njit(cache=True)
+def _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, ncbf, lam):
+    """Rate-distortion-optimised levels of one tile, in place (greedy in coding order, each level
+    |q|, |q| - 1 or 0, bit costs from the live contexts), then the whole tile against skipping it."""
+    saved = probs[base : base + PER_CHANNEL].copy()
+    saved_eg = probs[eg : eg + N_EG].copy()
+    j_coded = lam * _bit(st, out, probs, base + ncbf, 1, 2)
+    j_skip = lam * _bit(st, out, probs, base + ncbf, 0, 2)
+    coded = False
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            r = d[c, y, x]
+            j_skip += r * r
+            n, s = _level_ctx(q, c, y, x)
+            pb = _pb(pred[c, y, x])
+            a0 = abs(q[c, y, x])
+            sg = -1 if r < 0 else 1
+            best, bv = 1e300, 0
+            for a in (a0, a0 - 1, 0):
+                if a < 0 or (a == 0 and a0 > 2):
+                    continue
+                v = sg * a
+                e = (r - v) * (r - v) + lam * _level(st, out, probs, base, eg, n, s, pb, v, 2)
+                if e < best:
+                    best, bv = e, v
+                if a == 0:
+                    break
+            q[c, y, x] = bv
+            _level(st, out, probs, base, eg, n, s, pb, bv, 1)
+            j_coded += best
+            coded = coded or bv != 0
+    probs[base : base + PER_CHANNEL] = saved
+    probs[eg : eg + N_EG] = saved_eg
+    if not coded or j_skip <= j_coded:
+        q[c, y0:y1, x0:x1] = 0
+
+
+@nb.njit(cache=True)
+def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
     """Code levels q (C, H, W) int64 given the prediction pred (same shape; zeros for intra) and, if with_mv,
-    tile vectors mv (2, nh, nw) int64; returns bytes (uint8)."""
+    tile vectors mv (2, nh, nw) int64; returns bytes (uint8).
+
+    With ``lam > 0`` the levels are first chosen in place by rate-distortion optimisation
+    against the residual ``d`` (float, step units): ``(d - q)^2 + lam * bits``.
+    """
     C, H, W = q.shape
     nh, nw = (H + block - 1) // block, (W + block - 1) // block
     # worst case: 24 bytes per level, 32 per vector, one per tile flag
@@ -244,11 +334,11 @@ def encode_frame(q, pred, mv, block, probs, with_mv):
             for j in range(nw):
                 pr = _mv_pred(mv, i, j)
                 for k in range(2):
-                    d = mv[k, i, j] - pr[k]
-                    _enc_bit(st, out, probs, mvb + k, 1 if d != 0 else 0)
-                    if d != 0:
-                        _enc_bypass(st, out, 1 if d < 0 else 0)
-                        _enc_eg(st, out, probs, mvb + 2, abs(d) - 1)
+                    dv = mv[k, i, j] - pr[k]
+                    _enc_bit(st, out, probs, mvb + k, 1 if dv != 0 else 0)
+                    if dv != 0:
+                        _enc_bypass(st, out, 1 if dv < 0 else 0)
+                        _enc_eg(st, out, probs, mvb + 2, abs(dv) - 1)
     cbf = np.zeros((nh, nw), np.int64)
     for c in range(C):
         base = PER_CHANNEL * c
@@ -256,31 +346,22 @@ def encode_frame(q, pred, mv, block, probs, with_mv):
             for j in range(nw):
                 y0, x0 = i * block, j * block
                 y1, x1 = min(y0 + block, H), min(x0 + block, W)
+                n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0)
+                if lam > 0:
+                    _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, n, lam)
                 f = 0
                 for y in range(y0, y1):
                     for x in range(x0, x1):
                         if q[c, y, x] != 0:
                             f = 1
                 cbf[i, j] = f
-                n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0)
                 _enc_bit(st, out, probs, base + n, f)
                 if f == 0:
                     continue
                 for y in range(y0, y1):
                     for x in range(x0, x1):
-                        v = q[c, y, x]
-                        n, s = _level_ctx(q, c, y, x)
-                        pb = _pb(pred[c, y, x])
-                        _enc_bit(st, out, probs, base + 3 + N_PB * n + pb, 1 if v != 0 else 0)
-                        if v == 0:
-                            continue
-                        _enc_bit(st, out, probs, base + 3 + N_SIG + s, 1 if v < 0 else 0)
-                        a = abs(v)
-                        _enc_bit(st, out, probs, base + 3 + N_SIG + N_SIGN + N_PB * min(n, 2) + pb, 1 if a > 1 else 0)
-                        if a > 1:
-                            _enc_bit(st, out, probs, base + 3 + N_SIG + N_SIGN + N_GT1, 1 if a > 2 else 0)
-                            if a > 2:
-                                _enc_eg(st, out, probs, eg, a - 3)
+                        n2, s = _level_ctx(q, c, y, x)
+                        _level(st, out, probs, base, eg, n2, s, _pb(pred[c, y, x]), q[c, y, x], 0)
     _enc_flush(st, out)
     n_out = st[4]
     while n_out > 0 and out[n_out - 1] == 0:  # trailing zeros read back as zeros

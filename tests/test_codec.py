@@ -52,7 +52,7 @@ def test_entropy_coder_round_trip(with_mv):
     ref = rng.integers(-50, 50, q.shape).astype(np.int64)
     pred = predict(ref, mv, 4, 4) if with_mv else np.zeros_like(q)
     probs = entropy.new_contexts(6)
-    data = entropy.encode_frame(q, pred, mv, 4, probs, with_mv)
+    data, _ = entropy.encode_frame(q, pred, q.astype(float), mv, 4, probs, with_mv, 0.0)
     probs2 = entropy.new_contexts(6)
     q2, pred2, status = entropy.decode_frame(data, 6, 9, 11, 4, probs2, with_mv, 4096, ref if with_mv else np.zeros((1, 1, 1), np.int64), 4)
     assert status == 0 and np.array_equal(q2, q) and np.array_equal(pred2, pred)
@@ -68,7 +68,7 @@ def entropy_max() -> int:
 def test_adaptive_coder_approaches_the_entropy_of_a_skewed_source():
     rng = np.random.default_rng(1)
     q = (rng.random((4, 32, 32)) < 0.05).astype(np.int64)  # 5 % ones
-    data = entropy.encode_frame(q, np.zeros_like(q), np.zeros((2, 8, 8), np.int64), 4, entropy.new_contexts(4), False)
+    data, _ = entropy.encode_frame(q, np.zeros_like(q), q.astype(float), np.zeros((2, 8, 8), np.int64), 4, entropy.new_contexts(4), False, 0.0)
     h = -(0.05 * np.log2(0.05) + 0.95 * np.log2(0.95)) * q.size  # bits of an ideal coder knowing p
     assert 8 * len(data) < 1.5 * h
 
@@ -110,15 +110,16 @@ def test_integer_motion_compensation_matches_its_definition(s):
 def test_decoder_is_bit_identical_and_loop_is_closed(clip, mode):
     split, frames, feats = clip
     step = 2.0
-    enc = Encoder(tuple(feats.shape[1:]), step, mode, stride=split.stride, offset=split.offset)
-    stream = encode_sequence(list(feats), enc, list(gray8(frames)))
-    header, out = decode_stream(stream)
-    assert header.mode == MODE_NAMES.index(mode) and len(out) == len(feats)
-    worst = (1 - min(enc.deadzone)) * step  # the dead-zone quantiser's largest error
-    for a, b, x in zip(out, enc.reconstructions, feats):
-        assert torch.equal(a, b)
-        assert (a - x).abs().max() <= worst + 1e-4  # closed loop: no drift
-    assert enc.stats[0].kind == "intra" and any(s.kind == "inter" for s in enc.stats[1:])
+    for rdoq in (0.0, 0.5):  # without RDOQ every level is the nearest: error at most step / 2
+        enc = Encoder(tuple(feats.shape[1:]), step, mode, stride=split.stride, offset=split.offset, rdoq=rdoq)
+        stream = encode_sequence(list(feats), enc, list(gray8(frames)))
+        header, out = decode_stream(stream)
+        assert header.mode == MODE_NAMES.index(mode) and len(out) == len(feats)
+        for a, b, x in zip(out, enc.reconstructions, feats):
+            assert torch.equal(a, b)
+            if rdoq == 0:
+                assert (a - x).abs().max() <= step / 2 + 1e-4  # closed loop: no drift
+        assert enc.stats[0].kind == "intra" and any(s.kind == "inter" for s in enc.stats[1:])
 
 
 def test_motion_beats_zero_on_moving_camera(clip):

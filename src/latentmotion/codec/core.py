@@ -120,7 +120,7 @@ class Encoder:
 
     def _intra(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         q = _deadzone(xs, self.deadzone[0])
-        data = entropy.encode_frame(q, np.zeros_like(q), xs, np.zeros((2, 1, 1), np.int64), self.header.block, entropy.new_contexts(q.shape[0]), False, self.rdoq)
+        data, _ = entropy.encode_frame(q, np.zeros_like(q), xs, np.zeros((2, 1, 1), np.int64), self.header.block, entropy.new_contexts(q.shape[0]), False, self.rdoq)
         return bytes([INTRA]) + data.tobytes(), q, entropy.new_contexts(q.shape[0]), 0
 
     def _vectors(self, xs: np.ndarray) -> np.ndarray:
@@ -133,7 +133,8 @@ class Encoder:
         else:
             cur = np.clip(np.round(xs), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
             cand = block_candidates(self.ref, cur, self.ctx)
-        return choose_vectors(self.ref, xs, cand, h.block, h.subpel, self.lam, True)
+        cstep = max(1, h.shape[0] // 32)  # motion from about 32 channels
+        return choose_vectors(self.ref, np.ascontiguousarray(xs), cand, h.block, h.subpel, self.lam, True, cstep)
 
     def _inter(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         h = self.header
@@ -143,12 +144,8 @@ class Encoder:
         d = xs - pred
         q = np.clip(_deadzone(d, self.deadzone[1]), -MAX_LEVEL - pred, MAX_LEVEL - pred)
         probs = self.probs.copy()
-        data = entropy.encode_frame(q, pred, d, mv, h.block, probs, True, self.rdoq)  # q: RD-optimised in place
-        side = 0
-        if self.mode != "zero":
-            none = np.zeros((0, *h.shape[1:]), np.int64)
-            side = 8 * len(entropy.encode_frame(none, none, none.astype(np.float64), mv, h.block, self.probs.copy(), True, 0.0))
-        return bytes([INTER]) + data.tobytes(), pred + q, probs, side
+        data, side = entropy.encode_frame(q, pred, d, mv, h.block, probs, True, self.rdoq)  # q: RD-optimised in place
+        return bytes([INTER]) + data.tobytes(), pred + q, probs, 8 * side
 
     def encode(self, x: torch.Tensor, frame: torch.Tensor | None = None, intra: bool = False) -> bytes:
         """Code one tensor (C, H, W) into one self-delimiting frame record.
@@ -158,12 +155,13 @@ class Encoder:
         """
         if tuple(x.shape) != self.header.shape:
             raise InputError(f"tensor shape {tuple(x.shape)} differs from the stream's {self.header.shape}")
-        x = x.detach().to("cpu", torch.float32)
-        if not torch.isfinite(x).all():
+        # numpy rather than torch for these whole-tensor passes: no thread-pool start-up per frame
+        xn = x.detach().to("cpu", torch.float32).numpy()
+        if not np.isfinite(xn).all():
             raise InputError("tensor holds NaN or infinite values")
         if self.index >= 1 << 32:
             raise InputError("a stream holds at most 2^32 frames")
-        xs = x.double().numpy() / self.header.step
+        xs = xn.astype(np.float64) / self.header.step
         if self.mode == "input" and frame is not None and self.prev_frame is not None:
             self.ctx.frames = (self.prev_frame, frame)
         period = self.header.intra_period
@@ -185,13 +183,14 @@ class Encoder:
         self.ref, self.probs, self.prev_frame = rec, probs, frame
         self.index += 1
         out = _output(rec, self.header.step)
-        self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, float(((x - out) ** 2).sum())))
+        self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, float(np.square(xn - out.numpy(), dtype=np.float64).sum())))
         self.reconstructions.append(out)
         return write_frame(payload)
 
 
 def _output(levels: np.ndarray, step: float) -> torch.Tensor:
-    return torch.from_numpy(levels.astype(np.float32)) * np.float32(step)
+    """float32(R) * float32(step): one IEEE multiply per element, the same on every machine."""
+    return torch.from_numpy(levels.astype(np.float32) * np.float32(step))
 
 
 class Decoder:

@@ -317,7 +317,7 @@ def _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, ncbf, la
 @nb.njit(cache=True)
 def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
     """Code levels q (C, H, W) int64 given the prediction pred (same shape; zeros for intra) and, if with_mv,
-    tile vectors mv (2, nh, nw) int64; returns bytes (uint8).
+    tile vectors mv (2, nh, nw) int64; returns (bytes (uint8), bytes written once the vectors were coded).
 
     With ``lam > 0`` the levels are first chosen in place by rate-distortion optimisation
     against the residual ``d`` (float, step units): ``(d - q)^2 + lam * bits``.
@@ -339,6 +339,7 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
                     if dv != 0:
                         _enc_bypass(st, out, 1 if dv < 0 else 0)
                         _enc_eg(st, out, probs, mvb + 2, abs(dv) - 1)
+    side = st[4]
     cbf = np.zeros((nh, nw), np.int64)
     for c in range(C):
         base = PER_CHANNEL * c
@@ -366,7 +367,7 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
     n_out = st[4]
     while n_out > 0 and out[n_out - 1] == 0:  # trailing zeros read back as zeros
         n_out -= 1
-    return out[:n_out].copy()
+    return out[:n_out].copy(), side
 
 
 @nb.njit(cache=True)

@@ -47,16 +47,9 @@ class Context:
 
 
 @nb.njit(cache=True)
-def _log2(s):
-    return 0 if s == 1 else 2
-
-
-@nb.njit(cache=True)
-def _mc_tile(ref, out, i, j, vx, vy, block, s):
-    """Prediction of one tile (all channels) into out, from int64 levels ref (C, H, W)."""
-    C, H, W = ref.shape
-    sh = 2 * _log2(s)
-    half = (s * s) // 2
+def _taps(H, W, i, j, vx, vy, block, s, idx, wt):
+    """Per pixel of tile (i, j): the 4 clamped source offsets (y * W + x) and their weights; returns the count."""
+    k = 0
     for y in range(i * block, min(i * block + block, H)):
         sy = s * y - vy
         iy = sy // s  # floor division: defined for negative sy
@@ -67,32 +60,47 @@ def _mc_tile(ref, out, i, j, vx, vy, block, s):
             ix = sx // s
             fx = sx - s * ix
             x0, x1 = min(max(ix, 0), W - 1), min(max(ix + 1, 0), W - 1)
-            wa, wb, wc, wd = (s - fx) * (s - fy), fx * (s - fy), (s - fx) * fy, fx * fy
-            for c in range(C):
-                out[c, y, x] = (wa * ref[c, y0, x0] + wb * ref[c, y0, x1] + wc * ref[c, y1, x0] + wd * ref[c, y1, x1] + half) >> sh
+            idx[k, 0], idx[k, 1], idx[k, 2], idx[k, 3] = y0 * W + x0, y0 * W + x1, y1 * W + x0, y1 * W + x1
+            idx[k, 4] = y * W + x
+            wt[k, 0], wt[k, 1], wt[k, 2], wt[k, 3] = (s - fx) * (s - fy), fx * (s - fy), (s - fx) * fy, fx * fy
+            k += 1
+    return k
 
 
 @nb.njit(cache=True)
 def predict(ref, mv, block, s):
     """Motion-compensated prediction (C, H, W) int64 from levels ref and tile vectors mv (2, nh, nw)."""
+    C, H, W = ref.shape
+    sh = 0 if s == 1 else 4
+    half = (s * s) // 2
     out = np.empty_like(ref)
+    r2 = ref.reshape(C, H * W)
+    o2 = out.reshape(C, H * W)
+    idx = np.empty((block * block, 5), np.int64)
+    wt = np.empty((block * block, 4), np.int64)
     for i in range(mv.shape[1]):
         for j in range(mv.shape[2]):
-            _mc_tile(ref, out, i, j, mv[0, i, j], mv[1, i, j], block, s)
+            n = _taps(H, W, i, j, mv[0, i, j], mv[1, i, j], block, s, idx, wt)
+            for c in range(C):
+                rc = r2[c]
+                for k in range(n):
+                    o2[c, idx[k, 4]] = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]] + half) >> sh
     return out
 
 
 @nb.njit(cache=True)
-def _tile_sse(ref, cur, buf, i, j, vx, vy, block, s):
-    _mc_tile(ref, buf, i, j, vx, vy, block, s)
-    C, H, W = ref.shape
+def _tile_sse(r2, c2, idx, wt, H, W, i, j, vx, vy, block, s, cstep):
+    """Prediction error of one tile with vector (vx, vy) over every cstep-th channel (encoder only)."""
+    n = _taps(H, W, i, j, vx, vy, block, s, idx, wt)
+    inv = 1.0 / (s * s)
     e = 0.0
-    for y in range(i * block, min(i * block + block, H)):
-        for x in range(j * block, min(j * block + block, W)):
-            for c in range(C):
-                d = cur[c, y, x] - buf[c, y, x]
-                e += d * d
-    return e
+    for c in range(0, r2.shape[0], cstep):
+        rc, cc = r2[c], c2[c]
+        for k in range(n):
+            p = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]]) * inv
+            d = cc[idx[k, 4]] - p
+            e += d * d
+    return e * cstep
 
 
 @nb.njit(cache=True)
@@ -110,16 +118,21 @@ def _mv_bits(vx, vy, px, py):
 
 
 @nb.njit(cache=True)
-def choose_vectors(ref, cur, cand, block, s, lam, refine):
+def choose_vectors(ref, cur, cand, block, s, lam, refine, cstep):
     """Per tile in raster order, the vector of least ``SSE + lam * bits`` (encoder only; floats are fine here).
 
     Candidates: zero, the median predictor, the tile's own candidate and its
     left/top neighbours' choices; then (``refine``) the 8 neighbours at half
-    and at quarter pel around the best.
+    and at quarter pel around the best. The error is summed over every ``cstep``-th channel
+    (all channels share the motion; a sample of them finds it at a fraction of the cost).
     """
+    C, H, W = ref.shape
     nh, nw = cand.shape[1], cand.shape[2]
     mv = np.zeros((2, nh, nw), np.int64)
-    buf = np.empty_like(ref)
+    r2 = ref.reshape(C, H * W)
+    c2 = cur.reshape(C, H * W)
+    idx = np.empty((block * block, 5), np.int64)
+    wt = np.empty((block * block, 4), np.int64)
     for i in range(nh):
         for j in range(nw):
             # median predictor (as the entropy coder's)
@@ -136,7 +149,7 @@ def choose_vectors(ref, cur, cand, block, s, lam, refine):
             cy = np.array([0, py, cand[1, i, j], a1, b1])
             best, bx, by = 1e300, 0, 0
             for k in range(cx.shape[0]):
-                e = _tile_sse(ref, cur, buf, i, j, cx[k], cy[k], block, s) + lam * _mv_bits(cx[k], cy[k], px, py)
+                e = _tile_sse(r2, c2, idx, wt, H, W, i, j, cx[k], cy[k], block, s, cstep) + lam * _mv_bits(cx[k], cy[k], px, py)
                 if e < best:
                     best, bx, by = e, cx[k], cy[k]
             if refine and s > 1:
@@ -146,7 +159,7 @@ def choose_vectors(ref, cur, cand, block, s, lam, refine):
                         for dx in (-r, 0, r):
                             if dx == 0 and dy == 0:
                                 continue
-                            e = _tile_sse(ref, cur, buf, i, j, ox + dx, oy + dy, block, s) + lam * _mv_bits(ox + dx, oy + dy, px, py)
+                            e = _tile_sse(r2, c2, idx, wt, H, W, i, j, ox + dx, oy + dy, block, s, cstep) + lam * _mv_bits(ox + dx, oy + dy, px, py)
                             if e < best:
                                 best, bx, by = e, ox + dx, oy + dy
             mv[0, i, j], mv[1, i, j] = bx, by

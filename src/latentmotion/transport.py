@@ -44,7 +44,7 @@ def read_stream_header(sock: socket.socket) -> tuple[bytes, object]:
     raw = _recv_exact(sock, 5)
     if raw[:4] != MAGIC:
         raise BitstreamError("not a latentmotion feature stream (bad magic)")
-    for _ in range(2):  # model and layer names
+    for _ in range(3):  # model, layer and weights names (stream version 2)
         n = struct.unpack("<H", _recv_exact(sock, 2))[0]
         if n > MAX_STR:
             raise BitstreamError("header string too long")

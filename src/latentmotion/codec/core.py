@@ -10,7 +10,7 @@ motion-compensated prediction from the previous ``R``
 The encoder picks levels with a dead-zone quantiser (``q = sign(d) floor(|d| + f)``,
 ``d`` the residual in step units) and, per tile, the vector of least
 ``SSE + lambda * bits``; with ``rd=True`` a frame whose prediction leaves at
-least half of its energy (a scene cut) is also coded intra and the cheaper of
+least 80 % of its energy (a scene cut) is also coded intra and the cheaper of
 the two (``SSE + lambda * bits``) is kept.
 
 Example:
@@ -128,12 +128,12 @@ class Encoder:
         nh, nw = -(-h.shape[1] // h.block), -(-h.shape[2] // h.block)
         if self.mode == "zero":
             return np.zeros((2, nh, nw), np.int64)
+        cstep = max(1, h.shape[0] // 32)  # all channels share the motion: about 32 of them find it
         if self.mode == "input" and self.ctx.frames is not None:
             cand = input_candidates(h.shape, self.ctx)
         else:
-            cur = np.clip(np.round(xs), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
-            cand = block_candidates(self.ref, cur, self.ctx)
-        cstep = max(1, h.shape[0] // 32)  # motion from about 32 channels
+            cur = np.clip(np.round(xs[::cstep]), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
+            cand = block_candidates(np.ascontiguousarray(self.ref[::cstep]), cur, self.ctx)
         return choose_vectors(self.ref, np.ascontiguousarray(xs), cand, h.block, h.subpel, self.lam, True, cstep)
 
     def _inter(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
@@ -171,7 +171,8 @@ class Encoder:
             cands = [self._inter(xs)]
             centred = xs - xs.mean((1, 2), keepdims=True)
             # intra is only worth a trial where prediction leaves much of the signal's energy (a scene cut)
-            if self.rd and self._pred_energy >= 0.5 * float((centred**2).sum()):
+            # (prediction from an unrelated frame leaves about twice the energy)
+            if self.rd and self._pred_energy >= 0.8 * float((centred**2).sum()):
                 cands.append(self._intra(xs))
         costs = [float(((xs - rec) ** 2).sum()) + self.lam * 8 * len(p) for p, rec, _, _ in cands]
         payload, rec, probs, side = cands[int(np.argmin(costs))]

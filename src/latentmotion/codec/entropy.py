@@ -281,6 +281,12 @@ def _level(st, out, probs, base, eg, n, s, pb, v, sim):
 def _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, ncbf, lam):
     """Rate-distortion-optimised levels of one tile, in place (greedy in coding order, each level
     |q|, |q| - 1 or 0, bit costs from the live contexts), then the whole tile against skipping it."""
+    nz = False
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            nz = nz or q[c, y, x] != 0
+    if not nz:  # levels only move towards zero: nothing to decide
+        return
     saved = probs[base : base + PER_CHANNEL].copy()
     saved_eg = probs[eg : eg + N_EG].copy()
     j_coded = lam * _bit(st, out, probs, base + ncbf, 1, 2)

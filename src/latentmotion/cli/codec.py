@@ -107,10 +107,10 @@ def codec_eval(
     model: str = typer.Option("efficientnet_lite0"),
     layer: str = typer.Option("_blocks.4.add"),
     weights: str = typer.Option("imagenet"),
-    steps: str = typer.Option("0.088,0.125,0.177,0.25,0.354,0.5,0.707,1,1.41", help="comma-separated quantisation steps, relative to the features' RMS"),
+    steps: str = typer.Option("0.088,0.125,0.177,0.25,0.354,0.5,0.707", help="comma-separated quantisation steps, relative to the features' RMS"),
     configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input)"),
     anchors: str = typer.Option("x265_intra,x265_ldp,svtav1_ld", help="comma-separated standard-codec anchors ('' for none)"),
-    qps: str = typer.Option("17,22,27,32,37,42,47,51", help="comma-separated QPs of the anchors"),
+    qps: str = typer.Option("12,17,22,27,32,37", help="comma-separated QPs of the anchors"),
     seed: int = typer.Option(0),
     force: bool = typer.Option(False, help="overwrite a non-empty --out"),
 ) -> None:

@@ -132,8 +132,9 @@ class Encoder:
         if self.mode == "input" and self.ctx.frames is not None:
             cand = input_candidates(h.shape, self.ctx)
         else:
-            cur = np.clip(np.round(xs[::cstep]), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
-            cand = block_candidates(np.ascontiguousarray(self.ref[::cstep]), cur, self.ctx)
+            k = max(1, h.shape[0] // 8)  # integer candidates: about 8 channels are enough, refinement uses more
+            cur = np.clip(np.round(xs[::k]), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
+            cand = block_candidates(np.ascontiguousarray(self.ref[::k]), cur, self.ctx)
         return choose_vectors(self.ref, np.ascontiguousarray(xs), cand, h.block, h.subpel, self.lam, True, cstep)
 
     def _inter(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:

@@ -56,15 +56,15 @@ def speed() -> None:
     for mode, kw in (("zero", {}), ("block", {"subpel": 1}), ("block", {"subpel": 4}), ("input", {})):
         label = mode + ("" if not kw else " " + ",".join(f"{k}={v}" for k, v in kw.items()))
 
-        def enc():
+        def enc(mode=mode, kw=kw):
             e = Encoder(tuple(feats.shape[1:]), step, mode, stride=split.stride, offset=split.offset, **kw)
             return encode_sequence(list(feats), e, gray)
 
         stream = enc()
         t_enc = median_time(enc, 3) / N
-        t_dec = median_time(lambda: decode_stream(stream), 3) / N
+        t_dec = median_time(lambda s=stream: decode_stream(s), 3) / N
         per = t_enc + t_dec
-        cpu = (cpu_time(enc) + cpu_time(lambda: decode_stream(stream))) / N
+        cpu = (cpu_time(enc) + cpu_time(lambda s=stream: decode_stream(s))) / N
         rows.append((label, f"{t_enc * 1e3:.1f}", f"{t_dec * 1e3:.1f}", f"{1 / per:.0f}", f"{t_x265 / per:.2f}", f"{1 / cpu:.0f}", f"{c_x265 / cpu:.2f}", f"{8 * len(stream) / N / 1000:.1f}"))
     print(f"{tuple(feats.shape[1:])} tensors, {N} frames, step 0.5 x rms, torch threads {torch.get_num_threads()}")
     print(f"x265_ldp (QP 32, tiled 10-bit, encode + decode, same tensors): {t_x265 * 1e3:.1f} ms/tensor = {1 / t_x265:.0f} tensors/s wall, {1 / c_x265:.0f} per CPU-second")

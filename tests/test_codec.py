@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import latentmotion as lm
-from latentmotion.codec import MODE_NAMES, BitstreamError, Decoder, Encoder, decode_stream, encode_sequence, iter_decode
-from latentmotion.codec import entropy
+from latentmotion.codec import MODE_NAMES, BitstreamError, Decoder, Encoder, decode_stream, encode_sequence, entropy, iter_decode
 from latentmotion.codec.bitstream import Header, Reader, read_frame, read_header, write_frame, write_header
 from latentmotion.codec.prediction import predict
 from latentmotion.data import fit_frame, load_image, read_frames, video_path
@@ -27,7 +26,7 @@ from .conftest import model
 @pytest.fixture(scope="module")
 def clip():
     split = lm.split_model(model("efficientnet_lite0"), "_blocks.4.add")
-    frames = fit_frame(read_frames(video_path("bikes.mp4"), range(0, 6)))
+    frames = fit_frame(read_frames(video_path("bikes.mp4"), range(6)))
     with torch.no_grad():
         feats = split.edge(frames)
     return split, frames, feats
@@ -139,7 +138,7 @@ def test_static_content_costs_almost_nothing(clip):
 
 
 def test_scene_cut_falls_back_to_intra(clip):
-    split, frames, feats = clip
+    split, _frames, feats = clip
     other = fit_frame(load_image("coffee"))[None]
     with torch.no_grad():
         cut = split.edge(other)[0]

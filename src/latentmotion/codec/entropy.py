@@ -218,7 +218,7 @@ def _pb(p):
 @nb.njit(cache=True)
 def _mv_pred(mv, i, j):
     """Median of left, top and top-right vectors (zero outside), per component, H.264-style."""
-    nh, nw = mv.shape[1], mv.shape[2]
+    nw = mv.shape[2]
     out = np.zeros(2, np.int64)
     for k in range(2):
         a = mv[k, i, j - 1] if j > 0 else 0

@@ -358,3 +358,13 @@ def test_cli_encode_decode_round_trip_and_weights_check(tmp_path):
     (tmp_path / "bad.lmf").write_bytes(s.read_bytes()[:-5])
     r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "codec", "decode", str(tmp_path / "bad.lmf"), "--out", str(tmp_path / "y.pt")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "truncated" in r.stderr and not (tmp_path / "y.pt").exists()
+
+
+def test_cli_eval_refuses_unknown_names_before_any_output(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "rd"
+    for bad in (["--anchors", "x266"], ["--configs", "affine"]):
+        r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "codec", "eval", "--out", str(out), "--frames", "4", *bad], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 2 and r.stderr.startswith("error: unknown") and not out.exists(), r.stderr

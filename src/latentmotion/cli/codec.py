@@ -115,7 +115,7 @@ def codec_eval(
     force: bool = typer.Option(False, help="overwrite a non-empty --out"),
 ) -> None:
     """Rate-distortion and task accuracy of every configuration and anchor; BD-rates; report."""
-    from ..experiments.codec_eval import EvalSettings, evaluate
+    from ..experiments.codec_eval import EvalSettings, check_settings, evaluate
 
     try:
         step_list = tuple(float(s) for s in steps.split(","))
@@ -128,10 +128,11 @@ def codec_eval(
         raise InputError("--qps must lie in 0..51")
     cfgs = tuple(c for c in configs.split(",") if c)
     anchor_list = tuple(a for a in anchors.split(",") if a)
-    out = prepare_out(out, force)
+    st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
+    check_settings(st)
+    out = prepare_out(out, force, create=False)  # evaluate() creates it once the results exist
     from ..experiments.reproduce import _progress
 
-    st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
     with _progress() as bar:
         task = bar.add_task("encoding", total=len(cfgs) * len(step_list) + len(anchor_list) * len(qp_list))
         evaluate(st, out, progress=lambda n: bar.advance(task, n))

@@ -85,7 +85,8 @@ def _bd(rate_a, dist_a, rate_b, dist_b, method: str = "akima") -> float | None:
     return v if np.isfinite(v) else None
 
 
-def _check(st: EvalSettings) -> None:
+def check_settings(st: EvalSettings) -> None:
+    """Refuse unknown configurations or anchors and too few steps (before any work or output)."""
     for c in st.configs:
         if c not in CONFIGS:
             raise InputError(f"unknown codec configuration {c!r}; choose from {', '.join(CONFIGS)}")
@@ -128,7 +129,7 @@ class _Rows:
 @torch.no_grad()
 def evaluate(st: EvalSettings, out: Path, progress=None) -> dict:
     """Run the evaluation and write rd.csv, rd.png, summary.json and report.md into ``out``."""
-    _check(st)
+    check_settings(st)
     model = load_model(st.model, st.weights, st.seed)
     split = split_model(model, st.layer)
     clip = edge_features(st.video, split, st.start, st.frames)

@@ -15,13 +15,21 @@ codec_app = typer.Typer(no_args_is_help=True, help="Motion-compensated predictiv
 app.add_typer(codec_app, name="codec")
 
 
-def _edge_features(video: str, start: int, frames: int, model: str, layer: str, weights: str, seed: int = 0):
-    """The split and the clip's edge features (frame range checked before decoding)."""
-    from ..models import load_model, split_model
+def _model_split(model: str, layer: str, weights: str, seed: int = 0):
+    """The whole model's weights fingerprint (the stream header's ``weights``) and the split."""
+    from ..models import load_model, split_model, weights_fingerprint
+
+    net = load_model(model, weights, seed)
+    return weights_fingerprint(net), split_model(net, layer)
+
+
+def _edge_features(video: str, start: int, frames: int, model: str, layer: str, weights: str, seed: int = 0, fingerprint: bool = False):
+    """The split and the clip's edge features (frame range checked before decoding); with ``fingerprint``, that first."""
     from ..pipeline import edge_features
 
-    split = split_model(load_model(model, weights, seed), layer)
-    return split, edge_features(video, split, start, frames)
+    fp, split = _model_split(model, layer, weights, seed)
+    clip = edge_features(video, split, start, frames)
+    return (fp, split, clip) if fingerprint else (split, clip)
 
 
 @codec_app.command("encode")
@@ -34,21 +42,21 @@ def codec_encode(
     layer: str = typer.Option("_blocks.4.add"),
     weights: str = typer.Option("imagenet"),
     step: float = typer.Option(4.0, help="quantisation step (quality: smaller is better)"),
-    mode: str = typer.Option("block", help="zero, affine, block or input"),
+    mode: str = typer.Option("block", help="zero, block or input"),
     subpel: int = typer.Option(4, help="motion vector precision: 1 or 4"),
     intra_period: int = typer.Option(0, help="force intra every N frames (0: first only)"),
     seed: int = typer.Option(0),
 ) -> None:
     """Run the edge sub-model on video frames and write the coded feature stream."""
     from ..codec import Encoder, encode_sequence
-    from ..codec.entropy import MAX_SYMBOL
+    from ..codec.core import MAX_LEVEL
     from ..codec.limits import check_step
 
     check_step(step)
     with staged_file(out) as tmp:  # --out is checked before the frames are decoded
-        split, clip = _edge_features(video, start, frames, model, layer, weights, seed)
-        check_step(step, clip.features, max_level=MAX_SYMBOL // 2)  # residuals about a mean span twice the values
-        enc = Encoder(tuple(clip.features.shape[1:]), step, mode, model=model, layer=layer, subpel=subpel, intra_period=intra_period, fps=clip.fps, stride=split.stride, offset=split.offset)
+        fingerprint, split, clip = _edge_features(video, start, frames, model, layer, weights, seed, fingerprint=True)
+        check_step(step, clip.features, max_level=MAX_LEVEL // 2)  # residuals about a mean span twice the values
+        enc = Encoder(tuple(clip.features.shape[1:]), step, mode, model=model, layer=layer, weights=fingerprint, subpel=subpel, intra_period=intra_period, fps=clip.fps, stride=split.stride, offset=split.offset)
         stream = encode_sequence(list(clip.features), enc, list(clip.gray))
         tmp.write_bytes(stream)
     fps = clip.fps
@@ -61,9 +69,10 @@ def codec_decode(
     stream: Path = typer.Argument(..., help="stream file from `codec encode`"),
     out: Optional[Path] = typer.Option(None, help="write the decoded tensors (N, C, H, W) to this .pt file"),
     classify: bool = typer.Option(False, help="run the cloud sub-model named in the header and print top-1 classes"),
-    weights: str = typer.Option("imagenet", help="weights of the cloud model (with --classify)"),
+    weights: str = typer.Option("imagenet", help="weights of the cloud model (with --classify); must be the weights the stream was encoded with"),
+    seed: int = typer.Option(0, help="seed of random weights (with --classify)"),
 ) -> None:
-    """Decode a stream; optionally finish inference in the cloud sub-model."""
+    """Decode a stream; optionally finish inference in the cloud sub-model (refused if its weights differ from the edge's)."""
     import contextlib
     import io
 
@@ -73,16 +82,22 @@ def codec_decode(
 
     if not stream.is_file():
         raise InputError(f"stream file {stream} does not exist")
+    data = stream.read_bytes()
+    split = None
+    if classify:  # check the weights before the decode, so a mismatch costs nothing
+        from ..codec import read_stream_header
+
+        head = read_stream_header(data)
+        mine, split = _model_split(head.model, head.layer, weights, seed)
+        if head.weights != mine:
+            raise InputError(f"the stream was encoded with weights {head.weights or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")
     with staged_file(out) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
-        header, tensors = decode_stream(stream.read_bytes())
+        header, tensors = decode_stream(data)
         if not tensors:
             raise InputError(f"stream file {stream} holds a header but no frames")
         x = torch.stack(tensors)
         top = None
-        if classify:
-            from ..models import load_model, split_model
-
-            split = split_model(load_model(header.model, weights), header.layer)
+        if split is not None:
             try:  # torch.fx prints its own report of a failing call to stderr: keep it out of the one line
                 with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
                     top = split.cloud(x).argmax(1).tolist()
@@ -108,26 +123,32 @@ def codec_eval(
     model: str = typer.Option("efficientnet_lite0"),
     layer: str = typer.Option("_blocks.4.add"),
     weights: str = typer.Option("imagenet"),
-    steps: str = typer.Option("1,2,4,8,16", help="comma-separated quantisation steps"),
-    configs: str = typer.Option("intra,zero,affine,block,block_int,input", help="comma-separated configurations"),
+    steps: str = typer.Option("0.088,0.125,0.177,0.25,0.354,0.5,0.707", help="comma-separated quantisation steps, relative to the features' RMS"),
+    configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input)"),
+    anchors: str = typer.Option("x265_intra,x265_ldp,svtav1_ld", help="comma-separated standard-codec anchors ('' for none)"),
+    qps: str = typer.Option("12,17,22,27,32,37", help="comma-separated QPs of the anchors"),
     seed: int = typer.Option(0),
     force: bool = typer.Option(False, help="overwrite a non-empty --out"),
 ) -> None:
-    """Rate-distortion and task accuracy of every motion mode; BD-rates; report."""
-    from ..codec.evaluate import EvalSettings, evaluate
+    """Rate-distortion and task accuracy of every configuration and anchor; BD-rates; report."""
     from ..codec.limits import check_step
+    from ..experiments.codec_eval import EvalSettings, check_settings, evaluate, verdict
     from ..experiments.reproduce import _progress
     from ..pipeline import check_frame_range
 
     step_list = tuple(check_step(s) for s in parse_list(steps, float, "--steps", "numbers"))
-    if len(step_list) < 4:
-        raise InputError("--steps needs at least 4 positive steps (BD-rate fits a curve)")
+    qp_list = tuple(parse_list(qps, int, "--qps", "integers")) if qps.strip() else ()
+    if any(not 0 <= q <= 51 for q in qp_list):
+        raise InputError("--qps must lie in 0..51")
     cfgs = tuple(parse_list(configs, str, "--configs", "configuration names"))
+    anchor_list = tuple(a.strip() for a in anchors.split(",") if a.strip())
+    if anchor_list and not qp_list:
+        raise InputError("--qps is empty but --anchors names anchors to sweep")
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
-    st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, seed)
+    st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
+    check_settings(st)
     with staged_folder(out, force) as stage, _progress() as bar:
-        task = bar.add_task("encoding", total=len(cfgs) * len(step_list))
-        evaluate(st, stage, progress=lambda n: bar.advance(task, n))
-        verdict = (stage / "report.md").read_text().split("**Verdict.**")[-1].strip()
-    console.print(verdict)
+        task = bar.add_task("encoding", total=len(cfgs) * len(step_list) + len(anchor_list) * len(qp_list))
+        summary = evaluate(st, stage, progress=lambda n: bar.advance(task, n))
+    console.print(verdict(summary))
     console.print(f"report: {out / 'report.md'}")

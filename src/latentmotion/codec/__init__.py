@@ -4,7 +4,7 @@ Example:
     >>> import torch
     >>> from latentmotion.codec import Encoder, encode_sequence, decode_stream
     >>> xs = [torch.randn(8, 12, 12) for _ in range(3)]
-    >>> enc = Encoder((8, 12, 12), step=0.1, mode="block")
+    >>> enc = Encoder((8, 12, 12), step=0.1, mode="block", weights="0123abcd")
     >>> stream = encode_sequence(xs, enc)
     >>> _, out = decode_stream(stream)
     >>> all(torch.equal(a, b) for a, b in zip(out, enc.reconstructions))
@@ -12,7 +12,7 @@ Example:
 """
 
 from .bitstream import BitstreamError, Header
-from .core import Decoder, Encoder, FrameStats, decode_stream, encode_sequence, iter_decode
+from .core import Decoder, Encoder, FrameStats, decode_stream, encode_sequence, iter_decode, read_stream_header
 from .prediction import MODE_NAMES, MODES
 
-__all__ = ["BitstreamError", "Decoder", "Encoder", "FrameStats", "Header", "MODES", "MODE_NAMES", "decode_stream", "encode_sequence", "iter_decode"]
+__all__ = ["MODES", "MODE_NAMES", "BitstreamError", "Decoder", "Encoder", "FrameStats", "Header", "decode_stream", "encode_sequence", "iter_decode", "read_stream_header"]

@@ -2,15 +2,18 @@
 
 Layout (all integers little-endian)::
 
-    header:  magic "LMFC" | u8 version | str model | str layer | u16 C, H, W
-             | u8 dtype (0: float32) | f32 step | u8 motion mode | u8 block
-             | u8 search | u8 subpel | u16 intra period | f32 fps | u32 crc32
+    header:  magic "LMFC" | u8 version (2) | str model | str layer | str weights
+             | u16 C, H, W | u8 dtype (0: float32) | f32 step | u8 motion mode
+             | u8 block | u8 search | u8 subpel | u16 intra period | f32 fps | u32 crc32
     frame:   u32 payload length | u32 crc32(payload) | payload
+    payload: u32 sequence number | u8 frame type | range-coded bytes
     str:     u16 length | utf-8 bytes (length <= 256)
 
 Every size read from a stream is bounded before anything is allocated, and
 every failure (truncation, bad magic, checksum, out-of-range value) raises
-:class:`BitstreamError`.
+:class:`BitstreamError`. Work is bounded by bytes: a frame record must hold at
+least one byte per ``ELEMENTS_PER_BYTE`` elements of the tensor it decodes to
+(encoders pad), so no small stream can claim a long decode.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from dataclasses import dataclass
 from ..errors import LatentMotionError
 
 MAGIC = b"LMFC"
-VERSION = 1
+VERSION = 2
 MAX_STR = 256
 MAX_ELEMENTS = 1 << 24  # C * H * W of one tensor
 MAX_SIDE = 4096
+ELEMENTS_PER_BYTE = 1 << 14  # a frame record of n bytes decodes to at most n * 16384 elements
 
 
 class BitstreamError(LatentMotionError):
@@ -131,6 +135,7 @@ class Header:
 
     model: str
     layer: str
+    weights: str  # identity of the weights (e.g. latentmotion.models.weights_fingerprint); "" if unnamed
     shape: tuple[int, int, int]  # (C, H, W)
     step: float
     mode: int  # index into the motion-mode registry
@@ -143,7 +148,12 @@ class Header:
     def frame_limit(self) -> int:
         """Largest payload a valid frame of this shape can need (bounds allocation)."""
         c, h, w = self.shape
-        return 8 * c * h * w + 64 * c + 65536
+        return 24 * c * h * w + 64 * c + 65536
+
+    def min_record(self) -> int:
+        """Smallest frame record (bytes) that may decode to one tensor: work is bounded by bytes."""
+        c, h, w = self.shape
+        return -(-(c * h * w) // ELEMENTS_PER_BYTE)
 
 
 def write_header(h: Header) -> bytes:
@@ -152,6 +162,7 @@ def write_header(h: Header) -> bytes:
     w.u8(VERSION)
     w.text(h.model)
     w.text(h.layer)
+    w.text(h.weights)
     for v in h.shape:
         w.u16(v)
     w.u8(0)
@@ -170,8 +181,8 @@ def read_header(r: Reader, n_modes: int) -> Header:
         raise BitstreamError("not a latentmotion feature stream (bad magic)")
     version = r.u8()
     if version != VERSION:
-        raise BitstreamError(f"stream version {version} is not supported (this decoder reads {VERSION})")
-    model, layer = r.text(), r.text()
+        raise BitstreamError(f"stream version {version} is not supported: this decoder reads version {VERSION} only (re-encode the features with this release)")
+    model, layer, weights = r.text(), r.text(), r.text()
     shape = (r.u16(), r.u16(), r.u16())
     if min(shape) < 1 or max(shape[1:]) > MAX_SIDE or shape[0] * shape[1] * shape[2] > MAX_ELEMENTS:
         raise BitstreamError(f"tensor shape {shape} out of bounds")
@@ -183,9 +194,9 @@ def read_header(r: Reader, n_modes: int) -> Header:
     crc = r.u32()
     if crc != zlib.crc32(bytes(r.data[start : r.pos - 4])):
         raise BitstreamError("header checksum mismatch")
-    if not (step > 0) or mode >= n_modes or block < 1 or subpel not in (1, 4) or search > 64 or fps <= 0:
+    if not (step > 0) or mode >= n_modes or not 1 <= block <= 64 or subpel not in (1, 4) or search > 64 or fps <= 0:
         raise BitstreamError("header parameters out of range")
-    return Header(model, layer, shape, step, mode, block, search, subpel, intra_period, fps)
+    return Header(model, layer, weights, shape, step, mode, block, search, subpel, intra_period, fps)
 
 
 def write_frame(payload: bytes) -> bytes:

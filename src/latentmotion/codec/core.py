@@ -1,19 +1,30 @@
-"""Closed-loop predictive coding of feature-tensor sequences.
+"""Closed-loop predictive coding of feature-tensor sequences, with an integer decoder state.
 
-Each frame is intra (the tensor itself, minus a per-channel mean) or predicted
-(the residual against a motion-compensated prediction from the previous
-*decoded* tensor, so encoder and decoder never drift). Residuals are uniformly
-quantised with the step of the header (``x_hat = pred + step * q``). With
-``rd=True`` the encoder codes each frame both ways and keeps the one with the
-lower ``SSE + lambda * bits``, ``lambda = 0.1155 * step^2`` (the slope of a
-uniform quantiser's rate-distortion curve), so scene cuts fall back to intra
-by themselves. Intra is tried only when the prediction error keeps at least
-half of the frame's energy about its channel means, which keeps the encode
-time of ordinary frames to one trial (tests check that cuts are still caught).
+The decoder keeps the reconstruction levels ``R`` (integers, in units of the
+header's ``step``) of the previous frame. An intra frame codes ``R = q``; a
+predicted frame codes tile vectors and ``R = P + q`` with ``P`` the integer
+motion-compensated prediction from the previous ``R``
+(:func:`latentmotion.codec.prediction.predict`). The output tensor is
+``float32(R) * float32(step)``: one IEEE multiply, the same on every machine.
+
+The encoder picks levels with a dead-zone quantiser (``q = sign(d) floor(|d| + f)``,
+``d`` the residual in step units) and, per tile, the vector of least
+``SSE + lambda * bits``; with ``rd=True`` a frame whose prediction leaves at
+least 80 % of its energy (a scene cut) is also coded intra and the cheaper of
+the two (``SSE + lambda * bits``) is kept.
+
+Example:
+    >>> import torch
+    >>> enc = Encoder((4, 8, 8), step=0.1, mode="block", weights="abc")
+    >>> dec = Decoder.from_header_bytes(enc.header_bytes())
+    >>> outs = [dec.decode_frame(enc.encode(torch.randn(4, 8, 8))) for _ in range(3)]
+    >>> all(torch.equal(a, b) for a, b in zip(outs, enc.reconstructions))
+    True
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -21,11 +32,14 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .bitstream import BitstreamError, Header, Reader, Writer, read_frame, read_header, write_frame, write_header
-from .entropy import MAX_SYMBOL, decode_ints, decode_tensor, encode_ints, encode_tensor
-from .prediction import MODE_NAMES, MODES, Context
+from . import entropy
+from .bitstream import BitstreamError, Header, Reader, read_frame, read_header, write_frame, write_header
+from .prediction import MODE_NAMES, MODES, Context, block_candidates, choose_vectors, input_candidates, predict
 
 INTRA, INTER = 0, 1
+MAX_LEVEL = 1 << 24  # |R| bound: exact in float32, and the decoder refuses more
+MAX_Q = (1 << 16) - 1  # |q| bound of the Exp-Golomb binarisation
+MAX_MV = 4 * 1024  # |vector| bound, 1/subpel units
 
 
 @dataclass
@@ -36,13 +50,8 @@ class FrameStats:
     sse: float
 
 
-def _quantise(x: torch.Tensor, step: float) -> np.ndarray:
-    q = torch.round(x / step).clamp_(-MAX_SYMBOL, MAX_SYMBOL)
-    return q.to(torch.int32).numpy()
-
-
-def _dequantise(q: np.ndarray, step: float) -> torch.Tensor:
-    return torch.from_numpy(q.astype(np.float32)) * np.float32(step)
+def _deadzone(d: np.ndarray, f: float) -> np.ndarray:
+    return (np.sign(d) * np.floor(np.abs(d) + f)).astype(np.int64).clip(-MAX_Q, MAX_Q)
 
 
 class Encoder:
@@ -51,12 +60,17 @@ class Encoder:
     Args:
         shape: (C, H, W) of every tensor.
         step: quantisation step (the quality parameter: smaller is better).
-        mode: motion mode: ``zero``, ``affine``, ``block`` or ``input``.
+        mode: motion mode: ``zero``, ``block`` or ``input``.
+        model, layer, weights: names written to the header (``weights``: the
+            weights' identity, e.g. :func:`latentmotion.models.weights_fingerprint`).
         block, search, subpel: tile side, search radius (latent px), vector
-            precision (1 or 4) of the ``block`` and ``input`` modes.
+            precision (1 or 4).
         intra_period: force intra every N frames (0: first frame only).
         rd: decide intra or predicted per frame by rate-distortion cost.
         stride, offset: the split's geometry (for ``input``).
+        lam: Lagrange multiplier in step-unit squared error per bit (mode decisions).
+        rdoq: Lagrange multiplier of rate-distortion-optimised quantisation (0: off).
+        deadzone: rounding offsets ``(intra, inter)`` of the quantiser before RDOQ (0.5: plain rounding).
     """
 
     def __init__(
@@ -67,6 +81,7 @@ class Encoder:
         *,
         model: str = "",
         layer: str = "",
+        weights: str = "",
         block: int = 4,
         search: int = 4,
         subpel: int = 4,
@@ -75,6 +90,9 @@ class Encoder:
         rd: bool = True,
         stride: tuple[int, int] = (1, 1),
         offset: tuple[float, float] = (0.0, 0.0),
+        lam: float = 0.5,
+        rdoq: float = 0.5,
+        deadzone: tuple[float, float] = (0.5, 0.5),
     ) -> None:
         if mode not in MODES:
             raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")
@@ -82,14 +100,17 @@ class Encoder:
             raise InputError(f"quantisation step must be positive, got {step}")
         if subpel not in (1, 4) or not 1 <= block <= 64 or not 0 <= search <= 64 or not 0 <= intra_period < 65536:
             raise InputError("block must lie in 1..64, search in 0..64, subpel be 1 or 4, intra period in 0..65535")
-        self.header = Header(model, layer, tuple(shape), float(np.float32(step)), MODE_NAMES.index(mode), block, search, subpel, intra_period, fps)
-        self.mode = MODES[mode]
+        c, h, w = (int(v) for v in shape)
+        if min(c, h, w) < 1 or max(h, w) > 4096 or c * h * w > 1 << 24:
+            raise InputError(f"tensor shape {tuple(shape)} out of bounds (sides up to 4096, at most 2^24 elements)")
+        self.header = Header(model, layer, weights, (c, h, w), float(np.float32(step)), MODES[mode], block, search, subpel, intra_period, fps)
+        self.mode = mode
         self.ctx = Context(block, search, subpel, stride, offset)
-        self.rd = rd
-        self.lam = 0.1155 * self.header.step**2
-        self.prev: torch.Tensor | None = None
+        self.rd, self.lam, self.rdoq, self.deadzone = rd, lam, rdoq, deadzone
+        self.ref: np.ndarray | None = None  # levels R of the last frame
+        self._pred_energy = 0.0
+        self.probs = entropy.new_contexts(c)  # inter-frame contexts (reset by every intra frame)
         self.prev_frame: torch.Tensor | None = None
-        self._last_pred_energy = 0.0
         self.index = 0
         self.stats: list[FrameStats] = []
         self.reconstructions: list[torch.Tensor] = []
@@ -97,65 +118,91 @@ class Encoder:
     def header_bytes(self) -> bytes:
         return write_header(self.header)
 
-    def _intra(self, x: torch.Tensor) -> tuple[bytes, torch.Tensor, int]:
-        step = self.header.step
-        mean_q = torch.round(x.mean((1, 2)) / step).clamp_(-MAX_SYMBOL, MAX_SYMBOL).to(torch.int64)
-        base = mean_q.to(torch.float32)[:, None, None] * np.float32(step)
-        q = _quantise(x - base, step)
-        w = Writer()
-        w.u8(INTRA)
-        w.raw(encode_ints(mean_q.numpy()))
-        w.raw(encode_tensor(q, self.header.block))
-        return w.getvalue(), base + _dequantise(q, step), 0
+    def _intra(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
+        q = _deadzone(xs, self.deadzone[0])
+        data, _ = entropy.encode_frame(q, np.zeros_like(q), xs, np.zeros((2, 1, 1), np.int64), self.header.block, entropy.new_contexts(q.shape[0]), False, self.rdoq)
+        return bytes([INTRA]) + data.tobytes(), q, entropy.new_contexts(q.shape[0]), 0
 
-    def _inter(self, x: torch.Tensor) -> tuple[bytes, torch.Tensor, int]:
-        params = self.mode.estimate(self.prev, x, self.ctx)
-        pred = self.mode.predict(self.prev, params, self.ctx)
-        self._last_pred_energy = float(((x - pred) ** 2).sum())
-        q = _quantise(x - pred, self.header.step)
-        w = Writer()
-        w.u8(INTER)
-        self.mode.write(params, w)
-        side = len(w.getvalue()) - 1
-        w.raw(encode_tensor(q, self.header.block))
-        return w.getvalue(), pred + _dequantise(q, self.header.step), 8 * side
+    def _vectors(self, xs: np.ndarray) -> np.ndarray:
+        h = self.header
+        nh, nw = -(-h.shape[1] // h.block), -(-h.shape[2] // h.block)
+        if self.mode == "zero":
+            return np.zeros((2, nh, nw), np.int64)
+        cstep = max(1, h.shape[0] // 32)  # all channels share the motion: about 32 of them find it
+        if self.mode == "input" and self.ctx.frames is not None:
+            cand = input_candidates(h.shape, self.ctx)
+        else:
+            k = max(1, h.shape[0] // 8)  # integer candidates: about 8 channels are enough, refinement uses more
+            cur = np.clip(np.round(xs[::k]), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
+            cand = block_candidates(np.ascontiguousarray(self.ref[::k]), cur, self.ctx)
+        return choose_vectors(self.ref, np.ascontiguousarray(xs), cand, h.block, h.subpel, self.lam, True, cstep)
 
-    def encode(self, x: torch.Tensor, frame: torch.Tensor | None = None) -> bytes:
-        """Code one tensor (C, H, W); ``frame``: the input frame as uint8 gray (H, W), for ``input`` mode."""
+    def _inter(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
+        h = self.header
+        mv = self._vectors(xs)
+        pred = predict(self.ref, mv, h.block, h.subpel)
+        self._pred_energy = float(((xs - pred) ** 2).sum())
+        d = xs - pred
+        q = np.clip(_deadzone(d, self.deadzone[1]), -MAX_LEVEL - pred, MAX_LEVEL - pred)
+        probs = self.probs.copy()
+        data, side = entropy.encode_frame(q, pred, d, mv, h.block, probs, True, self.rdoq)  # q: RD-optimised in place
+        return bytes([INTER]) + data.tobytes(), pred + q, probs, 8 * side
+
+    def encode(self, x: torch.Tensor, frame: torch.Tensor | None = None, intra: bool = False) -> bytes:
+        """Code one tensor (C, H, W) into one self-delimiting frame record.
+
+        ``frame``: the input frame as uint8 gray (H, W), for ``input`` mode;
+        ``intra``: force an intra frame (e.g. after a receiver joined).
+        """
         if tuple(x.shape) != self.header.shape:
             raise InputError(f"tensor shape {tuple(x.shape)} differs from the stream's {self.header.shape}")
-        x = x.detach().to("cpu", torch.float32)
-        if not torch.isfinite(x).all():
+        # numpy rather than torch for these whole-tensor passes: no thread-pool start-up per frame
+        xn = x.detach().to("cpu", torch.float32).numpy()
+        if not np.isfinite(xn).all():
             raise InputError("tensor holds NaN or infinite values")
-        forced = self.prev is None or (self.header.intra_period and self.index % self.header.intra_period == 0)
-        if self.mode.name == "input" and frame is not None and self.prev_frame is not None:
+        if self.index >= 1 << 32:
+            raise InputError("a stream holds at most 2^32 frames")
+        xs = xn.astype(np.float64) / self.header.step
+        if self.mode == "input" and frame is not None and self.prev_frame is not None:
             self.ctx.frames = (self.prev_frame, frame)
-        if forced:
-            candidates = [self._intra(x)]
+        period = self.header.intra_period
+        if intra or self.ref is None or (period and self.index % period == 0):
+            cands = [self._intra(xs)]
         else:
-            candidates = [self._inter(x)]
-            # Intra is only worth trying when prediction leaves a large part of
-            # the signal's energy (a scene cut); this halves the usual encode time.
-            energy = float(((x - x.mean((1, 2), keepdim=True)) ** 2).sum())
-            if self.rd and self._last_pred_energy >= 0.5 * energy:
-                candidates.append(self._intra(x))
-        costs = [float(((x - rec) ** 2).sum()) + self.lam * 8 * len(p) for p, rec, _ in candidates]
-        payload, rec, side = candidates[int(np.argmin(costs))]
-        self.prev, self.prev_frame = rec, frame
+            cands = [self._inter(xs)]
+            centred = xs - xs.mean((1, 2), keepdims=True)
+            # intra is only worth a trial where prediction leaves much of the signal's energy (a scene cut)
+            # (prediction from an unrelated frame leaves about twice the energy)
+            if self.rd and self._pred_energy >= 0.8 * float((centred**2).sum()):
+                cands.append(self._intra(xs))
+        costs = [float(((xs - rec) ** 2).sum()) + self.lam * 8 * len(p) for p, rec, _, _ in cands]
+        payload, rec, probs, side = cands[int(np.argmin(costs))]
+        if payload[0] == INTRA:
+            probs = entropy.new_contexts(self.header.shape[0])
+        payload = struct.pack("<I", self.index) + payload
+        pad = self.header.min_record() - 8 - len(payload)
+        payload += bytes(max(0, pad))  # zeros read back as the coder's own past-the-end bytes
+        self.ref, self.probs, self.prev_frame = rec, probs, frame
         self.index += 1
-        self.stats.append(FrameStats("intra" if payload[0] == INTRA else "inter", 8 * (len(payload) + 8), side, float(((x - rec) ** 2).sum())))
-        self.reconstructions.append(rec)
+        out = _output(rec, self.header.step)
+        self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, float(np.square(xn - out.numpy(), dtype=np.float64).sum())))
+        self.reconstructions.append(out)
         return write_frame(payload)
 
 
+def _output(levels: np.ndarray, step: float) -> torch.Tensor:
+    """float32(R) * float32(step): one IEEE multiply per element, the same on every machine."""
+    return torch.from_numpy(levels.astype(np.float32) * np.float32(step))
+
+
 class Decoder:
-    """Decode a stream produced by :class:`Encoder` (header first, then frames)."""
+    """Decode a stream produced by :class:`Encoder` (header first, then frame records in order)."""
 
     def __init__(self, header: Header) -> None:
         self.header = header
-        self.mode = MODES[MODE_NAMES[header.mode]]
-        self.ctx = Context(header.block, header.search, header.subpel)
-        self.prev: torch.Tensor | None = None
+        self.ref: np.ndarray | None = None
+        self.probs = entropy.new_contexts(header.shape[0])
+        self.index = 0
 
     @classmethod
     def from_header_bytes(cls, data: bytes) -> Decoder:
@@ -167,38 +214,42 @@ class Decoder:
         return cls(header)
 
     def decode_frame(self, record: bytes) -> torch.Tensor:
-        """Decode one frame record exactly as :meth:`Encoder.encode` returned it."""
+        """Decode one frame record exactly as :meth:`Encoder.encode` returned it.
+
+        :class:`BitstreamError` on damage and on a frame out of sequence
+        (dropped, duplicated, reordered); the decoder's state is then unchanged.
+        """
         r = Reader(record)
         payload = read_frame(r, self.header.frame_limit())
         if not r.done():
             raise BitstreamError(f"{r.end - r.pos} bytes after the frame")
-        try:
-            return self.decode_payload(payload)
-        except BitstreamError:
-            raise
-        except (ValueError, IndexError, OverflowError, RuntimeError, TypeError, MemoryError) as exc:
-            raise BitstreamError(f"corrupt frame ({type(exc).__name__}: {exc})") from None
+        return self.decode_payload(payload)
 
     def decode_payload(self, payload: bytes) -> torch.Tensor:
         h = self.header
+        if len(payload) + 8 < h.min_record():
+            raise BitstreamError(f"frame of {len(payload) + 8} bytes is too short to decode a {h.shape} tensor (work is bounded by bytes)")
         r = Reader(payload)
-        kind = r.u8()
-        if kind == INTRA:
-            mean_q = decode_ints(r, h.shape[0])
-            if len(mean_q) != h.shape[0]:
-                raise BitstreamError("wrong number of channel means")
-            base = torch.from_numpy(mean_q.astype(np.float32))[:, None, None] * np.float32(h.step)
-            rec = base + _dequantise(decode_tensor(r, h.shape, h.block), h.step)
-        elif kind == INTER:
-            if self.prev is None:
-                raise BitstreamError("predicted frame without a reference")
-            params = self.mode.read(r, h.shape, self.ctx)
-            pred = self.mode.predict(self.prev, params, self.ctx)
-            rec = pred + _dequantise(decode_tensor(r, h.shape, h.block), h.step)
-        else:
+        seq, kind = r.u32(), r.u8()
+        if seq != self.index:
+            raise BitstreamError(f"frame {seq} out of sequence: expected frame {self.index} (a frame was dropped, duplicated or reordered)")
+        if kind not in (INTRA, INTER):
             raise BitstreamError(f"unknown frame type {kind}")
-        self.prev = rec
-        return rec
+        if kind == INTER and self.ref is None:
+            raise BitstreamError("predicted frame without a reference")
+        data = np.frombuffer(payload, np.uint8, offset=r.pos)
+        c, hh, ww = h.shape
+        probs = entropy.new_contexts(c) if kind == INTRA else self.probs.copy()
+        ref = self.ref if kind == INTER else np.zeros((1, 1, 1), np.int64)
+        q, pred, status = entropy.decode_frame(data, c, hh, ww, h.block, probs, kind == INTER, MAX_MV, ref, h.subpel)
+        if status:
+            raise BitstreamError(f"frame {seq}: entropy-coded data is corrupt")
+        rec = pred + q
+        if np.abs(rec).max(initial=0) > MAX_LEVEL:
+            raise BitstreamError(f"frame {seq}: reconstruction level out of range")
+        self.ref, self.probs = rec, probs if kind == INTER else entropy.new_contexts(c)
+        self.index += 1
+        return _output(rec, h.step)
 
 
 def encode_sequence(tensors: Iterable[torch.Tensor], encoder: Encoder, frames: Iterable[torch.Tensor | None] | None = None) -> bytes:
@@ -212,19 +263,19 @@ def encode_sequence(tensors: Iterable[torch.Tensor], encoder: Encoder, frames: I
 
 def iter_decode(data: bytes) -> Iterator[torch.Tensor]:
     """Decode a whole stream frame by frame; raises :class:`BitstreamError` on any damage."""
-    try:
-        r = Reader(data)
-        dec = Decoder(read_header(r, len(MODE_NAMES)))
-        limit = dec.header.frame_limit()
-        while not r.done():
-            yield dec.decode_payload(read_frame(r, limit))
-    except BitstreamError:
-        raise
-    except (ValueError, IndexError, OverflowError, RuntimeError, TypeError, MemoryError) as exc:
-        raise BitstreamError(f"corrupt stream ({type(exc).__name__}: {exc})") from None
+    r = Reader(data)
+    dec = Decoder(read_header(r, len(MODE_NAMES)))
+    limit = dec.header.frame_limit()
+    while not r.done():
+        yield dec.decode_payload(read_frame(r, limit))
+
+
+def read_stream_header(data: bytes) -> Header:
+    """The header at the start of a whole stream (e.g. to check its weights before decoding)."""
+    return read_header(Reader(data), len(MODE_NAMES))
 
 
 def decode_stream(data: bytes) -> tuple[Header, list[torch.Tensor]]:
     """Header and all decoded tensors of a stream."""
     out = list(iter_decode(data))
-    return read_header(Reader(data), len(MODE_NAMES)), out
+    return read_stream_header(data), out

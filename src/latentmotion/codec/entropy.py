@@ -1,177 +1,442 @@
-"""Entropy coding of integer tensors with constriction's range coder.
+"""Context-adaptive binary range coding of a frame's motion vectors and levels (integers only).
 
-A quantised tensor (C, H, W) is coded as:
+The coder is LZMA's binary range coder: 32-bit range, 11-bit probabilities
+``p`` (of the bit being 0) that adapt after every bit by ``p += (2048 - p) >> 5``
+(a 0) or ``p -= p >> 5`` (a 1); bypass bits halve the range. The implicit
+leading zero byte of LZMA's encoder is not written. Bytes past the end of the
+data read as zero (so trailing bytes that would read back the same may be cut).
 
-* ``R = max |q|`` (u16); nothing more when ``R = 0``;
-* one skip flag per channel and ``block x block`` tile (all zeros or not),
-  with a binary model whose probability is sent in one byte;
-* a scale index per channel (4 bits, log-spaced Laplace scales);
-* the symbols of non-skipped tiles, grouped by scale index, each group with a
-  discretised Laplace model on [-R, R].
+Binarisation (``docs/codec.md`` gives it in full):
 
-Models are fixed tables built identically on both sides, so decoding is
-deterministic; the range coder's words are stored little-endian.
+* per channel ``c`` and ``block x block`` tile, in raster order: a coded-tile
+  flag, context ``(c, left flag + top flag)``;
+* in a coded tile, per level ``q`` in raster order, with ``n = min(|left|, 2) +
+  min(|top|, 2)`` the neighbours' magnitudes in the same channel:
+  ``q != 0`` (context ``(c, n)``), sign (context ``(c, sign of left)``),
+  ``|q| > 1`` (context ``(c, min(n, 2))``), ``|q| > 2`` (context ``c``), then
+  ``|q| - 3`` as Exp-Golomb order 0: prefix bits adaptive (context = bit index),
+  suffix bits bypass. A prefix of more than ``MAX_PREFIX`` ones is an error.
+* motion-vector differences (per tile, x then y): ``!= 0`` (context by
+  component), sign bypass, ``|d| - 1`` Exp-Golomb as above (own contexts).
+
+All arithmetic is integer (numba, int64), so every machine decodes alike.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-import constriction
+import numba as nb
 import numpy as np
 
-from .bitstream import BitstreamError, Reader, Writer
+from .prediction import predict
 
-SCALES = 2.0 ** (np.arange(16) / 2.0 - 2.0)  # 0.25 ... 45
-MAX_SYMBOL = 32767
+PROB_BITS = 11
+PROB_INIT = 1 << (PROB_BITS - 1)
+ADAPT = 5
+TOP = 1 << 24
+MAX_PREFIX = 16  # Exp-Golomb prefix: |value| < 2 ** 17
 
-
-@lru_cache(maxsize=256)
-def _laplace(idx: int, r: int):
-    k = np.arange(-r, r + 1, dtype=np.float64)
-    b = SCALES[idx]
-    def cdf(x: np.ndarray) -> np.ndarray:
-        tail = 0.5 * np.exp(-np.abs(x) / b)
-        return np.where(x < 0, tail, 1 - tail)
-
-    p = cdf(k + 0.5) - cdf(k - 0.5)
-    p = np.maximum(p, 1e-12)
-    return constriction.stream.model.Categorical(p / p.sum(), perfect=False)
+# Context layout (per channel c, C channels): offsets into one probability table.
+N_PB = 4  # buckets of the prediction's magnitude |P|: 0, 1, 2..3, 4+
+N_SIG, N_SIGN, N_GT1 = 5 * N_PB, 3, 3 * N_PB
+PER_CHANNEL = 3 + N_SIG + N_SIGN + N_GT1 + 1  # cbf (3), sig, sign, gt1, gt2
+N_EG = MAX_PREFIX + 1
+N_MV = 2 + N_EG
 
 
-@lru_cache(maxsize=256)
-def _binary(k: int):
-    p = k / 256.0
-    return constriction.stream.model.Categorical(np.array([1 - p, p]), perfect=False)
+def n_contexts(channels: int) -> int:
+    """Size of the probability table for ``channels`` channels (levels, Exp-Golomb, motion)."""
+    return PER_CHANNEL * channels + N_EG + N_MV
 
 
-def scale_index(mean_abs: float) -> int:
-    return int(np.abs(np.log2(SCALES) - np.log2(max(mean_abs, 1e-9))).argmin())
+def new_contexts(channels: int) -> np.ndarray:
+    return np.full(n_contexts(channels), PROB_INIT, dtype=np.int64)
 
 
-def _tiles(q: np.ndarray, block: int) -> np.ndarray:
-    """(C, H, W) -> (C, n_tiles, block * block), zero-padded to whole tiles."""
-    c, h, w = q.shape
-    nh, nw = -(-h // block), -(-w // block)
-    p = np.zeros((c, nh * block, nw * block), dtype=np.int32)
-    p[:, :h, :w] = q
-    return p.reshape(c, nh, block, nw, block).transpose(0, 1, 3, 2, 4).reshape(c, nh * nw, block * block)
+# --- range encoder: state st = [low, range, cache, cache_size, n_out, first] ---------------
 
 
-def _untile(t: np.ndarray, shape: tuple[int, int, int], block: int) -> np.ndarray:
-    c, h, w = shape
-    nh, nw = -(-h // block), -(-w // block)
-    full = t.reshape(c, nh, nw, block, block).transpose(0, 1, 3, 2, 4).reshape(c, nh * block, nw * block)
-    return full[:, :h, :w]
+@nb.njit(cache=True)
+def _shift_low(st, out):
+    low = st[0]
+    if (low & 0xFFFFFFFF) < 0xFF000000 or (low >> 32) != 0:
+        carry = low >> 32
+        temp = st[2]
+        while True:
+            if st[5]:  # LZMA's implicit leading byte (always 0) is not written
+                st[5] = 0
+            else:
+                out[st[4]] = (temp + carry) & 0xFF
+                st[4] += 1
+            temp = 0xFF
+            st[3] -= 1
+            if st[3] == 0:
+                break
+        st[2] = (low >> 24) & 0xFF
+    st[3] += 1
+    st[0] = (low & 0x00FFFFFF) << 8
 
 
-def _finish(enc) -> bytes:
-    return enc.get_compressed().astype("<u4").tobytes()
+@nb.njit(cache=True)
+def _enc_bit(st, out, probs, i, bit):
+    p = probs[i]
+    bound = (st[1] >> PROB_BITS) * p
+    if bit == 0:
+        st[1] = bound
+        probs[i] = p + (((1 << PROB_BITS) - p) >> ADAPT)
+    else:
+        st[0] += bound
+        st[1] -= bound
+        probs[i] = p - (p >> ADAPT)
+    while st[1] < TOP:
+        st[1] = (st[1] << 8) & 0xFFFFFFFF
+        _shift_low(st, out)
 
 
-def _decoder(data: bytes):
-    if len(data) % 4:
-        raise BitstreamError("range-coded section is not a whole number of words")
-    return constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+@nb.njit(cache=True)
+def _enc_bypass(st, out, bit):
+    st[1] >>= 1
+    if bit:
+        st[0] += st[1]
+    while st[1] < TOP:
+        st[1] = (st[1] << 8) & 0xFFFFFFFF
+        _shift_low(st, out)
 
 
-def _write_range(w: Writer, values: np.ndarray) -> int:
-    """Write and return ``R = max |values|`` (the symbol range of the models)."""
-    r = int(np.abs(values).max()) if values.size else 0
-    if r > MAX_SYMBOL:
-        raise ValueError(f"value {r} exceeds {MAX_SYMBOL}")
-    w.u16(r)
-    return r
+@nb.njit(cache=True)
+def _enc_flush(st, out):
+    for _ in range(5):
+        _shift_low(st, out)
 
 
-def encode_tensor(q: np.ndarray, block: int) -> bytes:
-    """Code an int tensor (C, H, W) with |q| <= 32767."""
-    w = Writer()
-    r = _write_range(w, q)
-    if r == 0:
-        return w.getvalue()
-    tiles = _tiles(q, block)
-    flags = np.any(tiles != 0, axis=2)  # (C, n_tiles)
-    k = int(np.clip(round(flags.mean() * 256), 1, 255))
-    scales = np.zeros(q.shape[0], dtype=np.uint8)
-    for ch in range(q.shape[0]):
-        if flags[ch].any():
-            scales[ch] = scale_index(float(np.abs(tiles[ch][flags[ch]]).mean()))
-    w.u8(k)
-    w.raw(((scales[0::2] & 15) | (np.pad(scales[1::2], (0, len(scales) % 2)) << 4)).astype(np.uint8).tobytes())
-    enc = constriction.stream.queue.RangeEncoder()
-    enc.encode(flags.reshape(-1).astype(np.int32), _binary(k))
-    for idx in np.unique(scales[flags.any(1)]):
-        sel = (scales == idx)[:, None] & flags
-        enc.encode((tiles[sel].reshape(-1) + r).astype(np.int32), _laplace(int(idx), r))
-    w.raw(_finish(enc))
-    return w.getvalue()
+@nb.njit(cache=True)
+def _enc_eg(st, out, probs, base, v):
+    """Exp-Golomb order 0 of v >= 0: adaptive prefix (contexts base + k), bypass suffix."""
+    v1 = v + 1
+    nbits = 0
+    while (v1 >> (nbits + 1)) != 0:
+        nbits += 1
+    for k in range(nbits):
+        _enc_bit(st, out, probs, base + k, 1)
+    _enc_bit(st, out, probs, base + nbits, 0)
+    for k in range(nbits - 1, -1, -1):
+        _enc_bypass(st, out, (v1 >> k) & 1)
 
 
-def decode_tensor(rd: Reader, shape: tuple[int, int, int], block: int) -> np.ndarray:
-    """Inverse of :func:`encode_tensor`; reads to the end of ``rd``."""
-    c, h, wd = shape
-    r = rd.u16()
-    if r == 0:
-        return np.zeros(shape, dtype=np.int32)
-    if r > MAX_SYMBOL:
-        raise BitstreamError(f"symbol range {r} out of bounds")
-    k = rd.u8()
-    if not 1 <= k <= 255:
-        raise BitstreamError("skip probability out of range")
-    packed = np.frombuffer(rd.take((c + 1) // 2), dtype=np.uint8)
-    scales = np.empty(2 * len(packed), dtype=np.uint8)
-    scales[0::2], scales[1::2] = packed & 15, packed >> 4
-    scales = scales[:c]
-    n_tiles = (-(-h // block)) * (-(-wd // block))
-    try:
-        dec = _decoder(rd.take(rd.end - rd.pos))
-        flags = dec.decode(_binary(k), c * n_tiles).reshape(c, n_tiles).astype(bool)
-        tiles = np.zeros((c, n_tiles, block * block), dtype=np.int32)
-        for idx in np.unique(scales[flags.any(1)]):
-            sel = (scales == idx)[:, None] & flags
-            vals = dec.decode(_laplace(int(idx), r), int(sel.sum()) * block * block).astype(np.int32) - r
-            tiles[sel] = vals.reshape(-1, block * block)
-    except BitstreamError:
-        raise
-    except Exception as exc:  # the range decoder's own complaints
-        raise BitstreamError(f"entropy-coded data is corrupt ({type(exc).__name__})") from None
-    return _untile(tiles, shape, block)
+# --- range decoder: state st = [code, range, pos, overread] ---------------------------------
 
 
-def encode_ints(v: np.ndarray) -> bytes:
-    """Code a small int vector (motion-vector residuals, means) with one Laplace model."""
-    w = Writer()
-    v = np.asarray(v, dtype=np.int64).reshape(-1)
-    w.u32(len(v))
-    r = _write_range(w, v)
-    if r == 0:
-        return w.getvalue()
-    idx = scale_index(float(np.abs(v).mean()))
-    w.u8(idx)
-    enc = constriction.stream.queue.RangeEncoder()
-    enc.encode((v + r).astype(np.int32), _laplace(idx, r))
-    data = _finish(enc)
-    w.blob(data)
-    return w.getvalue()
+@nb.njit(cache=True)
+def _next_byte(st, data):
+    if st[2] < data.shape[0]:
+        b = data[st[2]]
+    else:
+        b = 0
+        st[3] += 1
+    st[2] += 1
+    return b
 
 
-def decode_ints(rd: Reader, limit: int) -> np.ndarray:
-    n = rd.u32()
-    if n > limit:
-        raise BitstreamError(f"{n} values exceed the bound {limit}")
-    r = rd.u16()
-    if r == 0:
-        return np.zeros(n, dtype=np.int64)
-    if r > MAX_SYMBOL:
-        raise BitstreamError("value range out of bounds")
-    idx = rd.u8()
-    if idx >= len(SCALES):
-        raise BitstreamError("scale index out of range")
-    data = rd.blob(4 * n + 64)
-    try:
-        return _decoder(data).decode(_laplace(idx, r), n).astype(np.int64) - r
-    except BitstreamError:
-        raise
-    except Exception as exc:
-        raise BitstreamError(f"entropy-coded data is corrupt ({type(exc).__name__})") from None
+@nb.njit(cache=True)
+def _dec_init(st, data):
+    st[0] = 0
+    st[1] = 0xFFFFFFFF
+    st[2] = 0
+    st[3] = 0
+    for _ in range(4):
+        st[0] = ((st[0] << 8) | _next_byte(st, data)) & 0xFFFFFFFF
+
+
+@nb.njit(cache=True)
+def _dec_bit(st, data, probs, i):
+    p = probs[i]
+    bound = (st[1] >> PROB_BITS) * p
+    if st[0] < bound:
+        st[1] = bound
+        probs[i] = p + (((1 << PROB_BITS) - p) >> ADAPT)
+        bit = 0
+    else:
+        st[0] -= bound
+        st[1] -= bound
+        probs[i] = p - (p >> ADAPT)
+        bit = 1
+    while st[1] < TOP:
+        st[1] = (st[1] << 8) & 0xFFFFFFFF
+        st[0] = ((st[0] << 8) | _next_byte(st, data)) & 0xFFFFFFFF
+    return bit
+
+
+@nb.njit(cache=True)
+def _dec_bypass(st, data):
+    st[1] >>= 1
+    bit = 0
+    if st[0] >= st[1]:
+        st[0] -= st[1]
+        bit = 1
+    while st[1] < TOP:
+        st[1] = (st[1] << 8) & 0xFFFFFFFF
+        st[0] = ((st[0] << 8) | _next_byte(st, data)) & 0xFFFFFFFF
+    return bit
+
+
+@nb.njit(cache=True)
+def _dec_eg(st, data, probs, base):
+    """Inverse of _enc_eg; -1 when the prefix is longer than MAX_PREFIX (corrupt data)."""
+    nbits = 0
+    while _dec_bit(st, data, probs, base + nbits) == 1:
+        nbits += 1
+        if nbits > MAX_PREFIX - 1:
+            return -1
+    v1 = 1
+    for _ in range(nbits):
+        v1 = (v1 << 1) | _dec_bypass(st, data)
+    return v1 - 1
+
+
+# --- frame syntax -----------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def _level_ctx(q, c, y, x):
+    """Neighbour context n = min(|left|, 2) + min(|top|, 2) and the sign context of the left level."""
+    n = 0
+    s = 0
+    if x > 0:
+        a = abs(q[c, y, x - 1])
+        n += min(a, 2)
+        s = 1 if q[c, y, x - 1] > 0 else (2 if q[c, y, x - 1] < 0 else 0)
+    if y > 0:
+        n += min(abs(q[c, y - 1, x]), 2)
+    return n, s
+
+
+@nb.njit(cache=True)
+def _pb(p):
+    a = abs(p)
+    return 0 if a == 0 else (1 if a == 1 else (2 if a < 4 else 3))
+
+
+@nb.njit(cache=True)
+def _mv_pred(mv, i, j):
+    """Median of left, top and top-right vectors (zero outside), per component, H.264-style."""
+    nw = mv.shape[2]
+    out = np.zeros(2, np.int64)
+    for k in range(2):
+        a = mv[k, i, j - 1] if j > 0 else 0
+        b = mv[k, i - 1, j] if i > 0 else 0
+        c = mv[k, i - 1, j + 1] if (i > 0 and j + 1 < nw) else 0
+        out[k] = max(min(a, b), min(max(a, b), c))
+    return out
+
+
+# Encoder-only bit costs (floats are fine: the decoder never sees them): -log2 P(bit) per probability.
+_P = np.arange(1 << PROB_BITS, dtype=np.float64).clip(1, None) / (1 << PROB_BITS)
+COST = np.stack([-np.log2(_P), -np.log2(np.maximum(1 - _P, 1e-9))])
+
+
+@nb.njit(cache=True)
+def _bit(st, out, probs, i, bit, sim):
+    """sim 0: encode; 1: cost in bits and adapt as encoding would; 2: cost only."""
+    if sim == 0:
+        _enc_bit(st, out, probs, i, bit)
+        return 0.0
+    c = COST[bit, probs[i]]
+    if sim == 1:
+        p = probs[i]
+        probs[i] = p + (((1 << PROB_BITS) - p) >> ADAPT) if bit == 0 else p - (p >> ADAPT)
+    return c
+
+
+@nb.njit(cache=True)
+def _eg_bits(st, out, probs, base, v, sim):
+    if sim == 0:
+        _enc_eg(st, out, probs, base, v)
+        return 0.0
+    v1 = v + 1
+    nbits = 0
+    while (v1 >> (nbits + 1)) != 0:
+        nbits += 1
+    c = 0.0
+    for k in range(nbits):
+        c += _bit(st, out, probs, base + k, 1, sim)
+    return c + _bit(st, out, probs, base + nbits, 0, sim) + nbits
+
+
+@nb.njit(cache=True)
+def _level(st, out, probs, base, eg, n, s, pb, v, sim):
+    """Code (sim 0) or cost (sim 1, 2) one level with its contexts."""
+    c = _bit(st, out, probs, base + 3 + N_PB * n + pb, 1 if v != 0 else 0, sim)
+    if v == 0:
+        return c
+    c += _bit(st, out, probs, base + 3 + N_SIG + s, 1 if v < 0 else 0, sim)
+    a = abs(v)
+    c += _bit(st, out, probs, base + 3 + N_SIG + N_SIGN + N_PB * min(n, 2) + pb, 1 if a > 1 else 0, sim)
+    if a > 1:
+        c += _bit(st, out, probs, base + 3 + N_SIG + N_SIGN + N_GT1, 1 if a > 2 else 0, sim)
+        if a > 2:
+            c += _eg_bits(st, out, probs, eg, a - 3, sim)
+    return c
+
+
+@nb.njit(cache=True)
+def _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, ncbf, lam):
+    """Rate-distortion-optimised levels of one tile, in place (greedy in coding order, each level
+    |q|, |q| - 1 or 0, bit costs from the live contexts), then the whole tile against skipping it."""
+    nz = False
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            nz = nz or q[c, y, x] != 0
+    if not nz:  # levels only move towards zero: nothing to decide
+        return
+    saved = probs[base : base + PER_CHANNEL].copy()
+    saved_eg = probs[eg : eg + N_EG].copy()
+    j_coded = lam * _bit(st, out, probs, base + ncbf, 1, 2)
+    j_skip = lam * _bit(st, out, probs, base + ncbf, 0, 2)
+    coded = False
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            r = d[c, y, x]
+            j_skip += r * r
+            n, s = _level_ctx(q, c, y, x)
+            pb = _pb(pred[c, y, x])
+            a0 = abs(q[c, y, x])
+            sg = -1 if r < 0 else 1
+            best, bv = 1e300, 0
+            for a in (a0, a0 - 1, 0):
+                if a < 0 or (a == 0 and a0 > 2):
+                    continue
+                v = sg * a
+                e = (r - v) * (r - v) + lam * _level(st, out, probs, base, eg, n, s, pb, v, 2)
+                if e < best:
+                    best, bv = e, v
+                if a == 0:
+                    break
+            q[c, y, x] = bv
+            _level(st, out, probs, base, eg, n, s, pb, bv, 1)
+            j_coded += best
+            coded = coded or bv != 0
+    probs[base : base + PER_CHANNEL] = saved
+    probs[eg : eg + N_EG] = saved_eg
+    if not coded or j_skip <= j_coded:
+        q[c, y0:y1, x0:x1] = 0
+
+
+@nb.njit(cache=True)
+def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
+    """Code levels q (C, H, W) int64 given the prediction pred (same shape; zeros for intra) and, if with_mv,
+    tile vectors mv (2, nh, nw) int64; returns (bytes (uint8), bytes written once the vectors were coded).
+
+    With ``lam > 0`` the levels are first chosen in place by rate-distortion optimisation
+    against the residual ``d`` (float, step units): ``(d - q)^2 + lam * bits``.
+    """
+    C, H, W = q.shape
+    nh, nw = (H + block - 1) // block, (W + block - 1) // block
+    # worst case: 24 bytes per level, 32 per vector, one per tile flag
+    out = np.zeros(64 + 24 * q.size + 32 * nh * nw + C * nh * nw, np.uint8)
+    st = np.array([0, 0xFFFFFFFF, 0, 1, 0, 1], np.int64)
+    eg = PER_CHANNEL * C
+    mvb = eg + N_EG
+    if with_mv:
+        for i in range(nh):
+            for j in range(nw):
+                pr = _mv_pred(mv, i, j)
+                for k in range(2):
+                    dv = mv[k, i, j] - pr[k]
+                    _enc_bit(st, out, probs, mvb + k, 1 if dv != 0 else 0)
+                    if dv != 0:
+                        _enc_bypass(st, out, 1 if dv < 0 else 0)
+                        _enc_eg(st, out, probs, mvb + 2, abs(dv) - 1)
+    side = st[4]
+    cbf = np.zeros((nh, nw), np.int64)
+    for c in range(C):
+        base = PER_CHANNEL * c
+        for i in range(nh):
+            for j in range(nw):
+                y0, x0 = i * block, j * block
+                y1, x1 = min(y0 + block, H), min(x0 + block, W)
+                n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0)
+                if lam > 0:
+                    _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, n, lam)
+                f = 0
+                for y in range(y0, y1):
+                    for x in range(x0, x1):
+                        if q[c, y, x] != 0:
+                            f = 1
+                cbf[i, j] = f
+                _enc_bit(st, out, probs, base + n, f)
+                if f == 0:
+                    continue
+                for y in range(y0, y1):
+                    for x in range(x0, x1):
+                        n2, s = _level_ctx(q, c, y, x)
+                        _level(st, out, probs, base, eg, n2, s, _pb(pred[c, y, x]), q[c, y, x], 0)
+    _enc_flush(st, out)
+    n_out = st[4]
+    while n_out > 0 and out[n_out - 1] == 0:  # trailing zeros read back as zeros
+        n_out -= 1
+    return out[:n_out].copy(), side
+
+
+@nb.njit(cache=True)
+def decode_frame(data, C, H, W, block, probs, with_mv, max_mv, ref, subpel):
+    """Inverse of encode_frame; the prediction is made from levels ``ref`` once the vectors are read (with_mv).
+
+    Returns (q, pred, status): status 0 ok, 1 corrupt (Exp-Golomb prefix or vector out of range).
+    Reading past the end is not an error (the encoder cuts trailing zero bytes); work is bounded by
+    the caller (elements per byte of the record).
+    """
+    nh, nw = (H + block - 1) // block, (W + block - 1) // block
+    q = np.zeros((C, H, W), np.int64)
+    mv = np.zeros((2, nh, nw), np.int64)
+    pred = np.zeros((0, 0, 0), np.int64)
+    st = np.zeros(4, np.int64)
+    _dec_init(st, data)
+    eg = PER_CHANNEL * C
+    mvb = eg + N_EG
+    if with_mv:
+        for i in range(nh):
+            for j in range(nw):
+                pr = _mv_pred(mv, i, j)
+                for k in range(2):
+                    d = 0
+                    if _dec_bit(st, data, probs, mvb + k):
+                        neg = _dec_bypass(st, data)
+                        m = _dec_eg(st, data, probs, mvb + 2)
+                        if m < 0:
+                            return q, pred, 1
+                        d = -(m + 1) if neg else m + 1
+                    v = pr[k] + d
+                    if abs(v) > max_mv:
+                        return q, pred, 1
+                    mv[k, i, j] = v
+        pred = predict(ref, mv, block, subpel)
+    else:
+        pred = np.zeros((C, H, W), np.int64)
+    cbf = np.zeros((nh, nw), np.int64)
+    for c in range(C):
+        base = PER_CHANNEL * c
+        for i in range(nh):
+            for j in range(nw):
+                y0, x0 = i * block, j * block
+                y1, x1 = min(y0 + block, H), min(x0 + block, W)
+                n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0)
+                f = _dec_bit(st, data, probs, base + n)
+                cbf[i, j] = f
+                if f == 0:
+                    continue
+                for y in range(y0, y1):
+                    for x in range(x0, x1):
+                        n, s = _level_ctx(q, c, y, x)
+                        pb = _pb(pred[c, y, x])
+                        if _dec_bit(st, data, probs, base + 3 + N_PB * n + pb) == 0:
+                            continue
+                        neg = _dec_bit(st, data, probs, base + 3 + N_SIG + s)
+                        a = 1
+                        if _dec_bit(st, data, probs, base + 3 + N_SIG + N_SIGN + N_PB * min(n, 2) + pb):
+                            a = 2
+                            if _dec_bit(st, data, probs, base + 3 + N_SIG + N_SIGN + N_GT1):
+                                m = _dec_eg(st, data, probs, eg)
+                                if m < 0:
+                                    return q, pred, 1
+                                a = 3 + m
+                        q[c, y, x] = -a if neg else a
+    return q, pred, 0

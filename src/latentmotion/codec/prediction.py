@@ -1,26 +1,37 @@
-"""Motion modes of the codec: how a predicted tensor is made from the previous decoded one.
+"""Integer motion compensation of reconstruction levels, and the encoder's motion search.
 
-Each mode estimates its parameters on the encoder side, writes them as side
-information (whose bits are counted) and predicts; the decoder reads and
-predicts with the same code. Prediction runs on the CPU in float32 with
-``grid_sample`` (bilinear, border replicate, ``align_corners=False``), so
-encoder and decoder produce identical tensors.
+Convention: one vector ``v = (vx, vy)`` per ``block x block`` tile, in units of
+``1 / subpel`` latent pixel, shared by all channels (Eq. 12: one motion for
+every channel of a layer). The prediction of level ``R`` at ``(c, y, x)`` in
+a tile with vector ``v`` is the reference at ``(y, x) - v``::
 
-Registry (index = the header's mode byte): ``zero``, ``affine``, ``block``,
-``input``.
+    sy = subpel * y - vy,  iy = floor(sy / subpel),  fy = sy - subpel * iy   (same for x)
+    A, B, C, D = R[c, clampy(iy), clampx(ix)], R[.., ix + 1], R[iy + 1, ix], R[iy + 1, ix + 1]
+    P = ((s - fx)(s - fy) A + fx (s - fy) B + (s - fx) fy C + fx fy D + s*s/2) >> (2 log2 s)
+
+with ``s = subpel`` (1 or 4), coordinates clamped to the tensor (border
+replicate) and ``>>`` an arithmetic shift (floor). Integers only: every
+machine computes the same prediction.
+
+Motion modes (index = the header's mode byte): ``zero`` (no vectors),
+``block`` (joint block matching of the levels, :func:`latentmotion.estimation.block_match`,
+then a per-tile choice and quarter-pel refinement by prediction error),
+``input`` (vectors measured on the input frames, divided by the stride, as
+the candidates).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..estimation import block_match, parabola_offset
-from .bitstream import BitstreamError, Reader, Writer
-from .entropy import decode_ints, encode_ints
+from ..estimation import block_match
+
+MODE_NAMES = ["zero", "block", "input"]
+MODES = {name: i for i, name in enumerate(MODE_NAMES)}
 
 
 @dataclass
@@ -35,196 +46,155 @@ class Context:
     frames: tuple[torch.Tensor, torch.Tensor] | None = None  # (reference, current) uint8 gray, for "input"
 
 
-def warp(ref: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """``out(p) = ref(p - flow(p))``, bilinear, border replicate. ref (C, H, W), flow (2, H, W)."""
+@nb.njit(cache=True)
+def _taps(H, W, i, j, vx, vy, block, s, idx, wt):
+    """Per pixel of tile (i, j): the 4 clamped source offsets (y * W + x) and their weights; returns the count."""
+    k = 0
+    for y in range(i * block, min(i * block + block, H)):
+        sy = s * y - vy
+        iy = sy // s  # floor division: defined for negative sy
+        fy = sy - s * iy
+        y0, y1 = min(max(iy, 0), H - 1), min(max(iy + 1, 0), H - 1)
+        for x in range(j * block, min(j * block + block, W)):
+            sx = s * x - vx
+            ix = sx // s
+            fx = sx - s * ix
+            x0, x1 = min(max(ix, 0), W - 1), min(max(ix + 1, 0), W - 1)
+            idx[k, 0], idx[k, 1], idx[k, 2], idx[k, 3] = y0 * W + x0, y0 * W + x1, y1 * W + x0, y1 * W + x1
+            idx[k, 4] = y * W + x
+            wt[k, 0], wt[k, 1], wt[k, 2], wt[k, 3] = (s - fx) * (s - fy), fx * (s - fy), (s - fx) * fy, fx * fy
+            k += 1
+    return k
+
+
+@nb.njit(cache=True)
+def predict(ref, mv, block, s):
+    """Motion-compensated prediction (C, H, W) int64 from levels ref and tile vectors mv (2, nh, nw)."""
+    C, H, W = ref.shape
+    sh = 0 if s == 1 else 4
+    half = (s * s) // 2
+    out = np.empty_like(ref)
+    r2 = ref.reshape(C, H * W)
+    o2 = out.reshape(C, H * W)
+    idx = np.empty((block * block, 5), np.int64)
+    wt = np.empty((block * block, 4), np.int64)
+    for i in range(mv.shape[1]):
+        for j in range(mv.shape[2]):
+            n = _taps(H, W, i, j, mv[0, i, j], mv[1, i, j], block, s, idx, wt)
+            for c in range(C):
+                rc = r2[c]
+                for k in range(n):
+                    o2[c, idx[k, 4]] = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]] + half) >> sh
+    return out
+
+
+@nb.njit(cache=True)
+def _tile_sse(r2, c2, idx, wt, H, W, i, j, vx, vy, block, s, cstep):
+    """Prediction error of one tile with vector (vx, vy) over every cstep-th channel (encoder only)."""
+    n = _taps(H, W, i, j, vx, vy, block, s, idx, wt)
+    inv = 1.0 / (s * s)
+    e = 0.0
+    for c in range(0, r2.shape[0], cstep):
+        rc, cc = r2[c], c2[c]
+        for k in range(n):
+            p = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]]) * inv
+            d = cc[idx[k, 4]] - p
+            e += d * d
+    return e * cstep
+
+
+@nb.njit(cache=True)
+def _mv_bits(vx, vy, px, py):
+    b = 0.0
+    for d in (vx - px, vy - py):
+        a = abs(d)
+        b += 1.0
+        if a:
+            n = 0
+            while (a >> (n + 1)) != 0:
+                n += 1
+            b += 2.0 * n + 2.0
+    return b
+
+
+@nb.njit(cache=True)
+def choose_vectors(ref, cur, cand, block, s, lam, refine, cstep):
+    """Per tile in raster order, the vector of least ``SSE + lam * bits`` (encoder only; floats are fine here).
+
+    Candidates: zero, the median predictor, the tile's own candidate and its
+    left/top neighbours' choices; then (``refine``) the 8 neighbours at half
+    and at quarter pel around the best. The error is summed over every ``cstep``-th channel
+    (all channels share the motion; a sample of them finds it at a fraction of the cost).
+    """
+    C, H, W = ref.shape
+    nh, nw = cand.shape[1], cand.shape[2]
+    mv = np.zeros((2, nh, nw), np.int64)
+    r2 = ref.reshape(C, H * W)
+    c2 = cur.reshape(C, H * W)
+    idx = np.empty((block * block, 5), np.int64)
+    wt = np.empty((block * block, 4), np.int64)
+    for i in range(nh):
+        for j in range(nw):
+            # median predictor (as the entropy coder's)
+            px = py = 0
+            a0 = mv[0, i, j - 1] if j > 0 else 0
+            b0 = mv[0, i - 1, j] if i > 0 else 0
+            c0 = mv[0, i - 1, j + 1] if (i > 0 and j + 1 < nw) else 0
+            px = max(min(a0, b0), min(max(a0, b0), c0))
+            a1 = mv[1, i, j - 1] if j > 0 else 0
+            b1 = mv[1, i - 1, j] if i > 0 else 0
+            c1 = mv[1, i - 1, j + 1] if (i > 0 and j + 1 < nw) else 0
+            py = max(min(a1, b1), min(max(a1, b1), c1))
+            cx = np.array([0, px, cand[0, i, j], a0, b0])
+            cy = np.array([0, py, cand[1, i, j], a1, b1])
+            best, bx, by = 1e300, 0, 0
+            for k in range(cx.shape[0]):
+                e = _tile_sse(r2, c2, idx, wt, H, W, i, j, cx[k], cy[k], block, s, cstep) + lam * _mv_bits(cx[k], cy[k], px, py)
+                if e < best:
+                    best, bx, by = e, cx[k], cy[k]
+            if refine and s > 1:
+                for r in (s // 2, 1):
+                    ox, oy = bx, by
+                    for dy in (-r, 0, r):
+                        for dx in (-r, 0, r):
+                            if dx == 0 and dy == 0:
+                                continue
+                            e = _tile_sse(r2, c2, idx, wt, H, W, i, j, ox + dx, oy + dy, block, s, cstep) + lam * _mv_bits(ox + dx, oy + dy, px, py)
+                            if e < best:
+                                best, bx, by = e, ox + dx, oy + dy
+            mv[0, i, j], mv[1, i, j] = bx, by
+    return mv
+
+
+def block_candidates(ref: np.ndarray, cur_levels: np.ndarray, ctx: Context) -> np.ndarray:
+    """Integer vectors (2, nh, nw) in 1/subpel units: the joint block-matching field at each tile's centre."""
     _, h, w = ref.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    sx, sy = xs - flow[0], ys - flow[1]
-    grid = torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], -1)[None]
-    return F.grid_sample(ref[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+    b = ctx.block
+    win = b + 1 if b % 2 == 0 else b
+    field = block_match(torch.from_numpy(ref), torch.from_numpy(cur_levels), win, ctx.search)
+    cy = np.minimum(np.arange(0, h, b) + b // 2, h - 1)
+    cx = np.minimum(np.arange(0, w, b) + b // 2, w - 1)
+    f = field.numpy()[:, cy][:, :, cx]
+    return (np.round(f) * ctx.subpel).astype(np.int64)
 
 
-def _blocks_to_flow(vec: np.ndarray, shape: tuple[int, int], block: int, subpel: int) -> torch.Tensor:
-    """Per-block vectors (2, nby, nbx) in 1/subpel units -> dense flow (2, H, W) in latent pixels."""
-    h, w = shape
-    t = torch.from_numpy(vec.astype(np.float32) / subpel)
-    return t.repeat_interleave(block, 1).repeat_interleave(block, 2)[:, :h, :w]
-
-
-def _median_pred(vec: np.ndarray) -> np.ndarray:
-    """Median of left, top and top-right neighbours (H.264-style), per component."""
-    _, nh, nw = vec.shape
-    pad = np.zeros((2, nh + 1, nw + 2), dtype=np.int64)
-    pad[:, 1:, 1:-1] = vec
-    left, top, tr = pad[:, 1:, :-2], pad[:, :-1, 1:-1], pad[:, :-1, 2:]
-    return np.median(np.stack([left, top, tr]), axis=0).astype(np.int64)
-
-
-class Mode:
-    name = "?"
-
-    def estimate(self, ref: torch.Tensor, cur: torch.Tensor, ctx: Context):
-        raise NotImplementedError
-
-    def write(self, params, w: Writer) -> None:
-        raise NotImplementedError
-
-    def read(self, r: Reader, shape: tuple[int, int, int], ctx: Context):
-        raise NotImplementedError
-
-    def predict(self, ref: torch.Tensor, params, ctx: Context) -> torch.Tensor:
-        raise NotImplementedError
-
-
-class ZeroMode(Mode):
-    """Prediction = the previous decoded tensor."""
-
-    name = "zero"
-
-    def estimate(self, ref, cur, ctx):
-        return None
-
-    def write(self, params, w):
-        pass
-
-    def read(self, r, shape, ctx):
-        return None
-
-    def predict(self, ref, params, ctx):
-        return ref.clone()
-
-
-class AffineMode(Mode):
-    """One global affine motion (6 numbers, as the 7-parameter model's matrix) in latent pixels.
-
-    Estimated by least squares on the joint block-matching field; sent as
-    integers: linear part in 1/4096, translation in 1/64 latent pixel.
-    """
-
-    name = "affine"
-    SCALE = np.array([4096, 4096, 64, 4096, 4096, 64], dtype=np.float64)
-
-    def estimate(self, ref, cur, ctx):
-        c, h, w = cur.shape
-        f = block_match(ref, cur, 3, ctx.search)
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij")
-        cx, cy = (w - 1) / 2, (h - 1) / 2
-        inner = torch.zeros(h, w, dtype=torch.bool)
-        inner[1:-1, 1:-1] = True
-        x, y = (xs - cx)[inner], (ys - cy)[inner]
-        # backward map: source = p - v(p) = M (p - c) + c + t
-        sx, sy = x - f[0].double()[inner], y - f[1].double()[inner]
-        a = torch.stack([x, y, torch.ones_like(x)], 1)
-        mx = torch.linalg.lstsq(a, sx[:, None]).solution[:, 0]
-        my = torch.linalg.lstsq(a, sy[:, None]).solution[:, 0]
-        p = np.concatenate([mx.numpy(), my.numpy()])
-        return np.round(p * self.SCALE).astype(np.int64)
-
-    def write(self, params, w):
-        for v in params:
-            w.i32(int(v))
-
-    def read(self, r, shape, ctx):
-        p = np.array([r.i32() for _ in range(6)], dtype=np.int64)
-        if np.abs(p / self.SCALE).max() > 1e4:
-            raise BitstreamError("affine parameters out of range")
-        return p
-
-    def predict(self, ref, params, ctx):
-        _, h, w = ref.shape
-        m = torch.tensor(params / self.SCALE, dtype=torch.float32)
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-        cx, cy = (w - 1) / 2, (h - 1) / 2
-        x, y = xs - cx, ys - cy
-        src_x = m[0] * x + m[1] * y + m[2] + cx
-        src_y = m[3] * x + m[4] * y + m[5] + cy
-        return warp(ref, torch.stack([xs - src_x, ys - src_y]))
-
-
-class BlockMode(Mode):
-    """One vector per ``block x block`` latent tile, by joint multi-channel block matching.
-
-    Integer or quarter-pel (``subpel=4``: parabola refinement of the cost).
-    Vectors are coded as residuals against the median of their neighbours.
-    """
-
-    name = "block"
-
-    def estimate(self, ref, cur, ctx):
-        from .. import _bm_kernel
-
-        b, r = ctx.block, ctx.search
-        win = b + 1 if b % 2 == 0 else b
-        hw = win // 2
-        pad = hw + r + 1  # replicate padding: vectors may point past the border
-        rp = F.pad(ref[None], (pad, pad, pad, pad), mode="replicate")[0].double()
-        cp = F.pad(cur[None], (pad, pad, pad, pad), mode="replicate")[0].double()
-        _, h, w = cur.shape
-        cy = [min(y + b // 2, h - 1) for y in range(0, h, b)]
-        cx = [min(x + b // 2, w - 1) for x in range(0, w, b)]
-        gy, gx = np.meshgrid(np.array(cy) + pad, np.array(cx) + pad, indexing="ij")
-        rn = np.ascontiguousarray(rp.permute(1, 2, 0).numpy())
-        cn = np.ascontiguousarray(cp.permute(1, 2, 0).numpy())
-        best, around = _bm_kernel.match_at(rn, cn, gy.reshape(-1).astype(np.int64), gx.reshape(-1).astype(np.int64), win, r)
-        vec = best.T.reshape(2, len(cy), len(cx)).astype(np.float64)
-        if ctx.subpel > 1:  # parabola through the cost at d - 1, d, d + 1, per axis
-            c = torch.from_numpy(around)
-            for axis, (m, p_) in enumerate(((1, 2), (3, 4))):
-                vec[axis] += parabola_offset(c[:, m], c[:, 0], c[:, p_]).numpy().reshape(len(cy), len(cx))
-        return np.round(vec * ctx.subpel).astype(np.int64)
-
-    def write(self, params, w):
-        w.raw(encode_ints(params - _median_pred(params)))
-
-    def read(self, r, shape, ctx):
-        _, h, w = shape
-        nh, nw = -(-h // ctx.block), -(-w // ctx.block)
-        res = decode_ints(r, 2 * nh * nw)
-        if len(res) != 2 * nh * nw:
-            raise BitstreamError("wrong number of motion vectors")
-        res = res.reshape(2, nh, nw)
-        vec = np.zeros_like(res)
-        for i in range(nh):  # invert the median prediction in raster order
-            for j in range(nw):
-                left = vec[:, i, j - 1] if j > 0 else np.zeros(2, np.int64)
-                top = vec[:, i - 1, j] if i > 0 else np.zeros(2, np.int64)
-                tr = vec[:, i - 1, j + 1] if i > 0 and j + 1 < nw else np.zeros(2, np.int64)
-                vec[:, i, j] = res[:, i, j] + np.median(np.stack([left, top, tr]), axis=0).astype(np.int64)
-        if np.abs(vec).max(initial=0) > 4 * 1024:
-            raise BitstreamError("motion vector out of range")
-        return vec
-
-    def predict(self, ref, params, ctx):
-        return warp(ref, _blocks_to_flow(params, ref.shape[-2:], ctx.block, ctx.subpel))
-
-
-class InputMode(BlockMode):
-    """Vectors estimated on the input frames at the edge, scaled by Eq. 12 (divided by the stride)."""
-
-    name = "input"
-
-    def estimate(self, ref, cur, ctx):
-        if ctx.frames is None:
-            raise ValueError("motion mode 'input' needs the input frames")
-        g0, g1 = ctx.frames
-        field = block_match(g0, g1, 31, min(11, ctx.search * ctx.stride[0]))
-        b = ctx.block
-        _, h, w = cur.shape
-        sy, sx = ctx.stride
-        vec = np.zeros((2, -(-h // b), -(-w // b)))
-        H, W = field.shape[-2:]
-        for i, v0 in enumerate(range(0, h, b)):
-            for j, u0 in enumerate(range(0, w, b)):
-                y0 = int(max(0, sy * v0 + ctx.offset[0] - sy / 2))
-                y1 = int(min(H, sy * min(v0 + b, h) + ctx.offset[0] - sy / 2))
-                x0 = int(max(0, sx * u0 + ctx.offset[1] - sx / 2))
-                x1 = int(min(W, sx * min(u0 + b, w) + ctx.offset[1] - sx / 2))
-                if y1 > y0 and x1 > x0:
-                    region = field[:, y0:y1, x0:x1]
-                    vec[0, i, j] = float(region[0].median()) / sx
-                    vec[1, i, j] = float(region[1].median()) / sy
-        return np.round(vec * ctx.subpel).astype(np.int64)
-
-
-MODES: dict[str, Mode] = {m.name: m for m in (ZeroMode(), AffineMode(), BlockMode(), InputMode())}
-MODE_NAMES = list(MODES)
+def input_candidates(shape: tuple[int, int, int], ctx: Context) -> np.ndarray:
+    """Vectors (2, nh, nw) in 1/subpel units from input-space motion divided by the stride (Eq. 12)."""
+    g0, g1 = ctx.frames
+    field = block_match(g0, g1, 31, min(11, ctx.search * ctx.stride[0]))
+    b = ctx.block
+    _, h, w = shape
+    sy, sx = ctx.stride
+    vec = np.zeros((2, -(-h // b), -(-w // b)))
+    H, W = field.shape[-2:]
+    for i, v0 in enumerate(range(0, h, b)):
+        for j, u0 in enumerate(range(0, w, b)):
+            y0 = int(max(0, sy * v0 + ctx.offset[0] - sy / 2))
+            y1 = int(min(H, sy * min(v0 + b, h) + ctx.offset[0] - sy / 2))
+            x0 = int(max(0, sx * u0 + ctx.offset[1] - sx / 2))
+            x1 = int(min(W, sx * min(u0 + b, w) + ctx.offset[1] - sx / 2))
+            if y1 > y0 and x1 > x0:
+                region = field[:, y0:y1, x0:x1]
+                vec[0, i, j] = float(region[0].median()) / sx
+                vec[1, i, j] = float(region[1].median()) / sy
+    return np.round(vec * ctx.subpel).astype(np.int64)

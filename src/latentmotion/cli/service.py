@@ -13,9 +13,9 @@ from ..errors import InputError
 from ._app import app, console
 
 
-def _logs() -> None:
+def _logs(level: int = logging.INFO) -> None:
     """One JSON line per event on stderr."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
 
 
 @app.command()
@@ -78,7 +78,7 @@ def stream(
     layer: str = typer.Option("_blocks.4.add"),
     weights: str = typer.Option("imagenet"),
     step: float = typer.Option(4.0, help="quantisation step"),
-    mode: str = typer.Option("block", help="zero, affine, block or input"),
+    mode: str = typer.Option("block", help="zero, block or input"),
     ca: str = typer.Option(None, help="CA certificate to trust (PEM; the server's own if self-signed)"),
     token_file: str = typer.Option(None, help="file holding this edge's token (default: $LATENTMOTION_TOKEN)"),
     insecure: bool = typer.Option(False, help="plaintext, no TLS (loopback only)"),
@@ -86,11 +86,12 @@ def stream(
     window: int = typer.Option(8, help="frames in flight"),
     retries: int = typer.Option(5, help="reconnection attempts in a row"),
     seed: int = typer.Option(0, help="seed of the reconnection jitter"),
+    verbose: bool = typer.Option(False, help="log every event (reconnections) as JSON lines on stderr"),
 ) -> None:
     """Edge side: run the edge sub-model on video, code the features and stream them to a cloud over gRPC."""
     from ..service import EdgeOptions, VideoSource, stream_video
 
-    _logs()
+    _logs(logging.INFO if verbose else logging.WARNING)  # a failure is still one line; its retries with --verbose
     opts = EdgeOptions(insecure=insecure, ca=ca, token=_token(token_file), window=window, max_retries=retries, seed=seed)
     src = VideoSource(video, start, frames, model, layer, weights, step, mode)
     rep, fps = stream_video(f"{host}:{port}", src, opts, realtime)

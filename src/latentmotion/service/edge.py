@@ -371,10 +371,10 @@ def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = No
     net = load_model(src.model, src.weights)
     split = split_model(net, src.layer)
     clip = edge_features(src.video, split, src.start, src.frames)
-    shape = tuple(clip.features.shape[1:])
+    shape, fingerprint = tuple(clip.features.shape[1:]), weights_fingerprint(net)
     coder = LiveCoder(
-        lambda: Encoder(shape, src.step, src.mode, model=src.model, layer=src.layer, fps=clip.fps, stride=split.stride, offset=split.offset),
-        weights_fingerprint(net),
+        lambda: Encoder(shape, src.step, src.mode, model=src.model, layer=src.layer, weights=fingerprint, fps=clip.fps, stride=split.stride, offset=split.offset),
+        fingerprint,
     )
-    items = list(zip(clip.features, clip.gray))
+    items = list(zip(clip.features, clip.gray, strict=True))
     return run_edge(target, coder, items, options, clip.fps if realtime else None), clip.fps

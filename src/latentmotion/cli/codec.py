@@ -49,13 +49,13 @@ def codec_encode(
 ) -> None:
     """Run the edge sub-model on video frames and write the coded feature stream."""
     from ..codec import Encoder, encode_sequence
-    from ..codec.core import MAX_LEVEL
+    from ..codec.core import MAX_Q
     from ..codec.limits import check_step
 
     check_step(step)
     with staged_file(out) as tmp:  # --out is checked before the frames are decoded
         fingerprint, split, clip = _edge_features(video, start, frames, model, layer, weights, seed, fingerprint=True)
-        check_step(step, clip.features, max_level=MAX_LEVEL // 2)  # residuals about a mean span twice the values
+        check_step(step, clip.features, max_level=MAX_Q // 2)  # a residual spans twice the values
         enc = Encoder(tuple(clip.features.shape[1:]), step, mode, model=model, layer=layer, weights=fingerprint, subpel=subpel, intra_period=intra_period, fps=clip.fps, stride=split.stride, offset=split.offset)
         stream = encode_sequence(list(clip.features), enc, list(clip.gray))
         tmp.write_bytes(stream)

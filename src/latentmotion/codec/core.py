@@ -163,6 +163,9 @@ class Encoder:
         if self.index >= 1 << 32:
             raise InputError("a stream holds at most 2^32 frames")
         xs = xn.astype(np.float64) / self.header.step
+        if np.abs(xs).max(initial=0) > MAX_Q // 2:  # a residual spans twice the values; more would be clipped
+            peak = float(np.abs(xn).max())
+            raise InputError(f"step {self.header.step:g} is too small for values up to {peak:g}: levels would exceed {MAX_Q // 2}; use a step of at least {peak / (MAX_Q // 2):g}")
         if self.mode == "input" and frame is not None and self.prev_frame is not None:
             self.ctx.frames = (self.prev_frame, frame)
         period = self.header.intra_period

@@ -87,7 +87,7 @@ def test_efficientnet_lite0_is_trained():
 
 
 def _check_split(m, layer, x):
-    s = lm.split_model(m, layer)
+    s = lm.split_model(m, layer, require_grid=False)
     with torch.no_grad():
         ref = m(x)
         got = s.cloud(s.edge(x))
@@ -158,7 +158,9 @@ def test_multi_tensor_cut_is_refused_with_neighbours():
 def test_unknown_and_global_layers():
     with pytest.raises(lm.UnknownNameError, match="layer2.0.add"):
         lm.split_model(model("resnet34"), "layer2.0.ad")
-    s = lm.split_model(model("resnet34"), "flatten")  # a valid cut, but no grid: motion cannot be predicted there
+    with pytest.raises(lm.InputError, match="no spatial grid"):
+        lm.split_model(model("resnet34"), "flatten")
+    s = lm.split_model(model("resnet34"), "flatten", require_grid=False)  # fine for inference, but motion needs a grid
     assert s.stride is None and "global pooling" in s.no_grid
     with pytest.raises(lm.InputError, match="no spatial grid"):
         lm.predict_features(torch.zeros(1, 512, 1, 1), lm.Affine(tx=8), s)
@@ -195,7 +197,7 @@ def test_user_module_reading_shapes_splits_everywhere_exactly():
     with torch.no_grad():
         ref = net(x)
         for layer in cuts:
-            s = lm.split_model(net, layer)
+            s = lm.split_model(net, layer, require_grid=False)
             assert torch.equal(s.cloud(s.edge(x)), ref), layer
     assert lm.split_model(net, "conv3").stride == (4, 4)
 

@@ -88,7 +88,9 @@ def _check_model(name: str, cached: bool = True) -> None:
         assert n >= 1 and err < 1e-4, f"{name} {li.name}: {n} interior elements, relative error {err:.2e}"
     gridless = [li for li in layers if li.stride is None]
     if gridless:
-        s = lm.split_model(m, gridless[0].name)
+        with pytest.raises(lm.InputError, match="no spatial grid"):
+            lm.split_model(m, gridless[0].name)
+        s = lm.split_model(m, gridless[0].name, require_grid=False)
         with pytest.raises(lm.InputError, match="no spatial grid"):
             lm.predict_features(torch.zeros(1, 4, 7, 7), lm.Affine(tx=8), s)
 

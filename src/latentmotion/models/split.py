@@ -270,13 +270,17 @@ def _cloud_graph(t: Traced, node: fx.Node, order: list[int] | None) -> fx.Graph:
     return graph
 
 
-def split_model(model: nn.Module, layer: str) -> Split:
+def split_model(model: nn.Module, layer: str, require_grid: bool = True) -> Split:
     """Cut ``model`` after ``layer`` into edge and cloud sub-models.
 
     ``cloud(edge(x))`` computes ``model(x)``. Stride, offset and receptive field
     are derived through every operation on the path to the layer
-    (:mod:`.geometry`); without a spatial grid they are None and ``no_grid``
-    says why. ``model`` is any traceable ``nn.Module`` taking (N, 3, H, W).
+    (:mod:`.geometry`). ``model`` is any traceable ``nn.Module`` taking (N, 3, H, W).
+
+    A layer without a spatial grid (tokens, pooled vectors) is refused with the
+    reason, since motion and the codec need a grid; ``require_grid=False``
+    splits there anyway for plain edge/cloud inference (stride, offset and rf
+    are then None and ``no_grid`` says why).
 
     Example:
         >>> from latentmotion import load_model
@@ -296,6 +300,8 @@ def split_model(model: nn.Module, layer: str) -> Split:
         near = ", ".join(repr(n) for n in _nearest_single(t, node, why))
         raise InputError(f"cutting at {layer!r} would send several tensors to the cloud ({why[node]}); nearest single-tensor layers: {near}")
     g = geo[node]
+    if require_grid and not isinstance(g, Geometry):
+        raise InputError(f"layer {layer!r} has no spatial grid ({_info(t, node, g, None).no_grid}); choose an earlier layer (see `latentmotion layers`)")
     order = _grid_order(t, g, node) if isinstance(g, Geometry) else None
     edge: nn.Module = _module(t, _edge_graph(t, node, order), "Edge")
     if normalize is not None:

@@ -352,3 +352,17 @@ def test_cli_layers_of_a_factory_and_of_tokens():
     assert r.returncode == 0 and any("features.2" in ln and " 4 " in ln for ln in r.stdout.splitlines())
     r = run("vit_b_16")
     assert r.returncode == 0 and "no: " in r.stdout and "tokens" in r.stdout
+
+
+def test_edge_multi_equals_each_single_cut_despite_in_place_ops():
+    """ResNet's ReLU(inplace=True) follows `layer2.0.add`: a multi-output extractor must keep the raw sum."""
+    from latentmotion.models import edge_multi
+
+    m = lm.load_model("resnet34", "random")
+    x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    layers = ["conv1", "layer2.0.add", "layer3.0.add"]
+    with torch.no_grad():
+        out = edge_multi(m, layers)(x)
+        for layer in layers:
+            assert torch.equal(out[layer], lm.split_model(m, layer).edge(x)), layer
+        assert (out["layer2.0.add"] < 0).any()  # the raw residual sum, before its ReLU

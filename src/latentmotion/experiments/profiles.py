@@ -112,8 +112,17 @@ class Target:
 
 
 def parse_target(spec: str) -> Target:
-    """``name[@weights][:layer,layer]``, e.g. ``efficientnet_lite0@random:_blocks.4.add``."""
-    head, _, layers = spec.partition(":")
+    """``name[@weights][:layer,layer]``, e.g. ``efficientnet_lite0@random:_blocks.4.add``.
+
+    ``name`` may be a user's factory ``package.module:callable`` (its own colon
+    is told apart by the dot before it): ``mypkg.nets:build@random:conv1``.
+    """
+    first, colon, rest = spec.partition(":")
+    if colon and "." in first and "@" not in first:  # package.module:factory[@weights][:layers]
+        factory, _, layers = rest.partition(":")
+        head = f"{first}:{factory}"
+    else:
+        head, layers = first, rest
     name, _, weights = head.partition("@")
     if not name:
         raise InputError(f"model spec {spec!r} has no model name (expected name[@weights][:layer,...])")

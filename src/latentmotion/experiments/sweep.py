@@ -1,7 +1,7 @@
 """Fig. 5 / Fig. 6 measurements: NRMSE of Eq. 12 predictions over many motions.
 
 For each model the edge runs once per frame up to its deepest requested layer
-and returns every requested layer (one ``torch.fx`` feature extractor), so a
+and returns every requested layer (`models.edge_multi`, the split's own tracer), so a
 sweep costs one forward pass per motion whatever the number of layers.
 """
 
@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import WeightsUnavailableError
 from ..metrics import nrmse
-from ..models import ImageNetModel, Split, load_model, split_model
+from ..models import ImageNetModel, Split, edge_multi, load_model, split_model
 from ..motion import Affine, predict_features, render_pair
 from .profiles import Target
 
@@ -54,10 +54,7 @@ def load_target(target: Target, seed: int, device: torch.device) -> LoadedTarget
     else:
         model = load_model(target.model, target.weights, seed)
     splits = {layer: split_model(model, layer) for layer in target.layers}
-    from torchvision.models.feature_extraction import create_feature_extractor
-
-    body = create_feature_extractor(model.net, return_nodes={layer: layer for layer in target.layers})
-    extractor = nn.Sequential(model.normalize, body).eval().to(device)
+    extractor = edge_multi(model, target.layers).to(device)
     return LoadedTarget(target, model, splits, extractor, note)
 
 

@@ -1,7 +1,7 @@
 """Models: the registry of trained or seeded CNNs and their edge/cloud split."""
 
 from .fingerprint import weights_fingerprint
-from .split import LayerInfo, Split, list_layers, split_model
+from .split import LayerInfo, Split, edge_multi, list_layers, split_model
 from .zoo import ImageNetModel, checkpoint_dir, list_models, load_model
 
-__all__ = ["ImageNetModel", "LayerInfo", "Split", "checkpoint_dir", "list_layers", "list_models", "load_model", "split_model", "weights_fingerprint"]
+__all__ = ["ImageNetModel", "LayerInfo", "Split", "checkpoint_dir", "edge_multi", "list_layers", "list_models", "load_model", "split_model", "weights_fingerprint"]

@@ -26,6 +26,7 @@ import operator
 from dataclasses import dataclass
 from functools import lru_cache
 
+import torch
 from torch import fx, nn
 
 from ..errors import InputError, UnknownNameError
@@ -245,12 +246,17 @@ def _module(t: Traced, graph: fx.Graph, name: str) -> fx.GraphModule:
     return copy.deepcopy(gm).eval()
 
 
-def _edge_graph(t: Traced, node: fx.Node, order: list[int] | None) -> fx.Graph:
-    graph, env = fx.Graph(), {}
-    for n in t.nodes[: t.nodes.index(node) + 1]:
+def _edge_graph(t: Traced, cuts: list[tuple[fx.Node, list[int] | None]]) -> fx.Graph:
+    """The graph up to the last cut; outputs each cut (permuted to (N, C, H, W) where ``order`` says), one or a tuple."""
+    last = max(t.nodes.index(node) for node, _ in cuts)
+    graph, env, kept = fx.Graph(), {}, {}
+    for i, n in enumerate(t.nodes[: last + 1]):
         env[n] = graph.node_copy(n, lambda a: env[a])
-    out = env[node] if order is None else graph.call_method("permute", (env[node], *order))
-    graph.output(out)
+        if i < last and any(n is node for node, _ in cuts):  # later in-place ops (ReLU(inplace=True)) would change it
+            kept[n] = graph.call_method("clone", (env[n],))
+    outs = [kept.get(node, env[node]) for node, _ in cuts]
+    outs = [o if order is None else graph.call_method("permute", (o, *order)) for o, (_, order) in zip(outs, cuts, strict=True)]
+    graph.output(outs[0] if len(outs) == 1 else tuple(outs))
     return graph
 
 
@@ -303,10 +309,50 @@ def split_model(model: nn.Module, layer: str, require_grid: bool = True) -> Spli
     if require_grid and not isinstance(g, Geometry):
         raise InputError(f"layer {layer!r} has no spatial grid ({_info(t, node, g, None).no_grid}); choose an earlier layer (see `latentmotion layers`)")
     order = _grid_order(t, g, node) if isinstance(g, Geometry) else None
-    edge: nn.Module = _module(t, _edge_graph(t, node, order), "Edge")
+    edge: nn.Module = _module(t, _edge_graph(t, [(node, order)]), "Edge")
     if normalize is not None:
         edge = nn.Sequential(copy.deepcopy(normalize), edge).eval()
     cloud = _module(t, _cloud_graph(t, node, order), "Cloud")
     if isinstance(g, Geometry):
         return Split(edge, cloud, layer, g.stride, g.offset, g.rf, None, g.context)
     return Split(edge, cloud, layer, None, None, None, _info(t, node, g, None).no_grid)
+
+
+class _Named(nn.Module):
+    """Wraps a module returning a tuple so that it returns ``{layer: tensor}``."""
+
+    def __init__(self, body: nn.Module, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.body, self.names = body, names
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.body(x)
+        return dict(zip(self.names, out if len(self.names) > 1 else (out,), strict=True))
+
+
+def edge_multi(model: nn.Module, layers: list[str] | tuple[str, ...]) -> nn.Module:
+    """One edge sub-model that returns ``{layer: features}`` for several cuts in one forward pass.
+
+    Each output equals ``split_model(model, layer).edge(x)`` (same tracer, same
+    (N, C, H, W) layout); the shared part of the network runs once.
+
+    Example:
+        >>> import torch
+        >>> from latentmotion import load_model
+        >>> m = load_model("efficientnet_lite0")
+        >>> f = edge_multi(m, ["_blocks.2.add", "_blocks.4.add"]).eval()
+        >>> {k: tuple(v.shape) for k, v in f(torch.rand(1, 3, 224, 224)).items()}
+        {'_blocks.2.add': (1, 24, 56, 56), '_blocks.4.add': (1, 40, 28, 28)}
+    """
+    net, normalize = _bare(model)
+    t, geo, _ = _analysis(net)
+    cuts = []
+    for layer in layers:
+        split_model(model, layer)  # the same checks and errors as a single cut
+        node = t.by_name[layer]
+        g = geo[node]
+        cuts.append((node, _grid_order(t, g, node) if isinstance(g, Geometry) else None))
+    body: nn.Module = _module(t, _edge_graph(t, cuts), "EdgeMulti")
+    if normalize is not None:
+        body = nn.Sequential(copy.deepcopy(normalize), body)
+    return _Named(body, tuple(layers)).eval()

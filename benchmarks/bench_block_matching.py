@@ -22,7 +22,8 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _util import median_time, table  # noqa: E402
 
 from latentmotion.estimation import _match_torch, block_match, block_match_reference  # noqa: E402
-from latentmotion.experiments.flowcheck import gray8, video_pair  # noqa: E402
+from latentmotion.experiments.flowcheck import video_pair  # noqa: E402
+from latentmotion.pipeline import gray8  # noqa: E402
 
 
 def _direct_full_frame(a: torch.Tensor, b: torch.Tensor, block: int, radius: int) -> tuple[float, bool]:

@@ -8,7 +8,7 @@ inner loops run across the candidate dx of one dy and vectorise.
 - :func:`match`, floats: prefix sums in float64, threads over dy. Besides the
   winner it returns the runner-up cost, so that the caller can redo near-ties
   with :func:`resolve`, which sums each candidate by the cost's definition.
-- :func:`match_at`, the codec's search at chosen block centres only.
+- :func:`match_at`, direct summation at chosen centres only (the benchmark's brute-force reference).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ import torch
 import latentmotion as lm
 from latentmotion.data import fit_frame, load_image
 from latentmotion.estimation import _match_torch, block_match, block_match_reference
-from latentmotion.experiments.flowcheck import gray8, video_pair
+from latentmotion.experiments.flowcheck import video_pair
+from latentmotion.pipeline import gray8
 
 from .conftest import model
 

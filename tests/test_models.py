@@ -366,3 +366,17 @@ def test_edge_multi_equals_each_single_cut_despite_in_place_ops():
         for layer in layers:
             assert torch.equal(out[layer], lm.split_model(m, layer).edge(x)), layer
         assert (out["layer2.0.add"] < 0).any()  # the raw residual sum, before its ReLU
+
+
+def test_cloud_leaves_its_input_and_split_leaves_a_training_model_untouched():
+    """The cloud's in-place ReLU must not change the caller's features; probing must not touch BatchNorm statistics."""
+    m = lm.load_model("resnet34", "random").train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    s = lm.split_model(m, "layer2.0.add")
+    assert m.training and all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        f = s.edge.eval()(x)
+        kept = f.clone()
+        s.cloud.eval()(f)
+    assert (kept < 0).any() and torch.equal(f, kept)

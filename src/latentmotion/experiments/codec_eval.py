@@ -64,7 +64,7 @@ class EvalSettings:
 def _envelope(rates, dists) -> tuple[list, list]:
     """Operating points that raise quality over every cheaper point (an encoder would never pick the others)."""
     keep_r, keep_d = [], []
-    for r, d in sorted(zip(rates, dists)):
+    for r, d in sorted(zip(rates, dists, strict=True)):
         if not keep_d or d > keep_d[-1]:
             keep_r.append(r)
             keep_d.append(d)
@@ -120,7 +120,7 @@ class _Rows:
                 "psnr": float(psnr(dec, self.feats).mean()),
                 "nrmse": float(nrmse(dec, self.feats).mean()),
                 "top1_agreement": float((lg.argmax(1) == self.top1).float().mean()),
-                "top5_overlap": float(np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(lg.topk(5, 1).indices, self.top5)])),
+                "top5_overlap": float(np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(lg.topk(5, 1).indices, self.top5, strict=True)])),
                 **extra,
             }
         )
@@ -143,7 +143,7 @@ def evaluate(st: EvalSettings, out: Path, progress=None) -> dict:
             enc = Encoder(tuple(feats.shape[1:]), rel * rms, mode, model=st.model, layer=st.layer, weights=fingerprint, search=st.search, fps=fps, stride=split.stride, offset=split.offset, **kw, **st.extra)
             stream = encode_sequence(list(feats), enc, list(clip.gray))
             _, dec = decode_stream(stream)
-            identical = all(torch.equal(a, b) for a, b in zip(dec, enc.reconstructions))
+            identical = all(torch.equal(a, b) for a, b in zip(dec, enc.reconstructions, strict=True))
             rows.add(name, rel, torch.stack(dec), 8 * len(stream), intra_share=sum(s.kind == "intra" for s in enc.stats) / len(enc.stats),
                      side_share=sum(s.side_bits for s in enc.stats) / max(1, sum(s.bits for s in enc.stats)), decoder_identical=identical)
             if progress:

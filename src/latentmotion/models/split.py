@@ -263,6 +263,7 @@ def _edge_graph(t: Traced, cuts: list[tuple[fx.Node, list[int] | None]]) -> fx.G
 def _cloud_graph(t: Traced, node: fx.Node, order: list[int] | None) -> fx.Graph:
     graph = fx.Graph()
     feats = graph.placeholder("features")
+    feats = graph.call_method("clone", (feats,))  # in-place ops after the cut (ReLU(inplace=True)) must not change the caller's tensor
     restored = feats if order is None else graph.call_method("permute", (feats, *[order.index(d) for d in range(len(order))]))
     env: dict[fx.Node, fx.Node] = {node: restored}
 

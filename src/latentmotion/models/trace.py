@@ -151,6 +151,12 @@ def traced(net: nn.Module) -> Traced:
     for n in nodes:
         if n.op == "get_attr" or (n.op in ("call_function", "call_method", "call_module") and all(a in free for a in n.all_input_nodes)):
             free.add(n)
-    probes = tuple(probe(gm, b, s) for b, s in PROBES)
+    modes = {m: m.training for m in net.modules()}
+    gm.eval()  # probes must not update BatchNorm statistics of a model in training mode
+    try:
+        probes = tuple(probe(gm, b, s) for b, s in PROBES)
+    finally:
+        for m, training in modes.items():
+            m.training = training
     by_name = {names[n]: n for n in nodes if n.op != "output"}
     return Traced(gm, nodes, names, by_name, probes, free)  # type: ignore[arg-type]

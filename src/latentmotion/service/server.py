@@ -185,6 +185,8 @@ class _Stream:
         h = dec.header
         if h.shape[0] * h.shape[1] * h.shape[2] > self.cfg.max_elements:
             raise StreamError(_S.RESOURCE_EXHAUSTED, "too_large", f"tensor shape {h.shape} exceeds the server's --max-elements {self.cfg.max_elements}")
+        if ":" in h.model and h.model not in self.cfg.models:  # a factory spec imports and calls code: only when the operator lists it
+            raise StreamError(_S.NOT_FOUND, "unknown_model", f"model {h.model!r} names a factory; the server loads factories only when --models lists them")
         if self.cfg.models and h.model not in self.cfg.models:
             raise StreamError(_S.NOT_FOUND, "unknown_model", f"model {h.model!r} is not served here; served: {', '.join(self.cfg.models)}")
         handle = await self.server.backend.open(h.model, h.layer, self.cfg.weights)

@@ -36,30 +36,4 @@ def __dir__() -> list[str]:
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Affine",
-    "FramePair",
-    "ImageNetModel",
-    "InputError",
-    "LatentMotionError",
-    "LayerInfo",
-    "Split",
-    "UnknownNameError",
-    "Warped",
-    "WeightsUnavailableError",
-    "block_match",
-    "flow_from_affine",
-    "hevc_band",
-    "interior_mask",
-    "list_layers",
-    "list_models",
-    "load_model",
-    "nrmse",
-    "nrmse_from_psnr",
-    "predict_features",
-    "psnr",
-    "psnr_from_nrmse",
-    "render_pair",
-    "split_model",
-    "warp_image",
-]
+__all__ = sorted(_EXPORTS)

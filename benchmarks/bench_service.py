@@ -1,8 +1,9 @@
 """Edge-to-cloud service throughput and latency on loopback (issue 11).
 
-EfficientNet-Lite0 (trained) cut at ``_blocks.4.add``; 24 frames of bikes.mp4
-are coded once (block motion, step 4) and the pre-coded records are streamed
-over and over by 1, 4 and 16 concurrent edges (plaintext gRPC on 127.0.0.1,
+EfficientNet-Lite0 (trained) cut at ``_blocks.4.add``; 24 frames of bikes.mp4,
+cycled into one stream as long as the longest edge's run, are coded once (block
+motion, step 4; the codec numbers its frames, so records cannot be replayed in
+a loop) and the pre-coded records are streamed by 1, 4 and 16 concurrent edges (plaintext gRPC on 127.0.0.1,
 the edges in a separate process so they do not share the server's
 interpreter). Each edge keeps ``ceil(2 * max_batch / edges)`` frames in flight:
 enough, all edges together, to fill one batch while the previous one runs, and
@@ -44,7 +45,7 @@ MODEL, LAYER, VIDEO, N, STEP = "efficientnet_lite0", "_blocks.4.add", "bikes.mp4
 
 
 class PrecodedCoder:
-    """Replays pre-coded records: item i is record i mod N (record 0 is intra, so the loop is a valid stream)."""
+    """Replays pre-coded records: item i is record i (record 0 is intra; a reconnect restarts from it)."""
 
     def __init__(self, header: bytes, records: list[bytes], weights: str) -> None:
         self.header, self.records, self.weights = header, records, weights
@@ -53,7 +54,7 @@ class PrecodedCoder:
         return self.header
 
     def code(self, item: int, intra: bool) -> bytes:
-        return self.records[item % len(self.records)]
+        return self.records[item]
 
 
 def _edges(target: str, header: bytes, records: list[bytes], weights: str, edges: int, per_edge: int, window: int) -> dict:
@@ -126,7 +127,8 @@ def main() -> None:
     split = lm.split_model(net, LAYER)
     clip = edge_features(VIDEO, split, 0, N)
     enc = Encoder(tuple(clip.features.shape[1:]), STEP, "block", model=MODEL, layer=LAYER, fps=clip.fps, stride=split.stride, offset=split.offset)
-    header, records = enc.header_bytes(), [enc.encode(x) for x in clip.features]
+    longest = max(1, args.frames // min(args.edges))  # frames of the longest edge run
+    header, records = enc.header_bytes(), [enc.encode(clip.features[i % N]) for i in range(max(longest, 4))]
     recon = torch.stack(enc.reconstructions)
     weights = lm.models.weights_fingerprint(net)
     eager = split.cloud.to(device).eval()

@@ -10,6 +10,7 @@ streams keep flowing, and two streams asking for the same model share one load.
 from __future__ import annotations
 
 import asyncio
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -52,6 +53,9 @@ def load_cloud(model: str, layer: str, weights: str) -> tuple[nn.Module, str, tu
         raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "bad_layer", str(exc)) from None
 
 
+_TRACING = threading.Lock()  # catch_warnings is process-wide: two loads tracing at once would undo each other's filter
+
+
 class ServedModel(nn.Module):
     """A cloud sub-model prepared for serving; same outputs as ``net`` up to float rounding (~1e-5).
 
@@ -77,7 +81,7 @@ class ServedModel(nn.Module):
         self.graph = None
         x = torch.randn(2, *nominal, device=device).contiguous(memory_format=torch.channels_last)
         try:
-            with torch.no_grad(), warnings.catch_warnings():
+            with _TRACING, torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TorchScript's deprecation notices
                 graph = torch.jit.freeze(torch.jit.trace(self.net, x[:1]).eval())
                 ok = torch.allclose(graph(x), self.net(x), rtol=1e-3, atol=1e-4)

@@ -136,6 +136,7 @@ def main() -> None:
     load = os.getloadavg()[0]
 
     srv, loop, target = _server(args.max_batch, device)
+    torch.set_num_threads(srv.config.resolved_threads())  # the baseline runs with the server model's threads
     ctx = mp.get_context("spawn")
     rows = []
     with ctx.Pool(1) as pool:

@@ -71,10 +71,13 @@ def _settle(fut: asyncio.Future, result, exc: BaseException | None) -> None:
 
 
 class Batcher:
-    """Gathers frames into batches per (model, shape) and runs them on one dedicated model thread."""
+    """Gathers frames into batches per (model, shape) and runs them on one dedicated model thread.
 
-    def __init__(self, max_batch: int = 16, max_wait: float = 0.005, max_queue: int = 256, device: str = "cpu") -> None:
-        self.max_batch, self.max_wait, self.device = max_batch, max_wait, device
+    ``threads``: torch intra-op threads for the model (0: leave torch's setting).
+    """
+
+    def __init__(self, max_batch: int = 16, max_wait: float = 0.005, max_queue: int = 256, device: str = "cpu", threads: int = 0) -> None:
+        self.max_batch, self.max_wait, self.device, self.threads = max_batch, max_wait, device, threads
         self._slots = asyncio.Semaphore(max_queue)
         self._queues: dict[tuple, deque] = {}  # (net, shape) -> frames waiting; guarded by _cv
         self._cv = threading.Condition()
@@ -113,6 +116,8 @@ class Batcher:
         return None
 
     def _work(self) -> None:
+        if self.threads:  # torch's intra-op threads, set where the model runs
+            torch.set_num_threads(self.threads)
         while (batch := self._next()) is not None:
             self._run(*batch)
 

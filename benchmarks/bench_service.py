@@ -80,7 +80,7 @@ def _edges(target: str, header: bytes, records: list[bytes], weights: str, edges
     }
 
 
-def _cloud_alone(cloud: torch.nn.Module, xs: torch.Tensor, batch: int, device: str, repeats: int = 4) -> float:
+def _cloud_alone(cloud: torch.nn.Module, xs: torch.Tensor, batch: int, device: str, repeats: int = 10) -> float:
     """Frames/s of the cloud sub-model on full batches of decoded tensors (median of ``repeats``)."""
     xb = torch.cat([xs] * math.ceil(batch / len(xs)))[:batch].to(device)
     times = []

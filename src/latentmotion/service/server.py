@@ -78,7 +78,7 @@ class ServerConfig:
         max_batch, max_wait_ms: dynamic batching limits.
         model_threads: torch intra-op threads of the model (0: one less than the usable cores, at least 1,
             leaving a core to decoding and gRPC; on a loaded 2-core machine 2 spinning OpenMP threads ran
-            the model 3x slower than 1).
+            the model 3x slower than 1). Torch's thread count is process-wide: it applies to the whole server process.
         device: ``auto`` (GPU when there is one), ``cpu`` or ``cuda``.
         top_k: classes per result when the edge does not say.
         metrics_port: Prometheus HTTP port (None: no endpoint).

@@ -1,8 +1,9 @@
 """Edge-to-cloud service throughput and latency on loopback (issue 11).
 
-EfficientNet-Lite0 (trained) cut at ``_blocks.4.add``; 24 frames of bikes.mp4
-are coded once (block motion, step 4) and the pre-coded records are streamed
-over and over by 1, 4 and 16 concurrent edges (plaintext gRPC on 127.0.0.1,
+EfficientNet-Lite0 (trained) cut at ``_blocks.4.add``; 24 frames of bikes.mp4,
+cycled into one stream as long as the longest edge's run, are coded once (block
+motion, step 4; the codec numbers its frames, so records cannot be replayed in
+a loop) and the pre-coded records are streamed by 1, 4 and 16 concurrent edges (plaintext gRPC on 127.0.0.1,
 the edges in a separate process so they do not share the server's
 interpreter). Each edge keeps ``ceil(2 * max_batch / edges)`` frames in flight:
 enough, all edges together, to fill one batch while the previous one runs, and
@@ -12,20 +13,24 @@ For each edge count it prints aggregate frames/s, latency p50/p99 seen by the
 edges (send -> result), the mean model batch, lost frames (must be 0) and the
 ratio of the aggregate to the cloud sub-model's own batched throughput
 (batches of ``max_batch`` decoded tensors, no network, no decoding), measured
-in the same process just before and just after (their mean). It also prints the
+in the same process just before and just after (their mean). The baseline runs
+the same prepared module the server runs (:class:`ServedModel`: channels-last,
+frozen TorchScript); the plain eager sub-model's rate is printed beside it. It also prints the
 CPU time per frame of the server process and of the edges' process: on one
 machine the edges take cores the cloud would otherwise have. Targets at 16 edges: ratio >= 0.7 and
 p99 < 250 ms (2 cores).
 
-    .venv/bin/python benchmarks/bench_service.py [--frames 128] [--max-batch 8] [--device auto]
+    .venv/bin/python benchmarks/bench_service.py [--frames 256] [--max-batch 8] [--device auto]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import math
 import multiprocessing as mp
+import os
 import sys
 import threading
 import time
@@ -40,7 +45,7 @@ MODEL, LAYER, VIDEO, N, STEP = "efficientnet_lite0", "_blocks.4.add", "bikes.mp4
 
 
 class PrecodedCoder:
-    """Replays pre-coded records: item i is record i mod N (record 0 is intra, so the loop is a valid stream)."""
+    """Replays pre-coded records: item i is record i (record 0 is intra; a reconnect restarts from it)."""
 
     def __init__(self, header: bytes, records: list[bytes], weights: str) -> None:
         self.header, self.records, self.weights = header, records, weights
@@ -49,7 +54,7 @@ class PrecodedCoder:
         return self.header
 
     def code(self, item: int, intra: bool) -> bytes:
-        return self.records[item % len(self.records)]
+        return self.records[item]
 
 
 def _edges(target: str, header: bytes, records: list[bytes], weights: str, edges: int, per_edge: int, window: int) -> dict:
@@ -75,7 +80,7 @@ def _edges(target: str, header: bytes, records: list[bytes], weights: str, edges
     }
 
 
-def _cloud_alone(cloud: torch.nn.Module, xs: torch.Tensor, batch: int, device: str, repeats: int = 4) -> float:
+def _cloud_alone(cloud: torch.nn.Module, xs: torch.Tensor, batch: int, device: str, repeats: int = 10) -> float:
     """Frames/s of the cloud sub-model on full batches of decoded tensors (median of ``repeats``)."""
     xb = torch.cat([xs] * math.ceil(batch / len(xs)))[:batch].to(device)
     times = []
@@ -107,7 +112,7 @@ def _server(max_batch: int, device: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=128, help="frames per edge count, all edges together")
+    ap.add_argument("--frames", type=int, default=256, help="frames per edge count, all edges together")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--edges", type=int, nargs="+", default=[1, 4, 16])
@@ -115,18 +120,23 @@ def main() -> None:
     import latentmotion as lm
     from latentmotion.codec import Encoder
     from latentmotion.pipeline import edge_features
+    from latentmotion.service.backends import ServedModel
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     net = lm.load_model(MODEL)
     split = lm.split_model(net, LAYER)
     clip = edge_features(VIDEO, split, 0, N)
     enc = Encoder(tuple(clip.features.shape[1:]), STEP, "block", model=MODEL, layer=LAYER, fps=clip.fps, stride=split.stride, offset=split.offset)
-    header, records = enc.header_bytes(), [enc.encode(x) for x in clip.features]
+    longest = max(1, args.frames // min(args.edges))  # frames of the longest edge run
+    header, records = enc.header_bytes(), [enc.encode(clip.features[i % N]) for i in range(max(longest, 4))]
     recon = torch.stack(enc.reconstructions)
     weights = lm.models.weights_fingerprint(net)
-    cloud = split.cloud.to(device).eval()
+    eager = split.cloud.to(device).eval()
+    cloud = ServedModel(copy.deepcopy(eager), tuple(recon.shape[1:]), device)  # what the server runs
+    load = os.getloadavg()[0]
 
     srv, loop, target = _server(args.max_batch, device)
+    torch.set_num_threads(srv.config.resolved_threads())  # the baseline runs with the server model's threads
     ctx = mp.get_context("spawn")
     rows = []
     with ctx.Pool(1) as pool:
@@ -140,17 +150,19 @@ def main() -> None:
             cpu = time.process_time() - cpu
             batches = srv.backend.batcher.batches[batches_before:]
             alone = (before + _cloud_alone(cloud, recon, args.max_batch, device)) / 2  # the machine's load drifts
+            plain = _cloud_alone(eager, recon, args.max_batch, device)
             fps = r["answered"] / r["seconds"]
             lat = np.array(r["latency"])
             rows.append((
                 e, window, r["answered"], f"{fps:.1f}", f"{np.percentile(lat, 50):.0f}", f"{np.percentile(lat, 99):.0f}",
-                f"{np.mean(batches):.1f}", r["lost"], f"{alone:.1f}", f"{fps / alone:.2f}",
+                f"{np.mean(batches):.1f}", r["lost"], f"{alone:.1f}", f"{fps / alone:.2f}", f"{plain:.1f}",
                 f"{1000 * cpu / r['answered']:.0f}", f"{1000 * r['cpu'] / r['answered']:.0f}",
             ))  # fmt: skip
     asyncio.run_coroutine_threadsafe(srv.drain(5), loop).result()
     name = torch.cuda.get_device_name() if device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"service on loopback, {MODEL} {LAYER}, block motion step {STEP}, max batch {args.max_batch}, device {name}")
-    head = ("edges", "window", "frames", "frames/s", "p50 ms", "p99 ms", "mean batch", "lost", "cloud alone f/s", "ratio", "server cpu ms/f", "edges cpu ms/f")
+    print(f"load average (1 min) before {load:.2f}, after {os.getloadavg()[0]:.2f}; served graph: {'frozen TorchScript' if cloud.graph is not None else 'eager'}")
+    head = ("edges", "window", "frames", "frames/s", "p50 ms", "p99 ms", "mean batch", "lost", "cloud alone f/s", "ratio", "eager alone f/s", "server cpu ms/f", "edges cpu ms/f")
     print(table(rows, head))
     last = dict(zip(head, rows[-1]))
     print(f"targets at {last['edges']} edges: ratio >= 0.7: {float(last['ratio']) >= 0.7}; p99 < 250 ms: {float(last['p99 ms']) < 250}; lost == 0: {last['lost'] == 0}")

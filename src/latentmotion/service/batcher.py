@@ -2,9 +2,12 @@
 
 Frames of every stream that use the same model and tensor shape wait in one
 queue; a batch runs when it holds ``max_batch`` frames or when its oldest
-frame has waited ``max_wait`` seconds, whichever comes first. All batches run
-on one worker thread (one model call at a time, so torch's intra-op threads
-are not oversubscribed); the event loop stays free for network I/O. A total
+frame has waited ``max_wait`` seconds, whichever comes first. Frames that
+arrived while the model was busy have already waited, so the next batch fires
+the moment the model is free. All batches run on one dedicated model thread
+(one model call at a time, so torch's intra-op threads are not
+oversubscribed) that takes its next batch itself: no event-loop round trip
+between two batches, and the event loop stays free for network I/O. A total
 bound on queued frames (``max_queue``) makes callers wait instead of growing
 memory: that wait is the back-pressure that reaches the edges through gRPC
 flow control.
@@ -24,8 +27,9 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass
 
 import torch
@@ -58,77 +62,98 @@ class _Item:
     k: int
     future: asyncio.Future
     t: float
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(fut: asyncio.Future, result, exc: BaseException | None) -> None:
+    if not fut.done():  # the stream may have been cancelled meanwhile
+        fut.set_exception(exc) if exc is not None else fut.set_result(result)
 
 
 class Batcher:
-    """Gathers frames into batches per (model, shape) and runs them on one worker thread."""
+    """Gathers frames into batches per (model, shape) and runs them on one dedicated model thread.
 
-    def __init__(self, max_batch: int = 16, max_wait: float = 0.005, max_queue: int = 256, device: str = "cpu") -> None:
-        self.max_batch, self.max_wait, self.device = max_batch, max_wait, device
+    ``threads``: torch intra-op threads for the model (0: leave torch's setting).
+    """
+
+    def __init__(self, max_batch: int = 16, max_wait: float = 0.005, max_queue: int = 256, device: str = "cpu", threads: int = 0) -> None:
+        self.max_batch, self.max_wait, self.device, self.threads = max_batch, max_wait, device, threads
         self._slots = asyncio.Semaphore(max_queue)
-        self._queues: dict[tuple, asyncio.Queue] = {}
-        self._tasks: dict[tuple, asyncio.Task] = {}
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="latentmotion-model")
+        self._queues: dict[tuple, deque] = {}  # (net, shape) -> frames waiting; guarded by _cv
+        self._cv = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="latentmotion-model", daemon=True)
+        self._thread.start()
         self.batches: list[int] = []  # sizes of the batches run, for reports
 
     async def infer(self, net: nn.Module, x: torch.Tensor, k: int = 5) -> Prediction:
         """Classify one tensor (C, H, W) in the next batch of ``net``; waits while the queues are full."""
         async with self._slots:
-            key = (net, tuple(x.shape))  # the key holds the module, so its identity cannot be reused
-            if key not in self._queues:
-                self._queues[key] = asyncio.Queue()
-                self._tasks[key] = asyncio.get_running_loop().create_task(self._run(net, self._queues[key]))
-            fut = asyncio.get_running_loop().create_future()
-            self._queues[key].put_nowait(_Item(x, k, fut, time.perf_counter()))
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
+            with self._cv:  # the key holds the module, so its identity cannot be reused
+                self._queues.setdefault((net, tuple(x.shape)), deque()).append(_Item(x, k, fut, time.perf_counter(), loop))
+                self._cv.notify()
             return await fut
 
-    async def _gather(self, queue: asyncio.Queue) -> list[_Item]:
-        items = [await queue.get()]
-        deadline = items[0].t + self.max_wait
-        while len(items) < self.max_batch:
-            if not queue.empty():
-                items.append(queue.get_nowait())
-                continue
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                break
-            try:
-                items.append(await asyncio.wait_for(queue.get(), left))
-            except TimeoutError:
-                break
-        return items
+    def _next(self) -> tuple[nn.Module, list[_Item]] | None:
+        """Block until a queue is full or its oldest frame waited ``max_wait``; take its batch (None once closed)."""
+        with self._cv:
+            while not self._closed:
+                now, wake = time.perf_counter(), None
+                ready = []
+                for key, q in self._queues.items():
+                    if q:
+                        due = q[0].t + self.max_wait
+                        if len(q) >= self.max_batch or due <= now:
+                            ready.append((q[0].t, key))
+                        wake = due if wake is None else min(wake, due)
+                if ready:
+                    key = min(ready, key=lambda r: r[0])[1]  # the longest-waiting queue first: no stream starves
+                    q = self._queues[key]
+                    return key[0], [q.popleft() for _ in range(min(len(q), self.max_batch))]
+                self._cv.wait(None if wake is None else wake - now)
+        return None
 
-    async def _run(self, net: nn.Module, queue: asyncio.Queue) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            items = await self._gather(queue)
-            live = [it for it in items if not it.future.done()]  # a cancelled stream's frames are skipped
-            if not live:
-                continue
-            k = max(it.k for it in live)
-            t = time.perf_counter()
-            try:
-                s, c = await loop.run_in_executor(self._worker, top_k, net, torch.stack([it.x for it in live]), k, self.device)
-            except Exception as exc:  # noqa: BLE001  (a model failure fails this batch's frames, not the server)
-                for it in live:
-                    if not it.future.done():
-                        it.future.set_exception(exc)
-                continue
-            ms = 1000 * (time.perf_counter() - t)
-            self.batches.append(len(live))
-            for i, it in enumerate(live):
-                if not it.future.done():
-                    it.future.set_result(Prediction(c[i, : it.k].tolist(), s[i, : it.k].tolist(), len(live), ms))
+    def _work(self) -> None:
+        if self.threads:  # torch's intra-op threads, set where the model runs
+            torch.set_num_threads(self.threads)
+        while (batch := self._next()) is not None:
+            self._run(*batch)
+
+    def _run(self, net: nn.Module, items: list[_Item]) -> None:
+        live = [it for it in items if not it.future.done()]  # a cancelled stream's frames are skipped
+        if not live:
+            return
+        k = max(it.k for it in live)
+        t = time.perf_counter()
+        try:
+            s, c = top_k(net, torch.stack([it.x for it in live]), k, self.device)
+        except Exception as exc:  # noqa: BLE001  (a model failure fails this batch's frames, not the server)
+            for it in live:
+                _post(it, None, exc)
+            return
+        ms = 1000 * (time.perf_counter() - t)
+        self.batches.append(len(live))
+        for i, it in enumerate(live):
+            _post(it, Prediction(c[i, : it.k].tolist(), s[i, : it.k].tolist(), len(live), ms), None)
 
     def forget(self, net: nn.Module) -> None:
-        """Stop the queues of a model the cache evicted (its frames in flight still finish)."""
-        for key in [k for k in self._queues if k[0] is net]:
-            if self._queues[key].empty():
-                self._tasks.pop(key).cancel()
+        """Drop the queues of a model the cache evicted (its frames in flight still finish)."""
+        with self._cv:
+            for key in [k for k, q in self._queues.items() if k[0] is net and not q]:
                 del self._queues[key]
 
     async def close(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        self._worker.shutdown(wait=True)
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        await asyncio.to_thread(self._thread.join)  # a running batch finishes first
+
+
+def _post(item: _Item, result, exc: BaseException | None) -> None:
+    """Hand a result to the frame's event loop from the model thread."""
+    try:
+        item.loop.call_soon_threadsafe(_settle, item.future, result, exc)
+    except RuntimeError:  # that loop is closed: nobody waits for this frame any more
+        pass

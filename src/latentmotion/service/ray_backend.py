@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .backends import CloudHandle, ModelCache, StreamError, probe_shape
+from .backends import CloudHandle, ModelCache, ServedModel, StreamError, probe_shape
 from .batcher import Prediction, top_k
 
 __all__ = ["CloudModel", "RayBackend"]
@@ -34,7 +34,7 @@ class CloudModel:
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             net, self.fp, self.nominal = load_cloud(model, layer, weights)
-            self.net, self.error = net.to(self.device), None
+            self.net, self.error = ServedModel(net, self.nominal, self.device), None
         except StreamError as exc:
             self.net, self.fp, self.error = None, "", (exc.code.name, exc.kind, str(exc))
 

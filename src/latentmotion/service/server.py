@@ -30,6 +30,7 @@ in flight when the edge hears the request fail as well).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import threading
@@ -75,6 +76,9 @@ class ServerConfig:
         idle_timeout: seconds without a message before a stream (or an idle connection) ends.
         max_models: cloud sub-models kept loaded (LRU).
         max_batch, max_wait_ms: dynamic batching limits.
+        model_threads: torch intra-op threads of the model (0: one less than the usable cores, at least 1,
+            leaving a core to decoding and gRPC; on a loaded 2-core machine 2 spinning OpenMP threads ran
+            the model 3x slower than 1). Torch's thread count is process-wide: it applies to the whole server process.
         device: ``auto`` (GPU when there is one), ``cpu`` or ``cuda``.
         top_k: classes per result when the edge does not say.
         metrics_port: Prometheus HTTP port (None: no endpoint).
@@ -101,6 +105,7 @@ class ServerConfig:
     max_models: int = 4
     max_batch: int = 16
     max_wait_ms: float = 5.0
+    model_threads: int = 0
     device: str = "auto"
     top_k: int = 5
     metrics_port: int | None = None
@@ -118,8 +123,8 @@ class ServerConfig:
         for name in ("max_streams", "max_pending", "max_queue", "max_message", "max_elements", "max_models", "max_batch", "top_k"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
-        if not (self.idle_timeout > 0 and self.max_wait_ms >= 0 and self.drain_timeout >= 0 and self.max_bad_frames >= 0):
-            raise InputError("--idle-timeout must be positive; --max-wait-ms, --drain-timeout and --max-bad-frames not negative")
+        if not (self.idle_timeout > 0 and self.max_wait_ms >= 0 and self.drain_timeout >= 0 and self.max_bad_frames >= 0 and self.model_threads >= 0):
+            raise InputError("--idle-timeout must be positive; --max-wait-ms, --drain-timeout, --max-bad-frames and --model-threads not negative")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"--device {self.device!r}: choose auto, cpu or cuda")
         if self.insecure:
@@ -132,6 +137,11 @@ class ServerConfig:
             raise InputError(f"--preload {bad[0]!r}: expected MODEL:LAYER")
         if (self.cert is None) != (self.key is None):
             raise InputError("--cert and --key go together")
+
+    def resolved_threads(self) -> int:
+        """Intra-op threads for the model: ``model_threads``, else one less than the usable cores (at least 1)."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.model_threads or max(1, cores - 1)
 
     def resolved_device(self) -> str:
         import torch
@@ -429,7 +439,7 @@ def make_backend(config: ServerConfig):
         from .ray_backend import RayBackend
 
         return RayBackend(config.ray, config.weights, max_batch=config.max_batch, max_wait=config.max_wait_ms / 1000, max_models=config.max_models)
-    batcher = Batcher(config.max_batch, config.max_wait_ms / 1000, config.max_queue, config.resolved_device())
+    batcher = Batcher(config.max_batch, config.max_wait_ms / 1000, config.max_queue, config.resolved_device(), config.resolved_threads())
     return LocalBackend(batcher, config.max_models)
 
 

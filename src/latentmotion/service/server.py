@@ -250,7 +250,9 @@ class _Stream:
             if bad + 1 > self.cfg.max_bad_frames + self.cfg.max_pending:
                 raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", f"bad stream: frame {frame.seq}: {exc}") from None
             self.server.metrics.errors.labels(kind="bad_frame").inc()
-            if not bad:  # one request per run of failures, ahead of the result so the edge's next frame is intra
+            # One request per window of failures, ahead of the result so the edge's next frame is intra;
+            # again after a whole window failed (the intra frame itself may have been damaged).
+            if bad % (self.cfg.max_pending + 1) == 0:
                 self._request(pb.Request.INTRA, frame.seq, "decoding needs an intra frame")
             fut = asyncio.get_running_loop().create_future()
             fut.set_result((pb.CloudMessage(result=pb.Result(seq=frame.seq, error=f"frame not decoded: {exc}"[:300])), True))

@@ -40,7 +40,8 @@ def serve(
     metrics_port: int = typer.Option(None, help="serve Prometheus metrics on this port"),
     ray: str = typer.Option(None, help="run the cloud models on Ray Serve at this address ('local' starts one)"),
     drain_timeout: float = typer.Option(10.0, help="seconds a shutdown waits for open streams"),
-    models: str = typer.Option("", help="comma-separated models edges may use (default: any)"),
+    models: str = typer.Option("", help="comma-separated models edges may use (default: any registry model; a package.module:factory only when listed)"),
+    model_threads: int = typer.Option(0, help="torch threads of the model (0: one fewer than the cores, at least 1)"),
     preload: list[str] = typer.Option(None, help="MODEL:LAYER to load before serving (repeatable)"),  # noqa: B008
 ) -> None:
     """Cloud side: decode edges' coded features and finish inference in batches (until SIGINT/SIGTERM)."""
@@ -52,6 +53,7 @@ def serve(
         host, port, weights, cert, key, tokens, insecure, max_streams, max_pending, max_queue, max_message, max_elements,
         idle_timeout=idle_timeout, max_models=max_models, max_batch=max_batch, max_wait_ms=max_wait_ms, device=device,
         metrics_port=metrics_port, ray=ray, drain_timeout=drain_timeout, models=tuple(filter(None, models.split(","))), preload=tuple(preload or ()),
+        model_threads=model_threads,
     )  # fmt: skip
     code = run_server(cfg, ready=lambda p: console.print(f"listening on {host}:{p}", soft_wrap=True))
     raise typer.Exit(code)

@@ -331,7 +331,7 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
     C, H, W = q.shape
     nh, nw = (H + block - 1) // block, (W + block - 1) // block
     # worst case: 24 bytes per level, 32 per vector, one per tile flag
-    out = np.zeros(64 + 24 * q.size + 32 * nh * nw + C * nh * nw, np.uint8)
+    out = np.empty(64 + 24 * q.size + 32 * nh * nw + C * nh * nw, np.uint8)  # only written bytes are read
     st = np.array([0, 0xFFFFFFFF, 0, 1, 0, 1], np.int64)
     eg = PER_CHANNEL * C
     mvb = eg + N_EG

@@ -171,7 +171,12 @@ def block_candidates(ref: np.ndarray, cur_levels: np.ndarray, ctx: Context) -> n
     _, h, w = ref.shape
     b = ctx.block
     win = b + 1 if b % 2 == 0 else b
-    field = block_match(torch.from_numpy(ref), torch.from_numpy(cur_levels), win, ctx.search)
+    threads = nb.get_num_threads()
+    nb.set_num_threads(1)  # latent frames are small: worker threads cost more (spinning) than they save
+    try:
+        field = block_match(torch.from_numpy(ref), torch.from_numpy(cur_levels), win, ctx.search)
+    finally:
+        nb.set_num_threads(threads)
     cy = np.minimum(np.arange(0, h, b) + b // 2, h - 1)
     cx = np.minimum(np.arange(0, w, b) + b // 2, w - 1)
     f = field.numpy()[:, cy][:, :, cx]

@@ -149,6 +149,11 @@ def choose_vectors(ref, cur, cand, block, s, lam, refine, cstep):
             cy = np.array([0, py, cand[1, i, j], a1, b1])
             best, bx, by = 1e300, 0, 0
             for k in range(cx.shape[0]):
+                dup = False
+                for m in range(k):  # an equal earlier candidate costs the same and keeps its place
+                    dup = dup or (cx[m] == cx[k] and cy[m] == cy[k])
+                if dup:
+                    continue
                 e = _tile_sse(r2, c2, idx, wt, H, W, i, j, cx[k], cy[k], block, s, cstep) + lam * _mv_bits(cx[k], cy[k], px, py)
                 if e < best:
                     best, bx, by = e, cx[k], cy[k]

@@ -127,7 +127,7 @@ class Encoder:
         stride: tuple[int, int] = (1, 1),
         offset: tuple[float, float] = (0.0, 0.0),
         lam: float = 0.5,
-        rdoq: float = 0.65,
+        rdoq: float = 0.5,
         deadzone: tuple[float, float] = (0.5, 0.5),
     ) -> None:
         if mode not in MODES:

@@ -1,8 +1,8 @@
 """Context-adaptive binary range coding of a frame's motion vectors and levels (integers only).
 
 The coder is LZMA's binary range coder: 32-bit range, 11-bit probabilities
-``p`` (of the bit being 0) that adapt after every bit by ``p += (2048 - p) >> 4``
-(a 0) or ``p -= p >> 4`` (a 1); bypass bits halve the range. The implicit
+``p`` (of the bit being 0) that adapt after every bit by ``p += (2048 - p) >> 5``
+(a 0) or ``p -= p >> 5`` (a 1); bypass bits halve the range. The implicit
 leading zero byte of LZMA's encoder is not written. Bytes past the end of the
 data read as zero (so trailing bytes that would read back the same may be cut).
 
@@ -31,7 +31,7 @@ from .prediction import predict
 
 PROB_BITS = 11
 PROB_INIT = 1 << (PROB_BITS - 1)
-ADAPT = 4
+ADAPT = 5
 TOP = 1 << 24
 MAX_PREFIX = 16  # Exp-Golomb prefix: |value| < 2 ** 17
 

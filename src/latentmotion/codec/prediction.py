@@ -89,8 +89,12 @@ def predict(ref, mv, block, s):
 
 
 @nb.njit(cache=True)
-def _tile_sse(r2, c2, idx, wt, H, W, i, j, vx, vy, block, s, cstep):
-    """Prediction error of one tile with vector (vx, vy) over every cstep-th channel (encoder only)."""
+def _tile_sse(r2, c2, idx, wt, H, W, i, j, vx, vy, block, s, cstep, extra, best):
+    """Prediction error of one tile with vector (vx, vy) over every cstep-th channel, plus ``extra`` (encoder only).
+
+    Stops early once the partial sum reaches ``best``: terms are non-negative and rounding is monotone, so
+    the full sum could not be below ``best`` either (the caller keeps only a strictly smaller cost).
+    """
     n = _taps(H, W, i, j, vx, vy, block, s, idx, wt)
     inv = 1.0 / (s * s)
     e = 0.0
@@ -100,7 +104,9 @@ def _tile_sse(r2, c2, idx, wt, H, W, i, j, vx, vy, block, s, cstep):
             p = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]]) * inv
             d = cc[idx[k, 4]] - p
             e += d * d
-    return e * cstep
+        if e * cstep + extra >= best:
+            break
+    return e * cstep + extra
 
 
 @nb.njit(cache=True)
@@ -154,7 +160,7 @@ def choose_vectors(ref, cur, cand, block, s, lam, refine, cstep):
                     dup = dup or (cx[m] == cx[k] and cy[m] == cy[k])
                 if dup:
                     continue
-                e = _tile_sse(r2, c2, idx, wt, H, W, i, j, cx[k], cy[k], block, s, cstep) + lam * _mv_bits(cx[k], cy[k], px, py)
+                e = _tile_sse(r2, c2, idx, wt, H, W, i, j, cx[k], cy[k], block, s, cstep, lam * _mv_bits(cx[k], cy[k], px, py), best)
                 if e < best:
                     best, bx, by = e, cx[k], cy[k]
             if refine and s > 1:
@@ -164,7 +170,7 @@ def choose_vectors(ref, cur, cand, block, s, lam, refine, cstep):
                         for dx in (-r, 0, r):
                             if dx == 0 and dy == 0:
                                 continue
-                            e = _tile_sse(r2, c2, idx, wt, H, W, i, j, ox + dx, oy + dy, block, s, cstep) + lam * _mv_bits(ox + dx, oy + dy, px, py)
+                            e = _tile_sse(r2, c2, idx, wt, H, W, i, j, ox + dx, oy + dy, block, s, cstep, lam * _mv_bits(ox + dx, oy + dy, px, py), best)
                             if e < best:
                                 best, bx, by = e, ox + dx, oy + dy
             mv[0, i, j], mv[1, i, j] = bx, by

@@ -368,3 +368,25 @@ def test_cli_eval_refuses_unknown_names_before_any_output(tmp_path):
     for bad in (["--anchors", "x266"], ["--configs", "affine"]):
         r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "codec", "eval", "--out", str(out), "--frames", "4", *bad], capture_output=True, text=True, timeout=600)
         assert r.returncode == 2 and r.stderr.startswith("error: unknown") and not out.exists(), r.stderr
+
+
+def test_rdoq_early_stop_bound_is_below_every_coding_of_the_tile():
+    """The RDOQ trial stops on ``_skip_bounds``: rest[k] must not exceed what coding levels k.. costs, for any levels
+    (here random ones, costed one by one with adapting contexts as the coder does) and any context state."""
+    rng = np.random.default_rng(0)
+    block, c, lam = 4, 0, 0.5
+    for _ in range(200):
+        d = rng.normal(0, rng.uniform(0.3, 4), (1, block, block))
+        probs = rng.integers(1, 2047, entropy.n_contexts(1)).astype(np.int64)
+        rest = np.empty(block * block + 1)
+        entropy._skip_bounds(probs, d, c, 0, block, 0, block, 0, 0, lam, rest)
+        q = np.rint(d).astype(np.int64) + rng.integers(-1, 2, d.shape) * (rng.random(d.shape) < 0.3)
+        p, st_, out, eg = probs.copy(), np.zeros(6, np.int64), np.zeros(0, np.uint8), entropy.PER_CHANNEL
+        costs = []
+        for y in range(block):
+            for x in range(block):
+                n, s = entropy._level_ctx(q, c, y, x)
+                bits = entropy._level(st_, out, p, 0, eg, n, s, 0, q[c, y, x], 1)
+                costs.append((d[c, y, x] - q[c, y, x]) ** 2 + lam * bits)
+        tail = np.cumsum(costs[::-1])[::-1]
+        assert np.all(rest[:-1] <= tail + 1e-9), (rest[:-1] - tail).max()

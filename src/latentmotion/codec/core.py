@@ -28,6 +28,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 import torch
 
@@ -50,8 +51,43 @@ class FrameStats:
     sse: float
 
 
-def _deadzone(d: np.ndarray, f: float) -> np.ndarray:
-    return (np.sign(d) * np.floor(np.abs(d) + f)).astype(np.int64).clip(-MAX_Q, MAX_Q)
+@nb.njit(cache=True)
+def _quantise(xs, pred, f):
+    """Residual ``d = xs - pred`` (step units), its dead-zone levels ``q = sign(d) floor(|d| + f)``
+    (|q| <= MAX_Q, and |pred + q| <= MAX_LEVEL) and the residual's energy, in one pass (encoder only)."""
+    d = np.empty_like(xs)
+    q = np.empty(xs.shape, np.int64)
+    xf, pf, df, qf = xs.ravel(), pred.ravel(), d.ravel(), q.ravel()
+    e = 0.0
+    for i in range(xf.shape[0]):
+        r = xf[i] - pf[i]
+        df[i] = r
+        e += r * r
+        a = int(min(np.floor(abs(r) + f), MAX_Q))
+        v = a if r > 0 else (-a if r < 0 else 0)
+        qf[i] = min(max(v, -MAX_LEVEL - pf[i]), MAX_LEVEL - pf[i])
+    return d, q, e
+
+
+@nb.njit(cache=True)
+def _centred_energy(xs):
+    """Sum over channels of the squared deviations from the channel's mean (what intra has to code)."""
+    e = 0.0
+    for c in range(xs.shape[0]):
+        m = xs[c].mean()
+        for v in xs[c].ravel():
+            e += (v - m) * (v - m)
+    return e
+
+
+@nb.njit(cache=True)
+def _sse(a, b):
+    e = 0.0
+    af, bf = a.ravel(), b.ravel()
+    for i in range(af.shape[0]):
+        t = np.float64(af[i]) - np.float64(bf[i])
+        e += t * t
+    return e
 
 
 class Encoder:
@@ -119,8 +155,9 @@ class Encoder:
         return write_header(self.header)
 
     def _intra(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
-        q = _deadzone(xs, self.deadzone[0])
-        data, _ = entropy.encode_frame(q, np.zeros_like(q), xs, np.zeros((2, 1, 1), np.int64), self.header.block, entropy.new_contexts(q.shape[0]), False, self.rdoq)
+        zero = np.zeros(xs.shape, np.int64)
+        _, q, _ = _quantise(xs, zero, self.deadzone[0])
+        data, _ = entropy.encode_frame(q, zero, xs, np.zeros((2, 1, 1), np.int64), self.header.block, entropy.new_contexts(q.shape[0]), False, self.rdoq)
         return bytes([INTRA]) + data.tobytes(), q, entropy.new_contexts(q.shape[0]), 0
 
     def _vectors(self, xs: np.ndarray) -> np.ndarray:
@@ -141,9 +178,7 @@ class Encoder:
         h = self.header
         mv = self._vectors(xs)
         pred = predict(self.ref, mv, h.block, h.subpel)
-        self._pred_energy = float(((xs - pred) ** 2).sum())
-        d = xs - pred
-        q = np.clip(_deadzone(d, self.deadzone[1]), -MAX_LEVEL - pred, MAX_LEVEL - pred)
+        d, q, self._pred_energy = _quantise(xs, pred, self.deadzone[1])
         probs = self.probs.copy()
         data, side = entropy.encode_frame(q, pred, d, mv, h.block, probs, True, self.rdoq)  # q: RD-optimised in place
         return bytes([INTER]) + data.tobytes(), pred + q, probs, 8 * side
@@ -173,12 +208,11 @@ class Encoder:
             cands = [self._intra(xs)]
         else:
             cands = [self._inter(xs)]
-            centred = xs - xs.mean((1, 2), keepdims=True)
             # intra is only worth a trial where prediction leaves much of the signal's energy (a scene cut)
             # (prediction from an unrelated frame leaves about twice the energy)
-            if self.rd and self._pred_energy >= 0.8 * float((centred**2).sum()):
+            if self.rd and self._pred_energy >= 0.8 * _centred_energy(xs):
                 cands.append(self._intra(xs))
-        costs = [float(((xs - rec) ** 2).sum()) + self.lam * 8 * len(p) for p, rec, _, _ in cands]
+        costs = [_sse(xs, rec) + self.lam * 8 * len(p) for p, rec, _, _ in cands] if len(cands) > 1 else [0.0]
         payload, rec, probs, side = cands[int(np.argmin(costs))]
         if payload[0] == INTRA:
             probs = entropy.new_contexts(self.header.shape[0])
@@ -188,7 +222,7 @@ class Encoder:
         self.ref, self.probs, self.prev_frame = rec, probs, frame
         self.index += 1
         out = _output(rec, self.header.step)
-        self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, float(np.square(xn - out.numpy(), dtype=np.float64).sum())))
+        self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, _sse(xn, out.numpy())))
         self.reconstructions.append(out)
         return write_frame(payload)
 

@@ -278,24 +278,76 @@ def _level(st, out, probs, base, eg, n, s, pb, v, sim):
 
 
 @nb.njit(cache=True)
-def _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, ncbf, lam):
+def _cheapest(probs, lo, hi, bit, n):
+    """Fewest bits that ``bit`` can cost in contexts lo..hi-1 after up to n adaptations towards it."""
+    p = probs[lo]
+    for i in range(lo + 1, hi):  # the most favourable context: cost falls as p moves away from the bit
+        p = max(p, probs[i]) if bit == 0 else min(p, probs[i])
+    for _ in range(n):
+        p = p + (((1 << PROB_BITS) - p) >> ADAPT) if bit == 0 else p - (p >> ADAPT)
+    return COST[bit, p]
+
+
+@nb.njit(cache=True)
+def _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, rest):
+    """The cost of skipping the tile, and in ``rest[k]`` a lower bound of what coding its levels k.. costs.
+
+    Level k costs at least min(r^2, (|r| - a)^2 + lam * b), a >= 1 the nearest integer and b the
+    fewest bits of any non-zero level (significance, sign and > 1 in their cheapest contexts, as
+    adapted as the tile's levels could make them); zeros cost at least nothing. Once the trial's cost
+    so far plus ``rest`` reaches the skip cost, the tile is skipped whatever the remaining levels are.
+    """
+    n = (y1 - y0) * (x1 - x0)
+    b = _cheapest(probs, base + 3, base + 3 + N_SIG, 1, n)
+    lo, hi = base + 3 + N_SIG, base + 3 + N_SIG + N_SIGN
+    b += min(_cheapest(probs, lo, hi, 0, n), _cheapest(probs, lo, hi, 1, n))
+    lo, hi = hi, hi + N_GT1
+    b += min(_cheapest(probs, lo, hi, 0, n), _cheapest(probs, lo, hi, 1, n))
+    j_skip = lam * COST[0, probs[base + ncbf]]
+    k = 0
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            r = abs(d[c, y, x])
+            j_skip += r * r
+            a = max(1.0, np.floor(r + 0.5))
+            rest[k] = min(r * r, (r - a) * (r - a) + lam * b)
+            k += 1
+    rest[n] = 0.0
+    for k in range(n - 1, -1, -1):
+        rest[k] += rest[k + 1]
+    return j_skip
+
+
+@nb.njit(cache=True)
+def _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, ncbf, lam, saved, rest):
     """Rate-distortion-optimised levels of one tile, in place (greedy in coding order, each level
-    |q|, |q| - 1 or 0, bit costs from the live contexts), then the whole tile against skipping it."""
+    |q|, |q| - 1 or 0, bit costs from the live contexts), then the whole tile against skipping it.
+    ``saved``, ``rest``: scratch (the contexts the trial adapts, restored after it; bounds)."""
     nz = False
     for y in range(y0, y1):
         for x in range(x0, x1):
             nz = nz or q[c, y, x] != 0
     if not nz:  # levels only move towards zero: nothing to decide
         return
-    saved = probs[base : base + PER_CHANNEL].copy()
-    saved_eg = probs[eg : eg + N_EG].copy()
-    j_coded = lam * _bit(st, out, probs, base + ncbf, 1, 2)
-    j_skip = lam * _bit(st, out, probs, base + ncbf, 0, 2)
+    j_skip = _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, rest)
+    margin = 1e-9 * (1.0 + j_skip)  # bounds summed in another order: decide early only when clear
+    j_coded = lam * COST[1, probs[base + ncbf]]
+    if j_coded + rest[0] > j_skip + margin:
+        q[c, y0:y1, x0:x1] = 0
+        return
+    for k in range(PER_CHANNEL):
+        saved[k] = probs[base + k]
+    for k in range(N_EG):
+        saved[PER_CHANNEL + k] = probs[eg + k]
     coded = False
+    k = 0
     for y in range(y0, y1):
         for x in range(x0, x1):
+            if j_coded + rest[k] > j_skip + margin:  # skipping wins whatever follows
+                coded = False
+                break
+            k += 1
             r = d[c, y, x]
-            j_skip += r * r
             n, s = _level_ctx(q, c, y, x)
             pb = _pb(pred[c, y, x])
             a0 = abs(q[c, y, x])
@@ -314,8 +366,13 @@ def _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, ncbf, la
             _level(st, out, probs, base, eg, n, s, pb, bv, 1)
             j_coded += best
             coded = coded or bv != 0
-    probs[base : base + PER_CHANNEL] = saved
-    probs[eg : eg + N_EG] = saved_eg
+        else:
+            continue
+        break
+    for k in range(PER_CHANNEL):
+        probs[base + k] = saved[k]
+    for k in range(N_EG):
+        probs[eg + k] = saved[PER_CHANNEL + k]
     if not coded or j_skip <= j_coded:
         q[c, y0:y1, x0:x1] = 0
 
@@ -331,7 +388,7 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
     C, H, W = q.shape
     nh, nw = (H + block - 1) // block, (W + block - 1) // block
     # worst case: 24 bytes per level, 32 per vector, one per tile flag
-    out = np.zeros(64 + 24 * q.size + 32 * nh * nw + C * nh * nw, np.uint8)
+    out = np.empty(64 + 24 * q.size + 32 * nh * nw + C * nh * nw, np.uint8)  # only written bytes are read
     st = np.array([0, 0xFFFFFFFF, 0, 1, 0, 1], np.int64)
     eg = PER_CHANNEL * C
     mvb = eg + N_EG
@@ -347,6 +404,8 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
                         _enc_eg(st, out, probs, mvb + 2, abs(dv) - 1)
     side = st[4]
     cbf = np.zeros((nh, nw), np.int64)
+    saved = np.empty(PER_CHANNEL + N_EG, np.int64)
+    rest = np.empty(block * block + 1)
     for c in range(C):
         base = PER_CHANNEL * c
         for i in range(nh):
@@ -355,7 +414,7 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
                 y1, x1 = min(y0 + block, H), min(x0 + block, W)
                 n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0)
                 if lam > 0:
-                    _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, n, lam)
+                    _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, n, lam, saved, rest)
                 f = 0
                 for y in range(y0, y1):
                     for x in range(x0, x1):

@@ -89,8 +89,12 @@ def predict(ref, mv, block, s):
 
 
 @nb.njit(cache=True)
-def _tile_sse(r2, c2, idx, wt, H, W, i, j, vx, vy, block, s, cstep):
-    """Prediction error of one tile with vector (vx, vy) over every cstep-th channel (encoder only)."""
+def _tile_sse(r2, c2, idx, wt, H, W, i, j, vx, vy, block, s, cstep, extra, best):
+    """Prediction error of one tile with vector (vx, vy) over every cstep-th channel, plus ``extra`` (encoder only).
+
+    Stops early once the partial sum reaches ``best``: terms are non-negative and rounding is monotone, so
+    the full sum could not be below ``best`` either (the caller keeps only a strictly smaller cost).
+    """
     n = _taps(H, W, i, j, vx, vy, block, s, idx, wt)
     inv = 1.0 / (s * s)
     e = 0.0
@@ -100,7 +104,9 @@ def _tile_sse(r2, c2, idx, wt, H, W, i, j, vx, vy, block, s, cstep):
             p = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]]) * inv
             d = cc[idx[k, 4]] - p
             e += d * d
-    return e * cstep
+        if e * cstep + extra >= best:
+            break
+    return e * cstep + extra
 
 
 @nb.njit(cache=True)
@@ -149,7 +155,12 @@ def choose_vectors(ref, cur, cand, block, s, lam, refine, cstep):
             cy = np.array([0, py, cand[1, i, j], a1, b1])
             best, bx, by = 1e300, 0, 0
             for k in range(cx.shape[0]):
-                e = _tile_sse(r2, c2, idx, wt, H, W, i, j, cx[k], cy[k], block, s, cstep) + lam * _mv_bits(cx[k], cy[k], px, py)
+                dup = False
+                for m in range(k):  # an equal earlier candidate costs the same and keeps its place
+                    dup = dup or (cx[m] == cx[k] and cy[m] == cy[k])
+                if dup:
+                    continue
+                e = _tile_sse(r2, c2, idx, wt, H, W, i, j, cx[k], cy[k], block, s, cstep, lam * _mv_bits(cx[k], cy[k], px, py), best)
                 if e < best:
                     best, bx, by = e, cx[k], cy[k]
             if refine and s > 1:
@@ -159,7 +170,7 @@ def choose_vectors(ref, cur, cand, block, s, lam, refine, cstep):
                         for dx in (-r, 0, r):
                             if dx == 0 and dy == 0:
                                 continue
-                            e = _tile_sse(r2, c2, idx, wt, H, W, i, j, ox + dx, oy + dy, block, s, cstep) + lam * _mv_bits(ox + dx, oy + dy, px, py)
+                            e = _tile_sse(r2, c2, idx, wt, H, W, i, j, ox + dx, oy + dy, block, s, cstep, lam * _mv_bits(ox + dx, oy + dy, px, py), best)
                             if e < best:
                                 best, bx, by = e, ox + dx, oy + dy
             mv[0, i, j], mv[1, i, j] = bx, by
@@ -171,7 +182,12 @@ def block_candidates(ref: np.ndarray, cur_levels: np.ndarray, ctx: Context) -> n
     _, h, w = ref.shape
     b = ctx.block
     win = b + 1 if b % 2 == 0 else b
-    field = block_match(torch.from_numpy(ref), torch.from_numpy(cur_levels), win, ctx.search)
+    threads = nb.get_num_threads()
+    nb.set_num_threads(1)  # latent frames are small: worker threads cost more (spinning) than they save
+    try:
+        field = block_match(torch.from_numpy(ref), torch.from_numpy(cur_levels), win, ctx.search)
+    finally:
+        nb.set_num_threads(threads)
     cy = np.minimum(np.arange(0, h, b) + b // 2, h - 1)
     cx = np.minimum(np.arange(0, w, b) + b // 2, w - 1)
     f = field.numpy()[:, cy][:, :, cx]

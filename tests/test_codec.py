@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import struct
-import time
 import tracemalloc
 import zlib
 
@@ -258,12 +257,11 @@ def test_small_stream_claiming_huge_tensors_is_refused_early():
     data = _claiming((1, 4096, 4096), 30, 575)[:575]  # 30 x 1x4096x4096 float32: 2 GB of output
     assert len(data) == 575
     tracemalloc.start()
-    t = time.perf_counter()
     with pytest.raises(BitstreamError, match="too short"):
         list(iter_decode(data))
-    elapsed, peak = time.perf_counter() - t, tracemalloc.get_traced_memory()[1]
+    peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert peak < 4 << 20 and elapsed < 1.0  # refused before allocating or decoding anything
+    assert peak < 4 << 20  # refused before allocating or decoding anything
 
 
 def test_work_is_bounded_by_bytes():
@@ -277,10 +275,8 @@ def test_work_is_bounded_by_bytes():
     # a record just long enough decodes (all-zero levels) in bounded time
     h = _header(shape)
     rec = write_frame(struct.pack("<IB", 0, 0) + b"\x00" * (h.min_record() - 13))
-    dec = Decoder(h)
-    t = time.perf_counter()
-    out = dec.decode_frame(rec)
-    assert out.abs().max() == 0 and time.perf_counter() - t < 5.0
+    out = Decoder(h).decode_frame(rec)
+    assert out.abs().max() == 0
     assert len(rec) * ELEMENTS_PER_BYTE >= out.numel()
 
 
@@ -390,3 +386,16 @@ def test_rdoq_early_stop_bound_is_below_every_coding_of_the_tile():
                 costs.append((d[c, y, x] - q[c, y, x]) ** 2 + lam * bits)
         tail = np.cumsum(costs[::-1])[::-1]
         assert np.all(rest[:-1] <= tail + 1e-9), (rest[:-1] - tail).max()
+
+
+def test_encoder_refuses_what_it_cannot_write_or_would_drop():
+    """fps and channel counts the header cannot hold, a missing input frame, unequal tensors and frames: errors, never silence."""
+    xs = [torch.zeros(2, 8, 8) for _ in range(3)]
+    with pytest.raises(lm.InputError, match="frame rate"):
+        Encoder((2, 8, 8), 1.0, "zero", fps=0.0)
+    with pytest.raises(lm.InputError, match="channels"):
+        Encoder((65536, 1, 1), 1.0, "zero")
+    with pytest.raises(lm.InputError, match="input frame"):
+        Encoder((2, 8, 8), 1.0, "input").encode(xs[0])
+    with pytest.raises(ValueError):
+        encode_sequence(xs, Encoder((2, 8, 8), 1.0, "zero"), [None, None])

@@ -7,7 +7,7 @@ Example:
     >>> enc = Encoder((8, 12, 12), step=0.1, mode="block", weights="0123abcd")
     >>> stream = encode_sequence(xs, enc)
     >>> _, out = decode_stream(stream)
-    >>> all(torch.equal(a, b) for a, b in zip(out, enc.reconstructions))
+    >>> all(torch.equal(a, b) for a, b in zip(out, enc.reconstructions, strict=True))
     True
 """
 

@@ -18,7 +18,7 @@ Example:
     >>> enc = Encoder((4, 8, 8), step=0.1, mode="block", weights="abc")
     >>> dec = Decoder.from_header_bytes(enc.header_bytes())
     >>> outs = [dec.decode_frame(enc.encode(torch.randn(4, 8, 8))) for _ in range(3)]
-    >>> all(torch.equal(a, b) for a, b in zip(outs, enc.reconstructions))
+    >>> all(torch.equal(a, b) for a, b in zip(outs, enc.reconstructions, strict=True))
     True
 """
 
@@ -137,8 +137,10 @@ class Encoder:
         if subpel not in (1, 4) or not 1 <= block <= 64 or not 0 <= search <= 64 or not 0 <= intra_period < 65536:
             raise InputError("block must lie in 1..64, search in 0..64, subpel be 1 or 4, intra period in 0..65535")
         c, h, w = (int(v) for v in shape)
-        if min(c, h, w) < 1 or max(h, w) > 4096 or c * h * w > 1 << 24:
-            raise InputError(f"tensor shape {tuple(shape)} out of bounds (sides up to 4096, at most 2^24 elements)")
+        if min(c, h, w) < 1 or max(h, w) > 4096 or c > 65535 or c * h * w > 1 << 24:
+            raise InputError(f"tensor shape {tuple(shape)} out of bounds (sides up to 4096, channels up to 65535, at most 2^24 elements)")
+        if not (np.isfinite(fps) and fps > 0):
+            raise InputError(f"frame rate must be a positive number, got {fps}")
         self.header = Header(model, layer, weights, (c, h, w), float(np.float32(step)), MODES[mode], block, search, subpel, intra_period, fps)
         self.mode = mode
         self.ctx = Context(block, search, subpel, stride, offset)
@@ -201,8 +203,11 @@ class Encoder:
         if np.abs(xs).max(initial=0) > MAX_Q // 2:  # a residual spans twice the values; more would be clipped
             peak = float(np.abs(xn).max())
             raise InputError(f"step {self.header.step:g} is too small for values up to {peak:g}: levels would exceed {MAX_Q // 2}; use a step of at least {peak / (MAX_Q // 2):g}")
-        if self.mode == "input" and frame is not None and self.prev_frame is not None:
-            self.ctx.frames = (self.prev_frame, frame)
+        if self.mode == "input":
+            if frame is None:
+                raise InputError("the 'input' motion mode needs each tensor's input frame (uint8 luma)")
+            # only a pair of consecutive frames may guide the search; never a stale one
+            self.ctx.frames = (self.prev_frame, frame) if self.prev_frame is not None else None
         period = self.header.intra_period
         if intra or self.ref is None or (period and self.index % period == 0):
             cands = [self._intra(xs)]
@@ -292,8 +297,9 @@ class Decoder:
 def encode_sequence(tensors: Iterable[torch.Tensor], encoder: Encoder, frames: Iterable[torch.Tensor | None] | None = None) -> bytes:
     """Header plus every frame, as one byte string."""
     parts = [encoder.header_bytes()]
-    frames = frames if frames is not None else iter(lambda: None, 0)
-    for x, f in zip(tensors, frames):
+    tensors = list(tensors)
+    frames = [None] * len(tensors) if frames is None else list(frames)
+    for x, f in zip(tensors, frames, strict=True):  # a missing frame is an error, never a dropped tensor
         parts.append(encoder.encode(x, f))
     return b"".join(parts)
 

@@ -15,7 +15,7 @@ Binarisation (``docs/codec.md`` gives it in full):
   ``q != 0`` (context ``(c, n)``), sign (context ``(c, sign of left)``),
   ``|q| > 1`` (context ``(c, min(n, 2))``), ``|q| > 2`` (context ``c``), then
   ``|q| - 3`` as Exp-Golomb order 0: prefix bits adaptive (context = bit index),
-  suffix bits bypass. A prefix of more than ``MAX_PREFIX`` ones is an error.
+  suffix bits bypass. A prefix of ``MAX_PREFIX`` ones or more is an error.
 * motion-vector differences (per tile, x then y): ``!= 0`` (context by
   component), sign bypass, ``|d| - 1`` Exp-Golomb as above (own contexts).
 
@@ -33,7 +33,7 @@ PROB_BITS = 11
 PROB_INIT = 1 << (PROB_BITS - 1)
 ADAPT = 5
 TOP = 1 << 24
-MAX_PREFIX = 16  # Exp-Golomb prefix: |value| < 2 ** 17
+MAX_PREFIX = 16  # Exp-Golomb: at most MAX_PREFIX - 1 prefix ones, so values below 2 ** 16 - 1
 
 # Context layout (per channel c, C channels): offsets into one probability table.
 N_PB = 4  # buckets of the prediction's magnitude |P|: 0, 1, 2..3, 4+

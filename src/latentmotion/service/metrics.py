@@ -38,7 +38,7 @@ class Metrics:
         self.bytes = Counter("latentmotion_received_bytes", "Codec bytes received (headers and frames)", registry=r)
         self.latency = Histogram(
             "latentmotion_frame_latency_seconds",
-            "Frame received -> result sent",
+            "Frame received -> classified (window wait, decode, batch and model)",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=r,
         )

@@ -80,7 +80,7 @@ def _bd(rate_a, dist_a, rate_b, dist_b, method: str = "akima") -> float | None:
         return None
     try:
         v = float(bd.bd_rate(rate_a, dist_a, rate_b, dist_b, method=method, require_matching_points=False, min_overlap=0.0))
-    except Exception:  # non-monotonic or non-overlapping curves have no BD-rate
+    except (ValueError, AssertionError, ArithmeticError, np.linalg.LinAlgError):  # non-monotonic or non-overlapping curves have no BD-rate
         return None
     return v if np.isfinite(v) else None
 

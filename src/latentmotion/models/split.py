@@ -95,6 +95,8 @@ class Split:
     def border(self) -> tuple[int, int]:
         """Latent pixels at each border whose receptive field can reach outside the frame."""
         self._need_grid()
+        if self.context is not None:  # every element sees the whole frame: no border width means anything
+            raise InputError(f"the split at {self.layer!r} mixes in a whole-frame context ({self.context}): every element depends on the border")
         return tuple(math.ceil(((r - 1) / 2 - o) / s) if (r - 1) / 2 > o else 0 for r, o, s in zip(self.rf, self.offset, self.stride))  # type: ignore[return-value]
 
     def _need_grid(self) -> None:

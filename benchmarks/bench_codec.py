@@ -36,13 +36,7 @@ N = 24
 
 def cpu_time(fn, repeats: int = 3) -> float:
     """Median CPU seconds of the process per call (what the work costs when the machine is shared)."""
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t = time.process_time()
-        fn()
-        ts.append(time.process_time() - t)
-    return sorted(ts)[len(ts) // 2]
+    return median_time(fn, repeats, 1, time.process_time)
 
 
 def speed() -> None:

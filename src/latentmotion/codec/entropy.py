@@ -77,6 +77,14 @@ def _shift_low(st, out):
 
 
 @nb.njit(cache=True)
+def _enc_norm(st, out):
+    """Renormalise the encoder: shift out bytes while the range is below TOP."""
+    while st[1] < TOP:
+        st[1] = (st[1] << 8) & 0xFFFFFFFF
+        _shift_low(st, out)
+
+
+@nb.njit(cache=True)
 def _enc_bit(st, out, probs, i, bit):
     p = probs[i]
     bound = (st[1] >> PROB_BITS) * p
@@ -87,9 +95,7 @@ def _enc_bit(st, out, probs, i, bit):
         st[0] += bound
         st[1] -= bound
         probs[i] = p - (p >> ADAPT)
-    while st[1] < TOP:
-        st[1] = (st[1] << 8) & 0xFFFFFFFF
-        _shift_low(st, out)
+    _enc_norm(st, out)
 
 
 @nb.njit(cache=True)
@@ -97,9 +103,7 @@ def _enc_bypass(st, out, bit):
     st[1] >>= 1
     if bit:
         st[0] += st[1]
-    while st[1] < TOP:
-        st[1] = (st[1] << 8) & 0xFFFFFFFF
-        _shift_low(st, out)
+    _enc_norm(st, out)
 
 
 @nb.njit(cache=True)
@@ -147,6 +151,14 @@ def _dec_init(st, data):
 
 
 @nb.njit(cache=True)
+def _dec_norm(st, data):
+    """Renormalise the decoder: shift in bytes while the range is below TOP (mirror of _enc_norm)."""
+    while st[1] < TOP:
+        st[1] = (st[1] << 8) & 0xFFFFFFFF
+        st[0] = ((st[0] << 8) | _next_byte(st, data)) & 0xFFFFFFFF
+
+
+@nb.njit(cache=True)
 def _dec_bit(st, data, probs, i):
     p = probs[i]
     bound = (st[1] >> PROB_BITS) * p
@@ -159,9 +171,7 @@ def _dec_bit(st, data, probs, i):
         st[1] -= bound
         probs[i] = p - (p >> ADAPT)
         bit = 1
-    while st[1] < TOP:
-        st[1] = (st[1] << 8) & 0xFFFFFFFF
-        st[0] = ((st[0] << 8) | _next_byte(st, data)) & 0xFFFFFFFF
+    _dec_norm(st, data)
     return bit
 
 
@@ -172,9 +182,7 @@ def _dec_bypass(st, data):
     if st[0] >= st[1]:
         st[0] -= st[1]
         bit = 1
-    while st[1] < TOP:
-        st[1] = (st[1] << 8) & 0xFFFFFFFF
-        st[0] = ((st[0] << 8) | _next_byte(st, data)) & 0xFFFFFFFF
+    _dec_norm(st, data)
     return bit
 
 

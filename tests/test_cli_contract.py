@@ -99,6 +99,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("{tmp}/header_only.lmc", "--out", "{old}"), "is a folder"),
         (("{tmp}/misfit.lmc", "--classify", "--out", "{tmp}/x.pt"), "do not fit"),
         (("{tmp}/garbage.lmc", "--out", "{file}"), ""),
+        (("{tmp}/factory.lmc", "--classify"), "to allow importing it"),
     ],
     "codec eval": [
         (("--configs", ",", "--out", "{out}"), "--configs"),
@@ -111,10 +112,13 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--insecure", "--port", "70000"), "--port"),
         (("--port", "0"), "needs --cert, --key and --tokens"),
         (("--insecure", "--host", "0.0.0.0"), "only on loopback"),
+        (("--insecure", "--idle-timeout", "inf"), "at most 1e6"),
+        (("--insecure", "--weights", "{tmp}/missing.pt"), "existing state-dict file"),
     ],
     "stream": [
         (("--insecure", "--port", "70000"), "--port"),
         (("--insecure", "--frames", "0"), "at least 1"),
+        (("--insecure", "--step", "1e300"), "float32"),
         (("--insecure", "--port", "1", "--frames", "1", "--retries", "1"), "gave up on the cloud"),
     ],
 }
@@ -154,6 +158,7 @@ def place(tmp_path):
     (tmp_path / "garbage.lmc").write_bytes(b"LMC\x00" + os.urandom(64))
     (tmp_path / "header_only.lmc").write_bytes(_header_only_stream())
     (tmp_path / "misfit.lmc").write_bytes(_misfit_stream())
+    (tmp_path / "factory.lmc").write_bytes(_misfit_stream("os:abort"))  # must never be imported
     return tmp_path
 
 
@@ -163,13 +168,16 @@ def _header_only_stream() -> bytes:
     return Encoder((4, 8, 8), 1.0, "zero", model="efficientnet_lite0", layer="_blocks.4.add").header_bytes()
 
 
-def _misfit_stream() -> bytes:
+def _misfit_stream(model: str = "efficientnet_lite0") -> bytes:
     """A valid stream whose tensors (4, 8, 8) cannot enter the cloud model its header names."""
     import torch
 
     from latentmotion.codec import Encoder, encode_sequence
 
-    enc = Encoder((4, 8, 8), 1.0, "zero", model="efficientnet_lite0", layer="_blocks.4.add")
+    from latentmotion.models import load_model, weights_fingerprint
+
+    fp = weights_fingerprint(load_model(model)) if ":" not in model else ""  # right weights: the shape is what fails
+    enc = Encoder((4, 8, 8), 1.0, "zero", model=model, layer="_blocks.4.add", weights=fp)
     return encode_sequence([torch.zeros(4, 8, 8)], enc)
 
 

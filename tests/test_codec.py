@@ -399,3 +399,16 @@ def test_encoder_refuses_what_it_cannot_write_or_would_drop():
         Encoder((2, 8, 8), 1.0, "input").encode(xs[0])
     with pytest.raises(ValueError):
         encode_sequence(xs, Encoder((2, 8, 8), 1.0, "zero"), [None, None])
+
+
+def test_decoded_size_is_known_before_decoding():
+    """A few kilobytes that would decode to gigabytes are sized from lengths alone, so an application can refuse them."""
+    from latentmotion.codec import decoded_nbytes
+
+    h = _header((1024, 128, 128))
+    recs = b"".join(write_frame(struct.pack("<IB", i, 0) + b"\x00" * (h.min_record() - 13)) for i in range(30))
+    data = write_header(h) + recs
+    assert len(data) < 40_000 and decoded_nbytes(data) == 30 * 4 * 1024 * 128 * 128
+    xs = [torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    stream = encode_sequence(xs, Encoder((2, 4, 4), 0.1, "zero"))
+    assert decoded_nbytes(stream) == sum(x.numel() * 4 for x in decode_stream(stream)[1])

@@ -87,6 +87,8 @@ def run_app(args: list[str] | None = None) -> None:
         app(args=args, standalone_mode=False)
     except Interrupted as exc:
         _fail(exc.word, exc.code)
+    except KeyboardInterrupt:  # raised by code rather than by our signal handler
+        _fail("interrupted", 130)
     except LatentMotionError as exc:
         _fail(f"error: {_one_line(exc)}", 2)
     except Exception as exc:

@@ -11,6 +11,16 @@ from ..errors import InputError
 from ..outputs import staged_file, staged_folder
 from ._app import app, console, parse_list
 
+MAX_STREAM_FILE = 1 << 30  # a feature stream of this size would be hours of video
+
+
+def _memory_budget() -> int:
+    """Half of this machine's physical memory: what a decode may hold."""
+    import os
+
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
 codec_app = typer.Typer(no_args_is_help=True, help="Motion-compensated predictive coding of feature-tensor sequences.")
 app.add_typer(codec_app, name="codec")
 
@@ -71,6 +81,7 @@ def codec_decode(
     classify: bool = typer.Option(False, help="run the cloud sub-model named in the header and print top-1 classes"),
     weights: str = typer.Option("imagenet", help="weights of the cloud model (with --classify); must be the weights the stream was encoded with"),
     seed: int = typer.Option(0, help="seed of random weights (with --classify)"),
+    model: str = typer.Option("", help="with --classify: allow the package.module:factory the stream names (never imported otherwise)"),
 ) -> None:
     """Decode a stream; optionally finish inference in the cloud sub-model (refused if its weights differ from the edge's)."""
     import contextlib
@@ -78,16 +89,23 @@ def codec_decode(
 
     import torch
 
-    from ..codec import decode_stream
+    from ..codec import decode_stream, decoded_nbytes
 
     if not stream.is_file():
         raise InputError(f"stream file {stream} does not exist")
+    if stream.stat().st_size > MAX_STREAM_FILE:
+        raise InputError(f"stream file {stream} is {stream.stat().st_size} bytes; at most {MAX_STREAM_FILE} are read")
     data = stream.read_bytes()
+    need, budget = 2 * decoded_nbytes(data), _memory_budget()  # the frames, then their stack
+    if need > budget:
+        raise InputError(f"stream {stream} decodes to {need / 2**30:.1f} GiB of tensors; this machine allows {budget / 2**30:.1f} GiB")
     split = None
     if classify:  # check the weights before the decode, so a mismatch costs nothing
         from ..codec import read_stream_header
 
         head = read_stream_header(data)
+        if ":" in head.model and model != head.model:  # a factory imports and runs code: only when the user names it
+            raise InputError(f"the stream names the factory model {head.model!r}; pass --model {head.model} to allow importing it")
         mine, split = _model_split(head.model, head.layer, weights, seed)
         if head.weights != mine:
             raise InputError(f"the stream was encoded with weights {head.weights or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")

@@ -18,6 +18,14 @@ def _logs(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
 
 
+def _allowed(models: str, preload: list[str]) -> tuple[str, ...]:
+    """The --models allowlist ('any': none), with every preloaded model on it."""
+    if models.strip() == "any":
+        return ()
+    listed = [m for m in models.split(",") if m]
+    return tuple(dict.fromkeys(listed + [p.rsplit(":", 1)[0] for p in preload]))
+
+
 @app.command()
 def serve(
     port: int = typer.Option(5050, min=0, max=65535, help="TCP port (0: any free port)"),
@@ -40,7 +48,7 @@ def serve(
     metrics_port: int = typer.Option(None, help="serve Prometheus metrics on this port"),
     ray: str = typer.Option(None, help="run the cloud models on Ray Serve at this address ('local' starts one)"),
     drain_timeout: float = typer.Option(10.0, help="seconds a shutdown waits for open streams"),
-    models: str = typer.Option("", help="comma-separated models edges may use (default: any registry model; a package.module:factory only when listed)"),
+    models: str = typer.Option("efficientnet_lite0", help="comma-separated models edges may use ('any': every registry model, which lets a client make the server build large networks; a package.module:factory only when listed)"),
     model_threads: int = typer.Option(0, help="torch threads of the model (0: one fewer than the cores, at least 1)"),
     preload: list[str] = typer.Option(None, help="MODEL:LAYER to load before serving (repeatable)"),  # noqa: B008
 ) -> None:
@@ -48,11 +56,13 @@ def serve(
     from ..service import ServerConfig
     from ..service import serve as run_server
 
+    if weights not in ("imagenet", "random") and not Path(weights).is_file():
+        raise InputError(f"--weights {weights}: not imagenet, random or an existing state-dict file")
     _logs()
     cfg = ServerConfig(
         host, port, weights, cert, key, tokens, insecure, max_streams, max_pending, max_queue, max_message, max_elements,
         idle_timeout=idle_timeout, max_models=max_models, max_batch=max_batch, max_wait_ms=max_wait_ms, device=device,
-        metrics_port=metrics_port, ray=ray, drain_timeout=drain_timeout, models=tuple(filter(None, models.split(","))), preload=tuple(preload or ()),
+        metrics_port=metrics_port, ray=ray, drain_timeout=drain_timeout, models=_allowed(models, preload or ()), preload=tuple(preload or ()),
         model_threads=model_threads,
     )  # fmt: skip
     code = run_server(cfg, ready=lambda p: console.print(f"listening on {host}:{p}", soft_wrap=True))
@@ -91,8 +101,10 @@ def stream(
     verbose: bool = typer.Option(False, help="log every event (reconnections) as JSON lines on stderr"),
 ) -> None:
     """Edge side: run the edge sub-model on video, code the features and stream them to a cloud over gRPC."""
+    from ..codec.limits import check_step
     from ..service import EdgeOptions, VideoSource, stream_video
 
+    check_step(step)  # before the model runs: a step the stream cannot hold is the user's error
     _logs(logging.INFO if verbose else logging.WARNING)  # a failure is still one line; its retries with --verbose
     opts = EdgeOptions(insecure=insecure, ca=ca, token=_token(token_file), window=window, max_retries=retries, seed=seed)
     src = VideoSource(video, start, frames, model, layer, weights, step, mode)

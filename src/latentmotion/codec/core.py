@@ -318,6 +318,22 @@ def read_stream_header(data: bytes) -> Header:
     return read_header(Reader(data), len(MODE_NAMES))
 
 
+def decoded_nbytes(data: bytes) -> int:
+    """Bytes of float32 tensors the whole stream decodes to, from its header and record lengths (nothing is decoded).
+
+    Lets an application refuse a stream whose output would not fit in memory
+    before decoding it: the per-byte work bound limits time, not the total kept.
+    """
+    r = Reader(data)
+    h = read_header(r, len(MODE_NAMES))
+    n, limit = 0, h.frame_limit()
+    while not r.done():
+        read_frame(r, limit)  # lengths and checksums only
+        n += 1
+    c, hh, ww = h.shape
+    return 4 * n * c * hh * ww
+
+
 def decode_stream(data: bytes) -> tuple[Header, list[torch.Tensor]]:
     """Header and all decoded tensors of a stream."""
     out = list(iter_decode(data))

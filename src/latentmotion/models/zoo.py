@@ -208,7 +208,10 @@ def _factory_model(spec: str, weights: str | os.PathLike[str], seed: int) -> Ima
     factory = _factory(spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = factory()
+        try:
+            net = factory()
+        except Exception as exc:  # a user's code: its failure is this command's one-line error
+            raise InputError(f"factory {spec!r} failed: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
     if not isinstance(net, nn.Module):
         raise InputError(f"{spec!r} returned {type(net).__name__}, not an nn.Module")
     if isinstance(weights, str) and weights in ("random", "imagenet"):

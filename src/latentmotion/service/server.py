@@ -125,6 +125,12 @@ class ServerConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
         if not (self.idle_timeout > 0 and self.max_wait_ms >= 0 and self.drain_timeout >= 0 and self.max_bad_frames >= 0 and self.model_threads >= 0):
             raise InputError("--idle-timeout must be positive; --max-wait-ms, --drain-timeout, --max-bad-frames and --model-threads not negative")
+        for name in ("idle_timeout", "max_wait_ms", "drain_timeout"):  # finite, and small enough for gRPC's integer clocks
+            if not getattr(self, name) <= 1e6:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at most 1e6")
+        for name in ("max_message", "max_elements", "max_streams", "max_pending", "max_queue", "max_batch"):
+            if getattr(self, name) > (1 << 31) - 1:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)} must be below 2^31")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"--device {self.device!r}: choose auto, cpu or cuda")
         if self.insecure:

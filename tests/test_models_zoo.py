@@ -133,3 +133,16 @@ def test_translation_check_catches_a_wrong_stride():
     e_right = ((right.warped - cur).abs() * right.valid).amax() / cur.abs().amax()
     e_bad = ((bad.warped - cur).abs() * bad.valid).amax() / cur.abs().amax()
     assert e_right < 1e-4 < e_bad
+
+
+def test_a_failing_user_factory_is_one_line_error(tmp_path):
+    """A user's factory that raises is the command's one-line error; one that raises KeyboardInterrupt exits 130."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "userfactories.py").write_text("def raises():\n    raise ValueError('boom in factory')\n\ndef kbd():\n    raise KeyboardInterrupt\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    for spec, code, needle in (("userfactories:raises", 2, "boom in factory"), ("userfactories:kbd", 130, "interrupted")):
+        r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "layers", spec], capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert r.returncode == code and r.stderr.strip().splitlines() == [r.stderr.strip()] and needle in r.stderr, (spec, r.returncode, r.stderr)

@@ -84,7 +84,11 @@ def run_app(args: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         _load_heavy_modules()
-        app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)  # Typer returns an exit code it chose (130 for a KeyboardInterrupt)
+        if code == 130:
+            _fail("interrupted", 130)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except Interrupted as exc:
         _fail(exc.word, exc.code)
     except KeyboardInterrupt:  # raised by code rather than by our signal handler

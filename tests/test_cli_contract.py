@@ -173,7 +173,6 @@ def _misfit_stream(model: str = "efficientnet_lite0") -> bytes:
     import torch
 
     from latentmotion.codec import Encoder, encode_sequence
-
     from latentmotion.models import load_model, weights_fingerprint
 
     fp = weights_fingerprint(load_model(model)) if ":" not in model else ""  # right weights: the shape is what fails

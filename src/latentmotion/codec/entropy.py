@@ -27,7 +27,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .prediction import predict
+from .prediction import mv_pred, predict
 
 PROB_BITS = 11
 PROB_INIT = 1 << (PROB_BITS - 1)
@@ -223,19 +223,6 @@ def _pb(p):
     return 0 if a == 0 else (1 if a == 1 else (2 if a < 4 else 3))
 
 
-@nb.njit(cache=True)
-def _mv_pred(mv, i, j):
-    """Median of left, top and top-right vectors (zero outside), per component, H.264-style."""
-    nw = mv.shape[2]
-    out = np.zeros(2, np.int64)
-    for k in range(2):
-        a = mv[k, i, j - 1] if j > 0 else 0
-        b = mv[k, i - 1, j] if i > 0 else 0
-        c = mv[k, i - 1, j + 1] if (i > 0 and j + 1 < nw) else 0
-        out[k] = max(min(a, b), min(max(a, b), c))
-    return out
-
-
 # Encoder-only bit costs (floats are fine: the decoder never sees them): -log2 P(bit) per probability.
 _P = np.arange(1 << PROB_BITS, dtype=np.float64).clip(1, None) / (1 << PROB_BITS)
 COST = np.stack([-np.log2(_P), -np.log2(np.maximum(1 - _P, 1e-9))])
@@ -403,7 +390,7 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
     if with_mv:
         for i in range(nh):
             for j in range(nw):
-                pr = _mv_pred(mv, i, j)
+                pr = mv_pred(mv, i, j)
                 for k in range(2):
                     dv = mv[k, i, j] - pr[k]
                     _enc_bit(st, out, probs, mvb + k, 1 if dv != 0 else 0)
@@ -462,7 +449,7 @@ def decode_frame(data, C, H, W, block, probs, with_mv, max_mv, ref, subpel):
     if with_mv:
         for i in range(nh):
             for j in range(nw):
-                pr = _mv_pred(mv, i, j)
+                pr = mv_pred(mv, i, j)
                 for k in range(2):
                     d = 0
                     if _dec_bit(st, data, probs, mvb + k):

@@ -124,6 +124,19 @@ def _mv_bits(vx, vy, px, py):
 
 
 @nb.njit(cache=True)
+def mv_pred(mv, i, j):
+    """Median of left, top and top-right vectors (zero outside), per component, H.264-style (the coder codes vectors against it)."""
+    nw = mv.shape[2]
+    out = np.zeros(2, np.int64)
+    for k in range(2):
+        a = mv[k, i, j - 1] if j > 0 else 0
+        b = mv[k, i - 1, j] if i > 0 else 0
+        c = mv[k, i - 1, j + 1] if (i > 0 and j + 1 < nw) else 0
+        out[k] = max(min(a, b), min(max(a, b), c))
+    return out
+
+
+@nb.njit(cache=True)
 def choose_vectors(ref, cur, cand, block, s, lam, refine, cstep):
     """Per tile in raster order, the vector of least ``SSE + lam * bits`` (encoder only; floats are fine here).
 
@@ -141,16 +154,10 @@ def choose_vectors(ref, cur, cand, block, s, lam, refine, cstep):
     wt = np.empty((block * block, 4), np.int64)
     for i in range(nh):
         for j in range(nw):
-            # median predictor (as the entropy coder's)
-            px = py = 0
-            a0 = mv[0, i, j - 1] if j > 0 else 0
-            b0 = mv[0, i - 1, j] if i > 0 else 0
-            c0 = mv[0, i - 1, j + 1] if (i > 0 and j + 1 < nw) else 0
-            px = max(min(a0, b0), min(max(a0, b0), c0))
-            a1 = mv[1, i, j - 1] if j > 0 else 0
-            b1 = mv[1, i - 1, j] if i > 0 else 0
-            c1 = mv[1, i - 1, j + 1] if (i > 0 and j + 1 < nw) else 0
-            py = max(min(a1, b1), min(max(a1, b1), c1))
+            pr = mv_pred(mv, i, j)  # the predictor the coder codes this tile's vector against
+            px, py = pr[0], pr[1]
+            a0, a1 = (mv[0, i, j - 1], mv[1, i, j - 1]) if j > 0 else (0, 0)  # left and top choices are candidates too
+            b0, b1 = (mv[0, i - 1, j], mv[1, i - 1, j]) if i > 0 else (0, 0)
             cx = np.array([0, px, cand[0, i, j], a0, b0])
             cy = np.array([0, py, cand[1, i, j], a1, b1])
             best, bx, by = 1e300, 0, 0

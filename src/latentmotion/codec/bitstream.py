@@ -2,9 +2,10 @@
 
 Layout (all integers little-endian)::
 
-    header:  magic "LMFC" | u8 version (2) | str model | str layer | str weights
+    header:  magic "LMFC" | u8 version (3) | str model | str layer | str weights
              | u16 C, H, W | u8 dtype (0: float32) | f32 step | u8 motion mode
-             | u8 block | u8 search | u8 subpel | u16 intra period | f32 fps | u32 crc32
+             | u8 block | u8 motion block | u8 search | u8 subpel | u16 intra period | f32 fps
+             | u32 crc32
     frame:   u32 payload length | u32 crc32(payload) | payload
     payload: u32 sequence number | u8 frame type | range-coded bytes
     str:     u16 length | utf-8 bytes (length <= 256)
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from ..errors import LatentMotionError
 
 MAGIC = b"LMFC"
-VERSION = 2
+VERSION = 3
 MAX_STR = 256
 MAX_ELEMENTS = 1 << 24  # C * H * W of one tensor
 MAX_SIDE = 4096
@@ -139,7 +140,8 @@ class Header:
     shape: tuple[int, int, int]  # (C, H, W)
     step: float
     mode: int  # index into the motion-mode registry
-    block: int  # latent block side of motion vectors and skip flags
+    block: int  # latent tile side of the coded-tile (skip) flags
+    mblock: int  # latent tile side of motion vectors
     search: int  # motion search radius, latent pixels
     subpel: int  # motion vector precision: 1 (integer) or 4 (quarter)
     intra_period: int  # 0: only the first frame is forced intra
@@ -167,7 +169,7 @@ def write_header(h: Header) -> bytes:
         w.u16(v)
     w.u8(0)
     w.f32(h.step)
-    for v in (h.mode, h.block, h.search, h.subpel):
+    for v in (h.mode, h.block, h.mblock, h.search, h.subpel):
         w.u8(v)
     w.u16(h.intra_period)
     w.f32(h.fps)
@@ -189,14 +191,14 @@ def read_header(r: Reader, n_modes: int) -> Header:
     if r.u8() != 0:
         raise BitstreamError("unknown dtype code")
     step = r.f32()
-    mode, block, search, subpel = r.u8(), r.u8(), r.u8(), r.u8()
+    mode, block, mblock, search, subpel = r.u8(), r.u8(), r.u8(), r.u8(), r.u8()
     intra_period, fps = r.u16(), r.f32()
     crc = r.u32()
     if crc != zlib.crc32(bytes(r.data[start : r.pos - 4])):
         raise BitstreamError("header checksum mismatch")
-    if not (step > 0) or mode >= n_modes or not 1 <= block <= 64 or subpel not in (1, 4) or search > 64 or fps <= 0:
+    if not (step > 0) or mode >= n_modes or not 1 <= block <= 64 or not 1 <= mblock <= 64 or subpel not in (1, 4) or search > 64 or fps <= 0:
         raise BitstreamError("header parameters out of range")
-    return Header(model, layer, weights, shape, step, mode, block, search, subpel, intra_period, fps)
+    return Header(model, layer, weights, shape, step, mode, block, mblock, search, subpel, intra_period, fps)
 
 
 def write_frame(payload: bytes) -> bytes:

@@ -99,8 +99,9 @@ class Encoder:
         mode: motion mode: ``zero``, ``block`` or ``input``.
         model, layer, weights: names written to the header (``weights``: the
             weights' identity, e.g. :func:`latentmotion.models.weights_fingerprint`).
-        block, search, subpel: tile side, search radius (latent px), vector
-            precision (1 or 4).
+        block: tile side of the coded-tile (skip) flags.
+        mblock, search, subpel: tile side of the motion vectors, search radius
+            (latent px), vector precision (1 or 4).
         intra_period: force intra every N frames (0: first frame only).
         rd: decide intra or predicted per frame by rate-distortion cost.
         stride, offset: the split's geometry (for ``input``).
@@ -119,6 +120,7 @@ class Encoder:
         layer: str = "",
         weights: str = "",
         block: int = 4,
+        mblock: int = 2,
         search: int = 4,
         subpel: int = 4,
         intra_period: int = 0,
@@ -126,24 +128,24 @@ class Encoder:
         rd: bool = True,
         stride: tuple[int, int] = (1, 1),
         offset: tuple[float, float] = (0.0, 0.0),
-        lam: float = 0.5,
-        rdoq: float = 0.5,
+        lam: float = 1.0,
+        rdoq: float = 0.6,
         deadzone: tuple[float, float] = (0.5, 0.5),
     ) -> None:
         if mode not in MODES:
             raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")
         if not (np.isfinite(step) and step > 0):
             raise InputError(f"quantisation step must be positive, got {step}")
-        if subpel not in (1, 4) or not 1 <= block <= 64 or not 0 <= search <= 64 or not 0 <= intra_period < 65536:
-            raise InputError("block must lie in 1..64, search in 0..64, subpel be 1 or 4, intra period in 0..65535")
+        if subpel not in (1, 4) or not 1 <= min(block, mblock) <= max(block, mblock) <= 64 or not 0 <= search <= 64 or not 0 <= intra_period < 65536:
+            raise InputError("block and mblock must lie in 1..64, search in 0..64, subpel be 1 or 4, intra period in 0..65535")
         c, h, w = (int(v) for v in shape)
         if min(c, h, w) < 1 or max(h, w) > 4096 or c > 65535 or c * h * w > 1 << 24:
             raise InputError(f"tensor shape {tuple(shape)} out of bounds (sides up to 4096, channels up to 65535, at most 2^24 elements)")
         if not (np.isfinite(fps) and fps > 0):
             raise InputError(f"frame rate must be a positive number, got {fps}")
-        self.header = Header(model, layer, weights, (c, h, w), float(np.float32(step)), MODES[mode], block, search, subpel, intra_period, fps)
+        self.header = Header(model, layer, weights, (c, h, w), float(np.float32(step)), MODES[mode], block, mblock, search, subpel, intra_period, fps)
         self.mode = mode
-        self.ctx = Context(block, search, subpel, stride, offset)
+        self.ctx = Context(mblock, search, subpel, stride, offset)
         self.rd, self.lam, self.rdoq, self.deadzone = rd, lam, rdoq, deadzone
         self.ref: np.ndarray | None = None  # levels R of the last frame
         self._pred_energy = 0.0
@@ -164,7 +166,7 @@ class Encoder:
 
     def _vectors(self, xs: np.ndarray) -> np.ndarray:
         h = self.header
-        nh, nw = -(-h.shape[1] // h.block), -(-h.shape[2] // h.block)
+        nh, nw = -(-h.shape[1] // h.mblock), -(-h.shape[2] // h.mblock)
         if self.mode == "zero":
             return np.zeros((2, nh, nw), np.int64)
         cstep = max(1, h.shape[0] // 32)  # all channels share the motion: about 32 of them find it
@@ -174,12 +176,12 @@ class Encoder:
             k = max(1, h.shape[0] // 8)  # integer candidates: about 8 channels are enough, refinement uses more
             cur = np.clip(np.round(xs[::k]), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
             cand = block_candidates(np.ascontiguousarray(self.ref[::k]), cur, self.ctx)
-        return choose_vectors(self.ref, np.ascontiguousarray(xs), cand, h.block, h.subpel, self.lam, True, cstep)
+        return choose_vectors(self.ref, np.ascontiguousarray(xs), cand, h.mblock, h.subpel, self.lam, True, cstep)
 
     def _inter(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         h = self.header
         mv = self._vectors(xs)
-        pred = predict(self.ref, mv, h.block, h.subpel)
+        pred = predict(self.ref, mv, h.mblock, h.subpel)
         d, q, self._pred_energy = _quantise(xs, pred, self.deadzone[1])
         probs = self.probs.copy()
         data, side = entropy.encode_frame(q, pred, d, mv, h.block, probs, True, self.rdoq)  # q: RD-optimised in place
@@ -283,7 +285,7 @@ class Decoder:
         c, hh, ww = h.shape
         probs = entropy.new_contexts(c) if kind == INTRA else self.probs.copy()
         ref = self.ref if kind == INTER else np.zeros((1, 1, 1), np.int64)
-        q, pred, status = entropy.decode_frame(data, c, hh, ww, h.block, probs, kind == INTER, MAX_MV, ref, h.subpel)
+        q, pred, status = entropy.decode_frame(data, c, hh, ww, h.block, h.mblock, probs, kind == INTER, MAX_MV, ref, h.subpel)
         if status:
             raise BitstreamError(f"frame {seq}: entropy-coded data is corrupt")
         rec = pred + q

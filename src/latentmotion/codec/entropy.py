@@ -6,17 +6,24 @@ The coder is LZMA's binary range coder: 32-bit range, 11-bit probabilities
 leading zero byte of LZMA's encoder is not written. Bytes past the end of the
 data read as zero (so trailing bytes that would read back the same may be cut).
 
-Binarisation (``docs/codec.md`` gives it in full):
+Binarisation (``docs/codec.md`` gives it in full). Motion vector differences
+come first, then per channel ``c`` in order, with ``a(c, .)`` the cross-channel
+activity: how many of the channels before ``c`` in this frame are non-zero at a
+place (or coded a tile), bucketed as first channel / none / under 10 % / under
+30 % / more (:func:`_ab`; all channels share one motion, so where one needs a
+residual the others tend to):
 
-* per channel ``c`` and ``block x block`` tile, in raster order: a coded-tile
-  flag, context ``(c, left flag + top flag)``;
+* per ``block x block`` tile, in raster order: a coded-tile flag, context
+  ``(c, left flag + top flag, a(c, tile))``;
 * in a coded tile, per level ``q`` in raster order, with ``n = min(|left|, 2) +
-  min(|top|, 2)`` the neighbours' magnitudes in the same channel:
-  ``q != 0`` (context ``(c, n)``), sign (context ``(c, sign of left)``),
-  ``|q| > 1`` (context ``(c, min(n, 2))``), ``|q| > 2`` (context ``c``), then
+  min(|top|, 2)`` the neighbours' magnitudes in the same channel and ``pb`` a
+  bucket of the prediction's magnitude there: ``q != 0`` (context
+  ``(c, n, pb, a(c, place))``), sign (context ``(c, signs of left and top)``),
+  ``|q| > 1`` (context ``(c, min(n, 2), pb)``), ``|q| > 2`` (context ``c``), then
   ``|q| - 3`` as Exp-Golomb order 0: prefix bits adaptive (context = bit index),
   suffix bits bypass. A prefix of ``MAX_PREFIX`` ones or more is an error.
-* motion-vector differences (per tile, x then y): ``!= 0`` (context by
+* motion-vector differences (per ``mblock x mblock`` tile, x then y, against
+  :func:`latentmotion.codec.prediction.mv_pred`): ``!= 0`` (context by
   component), sign bypass, ``|d| - 1`` Exp-Golomb as above (own contexts).
 
 All arithmetic is integer (numba, int64), so every machine decodes alike.
@@ -37,8 +44,11 @@ MAX_PREFIX = 16  # Exp-Golomb: at most MAX_PREFIX - 1 prefix ones, so values bel
 
 # Context layout (per channel c, C channels): offsets into one probability table.
 N_PB = 4  # buckets of the prediction's magnitude |P|: 0, 1, 2..3, 4+
-N_SIG, N_SIGN, N_GT1 = 5 * N_PB, 3, 3 * N_PB
-PER_CHANNEL = 3 + N_SIG + N_SIGN + N_GT1 + 1  # cbf (3), sig, sign, gt1, gt2
+N_NB = 5  # neighbour magnitudes n = min(|left|, 2) + min(|top|, 2): 0..4
+N_AB = 5  # cross-channel activity: first channel; none, under 10 %, under 30 %, more of the earlier channels non-zero
+N_CBF = 3 * N_AB
+N_SIG, N_SIGN, N_GT1 = N_NB * N_PB * N_AB, 9, 3 * N_PB
+PER_CHANNEL = N_CBF + N_SIG + N_SIGN + N_GT1 + 1  # cbf, sig, sign, gt1, gt2
 N_EG = MAX_PREFIX + 1
 N_MV = 2 + N_EG
 
@@ -85,16 +95,21 @@ def _enc_norm(st, out):
 
 
 @nb.njit(cache=True)
-def _enc_bit(st, out, probs, i, bit):
+def _adapt(probs, i, bit):
+    """Move context i's probability towards the bit just coded."""
     p = probs[i]
-    bound = (st[1] >> PROB_BITS) * p
+    probs[i] = p + (((1 << PROB_BITS) - p) >> ADAPT) if bit == 0 else p - (p >> ADAPT)
+
+
+@nb.njit(cache=True)
+def _enc_bit(st, out, probs, i, bit):
+    bound = (st[1] >> PROB_BITS) * probs[i]
     if bit == 0:
         st[1] = bound
-        probs[i] = p + (((1 << PROB_BITS) - p) >> ADAPT)
     else:
         st[0] += bound
         st[1] -= bound
-        probs[i] = p - (p >> ADAPT)
+    _adapt(probs, i, bit)
     _enc_norm(st, out)
 
 
@@ -160,17 +175,15 @@ def _dec_norm(st, data):
 
 @nb.njit(cache=True)
 def _dec_bit(st, data, probs, i):
-    p = probs[i]
-    bound = (st[1] >> PROB_BITS) * p
+    bound = (st[1] >> PROB_BITS) * probs[i]
     if st[0] < bound:
         st[1] = bound
-        probs[i] = p + (((1 << PROB_BITS) - p) >> ADAPT)
         bit = 0
     else:
         st[0] -= bound
         st[1] -= bound
-        probs[i] = p - (p >> ADAPT)
         bit = 1
+    _adapt(probs, i, bit)
     _dec_norm(st, data)
     return bit
 
@@ -214,7 +227,22 @@ def _level_ctx(q, c, y, x):
         s = 1 if q[c, y, x - 1] > 0 else (2 if q[c, y, x - 1] < 0 else 0)
     if y > 0:
         n += min(abs(q[c, y - 1, x]), 2)
+        s = 3 * s + (1 if q[c, y - 1, x] > 0 else (2 if q[c, y - 1, x] < 0 else 0))
+    else:
+        s = 3 * s
     return n, s
+
+
+@nb.njit(cache=True)
+def _ab(count, c):
+    """Bucket of how many of the c earlier channels are non-zero at a place (integers only)."""
+    if c == 0:
+        return 0
+    if count == 0:
+        return 1
+    if 10 * count < c:
+        return 2
+    return 3 if 10 * count < 3 * c else 4
 
 
 @nb.njit(cache=True)
@@ -236,8 +264,7 @@ def _bit(st, out, probs, i, bit, sim):
         return 0.0
     c = COST[bit, probs[i]]
     if sim == 1:
-        p = probs[i]
-        probs[i] = p + (((1 << PROB_BITS) - p) >> ADAPT) if bit == 0 else p - (p >> ADAPT)
+        _adapt(probs, i, bit)
     return c
 
 
@@ -257,16 +284,16 @@ def _eg_bits(st, out, probs, base, v, sim):
 
 
 @nb.njit(cache=True)
-def _level(st, out, probs, base, eg, n, s, pb, v, sim):
+def _level(st, out, probs, base, eg, n, s, pb, ab, v, sim):
     """Code (sim 0) or cost (sim 1, 2) one level with its contexts."""
-    c = _bit(st, out, probs, base + 3 + N_PB * n + pb, 1 if v != 0 else 0, sim)
+    c = _bit(st, out, probs, base + N_CBF + N_PB * (N_NB * ab + n) + pb, 1 if v != 0 else 0, sim)
     if v == 0:
         return c
-    c += _bit(st, out, probs, base + 3 + N_SIG + s, 1 if v < 0 else 0, sim)
+    c += _bit(st, out, probs, base + N_CBF + N_SIG + s, 1 if v < 0 else 0, sim)
     a = abs(v)
-    c += _bit(st, out, probs, base + 3 + N_SIG + N_SIGN + N_PB * min(n, 2) + pb, 1 if a > 1 else 0, sim)
+    c += _bit(st, out, probs, base + N_CBF + N_SIG + N_SIGN + N_PB * min(n, 2) + pb, 1 if a > 1 else 0, sim)
     if a > 1:
-        c += _bit(st, out, probs, base + 3 + N_SIG + N_SIGN + N_GT1, 1 if a > 2 else 0, sim)
+        c += _bit(st, out, probs, base + N_CBF + N_SIG + N_SIGN + N_GT1, 1 if a > 2 else 0, sim)
         if a > 2:
             c += _eg_bits(st, out, probs, eg, a - 3, sim)
     return c
@@ -293,8 +320,8 @@ def _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, rest):
     so far plus ``rest`` reaches the skip cost, the tile is skipped whatever the remaining levels are.
     """
     n = (y1 - y0) * (x1 - x0)
-    b = _cheapest(probs, base + 3, base + 3 + N_SIG, 1, n)
-    lo, hi = base + 3 + N_SIG, base + 3 + N_SIG + N_SIGN
+    b = _cheapest(probs, base + N_CBF, base + N_CBF + N_SIG, 1, n)
+    lo, hi = base + N_CBF + N_SIG, base + N_CBF + N_SIG + N_SIGN
     b += min(_cheapest(probs, lo, hi, 0, n), _cheapest(probs, lo, hi, 1, n))
     lo, hi = hi, hi + N_GT1
     b += min(_cheapest(probs, lo, hi, 0, n), _cheapest(probs, lo, hi, 1, n))
@@ -314,7 +341,7 @@ def _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, rest):
 
 
 @nb.njit(cache=True)
-def _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, ncbf, lam, saved, rest):
+def _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, ncbf, lam, saved, rest):
     """Rate-distortion-optimised levels of one tile, in place (greedy in coding order, each level
     |q|, |q| - 1 or 0, bit costs from the live contexts), then the whole tile against skipping it.
     ``saved``, ``rest``: scratch (the contexts the trial adapts, restored after it; bounds)."""
@@ -345,6 +372,7 @@ def _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, ncbf, la
             r = d[c, y, x]
             n, s = _level_ctx(q, c, y, x)
             pb = _pb(pred[c, y, x])
+            ab = _ab(act[y, x], c)
             a0 = abs(q[c, y, x])
             sg = -1 if r < 0 else 1
             best, bv = 1e300, 0
@@ -352,13 +380,13 @@ def _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, ncbf, la
                 if a < 0 or (a == 0 and a0 > 2):
                     continue
                 v = sg * a
-                e = (r - v) * (r - v) + lam * _level(st, out, probs, base, eg, n, s, pb, v, 2)
+                e = (r - v) * (r - v) + lam * _level(st, out, probs, base, eg, n, s, pb, ab, v, 2)
                 if e < best:
                     best, bv = e, v
                 if a == 0:
                     break
             q[c, y, x] = bv
-            _level(st, out, probs, base, eg, n, s, pb, bv, 1)
+            _level(st, out, probs, base, eg, n, s, pb, ab, bv, 1)
             j_coded += best
             coded = coded or bv != 0
         else:
@@ -370,6 +398,18 @@ def _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, ncbf, la
         probs[eg + k] = saved[PER_CHANNEL + k]
     if not coded or j_skip <= j_coded:
         q[c, y0:y1, x0:x1] = 0
+
+
+@nb.njit(cache=True)
+def _count_activity(q, c, block, cbf, act, tact):
+    """Add channel c's non-zero levels and coded tiles to the cross-channel counts."""
+    for y in range(q.shape[1]):
+        for x in range(q.shape[2]):
+            if q[c, y, x] != 0:
+                act[y, x] += 1
+    for i in range(cbf.shape[0]):
+        for j in range(cbf.shape[1]):
+            tact[i, j] += cbf[i, j]
 
 
 @nb.njit(cache=True)
@@ -388,8 +428,8 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
     eg = PER_CHANNEL * C
     mvb = eg + N_EG
     if with_mv:
-        for i in range(nh):
-            for j in range(nw):
+        for i in range(mv.shape[1]):
+            for j in range(mv.shape[2]):
                 pr = mv_pred(mv, i, j)
                 for k in range(2):
                     dv = mv[k, i, j] - pr[k]
@@ -399,6 +439,8 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
                         _enc_eg(st, out, probs, mvb + 2, abs(dv) - 1)
     side = st[4]
     cbf = np.zeros((nh, nw), np.int64)
+    act = np.zeros((H, W), np.int64)  # earlier channels' non-zero levels per place
+    tact = np.zeros((nh, nw), np.int64)  # earlier channels' coded tiles per tile
     saved = np.empty(PER_CHANNEL + N_EG, np.int64)
     rest = np.empty(block * block + 1)
     for c in range(C):
@@ -407,9 +449,9 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
             for j in range(nw):
                 y0, x0 = i * block, j * block
                 y1, x1 = min(y0 + block, H), min(x0 + block, W)
-                n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0)
+                n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0) + 3 * _ab(tact[i, j], c)
                 if lam > 0:
-                    _rdoq_tile(st, out, probs, q, pred, d, c, y0, y1, x0, x1, base, eg, n, lam, saved, rest)
+                    _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, n, lam, saved, rest)
                 f = 0
                 for y in range(y0, y1):
                     for x in range(x0, x1):
@@ -422,7 +464,8 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
                 for y in range(y0, y1):
                     for x in range(x0, x1):
                         n2, s = _level_ctx(q, c, y, x)
-                        _level(st, out, probs, base, eg, n2, s, _pb(pred[c, y, x]), q[c, y, x], 0)
+                        _level(st, out, probs, base, eg, n2, s, _pb(pred[c, y, x]), _ab(act[y, x], c), q[c, y, x], 0)
+        _count_activity(q, c, block, cbf, act, tact)
     _enc_flush(st, out)
     n_out = st[4]
     while n_out > 0 and out[n_out - 1] == 0:  # trailing zeros read back as zeros
@@ -431,7 +474,7 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
 
 
 @nb.njit(cache=True)
-def decode_frame(data, C, H, W, block, probs, with_mv, max_mv, ref, subpel):
+def decode_frame(data, C, H, W, block, mblock, probs, with_mv, max_mv, ref, subpel):
     """Inverse of encode_frame; the prediction is made from levels ``ref`` once the vectors are read (with_mv).
 
     Returns (q, pred, status): status 0 ok, 1 corrupt (Exp-Golomb prefix or vector out of range).
@@ -440,15 +483,15 @@ def decode_frame(data, C, H, W, block, probs, with_mv, max_mv, ref, subpel):
     """
     nh, nw = (H + block - 1) // block, (W + block - 1) // block
     q = np.zeros((C, H, W), np.int64)
-    mv = np.zeros((2, nh, nw), np.int64)
+    mv = np.zeros((2, (H + mblock - 1) // mblock, (W + mblock - 1) // mblock), np.int64)
     pred = np.zeros((0, 0, 0), np.int64)
     st = np.zeros(4, np.int64)
     _dec_init(st, data)
     eg = PER_CHANNEL * C
     mvb = eg + N_EG
     if with_mv:
-        for i in range(nh):
-            for j in range(nw):
+        for i in range(mv.shape[1]):
+            for j in range(mv.shape[2]):
                 pr = mv_pred(mv, i, j)
                 for k in range(2):
                     d = 0
@@ -462,17 +505,19 @@ def decode_frame(data, C, H, W, block, probs, with_mv, max_mv, ref, subpel):
                     if abs(v) > max_mv:
                         return q, pred, 1
                     mv[k, i, j] = v
-        pred = predict(ref, mv, block, subpel)
+        pred = predict(ref, mv, mblock, subpel)
     else:
         pred = np.zeros((C, H, W), np.int64)
     cbf = np.zeros((nh, nw), np.int64)
+    act = np.zeros((H, W), np.int64)
+    tact = np.zeros((nh, nw), np.int64)
     for c in range(C):
         base = PER_CHANNEL * c
         for i in range(nh):
             for j in range(nw):
                 y0, x0 = i * block, j * block
                 y1, x1 = min(y0 + block, H), min(x0 + block, W)
-                n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0)
+                n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0) + 3 * _ab(tact[i, j], c)
                 f = _dec_bit(st, data, probs, base + n)
                 cbf[i, j] = f
                 if f == 0:
@@ -481,16 +526,17 @@ def decode_frame(data, C, H, W, block, probs, with_mv, max_mv, ref, subpel):
                     for x in range(x0, x1):
                         n, s = _level_ctx(q, c, y, x)
                         pb = _pb(pred[c, y, x])
-                        if _dec_bit(st, data, probs, base + 3 + N_PB * n + pb) == 0:
+                        if _dec_bit(st, data, probs, base + N_CBF + N_PB * (N_NB * _ab(act[y, x], c) + n) + pb) == 0:
                             continue
-                        neg = _dec_bit(st, data, probs, base + 3 + N_SIG + s)
+                        neg = _dec_bit(st, data, probs, base + N_CBF + N_SIG + s)
                         a = 1
-                        if _dec_bit(st, data, probs, base + 3 + N_SIG + N_SIGN + N_PB * min(n, 2) + pb):
+                        if _dec_bit(st, data, probs, base + N_CBF + N_SIG + N_SIGN + N_PB * min(n, 2) + pb):
                             a = 2
-                            if _dec_bit(st, data, probs, base + 3 + N_SIG + N_SIGN + N_GT1):
+                            if _dec_bit(st, data, probs, base + N_CBF + N_SIG + N_SIGN + N_GT1):
                                 m = _dec_eg(st, data, probs, eg)
                                 if m < 0:
                                     return q, pred, 1
                                 a = 3 + m
                         q[c, y, x] = -a if neg else a
+        _count_activity(q, c, block, cbf, act, tact)
     return q, pred, 0

@@ -24,7 +24,7 @@ CONFIGS = {
     "intra": (0.5, "zero", {"intra_period": 1}),
     "zero": (0.5, "zero", {}),
     "block": (0.25, "block", {"subpel": 4}),
-    "block_int": (1.0, "block", {"subpel": 1, "block": 2}),
+    "block_int": (1.0, "block", {"subpel": 1, "block": 2, "mblock": 4}),
 }
 
 

@@ -31,6 +31,7 @@ VERSION = 3
 MAX_STR = 256
 MAX_ELEMENTS = 1 << 24  # C * H * W of one tensor
 MAX_SIDE = 4096
+MIN_STEP = 2.0**-100  # smaller steps would make step / 16 subnormal (inexact)
 ELEMENTS_PER_BYTE = 1 << 14  # a frame record of n bytes decodes to at most n * 16384 elements
 
 
@@ -196,7 +197,7 @@ def read_header(r: Reader, n_modes: int) -> Header:
     crc = r.u32()
     if crc != zlib.crc32(bytes(r.data[start : r.pos - 4])):
         raise BitstreamError("header checksum mismatch")
-    if not (step > 0) or mode >= n_modes or not 1 <= block <= 64 or not 1 <= mblock <= 64 or subpel not in (1, 4) or search > 64 or fps <= 0:
+    if not (step >= MIN_STEP) or mode >= n_modes or not 1 <= block <= 64 or not 1 <= mblock <= 64 or subpel not in (1, 4) or search > 64 or fps <= 0:
         raise BitstreamError("header parameters out of range")
     return Header(model, layer, weights, shape, step, mode, block, mblock, search, subpel, intra_period, fps)
 

@@ -34,8 +34,8 @@ import torch
 
 from ..errors import InputError
 from . import entropy
-from .bitstream import BitstreamError, Header, Reader, read_frame, read_header, write_frame, write_header
-from .prediction import MODE_NAMES, MODES, Context, block_candidates, choose_vectors, input_candidates, predict
+from .bitstream import MIN_STEP, BitstreamError, Header, Reader, read_frame, read_header, write_frame, write_header
+from .prediction import MODE_NAMES, MODES, ONE, Context, block_candidates, choose_vectors, input_candidates, predict
 
 INTRA, INTER = 0, 1
 MAX_LEVEL = 1 << 24  # |R| bound: exact in float32, and the decoder refuses more
@@ -52,21 +52,41 @@ class FrameStats:
 
 
 @nb.njit(cache=True)
-def _quantise(xs, pred, f):
-    """Residual ``d = xs - pred`` (step units), its dead-zone levels ``q = sign(d) floor(|d| + f)``
-    (|q| <= MAX_Q, and |pred + q| <= MAX_LEVEL) and the residual's energy, in one pass (encoder only)."""
+def _offsets(xs, pred):
+    """Per channel, the mean of ``xs - pred / ONE`` in units of 1/ONE step, rounded (|offset| <= MAX_Q; encoder only)."""
+    dc = np.zeros(xs.shape[0], np.int64)
+    for c in range(xs.shape[0]):
+        t = 0.0
+        xf, pf = xs[c].ravel(), pred[c].ravel()
+        for i in range(xf.shape[0]):
+            t += xf[i] * ONE - pf[i]
+        dc[c] = min(max(int(np.floor(t / xf.shape[0] + 0.5)), -MAX_Q), MAX_Q)
+    return dc
+
+
+@nb.njit(cache=True)
+def _quantise(xs, pred, dc, f):
+    """Residual ``d = xs - (pred + dc) / ONE`` (step units), its dead-zone levels ``q = sign(d) floor(|d| + f)``
+    (|q| <= MAX_Q, and |pred + ONE q + dc| <= MAX_LEVEL) and the residual's energy, in one pass (encoder only)."""
     d = np.empty_like(xs)
     q = np.empty(xs.shape, np.int64)
-    xf, pf, df, qf = xs.ravel(), pred.ravel(), d.ravel(), q.ravel()
     e = 0.0
-    for i in range(xf.shape[0]):
-        r = xf[i] - pf[i]
-        df[i] = r
-        e += r * r
-        a = int(min(np.floor(abs(r) + f), MAX_Q))
-        v = a if r > 0 else (-a if r < 0 else 0)
-        qf[i] = min(max(v, -MAX_LEVEL - pf[i]), MAX_LEVEL - pf[i])
+    for c in range(xs.shape[0]):
+        xf, pf, df, qf = xs[c].ravel(), pred[c].ravel(), d[c].ravel(), q[c].ravel()
+        for i in range(xf.shape[0]):
+            t = pf[i] + dc[c]
+            r = xf[i] - t / ONE
+            df[i] = r
+            e += r * r
+            a = int(min(np.floor(abs(r) + f), MAX_Q))
+            v = a if r > 0 else (-a if r < 0 else 0)
+            qf[i] = min(max(v, -((MAX_LEVEL + t) // ONE)), (MAX_LEVEL - t) // ONE)
     return d, q, e
+
+
+def _reconstruct(pred: np.ndarray, q: np.ndarray, dc: np.ndarray) -> np.ndarray:
+    """The decoder state: ``R = P + ONE * q + dc[c]`` (int64, units of step / ONE)."""
+    return pred + ONE * q + dc[:, None, None]
 
 
 @nb.njit(cache=True)
@@ -81,11 +101,12 @@ def _centred_energy(xs):
 
 
 @nb.njit(cache=True)
-def _sse(a, b):
+def _sse(a, b, scale):
+    """Sum of (a - scale * b)^2."""
     e = 0.0
     af, bf = a.ravel(), b.ravel()
     for i in range(af.shape[0]):
-        t = np.float64(af[i]) - np.float64(bf[i])
+        t = np.float64(af[i]) - scale * np.float64(bf[i])
         e += t * t
     return e
 
@@ -134,8 +155,8 @@ class Encoder:
     ) -> None:
         if mode not in MODES:
             raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")
-        if not (np.isfinite(step) and step > 0):
-            raise InputError(f"quantisation step must be positive, got {step}")
+        if not (np.isfinite(step) and step >= MIN_STEP):
+            raise InputError(f"quantisation step must be a positive number of at least 2^-100, got {step}")
         if subpel not in (1, 4) or not 1 <= min(block, mblock) <= max(block, mblock) <= 64 or not 0 <= search <= 64 or not 0 <= intra_period < 65536:
             raise InputError("block and mblock must lie in 1..64, search in 0..64, subpel be 1 or 4, intra period in 0..65535")
         c, h, w = (int(v) for v in shape)
@@ -160,9 +181,10 @@ class Encoder:
 
     def _intra(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         zero = np.zeros(xs.shape, np.int64)
-        _, q, _ = _quantise(xs, zero, self.deadzone[0])
-        data, _ = entropy.encode_frame(q, zero, xs, np.zeros((2, 1, 1), np.int64), self.header.block, entropy.new_contexts(q.shape[0]), False, self.rdoq)
-        return bytes([INTRA]) + data.tobytes(), q, entropy.new_contexts(q.shape[0]), 0
+        dc = _offsets(xs, zero)
+        d, q, _ = _quantise(xs, zero, dc, self.deadzone[0])
+        data, _ = entropy.encode_frame(q, zero, d, np.zeros((2, 1, 1), np.int64), dc, self.header.block, entropy.new_contexts(q.shape[0]), False, self.rdoq)
+        return bytes([INTRA]) + data.tobytes(), _reconstruct(zero, q, dc), entropy.new_contexts(q.shape[0]), 0
 
     def _vectors(self, xs: np.ndarray) -> np.ndarray:
         h = self.header
@@ -174,18 +196,20 @@ class Encoder:
             cand = input_candidates(h.shape, self.ctx)
         else:
             k = max(1, h.shape[0] // 8)  # integer candidates: about 8 channels are enough, refinement uses more
-            cur = np.clip(np.round(xs[::k]), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
+            cur = np.clip(np.round(xs[::k] * ONE), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
             cand = block_candidates(np.ascontiguousarray(self.ref[::k]), cur, self.ctx)
-        return choose_vectors(self.ref, np.ascontiguousarray(xs), cand, h.mblock, h.subpel, self.lam, True, cstep)
+        # errors in units of step / ONE: lam scales by ONE^2
+        return choose_vectors(self.ref, np.ascontiguousarray(xs * ONE), cand, h.mblock, h.subpel, self.lam * ONE * ONE, True, cstep)
 
     def _inter(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         h = self.header
         mv = self._vectors(xs)
         pred = predict(self.ref, mv, h.mblock, h.subpel)
-        d, q, self._pred_energy = _quantise(xs, pred, self.deadzone[1])
+        dc = _offsets(xs, pred)
+        d, q, self._pred_energy = _quantise(xs, pred, dc, self.deadzone[1])
         probs = self.probs.copy()
-        data, side = entropy.encode_frame(q, pred, d, mv, h.block, probs, True, self.rdoq)  # q: RD-optimised in place
-        return bytes([INTER]) + data.tobytes(), pred + q, probs, 8 * side
+        data, side = entropy.encode_frame(q, pred, d, mv, dc, h.block, probs, True, self.rdoq)  # q: RD-optimised in place
+        return bytes([INTER]) + data.tobytes(), _reconstruct(pred, q, dc), probs, 8 * side
 
     def encode(self, x: torch.Tensor, frame: torch.Tensor | None = None, intra: bool = False) -> bytes:
         """Code one tensor (C, H, W) into one self-delimiting frame record.
@@ -219,7 +243,7 @@ class Encoder:
             # (prediction from an unrelated frame leaves about twice the energy)
             if self.rd and self._pred_energy >= 0.8 * _centred_energy(xs):
                 cands.append(self._intra(xs))
-        costs = [_sse(xs, rec) + self.lam * 8 * len(p) for p, rec, _, _ in cands] if len(cands) > 1 else [0.0]
+        costs = [_sse(xs, rec, 1.0 / ONE) + self.lam * 8 * len(p) for p, rec, _, _ in cands] if len(cands) > 1 else [0.0]
         payload, rec, probs, side = cands[int(np.argmin(costs))]
         if payload[0] == INTRA:
             probs = entropy.new_contexts(self.header.shape[0])
@@ -229,14 +253,15 @@ class Encoder:
         self.ref, self.probs, self.prev_frame = rec, probs, frame
         self.index += 1
         out = _output(rec, self.header.step)
-        self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, _sse(xn, out.numpy())))
+        self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, _sse(xn, out.numpy(), 1.0)))
         self.reconstructions.append(out)
         return write_frame(payload)
 
 
 def _output(levels: np.ndarray, step: float) -> torch.Tensor:
-    """float32(R) * float32(step): one IEEE multiply per element, the same on every machine."""
-    return torch.from_numpy(levels.astype(np.float32) * np.float32(step))
+    """float32(R) * (float32(step) / ONE): one IEEE multiply per element, the same on every machine
+    (dividing by a power of two is exact: the header refuses steps small enough to make it subnormal)."""
+    return torch.from_numpy(levels.astype(np.float32) * (np.float32(step) / np.float32(ONE)))
 
 
 class Decoder:
@@ -285,10 +310,10 @@ class Decoder:
         c, hh, ww = h.shape
         probs = entropy.new_contexts(c) if kind == INTRA else self.probs.copy()
         ref = self.ref if kind == INTER else np.zeros((1, 1, 1), np.int64)
-        q, pred, status = entropy.decode_frame(data, c, hh, ww, h.block, h.mblock, probs, kind == INTER, MAX_MV, ref, h.subpel)
+        q, pred, dc, status = entropy.decode_frame(data, c, hh, ww, h.block, h.mblock, probs, kind == INTER, MAX_MV, ref, h.subpel)
         if status:
             raise BitstreamError(f"frame {seq}: entropy-coded data is corrupt")
-        rec = pred + q
+        rec = _reconstruct(pred, q, dc)
         if np.abs(rec).max(initial=0) > MAX_LEVEL:
             raise BitstreamError(f"frame {seq}: reconstruction level out of range")
         self.ref, self.probs = rec, probs if kind == INTER else entropy.new_contexts(c)

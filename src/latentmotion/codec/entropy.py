@@ -34,7 +34,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from .prediction import mv_pred, predict
+from .prediction import FRAC, mv_pred, predict
 
 PROB_BITS = 11
 PROB_INIT = 1 << (PROB_BITS - 1)
@@ -48,14 +48,15 @@ N_NB = 5  # neighbour magnitudes n = min(|left|, 2) + min(|top|, 2): 0..4
 N_AB = 5  # cross-channel activity: first channel; none, under 10 %, under 30 %, more of the earlier channels non-zero
 N_CBF = 3 * N_AB
 N_SIG, N_SIGN, N_GT1 = N_NB * N_PB * N_AB, 9, 3 * N_PB
-PER_CHANNEL = N_CBF + N_SIG + N_SIGN + N_GT1 + 1  # cbf, sig, sign, gt1, gt2
+PER_CHANNEL = N_CBF + N_SIG + N_SIGN + N_GT1 + 2  # cbf, sig, sign, gt1, gt2, offset != 0
 N_EG = MAX_PREFIX + 1
 N_MV = 2 + N_EG
+N_DC = 1 + N_EG  # offsets: sign, Exp-Golomb prefix
 
 
 def n_contexts(channels: int) -> int:
-    """Size of the probability table for ``channels`` channels (levels, Exp-Golomb, motion)."""
-    return PER_CHANNEL * channels + N_EG + N_MV
+    """Size of the probability table for ``channels`` channels (levels, Exp-Golomb, motion, offsets)."""
+    return PER_CHANNEL * channels + N_EG + N_MV + N_DC
 
 
 def new_contexts(channels: int) -> np.ndarray:
@@ -247,7 +248,7 @@ def _ab(count, c):
 
 @nb.njit(cache=True)
 def _pb(p):
-    a = abs(p)
+    a = (abs(p) + (1 << (FRAC - 1))) >> FRAC  # |P| in whole steps, rounded
     return 0 if a == 0 else (1 if a == 1 else (2 if a < 4 else 3))
 
 
@@ -413,9 +414,10 @@ def _count_activity(q, c, block, cbf, act, tact):
 
 
 @nb.njit(cache=True)
-def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
-    """Code levels q (C, H, W) int64 given the prediction pred (same shape; zeros for intra) and, if with_mv,
-    tile vectors mv (2, nh, nw) int64; returns (bytes (uint8), bytes written once the vectors were coded).
+def encode_frame(q, pred, d, mv, dc, block, probs, with_mv, lam):
+    """Code levels q (C, H, W) int64 given the prediction pred (same shape; zeros for intra), the channels'
+    offsets dc (C,) int64 and, if with_mv, tile vectors mv (2, nh, nw) int64; returns (bytes (uint8),
+    bytes written once the vectors were coded).
 
     With ``lam > 0`` the levels are first chosen in place by rate-distortion optimisation
     against the residual ``d`` (float, step units): ``(d - q)^2 + lam * bits``.
@@ -423,7 +425,7 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
     C, H, W = q.shape
     nh, nw = (H + block - 1) // block, (W + block - 1) // block
     # worst case: 24 bytes per level, 32 per vector, one per tile flag
-    out = np.empty(64 + 24 * q.size + 32 * nh * nw + C * nh * nw, np.uint8)  # only written bytes are read
+    out = np.empty(64 + 24 * q.size + 32 * nh * nw + C * nh * nw + 32 * C, np.uint8)  # only written bytes are read
     st = np.array([0, 0xFFFFFFFF, 0, 1, 0, 1], np.int64)
     eg = PER_CHANNEL * C
     mvb = eg + N_EG
@@ -438,6 +440,12 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
                         _enc_bypass(st, out, 1 if dv < 0 else 0)
                         _enc_eg(st, out, probs, mvb + 2, abs(dv) - 1)
     side = st[4]
+    dcb = mvb + N_MV
+    for c in range(C):
+        _enc_bit(st, out, probs, PER_CHANNEL * c + PER_CHANNEL - 1, 1 if dc[c] != 0 else 0)
+        if dc[c] != 0:
+            _enc_bit(st, out, probs, dcb, 1 if dc[c] < 0 else 0)
+            _enc_eg(st, out, probs, dcb + 1, abs(dc[c]) - 1)
     cbf = np.zeros((nh, nw), np.int64)
     act = np.zeros((H, W), np.int64)  # earlier channels' non-zero levels per place
     tact = np.zeros((nh, nw), np.int64)  # earlier channels' coded tiles per tile
@@ -477,7 +485,7 @@ def encode_frame(q, pred, d, mv, block, probs, with_mv, lam):
 def decode_frame(data, C, H, W, block, mblock, probs, with_mv, max_mv, ref, subpel):
     """Inverse of encode_frame; the prediction is made from levels ``ref`` once the vectors are read (with_mv).
 
-    Returns (q, pred, status): status 0 ok, 1 corrupt (Exp-Golomb prefix or vector out of range).
+    Returns (q, pred, dc, status): status 0 ok, 1 corrupt (Exp-Golomb prefix or vector out of range).
     Reading past the end is not an error (the encoder cuts trailing zero bytes); work is bounded by
     the caller (elements per byte of the record).
     """
@@ -485,6 +493,7 @@ def decode_frame(data, C, H, W, block, mblock, probs, with_mv, max_mv, ref, subp
     q = np.zeros((C, H, W), np.int64)
     mv = np.zeros((2, (H + mblock - 1) // mblock, (W + mblock - 1) // mblock), np.int64)
     pred = np.zeros((0, 0, 0), np.int64)
+    dc = np.zeros(C, np.int64)
     st = np.zeros(4, np.int64)
     _dec_init(st, data)
     eg = PER_CHANNEL * C
@@ -499,15 +508,23 @@ def decode_frame(data, C, H, W, block, mblock, probs, with_mv, max_mv, ref, subp
                         neg = _dec_bypass(st, data)
                         m = _dec_eg(st, data, probs, mvb + 2)
                         if m < 0:
-                            return q, pred, 1
+                            return q, pred, dc, 1
                         d = -(m + 1) if neg else m + 1
                     v = pr[k] + d
                     if abs(v) > max_mv:
-                        return q, pred, 1
+                        return q, pred, dc, 1
                     mv[k, i, j] = v
         pred = predict(ref, mv, mblock, subpel)
     else:
         pred = np.zeros((C, H, W), np.int64)
+    dcb = mvb + N_MV
+    for c in range(C):
+        if _dec_bit(st, data, probs, PER_CHANNEL * c + PER_CHANNEL - 1):
+            neg = _dec_bit(st, data, probs, dcb)
+            m = _dec_eg(st, data, probs, dcb + 1)
+            if m < 0:
+                return q, pred, dc, 1
+            dc[c] = -(m + 1) if neg else m + 1
     cbf = np.zeros((nh, nw), np.int64)
     act = np.zeros((H, W), np.int64)
     tact = np.zeros((nh, nw), np.int64)
@@ -535,8 +552,8 @@ def decode_frame(data, C, H, W, block, mblock, probs, with_mv, max_mv, ref, subp
                             if _dec_bit(st, data, probs, base + N_CBF + N_SIG + N_SIGN + N_GT1):
                                 m = _dec_eg(st, data, probs, eg)
                                 if m < 0:
-                                    return q, pred, 1
+                                    return q, pred, dc, 1
                                 a = 3 + m
                         q[c, y, x] = -a if neg else a
         _count_activity(q, c, block, cbf, act, tact)
-    return q, pred, 0
+    return q, pred, dc, 0

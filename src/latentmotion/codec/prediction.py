@@ -30,6 +30,9 @@ import torch
 
 from ..estimation import block_match
 
+FRAC = 4  # the decoder state holds levels in units of step / 2**FRAC (fixed point)
+ONE = 1 << FRAC
+
 MODE_NAMES = ["zero", "block", "input"]
 MODES = {name: i for i, name in enumerate(MODE_NAMES)}
 

@@ -49,11 +49,12 @@ def test_entropy_coder_round_trip(with_mv):
     mv = rng.integers(-40, 40, (2, 3, 4)).astype(np.int64)  # motion tiles of 3 (coded-tile flags: 4)
     ref = rng.integers(-50, 50, q.shape).astype(np.int64)
     pred = predict(ref, mv, 3, 4) if with_mv else np.zeros_like(q)
+    dc = np.array([0, 5, -1, entropy_max(), -entropy_max(), 1], np.int64)  # channel offsets, extremes included
     probs = entropy.new_contexts(6)
-    data, _ = entropy.encode_frame(q, pred, q.astype(float), mv, 4, probs, with_mv, 0.0)
+    data, _ = entropy.encode_frame(q, pred, q.astype(float), mv, dc, 4, probs, with_mv, 0.0)
     probs2 = entropy.new_contexts(6)
-    q2, pred2, status = entropy.decode_frame(data, 6, 9, 11, 4, 3, probs2, with_mv, 4096, ref if with_mv else np.zeros((1, 1, 1), np.int64), 4)
-    assert status == 0 and np.array_equal(q2, q) and np.array_equal(pred2, pred)
+    q2, pred2, dc2, status = entropy.decode_frame(data, 6, 9, 11, 4, 3, probs2, with_mv, 4096, ref if with_mv else np.zeros((1, 1, 1), np.int64), 4)
+    assert status == 0 and np.array_equal(q2, q) and np.array_equal(pred2, pred) and np.array_equal(dc2, dc)
     assert np.array_equal(probs, probs2)  # both sides adapted their contexts alike
 
 
@@ -68,7 +69,7 @@ def test_levels_where_earlier_channels_have_levels_cost_less():
     moved = np.stack([np.roll(shared[k], (4 * rng.integers(8), 4 * rng.integers(8)), (0, 1)) for k in range(c)])
 
     def nbytes(q):
-        return len(entropy.encode_frame(q, np.zeros_like(q), q.astype(float), np.zeros((2, 1, 1), np.int64), 4, entropy.new_contexts(c), False, 0.0)[0])
+        return len(entropy.encode_frame(q, np.zeros_like(q), q.astype(float), np.zeros((2, 1, 1), np.int64), np.zeros(c, np.int64), 4, entropy.new_contexts(c), False, 0.0)[0])
 
     assert nbytes(shared) < 0.85 * nbytes(moved)
 
@@ -82,7 +83,7 @@ def entropy_max() -> int:
 def test_adaptive_coder_approaches_the_entropy_of_a_skewed_source():
     rng = np.random.default_rng(1)
     q = (rng.random((4, 32, 32)) < 0.05).astype(np.int64)  # 5 % ones
-    data, _ = entropy.encode_frame(q, np.zeros_like(q), q.astype(float), np.zeros((2, 8, 8), np.int64), 4, entropy.new_contexts(4), False, 0.0)
+    data, _ = entropy.encode_frame(q, np.zeros_like(q), q.astype(float), np.zeros((2, 8, 8), np.int64), np.zeros(4, np.int64), 4, entropy.new_contexts(4), False, 0.0)
     h = -(0.05 * np.log2(0.05) + 0.95 * np.log2(0.95)) * q.size  # bits of an ideal coder knowing p
     assert 8 * len(data) < 1.5 * h
 
@@ -161,6 +162,18 @@ def test_scene_cut_falls_back_to_intra(clip):
     enc = Encoder(tuple(feats.shape[1:]), 2.0, "block")
     encode_sequence(seq, enc)
     assert [s.kind for s in enc.stats[:3]] == ["intra", "inter", "intra"]
+
+
+@pytest.mark.parametrize("mode, kw", [("zero", {"intra_period": 1}), ("block", {})])
+def test_channel_means_survive_a_step_coarser_than_every_value(mode, kw):
+    """Per-channel offsets (in 1/16 step): channels whose values all lie inside the dead zone keep their means
+    to within half an offset unit, in intra and predicted frames (without offsets every level is 0)."""
+    g = torch.Generator().manual_seed(5)
+    off = torch.linspace(-0.45, 0.45, 8)[:, None, None]
+    xs = [off + 0.05 * torch.randn(8, 16, 16, generator=g) for _ in range(4)]
+    _, out = decode_stream(encode_sequence(xs, Encoder((8, 16, 16), 1.0, mode, **kw)))
+    for x, y in zip(xs, out, strict=True):
+        assert float((x.mean((1, 2)) - y.mean((1, 2))).abs().max()) <= 1 / 32 + 1e-6
 
 
 def test_intra_period_forced_intra_and_bad_parameters(clip):

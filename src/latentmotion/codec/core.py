@@ -1,11 +1,13 @@
 """Closed-loop predictive coding of feature-tensor sequences, with an integer decoder state.
 
-The decoder keeps the reconstruction levels ``R`` (integers, in units of the
-header's ``step``) of the previous frame. An intra frame codes ``R = q``; a
-predicted frame codes tile vectors and ``R = P + q`` with ``P`` the integer
-motion-compensated prediction from the previous ``R``
-(:func:`latentmotion.codec.prediction.predict`). The output tensor is
-``float32(R) * float32(step)``: one IEEE multiply, the same on every machine.
+The decoder keeps the reconstruction ``R`` of the previous frame in fixed
+point (integers in units of ``step / ONE``, ``ONE = 16``). An intra frame codes
+``R = ONE q + o``; a predicted frame codes tile vectors and ``R = P + ONE q + o``
+with ``P`` the integer motion-compensated prediction from the previous ``R``
+(:func:`latentmotion.codec.prediction.predict`), ``q`` the levels (whole steps)
+and ``o`` one offset per channel (the channel's mean residual, 1/ONE step). The
+output tensor is ``float32(R) * (float32(step) / ONE)``: one IEEE multiply, the
+same on every machine.
 
 The encoder picks levels with a dead-zone quantiser (``q = sign(d) floor(|d| + f)``,
 ``d`` the residual in step units) and, per tile, the vector of least
@@ -129,6 +131,8 @@ class Encoder:
         lam: Lagrange multiplier in step-unit squared error per bit (mode decisions).
         rdoq: Lagrange multiplier of rate-distortion-optimised quantisation (0: off).
         deadzone: rounding offsets ``(intra, inter)`` of the quantiser before RDOQ (0.5: plain rounding).
+        wm: extra weight of each tile's mean error in RDOQ (local means steer the task more than their
+            share of the squared error: zeroing many small same-signed residuals shifts them).
     """
 
     def __init__(
@@ -152,6 +156,7 @@ class Encoder:
         lam: float = 1.0,
         rdoq: float = 0.6,
         deadzone: tuple[float, float] = (0.5, 0.5),
+        wm: float = 0.5,
     ) -> None:
         if mode not in MODES:
             raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")
@@ -167,7 +172,7 @@ class Encoder:
         self.header = Header(model, layer, weights, (c, h, w), float(np.float32(step)), MODES[mode], block, mblock, search, subpel, intra_period, fps)
         self.mode = mode
         self.ctx = Context(mblock, search, subpel, stride, offset)
-        self.rd, self.lam, self.rdoq, self.deadzone = rd, lam, rdoq, deadzone
+        self.rd, self.lam, self.rdoq, self.deadzone, self.wm = rd, lam, rdoq, deadzone, wm
         self.ref: np.ndarray | None = None  # levels R of the last frame
         self._pred_energy = 0.0
         self.probs = entropy.new_contexts(c)  # inter-frame contexts (reset by every intra frame)
@@ -183,7 +188,7 @@ class Encoder:
         zero = np.zeros(xs.shape, np.int64)
         dc = _offsets(xs, zero)
         d, q, _ = _quantise(xs, zero, dc, self.deadzone[0])
-        data, _ = entropy.encode_frame(q, zero, d, np.zeros((2, 1, 1), np.int64), dc, self.header.block, entropy.new_contexts(q.shape[0]), False, self.rdoq)
+        data, _ = entropy.encode_frame(q, zero, d, np.zeros((2, 1, 1), np.int64), dc, self.header.block, entropy.new_contexts(q.shape[0]), False, self.rdoq, self.wm)
         return bytes([INTRA]) + data.tobytes(), _reconstruct(zero, q, dc), entropy.new_contexts(q.shape[0]), 0
 
     def _vectors(self, xs: np.ndarray) -> np.ndarray:
@@ -208,7 +213,7 @@ class Encoder:
         dc = _offsets(xs, pred)
         d, q, self._pred_energy = _quantise(xs, pred, dc, self.deadzone[1])
         probs = self.probs.copy()
-        data, side = entropy.encode_frame(q, pred, d, mv, dc, h.block, probs, True, self.rdoq)  # q: RD-optimised in place
+        data, side = entropy.encode_frame(q, pred, d, mv, dc, h.block, probs, True, self.rdoq, self.wm)  # q: RD-optimised in place
         return bytes([INTER]) + data.tobytes(), _reconstruct(pred, q, dc), probs, 8 * side
 
     def encode(self, x: torch.Tensor, frame: torch.Tensor | None = None, intra: bool = False) -> bytes:

@@ -342,9 +342,10 @@ def _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, rest):
 
 
 @nb.njit(cache=True)
-def _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, ncbf, lam, saved, rest):
+def _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, ncbf, lam, wm, saved, rest):
     """Rate-distortion-optimised levels of one tile, in place (greedy in coding order, each level
     |q|, |q| - 1 or 0, bit costs from the live contexts), then the whole tile against skipping it.
+    Cost: squared error + ``lam`` * bits + ``wm`` * (sum of the tile's errors)^2 / its size.
     ``saved``, ``rest``: scratch (the contexts the trial adapts, restored after it; bounds)."""
     nz = False
     for y in range(y0, y1):
@@ -353,6 +354,13 @@ def _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, ncb
     if not nz:  # levels only move towards zero: nothing to decide
         return
     j_skip = _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, rest)
+    nt = (y1 - y0) * (x1 - x0)
+    sr = 0.0
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            sr += d[c, y, x]
+    j_skip += wm * sr * sr / nt  # the tile's mean error weighs wm extra (it moves the task more than its share of MSE)
+    se = 0.0
     margin = 1e-9 * (1.0 + j_skip)  # bounds summed in another order: decide early only when clear
     j_coded = lam * COST[1, probs[base + ncbf]]
     if j_coded + rest[0] > j_skip + margin:
@@ -376,19 +384,21 @@ def _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, ncb
             ab = _ab(act[y, x], c)
             a0 = abs(q[c, y, x])
             sg = -1 if r < 0 else 1
-            best, bv = 1e300, 0
+            best, bv, bp = 1e300, 0, 0.0  # cost with and without the mean term, level
             for a in (a0, a0 - 1, 0):
                 if a < 0 or (a == 0 and a0 > 2):
                     continue
                 v = sg * a
                 e = (r - v) * (r - v) + lam * _level(st, out, probs, base, eg, n, s, pb, ab, v, 2)
-                if e < best:
-                    best, bv = e, v
+                em = e + wm * ((se + r - v) ** 2 - se * se) / nt
+                if em < best:
+                    best, bv, bp = em, v, e
                 if a == 0:
                     break
             q[c, y, x] = bv
             _level(st, out, probs, base, eg, n, s, pb, ab, bv, 1)
-            j_coded += best
+            j_coded += bp  # without the mean term: with rest, a lower bound of the final cost
+            se += r - bv
             coded = coded or bv != 0
         else:
             continue
@@ -397,7 +407,7 @@ def _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, ncb
         probs[base + k] = saved[k]
     for k in range(N_EG):
         probs[eg + k] = saved[PER_CHANNEL + k]
-    if not coded or j_skip <= j_coded:
+    if not coded or j_skip <= j_coded + wm * se * se / nt:
         q[c, y0:y1, x0:x1] = 0
 
 
@@ -414,13 +424,14 @@ def _count_activity(q, c, block, cbf, act, tact):
 
 
 @nb.njit(cache=True)
-def encode_frame(q, pred, d, mv, dc, block, probs, with_mv, lam):
+def encode_frame(q, pred, d, mv, dc, block, probs, with_mv, lam, wm=0.0):
     """Code levels q (C, H, W) int64 given the prediction pred (same shape; zeros for intra), the channels'
     offsets dc (C,) int64 and, if with_mv, tile vectors mv (2, nh, nw) int64; returns (bytes (uint8),
     bytes written once the vectors were coded).
 
     With ``lam > 0`` the levels are first chosen in place by rate-distortion optimisation
-    against the residual ``d`` (float, step units): ``(d - q)^2 + lam * bits``.
+    against the residual ``d`` (float, step units): ``(d - q)^2 + lam * bits`` plus ``wm`` times
+    each tile's squared error sum over its size (:func:`_rdoq_tile`).
     """
     C, H, W = q.shape
     nh, nw = (H + block - 1) // block, (W + block - 1) // block
@@ -459,7 +470,7 @@ def encode_frame(q, pred, d, mv, dc, block, probs, with_mv, lam):
                 y1, x1 = min(y0 + block, H), min(x0 + block, W)
                 n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0) + 3 * _ab(tact[i, j], c)
                 if lam > 0:
-                    _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, n, lam, saved, rest)
+                    _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, n, lam, wm, saved, rest)
                 f = 0
                 for y in range(y0, y1):
                     for x in range(x0, x1):

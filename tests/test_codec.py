@@ -235,6 +235,15 @@ def test_old_version_is_refused_with_a_message(old):
         Decoder.from_header_bytes(bytes(body))
 
 
+def test_header_step_range_is_enforced_by_decoder_and_encoder():
+    assert Decoder.from_header_bytes(write_header(_header(step=2.0**-100))).header.step == 2.0**-100
+    for bad in (2.0**-101, 2.0**101):
+        with pytest.raises(BitstreamError, match="out of range"):
+            Decoder.from_header_bytes(write_header(_header(step=bad)))
+        with pytest.raises(lm.InputError, match="range a stream holds"):
+            Encoder((1, 4, 4), bad)
+
+
 @pytest.mark.parametrize("mblock", [0, 65])
 def test_motion_tile_out_of_range_is_refused(mblock):
     assert Decoder.from_header_bytes(write_header(_header(mblock=3))).header.mblock == 3
@@ -412,7 +421,7 @@ def test_rdoq_early_stop_bound_is_below_every_coding_of_the_tile():
         d = rng.normal(0, rng.uniform(0.3, 4), (1, block, block))
         probs = rng.integers(1, 2047, entropy.n_contexts(1)).astype(np.int64)
         rest = np.empty(block * block + 1)
-        entropy._skip_bounds(probs, d, c, 0, block, 0, block, 0, 0, lam, rest)
+        entropy._skip_bounds(probs, d, c, 0, block, 0, block, 0, 0, lam, 0.5, rest)  # the mean term (wm) is not in the bounds
         q = np.rint(d).astype(np.int64) + rng.integers(-1, 2, d.shape) * (rng.random(d.shape) < 0.3)
         p, st_, out, eg = probs.copy(), np.zeros(6, np.int64), np.zeros(0, np.uint8), entropy.PER_CHANNEL
         costs = []

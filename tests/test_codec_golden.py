@@ -29,6 +29,24 @@ def test_golden_stream_decodes_to_its_hash(name):
     assert golden.sha(golden.output_bytes(out)) == HASHES[name]["output"]
 
 
+def _frame_types(stream: bytes) -> list[int]:
+    from latentmotion.codec.bitstream import Reader, read_frame, read_header
+    from latentmotion.codec.prediction import MODE_NAMES
+
+    r = Reader(stream)
+    h = read_header(r, len(MODE_NAMES))
+    types = []
+    while not r.done():
+        types.append(read_frame(r, h.frame_limit())[4])  # after the u32 sequence number
+    return types
+
+
+def test_golden_streams_cover_intra_and_predicted_frames():
+    assert _frame_types((HERE / "intra.lmf").read_bytes()) == [0, 0, 0, 0]
+    for name in ("zero", "block", "block_int"):
+        assert _frame_types((HERE / f"{name}.lmf").read_bytes())[1:] == [1, 1, 1], name
+
+
 @pytest.mark.parametrize("name", sorted(HASHES))
 def test_encoder_reproduces_the_golden_stream(name):
     s = golden.encode(name, np.load(HERE / "input.npy"))

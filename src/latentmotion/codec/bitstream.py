@@ -31,7 +31,9 @@ VERSION = 3
 MAX_STR = 256
 MAX_ELEMENTS = 1 << 24  # C * H * W of one tensor
 MAX_SIDE = 4096
-MIN_STEP = 2.0**-100  # smaller steps would make step / 16 subnormal (inexact)
+# steps the header may hold: every non-zero output R * step / 16 (|R| <= 2^24) is then a normal,
+# finite float32, so no flush-to-zero or overflow setting can change a decoded value
+MIN_STEP, MAX_STEP = 2.0**-100, 2.0**100
 ELEMENTS_PER_BYTE = 1 << 14  # a frame record of n bytes decodes to at most n * 16384 elements
 
 
@@ -197,7 +199,7 @@ def read_header(r: Reader, n_modes: int) -> Header:
     crc = r.u32()
     if crc != zlib.crc32(bytes(r.data[start : r.pos - 4])):
         raise BitstreamError("header checksum mismatch")
-    if not (step >= MIN_STEP) or mode >= n_modes or not 1 <= block <= 64 or not 1 <= mblock <= 64 or subpel not in (1, 4) or search > 64 or fps <= 0:
+    if not (MIN_STEP <= step <= MAX_STEP) or mode >= n_modes or not 1 <= block <= 64 or not 1 <= mblock <= 64 or subpel not in (1, 4) or search > 64 or fps <= 0:
         raise BitstreamError("header parameters out of range")
     return Header(model, layer, weights, shape, step, mode, block, mblock, search, subpel, intra_period, fps)
 

@@ -36,7 +36,8 @@ import torch
 
 from ..errors import InputError
 from . import entropy
-from .bitstream import MIN_STEP, BitstreamError, Header, Reader, read_frame, read_header, write_frame, write_header
+from .limits import check_step
+from .bitstream import BitstreamError, Header, Reader, read_frame, read_header, write_frame, write_header
 from .prediction import MODE_NAMES, MODES, ONE, Context, block_candidates, choose_vectors, input_candidates, predict
 
 INTRA, INTER = 0, 1
@@ -160,8 +161,7 @@ class Encoder:
     ) -> None:
         if mode not in MODES:
             raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")
-        if not (np.isfinite(step) and step >= MIN_STEP):
-            raise InputError(f"quantisation step must be a positive number of at least 2^-100, got {step}")
+        check_step(step)
         if subpel not in (1, 4) or not 1 <= min(block, mblock) <= max(block, mblock) <= 64 or not 0 <= search <= 64 or not 0 <= intra_period < 65536:
             raise InputError("block and mblock must lie in 1..64, search in 0..64, subpel be 1 or 4, intra period in 0..65535")
         c, h, w = (int(v) for v in shape)
@@ -173,7 +173,7 @@ class Encoder:
         self.mode = mode
         self.ctx = Context(mblock, search, subpel, stride, offset)
         self.rd, self.lam, self.rdoq, self.deadzone, self.wm = rd, lam, rdoq, deadzone, wm
-        self.ref: np.ndarray | None = None  # levels R of the last frame
+        self.ref: np.ndarray | None = None  # reconstruction R of the last frame (1/ONE step)
         self._pred_energy = 0.0
         self.probs = entropy.new_contexts(c)  # inter-frame contexts (reset by every intra frame)
         self.prev_frame: torch.Tensor | None = None

@@ -25,6 +25,9 @@ residual the others tend to):
 * motion-vector differences (per ``mblock x mblock`` tile, x then y, against
   :func:`latentmotion.codec.prediction.mv_pred`): ``!= 0`` (context by
   component), sign bypass, ``|d| - 1`` Exp-Golomb as above (own contexts).
+* channel offsets (after the vectors, before the levels; units of 1/16 step),
+  per channel: ``!= 0`` (context ``c``), sign (one context), ``|o| - 1``
+  Exp-Golomb as above (own contexts).
 
 All arithmetic is integer (numba, int64), so every machine decodes alike.
 """
@@ -48,7 +51,13 @@ N_NB = 5  # neighbour magnitudes n = min(|left|, 2) + min(|top|, 2): 0..4
 N_AB = 5  # cross-channel activity: first channel; none, under 10 %, under 30 %, more of the earlier channels non-zero
 N_CBF = 3 * N_AB
 N_SIG, N_SIGN, N_GT1 = N_NB * N_PB * N_AB, 9, 3 * N_PB
-PER_CHANNEL = N_CBF + N_SIG + N_SIGN + N_GT1 + 2  # cbf, sig, sign, gt1, gt2, offset != 0
+# per channel: coded-tile flags, significance, sign, |q| > 1, |q| > 2, offset != 0
+SIG = N_CBF
+SIGN = SIG + N_SIG
+GT1 = SIGN + N_SIGN
+GT2 = GT1 + N_GT1
+OFF_NZ = GT2 + 1
+PER_CHANNEL = OFF_NZ + 1
 N_EG = MAX_PREFIX + 1
 N_MV = 2 + N_EG
 N_DC = 1 + N_EG  # offsets: sign, Exp-Golomb prefix
@@ -57,6 +66,13 @@ N_DC = 1 + N_EG  # offsets: sign, Exp-Golomb prefix
 def n_contexts(channels: int) -> int:
     """Size of the probability table for ``channels`` channels (levels, Exp-Golomb, motion, offsets)."""
     return PER_CHANNEL * channels + N_EG + N_MV + N_DC
+
+
+@nb.njit(cache=True)
+def _shared(C):
+    """Where the contexts shared by all channels start: level Exp-Golomb, vectors, offsets."""
+    eg = PER_CHANNEL * C
+    return eg, eg + N_EG, eg + N_EG + N_MV
 
 
 def new_contexts(channels: int) -> np.ndarray:
@@ -219,7 +235,7 @@ def _dec_eg(st, data, probs, base):
 
 @nb.njit(cache=True)
 def _level_ctx(q, c, y, x):
-    """Neighbour context n = min(|left|, 2) + min(|top|, 2) and the sign context of the left level."""
+    """Neighbour context n = min(|left|, 2) + min(|top|, 2) and the sign context 3 sl + st of the left and top levels."""
     n = 0
     s = 0
     if x > 0:
@@ -236,7 +252,7 @@ def _level_ctx(q, c, y, x):
 
 @nb.njit(cache=True)
 def _ab(count, c):
-    """Bucket of how many of the c earlier channels are non-zero at a place (integers only)."""
+    """Bucket of how many of the c earlier channels are non-zero at a place, or coded a tile (integers only)."""
     if c == 0:
         return 0
     if count == 0:
@@ -285,19 +301,52 @@ def _eg_bits(st, out, probs, base, v, sim):
 
 
 @nb.njit(cache=True)
+def _cbf_ctx(cbf, tact, i, j, c):
+    """Coded-tile flag context: left + top flags of this channel (0 outside) and the tile's activity."""
+    return (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0) + 3 * _ab(tact[i, j], c)
+
+
+@nb.njit(cache=True)
+def _sig_ctx(n, pb, ab):
+    return SIG + N_PB * (N_NB * ab + n) + pb
+
+
+@nb.njit(cache=True)
+def _gt1_ctx(n, pb):
+    return GT1 + N_PB * min(n, 2) + pb
+
+
+@nb.njit(cache=True)
 def _level(st, out, probs, base, eg, n, s, pb, ab, v, sim):
     """Code (sim 0) or cost (sim 1, 2) one level with its contexts."""
-    c = _bit(st, out, probs, base + N_CBF + N_PB * (N_NB * ab + n) + pb, 1 if v != 0 else 0, sim)
+    c = _bit(st, out, probs, base + _sig_ctx(n, pb, ab), 1 if v != 0 else 0, sim)
     if v == 0:
         return c
-    c += _bit(st, out, probs, base + N_CBF + N_SIG + s, 1 if v < 0 else 0, sim)
+    c += _bit(st, out, probs, base + SIGN + s, 1 if v < 0 else 0, sim)
     a = abs(v)
-    c += _bit(st, out, probs, base + N_CBF + N_SIG + N_SIGN + N_PB * min(n, 2) + pb, 1 if a > 1 else 0, sim)
+    c += _bit(st, out, probs, base + _gt1_ctx(n, pb), 1 if a > 1 else 0, sim)
     if a > 1:
-        c += _bit(st, out, probs, base + N_CBF + N_SIG + N_SIGN + N_GT1, 1 if a > 2 else 0, sim)
+        c += _bit(st, out, probs, base + GT2, 1 if a > 2 else 0, sim)
         if a > 2:
             c += _eg_bits(st, out, probs, eg, a - 3, sim)
     return c
+
+
+@nb.njit(cache=True)
+def _dec_level(st, data, probs, base, eg, n, s, pb, ab):
+    """Inverse of _level (sim 0): (level, 0), or (0, 1) on a too long Exp-Golomb prefix."""
+    if _dec_bit(st, data, probs, base + _sig_ctx(n, pb, ab)) == 0:
+        return 0, 0
+    neg = _dec_bit(st, data, probs, base + SIGN + s)
+    a = 1
+    if _dec_bit(st, data, probs, base + _gt1_ctx(n, pb)):
+        a = 2
+        if _dec_bit(st, data, probs, base + GT2):
+            m = _dec_eg(st, data, probs, eg)
+            if m < 0:
+                return 0, 1
+            a = 3 + m
+    return (-a if neg else a), 0
 
 
 @nb.njit(cache=True)
@@ -312,7 +361,7 @@ def _cheapest(probs, lo, hi, bit, n):
 
 
 @nb.njit(cache=True)
-def _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, rest):
+def _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, wm, rest):
     """The cost of skipping the tile, and in ``rest[k]`` a lower bound of what coding its levels k.. costs.
 
     Level k costs at least min(r^2, (|r| - a)^2 + lam * b), a >= 1 the nearest integer and b the
@@ -321,15 +370,17 @@ def _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, rest):
     so far plus ``rest`` reaches the skip cost, the tile is skipped whatever the remaining levels are.
     """
     n = (y1 - y0) * (x1 - x0)
-    b = _cheapest(probs, base + N_CBF, base + N_CBF + N_SIG, 1, n)
-    lo, hi = base + N_CBF + N_SIG, base + N_CBF + N_SIG + N_SIGN
+    b = _cheapest(probs, base + SIG, base + SIGN, 1, n)
+    lo, hi = base + SIGN, base + GT1
     b += min(_cheapest(probs, lo, hi, 0, n), _cheapest(probs, lo, hi, 1, n))
     lo, hi = hi, hi + N_GT1
     b += min(_cheapest(probs, lo, hi, 0, n), _cheapest(probs, lo, hi, 1, n))
     j_skip = lam * COST[0, probs[base + ncbf]]
     k = 0
+    sr = 0.0
     for y in range(y0, y1):
         for x in range(x0, x1):
+            sr += d[c, y, x]
             r = abs(d[c, y, x])
             j_skip += r * r
             a = max(1.0, np.floor(r + 0.5))
@@ -338,7 +389,7 @@ def _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, rest):
     rest[n] = 0.0
     for k in range(n - 1, -1, -1):
         rest[k] += rest[k + 1]
-    return j_skip
+    return j_skip + wm * sr * sr / n  # the mean term (see _rdoq_tile); not in the bounds, which stay lower bounds
 
 
 @nb.njit(cache=True)
@@ -353,14 +404,9 @@ def _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, ncb
             nz = nz or q[c, y, x] != 0
     if not nz:  # levels only move towards zero: nothing to decide
         return
-    j_skip = _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, rest)
+    j_skip = _skip_bounds(probs, d, c, y0, y1, x0, x1, base, ncbf, lam, wm, rest)
     nt = (y1 - y0) * (x1 - x0)
-    sr = 0.0
-    for y in range(y0, y1):
-        for x in range(x0, x1):
-            sr += d[c, y, x]
-    j_skip += wm * sr * sr / nt  # the tile's mean error weighs wm extra (it moves the task more than its share of MSE)
-    se = 0.0
+    se = 0.0  # the tile's error sum so far: its mean weighs wm extra (it moves the task more than its share of MSE)
     margin = 1e-9 * (1.0 + j_skip)  # bounds summed in another order: decide early only when clear
     j_coded = lam * COST[1, probs[base + ncbf]]
     if j_coded + rest[0] > j_skip + margin:
@@ -412,7 +458,7 @@ def _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, ncb
 
 
 @nb.njit(cache=True)
-def _count_activity(q, c, block, cbf, act, tact):
+def _count_activity(q, c, cbf, act, tact):
     """Add channel c's non-zero levels and coded tiles to the cross-channel counts."""
     for y in range(q.shape[1]):
         for x in range(q.shape[2]):
@@ -425,9 +471,9 @@ def _count_activity(q, c, block, cbf, act, tact):
 
 @nb.njit(cache=True)
 def encode_frame(q, pred, d, mv, dc, block, probs, with_mv, lam, wm=0.0):
-    """Code levels q (C, H, W) int64 given the prediction pred (same shape; zeros for intra), the channels'
-    offsets dc (C,) int64 and, if with_mv, tile vectors mv (2, nh, nw) int64; returns (bytes (uint8),
-    bytes written once the vectors were coded).
+    """Code levels q (C, H, W) int64 (whole steps) given the prediction pred (same shape, 1/16 step; zeros
+    for intra), the channels' offsets dc (C,) int64 (1/16 step) and, if with_mv, the motion field mv
+    (2, ceil(H / mblock), ceil(W / mblock)) int64; returns (bytes (uint8), bytes written once the vectors were coded).
 
     With ``lam > 0`` the levels are first chosen in place by rate-distortion optimisation
     against the residual ``d`` (float, step units): ``(d - q)^2 + lam * bits`` plus ``wm`` times
@@ -435,11 +481,10 @@ def encode_frame(q, pred, d, mv, dc, block, probs, with_mv, lam, wm=0.0):
     """
     C, H, W = q.shape
     nh, nw = (H + block - 1) // block, (W + block - 1) // block
-    # worst case: 24 bytes per level, 32 per vector, one per tile flag
-    out = np.empty(64 + 24 * q.size + 32 * nh * nw + C * nh * nw + 32 * C, np.uint8)  # only written bytes are read
+    # worst case: 24 bytes per level, 32 per vector and per offset, one per tile flag
+    out = np.empty(64 + 24 * q.size + 32 * mv.shape[1] * mv.shape[2] + C * nh * nw + 32 * C, np.uint8)  # only written bytes are read
     st = np.array([0, 0xFFFFFFFF, 0, 1, 0, 1], np.int64)
-    eg = PER_CHANNEL * C
-    mvb = eg + N_EG
+    eg, mvb, dcb = _shared(C)
     if with_mv:
         for i in range(mv.shape[1]):
             for j in range(mv.shape[2]):
@@ -451,9 +496,8 @@ def encode_frame(q, pred, d, mv, dc, block, probs, with_mv, lam, wm=0.0):
                         _enc_bypass(st, out, 1 if dv < 0 else 0)
                         _enc_eg(st, out, probs, mvb + 2, abs(dv) - 1)
     side = st[4]
-    dcb = mvb + N_MV
     for c in range(C):
-        _enc_bit(st, out, probs, PER_CHANNEL * c + PER_CHANNEL - 1, 1 if dc[c] != 0 else 0)
+        _enc_bit(st, out, probs, PER_CHANNEL * c + OFF_NZ, 1 if dc[c] != 0 else 0)
         if dc[c] != 0:
             _enc_bit(st, out, probs, dcb, 1 if dc[c] < 0 else 0)
             _enc_eg(st, out, probs, dcb + 1, abs(dc[c]) - 1)
@@ -468,7 +512,7 @@ def encode_frame(q, pred, d, mv, dc, block, probs, with_mv, lam, wm=0.0):
             for j in range(nw):
                 y0, x0 = i * block, j * block
                 y1, x1 = min(y0 + block, H), min(x0 + block, W)
-                n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0) + 3 * _ab(tact[i, j], c)
+                n = _cbf_ctx(cbf, tact, i, j, c)
                 if lam > 0:
                     _rdoq_tile(st, out, probs, q, pred, d, act, c, y0, y1, x0, x1, base, eg, n, lam, wm, saved, rest)
                 f = 0
@@ -484,7 +528,7 @@ def encode_frame(q, pred, d, mv, dc, block, probs, with_mv, lam, wm=0.0):
                     for x in range(x0, x1):
                         n2, s = _level_ctx(q, c, y, x)
                         _level(st, out, probs, base, eg, n2, s, _pb(pred[c, y, x]), _ab(act[y, x], c), q[c, y, x], 0)
-        _count_activity(q, c, block, cbf, act, tact)
+        _count_activity(q, c, cbf, act, tact)
     _enc_flush(st, out)
     n_out = st[4]
     while n_out > 0 and out[n_out - 1] == 0:  # trailing zeros read back as zeros
@@ -494,7 +538,7 @@ def encode_frame(q, pred, d, mv, dc, block, probs, with_mv, lam, wm=0.0):
 
 @nb.njit(cache=True)
 def decode_frame(data, C, H, W, block, mblock, probs, with_mv, max_mv, ref, subpel):
-    """Inverse of encode_frame; the prediction is made from levels ``ref`` once the vectors are read (with_mv).
+    """Inverse of encode_frame; the prediction is made from the previous reconstruction ``ref`` once the vectors are read (with_mv).
 
     Returns (q, pred, dc, status): status 0 ok, 1 corrupt (Exp-Golomb prefix or vector out of range).
     Reading past the end is not an error (the encoder cuts trailing zero bytes); work is bounded by
@@ -507,8 +551,7 @@ def decode_frame(data, C, H, W, block, mblock, probs, with_mv, max_mv, ref, subp
     dc = np.zeros(C, np.int64)
     st = np.zeros(4, np.int64)
     _dec_init(st, data)
-    eg = PER_CHANNEL * C
-    mvb = eg + N_EG
+    eg, mvb, dcb = _shared(C)
     if with_mv:
         for i in range(mv.shape[1]):
             for j in range(mv.shape[2]):
@@ -528,9 +571,8 @@ def decode_frame(data, C, H, W, block, mblock, probs, with_mv, max_mv, ref, subp
         pred = predict(ref, mv, mblock, subpel)
     else:
         pred = np.zeros((C, H, W), np.int64)
-    dcb = mvb + N_MV
     for c in range(C):
-        if _dec_bit(st, data, probs, PER_CHANNEL * c + PER_CHANNEL - 1):
+        if _dec_bit(st, data, probs, PER_CHANNEL * c + OFF_NZ):
             neg = _dec_bit(st, data, probs, dcb)
             m = _dec_eg(st, data, probs, dcb + 1)
             if m < 0:
@@ -545,26 +587,16 @@ def decode_frame(data, C, H, W, block, mblock, probs, with_mv, max_mv, ref, subp
             for j in range(nw):
                 y0, x0 = i * block, j * block
                 y1, x1 = min(y0 + block, H), min(x0 + block, W)
-                n = (cbf[i, j - 1] if j > 0 else 0) + (cbf[i - 1, j] if i > 0 else 0) + 3 * _ab(tact[i, j], c)
-                f = _dec_bit(st, data, probs, base + n)
+                f = _dec_bit(st, data, probs, base + _cbf_ctx(cbf, tact, i, j, c))
                 cbf[i, j] = f
                 if f == 0:
                     continue
                 for y in range(y0, y1):
                     for x in range(x0, x1):
                         n, s = _level_ctx(q, c, y, x)
-                        pb = _pb(pred[c, y, x])
-                        if _dec_bit(st, data, probs, base + N_CBF + N_PB * (N_NB * _ab(act[y, x], c) + n) + pb) == 0:
-                            continue
-                        neg = _dec_bit(st, data, probs, base + N_CBF + N_SIG + s)
-                        a = 1
-                        if _dec_bit(st, data, probs, base + N_CBF + N_SIG + N_SIGN + N_PB * min(n, 2) + pb):
-                            a = 2
-                            if _dec_bit(st, data, probs, base + N_CBF + N_SIG + N_SIGN + N_GT1):
-                                m = _dec_eg(st, data, probs, eg)
-                                if m < 0:
-                                    return q, pred, dc, 1
-                                a = 3 + m
-                        q[c, y, x] = -a if neg else a
-        _count_activity(q, c, block, cbf, act, tact)
+                        v, bad = _dec_level(st, data, probs, base, eg, n, s, _pb(pred[c, y, x]), _ab(act[y, x], c))
+                        if bad:
+                            return q, pred, dc, 1
+                        q[c, y, x] = v
+        _count_activity(q, c, cbf, act, tact)
     return q, pred, dc, 0

@@ -4,13 +4,14 @@ A codec maps values to integer levels ``round(x / step)`` and can represent
 levels up to some ``max_level`` in magnitude; its header stores ``step`` as
 float32. A step is accepted when
 
-* it is a finite positive number whose float32 value is finite and non-zero;
+* its float32 value (the header stores it so) lies in the header's range
+  ``2^-100 .. 2^100``;
 * ``max|x| / step <= max_level``: no level is clipped (a smaller step would
   silently distort the largest values);
 * ``step <= 2 * max|x|``: not every value rounds to zero (a larger step codes
   nothing).
 
-The codec passes its own ``max_level``; this module knows no codec constant.
+The codec passes its own ``max_level``.
 
 Example:
     >>> import torch
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from .bitstream import MAX_STEP, MIN_STEP
 
 __all__ = ["check_step", "step_range"]
 
@@ -44,16 +46,16 @@ def step_range(values: torch.Tensor, max_level: int) -> tuple[float, float]:
 def check_step(step: float, values: torch.Tensor | None = None, max_level: int | None = None) -> float:
     """Return ``step`` if it suits ``values`` (the tensors to code); else :class:`InputError`.
 
-    Without ``values`` only the number itself is checked (finite, positive,
-    representable as a non-zero float32), so a command can refuse it before
+    Without ``values`` only the number itself is checked (finite, and as a
+    float32 within the header's range), so a command can refuse it before
     any work; with ``values``, ``max_level`` (the codec's largest level) is needed.
     """
     if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
         raise InputError(f"step must be a finite positive number, got {step}")
     with np.errstate(over="ignore", under="ignore"):
         as32 = np.float32(step)
-    if not (np.isfinite(as32) and as32 > 0):
-        raise InputError(f"step {step:g} does not fit a float32 (the stream stores it so)")
+    if not MIN_STEP <= as32 <= MAX_STEP:
+        raise InputError(f"step {step:g} is outside the range a stream holds (2^-100 to 2^100, as float32)")
     if values is None:
         return step
     if max_level is None or max_level < 1:

@@ -1,6 +1,6 @@
 """Integer motion compensation of reconstruction levels, and the encoder's motion search.
 
-Convention: one vector ``v = (vx, vy)`` per ``block x block`` tile, in units of
+Convention: one vector ``v = (vx, vy)`` per ``mblock x mblock`` tile, in units of
 ``1 / subpel`` latent pixel, shared by all channels (Eq. 12: one motion for
 every channel of a layer). The prediction of level ``R`` at ``(c, y, x)`` in
 a tile with vector ``v`` is the reference at ``(y, x) - v``::
@@ -41,7 +41,7 @@ MODES = {name: i for i, name in enumerate(MODE_NAMES)}
 class Context:
     """What the encoder knows besides the tensors."""
 
-    block: int
+    block: int  # the motion tile side (the header's mblock)
     search: int
     subpel: int  # 1 or 4
     stride: tuple[int, int] = (1, 1)
@@ -72,7 +72,7 @@ def _taps(H, W, i, j, vx, vy, block, s, idx, wt):
 
 @nb.njit(cache=True)
 def predict(ref, mv, block, s):
-    """Motion-compensated prediction (C, H, W) int64 from levels ref and tile vectors mv (2, nh, nw)."""
+    """Motion-compensated prediction (C, H, W) int64 from the fixed-point reconstruction ref and tile vectors mv (2, nh, nw)."""
     C, H, W = ref.shape
     sh = 0 if s == 1 else 4
     half = (s * s) // 2

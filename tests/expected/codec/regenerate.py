@@ -22,7 +22,7 @@ HERE = Path(__file__).parent
 #: name -> (step, mode, Encoder keyword arguments)
 CONFIGS = {
     "intra": (0.5, "zero", {"intra_period": 1}),
-    "zero": (0.5, "zero", {}),
+    "zero": (0.5, "zero", {"rd": False}),  # predicted frames with zero motion (no intra by cost)
     "block": (0.25, "block", {"subpel": 4}),
     "block_int": (1.0, "block", {"subpel": 1, "block": 2, "mblock": 4}),
 }

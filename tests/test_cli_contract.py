@@ -96,6 +96,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("{tmp}/header_only.lmc", "--out", "{out}"), "no frames"),
         (("{tmp}/garbage.lmc", "--out", "{out}"), ""),
         (("{tmp}/missing.lmc",), "does not exist"),
+        (("{tmp}",), "is not a file"),
         (("{tmp}/header_only.lmc", "--out", "{old}"), "is a folder"),
         (("{tmp}/misfit.lmc", "--classify", "--out", "{tmp}/x.pt"), "do not fit"),
         (("{tmp}/garbage.lmc", "--out", "{file}"), ""),

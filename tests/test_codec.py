@@ -194,6 +194,34 @@ def test_intra_period_forced_intra_and_bad_parameters(clip):
         Encoder((1, 4, 4), 0.0)
     with pytest.raises(lm.InputError, match="shape"):
         Encoder((1, 4, 4), 1.0).encode(torch.zeros(2, 4, 4))
+    # what the header cannot hold is refused here, not when the stream is written or read
+    for kw, needle in (({"fps": 1e-50}, "frame rate"), ({"fps": 1e39}, "frame rate"), ({"model": "m" * 300}, "too long")):
+        with pytest.raises(lm.InputError, match=needle):
+            Encoder((2, 8, 8), 1.0, **kw)
+    with pytest.raises(lm.InputError, match=r"\(C, H, W\)"):
+        Encoder((8, 8), 1.0)
+
+
+def test_values_up_to_the_input_bound_are_never_clipped_when_a_channel_mean_shifts():
+    """Offsets are clamped so that no residual exceeds the largest level: a channel whose mean jumps by
+    8000 steps while one value swings by 62000 (inside the accepted 32767-step bound) is coded exactly."""
+    yy, xx = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    x2 = torch.where((yy + xx) % 2 == 0, 24000.0, -24000.0)[None].clone()
+    x1 = x2 - 8000
+    x2[0, 0, 1], x1[0, 0, 1] = -31000.0, 31000.0
+    enc = Encoder((1, 8, 8), 1.0, "zero", rd=False)
+    _, out = decode_stream(encode_sequence([x1, x2], enc))
+    assert [s.kind for s in enc.stats] == ["intra", "inter"]
+    assert float((out[1] - x2).abs().max()) <= 0.5 and torch.equal(out[1], enc.reconstructions[1])
+
+
+@pytest.mark.parametrize("shape, mblock", [((8, 16, 16), 64), ((1, 1, 1), 2), ((8, 2, 16), 2)])
+def test_motion_tiles_larger_than_the_tensor_still_code(shape, mblock):
+    g = torch.Generator().manual_seed(2)
+    xs = [torch.randn(*shape, generator=g) for _ in range(3)]
+    enc = Encoder(shape, 0.1, "block", mblock=mblock)
+    _, out = decode_stream(encode_sequence(xs, enc))
+    assert all(torch.equal(a, b) for a, b in zip(out, enc.reconstructions, strict=True))
 
 
 # ----------------------------------------------------------------- stream integrity

@@ -89,16 +89,16 @@ def codec_decode(
 
     import torch
 
-    from ..codec import decode_stream, decoded_nbytes
+    from ..codec import decode_stream, decode_work_nbytes, decoded_nbytes
 
     if not stream.is_file():
-        raise InputError(f"stream file {stream} does not exist")
+        raise InputError(f"stream file {stream} {'is not a file' if stream.exists() else 'does not exist'}")
     if stream.stat().st_size > MAX_STREAM_FILE:
         raise InputError(f"stream file {stream} is {stream.stat().st_size} bytes; at most {MAX_STREAM_FILE} are read")
     data = stream.read_bytes()
-    need, budget = 2 * decoded_nbytes(data), _memory_budget()  # the frames, then their stack
+    need, budget = 2 * decoded_nbytes(data) + decode_work_nbytes(data), _memory_budget()  # the frames, their stack, one frame's work
     if need > budget:
-        raise InputError(f"stream {stream} decodes to {need / 2**30:.1f} GiB of tensors; this machine allows {budget / 2**30:.1f} GiB")
+        raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this machine allows {budget / 2**30:.1f} GiB")
     split = None
     if classify:  # check the weights before the decode, so a mismatch costs nothing
         from ..codec import read_stream_header

@@ -12,7 +12,7 @@ Example:
 """
 
 from .bitstream import BitstreamError, Header
-from .core import Decoder, Encoder, FrameStats, decode_stream, decoded_nbytes, encode_sequence, iter_decode, read_stream_header
+from .core import Decoder, Encoder, FrameStats, decode_stream, decode_work_nbytes, decoded_nbytes, encode_sequence, iter_decode, read_stream_header
 from .prediction import MODE_NAMES, MODES
 
-__all__ = ["MODES", "MODE_NAMES", "BitstreamError", "Decoder", "Encoder", "FrameStats", "Header", "decode_stream", "decoded_nbytes", "encode_sequence", "iter_decode", "read_stream_header"]
+__all__ = ["MODES", "MODE_NAMES", "BitstreamError", "Decoder", "Encoder", "FrameStats", "Header", "decode_stream", "decode_work_nbytes", "decoded_nbytes", "encode_sequence", "iter_decode", "read_stream_header"]

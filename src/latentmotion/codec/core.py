@@ -37,7 +37,7 @@ import torch
 from ..errors import InputError
 from . import entropy
 from .limits import check_step
-from .bitstream import BitstreamError, Header, Reader, read_frame, read_header, write_frame, write_header
+from .bitstream import MAX_STR, BitstreamError, Header, Reader, read_frame, read_header, write_frame, write_header
 from .prediction import MODE_NAMES, MODES, ONE, Context, block_candidates, choose_vectors, input_candidates, predict
 
 INTRA, INTER = 0, 1
@@ -56,14 +56,23 @@ class FrameStats:
 
 @nb.njit(cache=True)
 def _offsets(xs, pred):
-    """Per channel, the mean of ``xs - pred / ONE`` in units of 1/ONE step, rounded (|offset| <= MAX_Q; encoder only)."""
+    """Per channel, the mean of ``ONE xs - pred`` (units of 1/ONE step), rounded (encoder only).
+
+    Clamped to ``|offset| <= MAX_Q`` and so that no residual ``ONE xs - pred - offset`` exceeds
+    ``ONE MAX_Q`` (a level the coder can send); the interval holds 0 whenever every
+    ``|xs - pred / ONE| <= MAX_Q``, which the encoder's input bound (``|xs| <= MAX_Q // 2``) keeps.
+    """
     dc = np.zeros(xs.shape[0], np.int64)
     for c in range(xs.shape[0]):
-        t = 0.0
+        t, lo, hi = 0.0, -np.inf, np.inf
         xf, pf = xs[c].ravel(), pred[c].ravel()
         for i in range(xf.shape[0]):
-            t += xf[i] * ONE - pf[i]
-        dc[c] = min(max(int(np.floor(t / xf.shape[0] + 0.5)), -MAX_Q), MAX_Q)
+            r = xf[i] * ONE - pf[i]
+            t += r
+            lo = max(lo, r - ONE * MAX_Q)
+            hi = min(hi, r + ONE * MAX_Q)
+        m = min(max(np.floor(t / xf.shape[0] + 0.5), np.ceil(lo), -MAX_Q), np.floor(hi), MAX_Q)
+        dc[c] = int(m)
     return dc
 
 
@@ -164,11 +173,18 @@ class Encoder:
         check_step(step)
         if subpel not in (1, 4) or not 1 <= min(block, mblock) <= max(block, mblock) <= 64 or not 0 <= search <= 64 or not 0 <= intra_period < 65536:
             raise InputError("block and mblock must lie in 1..64, search in 0..64, subpel be 1 or 4, intra period in 0..65535")
+        if len(shape) != 3:
+            raise InputError(f"tensor shape must be (C, H, W), got {tuple(shape)}")
         c, h, w = (int(v) for v in shape)
         if min(c, h, w) < 1 or max(h, w) > 4096 or c > 65535 or c * h * w > 1 << 24:
             raise InputError(f"tensor shape {tuple(shape)} out of bounds (sides up to 4096, channels up to 65535, at most 2^24 elements)")
-        if not (np.isfinite(fps) and fps > 0):
-            raise InputError(f"frame rate must be a positive number, got {fps}")
+        with np.errstate(over="ignore", under="ignore"):
+            fps32 = np.float32(fps)  # the header stores it so
+        if not (np.isfinite(fps32) and fps32 > 0):
+            raise InputError(f"frame rate must be a positive number a float32 holds, got {fps}")
+        for name, text in (("model", model), ("layer", layer), ("weights", weights)):
+            if len(text.encode()) > MAX_STR:
+                raise InputError(f"{name} name of {len(text.encode())} bytes is too long for the stream header (at most {MAX_STR})")
         self.header = Header(model, layer, weights, (c, h, w), float(np.float32(step)), MODES[mode], block, mblock, search, subpel, intra_period, fps)
         self.mode = mode
         self.ctx = Context(mblock, search, subpel, stride, offset)
@@ -364,6 +380,16 @@ def decoded_nbytes(data: bytes) -> int:
         n += 1
     c, hh, ww = h.shape
     return 4 * n * c * hh * ww
+
+
+def decode_work_nbytes(data: bytes) -> int:
+    """Bytes one frame's decoding holds at most besides the outputs (its header only is read).
+
+    The int64 state, prediction, levels, reconstruction, activity counts and motion field, and
+    the float32 output: under 64 bytes per element of the tensor.
+    """
+    c, h, w = read_stream_header(data).shape
+    return 64 * c * h * w
 
 
 def decode_stream(data: bytes) -> tuple[Header, list[torch.Tensor]]:

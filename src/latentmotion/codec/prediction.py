@@ -192,6 +192,8 @@ def block_candidates(ref: np.ndarray, cur_levels: np.ndarray, ctx: Context) -> n
     _, h, w = ref.shape
     b = ctx.block
     win = b + 1 if b % 2 == 0 else b
+    side = min(h, w)
+    win = min(win, side if side % 2 else side - 1)  # an odd window that fits the frame
     threads = nb.get_num_threads()
     nb.set_num_threads(1)  # latent frames are small: worker threads cost more (spinning) than they save
     try:

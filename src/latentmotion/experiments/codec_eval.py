@@ -215,6 +215,8 @@ def _summarise(rows, st, fps, split, weights, rms) -> dict:
 
 
 def _plot(rows, path: Path, st: EvalSettings) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     from .plotting import pyplot, save
 
     fig, axes = pyplot().subplots(1, 2, figsize=(12, 4.5))
@@ -223,6 +225,9 @@ def _plot(rows, path: Path, st: EvalSettings) -> None:
             x, y = _curve(rows, name, key)
             ax.plot(x, y, "o-" if name in CONFIGS else "s--", label=name)
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 100, 200, 500, 1000, ...: no crowded labels
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("kbit/s")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3, which="both")

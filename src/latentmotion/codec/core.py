@@ -36,8 +36,8 @@ import torch
 
 from ..errors import InputError
 from . import entropy
-from .limits import check_step
 from .bitstream import MAX_STR, BitstreamError, Header, Reader, read_frame, read_header, write_frame, write_header
+from .limits import check_step
 from .prediction import MODE_NAMES, MODES, ONE, Context, block_candidates, choose_vectors, input_candidates, predict
 
 INTRA, INTER = 0, 1
@@ -281,7 +281,8 @@ class Encoder:
 
 def _output(levels: np.ndarray, step: float) -> torch.Tensor:
     """float32(R) * (float32(step) / ONE): one IEEE multiply per element, the same on every machine
-    (dividing by a power of two is exact: the header refuses steps small enough to make it subnormal)."""
+    (dividing by a power of two is exact, and with the header's 2^-100 <= step <= 2^100 every non-zero
+    output is a normal, finite float32)."""
     return torch.from_numpy(levels.astype(np.float32) * (np.float32(step) / np.float32(ONE)))
 
 

@@ -234,6 +234,31 @@ def _dec_eg(st, data, probs, base):
 
 
 @nb.njit(cache=True)
+def _enc_signed(st, out, probs, nz, sgn, eg, v):
+    """A signed integer (vector difference, offset): ``v != 0`` (context nz), then its sign
+    (context sgn; bypass if sgn < 0) and ``|v| - 1`` as Exp-Golomb (contexts eg..)."""
+    _enc_bit(st, out, probs, nz, 1 if v != 0 else 0)
+    if v != 0:
+        if sgn < 0:
+            _enc_bypass(st, out, 1 if v < 0 else 0)
+        else:
+            _enc_bit(st, out, probs, sgn, 1 if v < 0 else 0)
+        _enc_eg(st, out, probs, eg, abs(v) - 1)
+
+
+@nb.njit(cache=True)
+def _dec_signed(st, data, probs, nz, sgn, eg):
+    """Inverse of _enc_signed: (v, 0), or (0, 1) on a too long Exp-Golomb prefix."""
+    if _dec_bit(st, data, probs, nz) == 0:
+        return 0, 0
+    neg = _dec_bypass(st, data) if sgn < 0 else _dec_bit(st, data, probs, sgn)
+    m = _dec_eg(st, data, probs, eg)
+    if m < 0:
+        return 0, 1
+    return (-(m + 1) if neg else m + 1), 0
+
+
+@nb.njit(cache=True)
 def _level_ctx(q, c, y, x):
     """Neighbour context n = min(|left|, 2) + min(|top|, 2) and the sign context 3 sl + st of the left and top levels."""
     n = 0
@@ -490,17 +515,10 @@ def encode_frame(q, pred, d, mv, dc, block, probs, with_mv, lam, wm=0.0):
             for j in range(mv.shape[2]):
                 pr = mv_pred(mv, i, j)
                 for k in range(2):
-                    dv = mv[k, i, j] - pr[k]
-                    _enc_bit(st, out, probs, mvb + k, 1 if dv != 0 else 0)
-                    if dv != 0:
-                        _enc_bypass(st, out, 1 if dv < 0 else 0)
-                        _enc_eg(st, out, probs, mvb + 2, abs(dv) - 1)
+                    _enc_signed(st, out, probs, mvb + k, -1, mvb + 2, mv[k, i, j] - pr[k])
     side = st[4]
     for c in range(C):
-        _enc_bit(st, out, probs, PER_CHANNEL * c + OFF_NZ, 1 if dc[c] != 0 else 0)
-        if dc[c] != 0:
-            _enc_bit(st, out, probs, dcb, 1 if dc[c] < 0 else 0)
-            _enc_eg(st, out, probs, dcb + 1, abs(dc[c]) - 1)
+        _enc_signed(st, out, probs, PER_CHANNEL * c + OFF_NZ, dcb, dcb + 1, dc[c])
     cbf = np.zeros((nh, nw), np.int64)
     act = np.zeros((H, W), np.int64)  # earlier channels' non-zero levels per place
     tact = np.zeros((nh, nw), np.int64)  # earlier channels' coded tiles per tile
@@ -557,27 +575,18 @@ def decode_frame(data, C, H, W, block, mblock, probs, with_mv, max_mv, ref, subp
             for j in range(mv.shape[2]):
                 pr = mv_pred(mv, i, j)
                 for k in range(2):
-                    d = 0
-                    if _dec_bit(st, data, probs, mvb + k):
-                        neg = _dec_bypass(st, data)
-                        m = _dec_eg(st, data, probs, mvb + 2)
-                        if m < 0:
-                            return q, pred, dc, 1
-                        d = -(m + 1) if neg else m + 1
+                    d, bad = _dec_signed(st, data, probs, mvb + k, -1, mvb + 2)
                     v = pr[k] + d
-                    if abs(v) > max_mv:
+                    if bad or abs(v) > max_mv:
                         return q, pred, dc, 1
                     mv[k, i, j] = v
         pred = predict(ref, mv, mblock, subpel)
     else:
         pred = np.zeros((C, H, W), np.int64)
     for c in range(C):
-        if _dec_bit(st, data, probs, PER_CHANNEL * c + OFF_NZ):
-            neg = _dec_bit(st, data, probs, dcb)
-            m = _dec_eg(st, data, probs, dcb + 1)
-            if m < 0:
-                return q, pred, dc, 1
-            dc[c] = -(m + 1) if neg else m + 1
+        dc[c], bad = _dec_signed(st, data, probs, PER_CHANNEL * c + OFF_NZ, dcb, dcb + 1)
+        if bad:
+            return q, pred, dc, 1
     cbf = np.zeros((nh, nw), np.int64)
     act = np.zeros((H, W), np.int64)
     tact = np.zeros((nh, nw), np.int64)

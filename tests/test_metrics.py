@@ -62,3 +62,19 @@ def test_feature_psnr_is_minus_20_log_nrmse():
     a = torch.rand(1, 8)
     p = a + 0.01
     assert lm.psnr(p, a).item() == pytest.approx(-20 * math.log10(lm.nrmse(p, a).item()))
+
+
+def test_kl_divergence_matches_the_definition_and_its_properties():
+    from latentmotion.metrics import kl_divergence
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 7, generator=g) * 3, torch.randn(5, 7, generator=g) * 3
+    p, q = a.double().softmax(1), b.double().softmax(1)
+    brute = torch.tensor([sum(float(p[i, k]) * math.log(float(p[i, k]) / float(q[i, k])) for k in range(7)) for i in range(5)], dtype=torch.float64)
+    kl = kl_divergence(a, b)
+    assert torch.allclose(kl, brute, atol=1e-12) and bool((kl > 0).all())
+    assert torch.equal(kl_divergence(a, a), torch.zeros(5, dtype=torch.float64))
+    assert torch.allclose(kl_divergence(a + 5, b - 2), kl, atol=1e-12)  # softmax ignores a constant shift of the logits
+    assert not torch.allclose(kl_divergence(b, a), kl)  # not symmetric: the uncompressed output is the reference
+    with pytest.raises(lm.InputError):
+        kl_divergence(a, b[:, :6])

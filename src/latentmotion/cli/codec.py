@@ -143,30 +143,27 @@ def codec_eval(
     weights: str = typer.Option("imagenet"),
     steps: str = typer.Option("0.088,0.125,0.177,0.25,0.354,0.5,0.707", help="comma-separated quantisation steps, relative to the features' RMS"),
     configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input)"),
-    anchors: str = typer.Option("x265_intra,x265_ldp,svtav1_ld", help="comma-separated standard-codec anchors ('' for none)"),
-    qps: str = typer.Option("12,17,22,27,32,37", help="comma-separated QPs of the anchors"),
+    anchors: Optional[str] = typer.Option(None, help="comma-separated anchors, base[-modifier...] ('' for none; default: the strongest feature anchors and remote inference, docs/codec.md)"),
+    qps: str = typer.Option("", help="comma-separated QPs for every anchor (default: each anchor family's own range)"),
     seed: int = typer.Option(0),
     force: bool = typer.Option(False, help="overwrite a non-empty --out"),
 ) -> None:
-    """Rate-distortion and task accuracy of every configuration and anchor; BD-rates; report."""
+    """Rate-distortion and task fidelity (KL, with its noise floor) of every configuration and anchor; BD-rates; report."""
     from ..codec.limits import check_step
+    from ..experiments.codec_anchors import DEFAULT_ANCHORS, parse_anchor
     from ..experiments.codec_eval import EvalSettings, check_settings, evaluate, verdict
     from ..experiments.reproduce import _progress
     from ..pipeline import check_frame_range
 
     step_list = tuple(check_step(s) for s in parse_list(steps, float, "--steps", "numbers"))
     qp_list = tuple(parse_list(qps, int, "--qps", "integers")) if qps.strip() else ()
-    if any(not 0 <= q <= 51 for q in qp_list):
-        raise InputError("--qps must lie in 0..51")
     cfgs = tuple(parse_list(configs, str, "--configs", "configuration names"))
-    anchor_list = tuple(a.strip() for a in anchors.split(",") if a.strip())
-    if anchor_list and not qp_list:
-        raise InputError("--qps is empty but --anchors names anchors to sweep")
+    anchor_list = DEFAULT_ANCHORS if anchors is None else tuple(a.strip() for a in anchors.split(",") if a.strip())
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
     st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
     check_settings(st)
     with staged_folder(out, force) as stage, _progress() as bar:
-        task = bar.add_task("encoding", total=len(cfgs) * len(step_list) + len(anchor_list) * len(qp_list))
+        task = bar.add_task("encoding", total=len(cfgs) * len(step_list) + sum(len(st.anchor_qps(parse_anchor(a))) for a in anchor_list))
         summary = evaluate(st, stage, progress=lambda n: bar.advance(task, n))
     console.print(verdict(summary))
     console.print(f"report: {out / 'report.md'}")

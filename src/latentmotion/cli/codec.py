@@ -167,3 +167,24 @@ def codec_eval(
         summary = evaluate(st, stage, progress=lambda n: bar.advance(task, n))
     console.print(verdict(summary))
     console.print(f"report: {out / 'report.md'}")
+
+
+@codec_app.command("fit-transform")
+def codec_fit_transform(
+    out: Path = typer.Option(..., help="transform file to write (.pt); the shipped ones are src/latentmotion/models/transforms/MODEL__LAYER.pt"),
+    model: str = typer.Option("efficientnet_lite0"),
+    layer: str = typer.Option("_blocks.10.add"),
+    seed: int = typer.Option(0, help="seed of the random photo crops"),
+    crops: int = typer.Option(16, help="random crops per photo"),
+) -> None:
+    """Fit a cut's channel transform (KLT across channels, the `klt` configuration) on photos and clips the evaluation does not use."""
+    from ..experiments.reproduce import _progress
+    from ..models.transform import FitSettings, fit_channel_transform, save_transform
+
+    if not 1 <= crops <= 1000:
+        raise InputError("--crops must lie in 1..1000")
+    with staged_file(out) as tmp, _progress() as bar:
+        task = bar.add_task("edge features of the fitting images", total=None)
+        t, record = fit_channel_transform(FitSettings(model, layer, seed, crops), progress=lambda n: bar.advance(task, n))
+        save_transform(t, record, tmp)
+    console.print(f"{out}: KLT of {model} {layer}, {record['images']} images, first quarter of the components holds {100 * record['energy_of_first_quarter']:.0f} % of the energy")

@@ -18,7 +18,7 @@ The task measure's **noise floor** is what it reads with no coding at all: the
 input frames rounded to 8 bits (what any camera sends). BD-rates on task
 fidelity use only operating points at or below the floor's quality: above it,
 differences are noise. BD-rates come from the PyPI package ``bjontegaard``, of
-every configuration against every anchor and against our own ``intra`` and ``zero``.
+every configuration against every anchor and every other configuration.
 
 Steps are given relative to the RMS of the clip's features (``step = s * rms``),
 so one sweep fits every layer.
@@ -46,15 +46,17 @@ from .codec_anchors import DEFAULT_ANCHORS, Anchor, code_features, code_pixels, 
 
 __all__ = ["CONFIGS", "CONFIDENT", "EvalSettings", "check_settings", "evaluate", "report_section", "verdict"]
 
-#: Evaluated configurations: name -> (motion mode, Encoder keyword arguments).
+#: Evaluated configurations: name -> (motion mode, Encoder keyword arguments). ``klt`` codes the
+#: features' principal coordinates (the cut's channel transform, :mod:`latentmotion.models.transform`) with ``block``.
 CONFIGS: dict[str, tuple[str, dict]] = {
     "intra": ("zero", {"intra_period": 1}),
     "zero": ("zero", {}),
     "block": ("block", {"subpel": 4}),
     "block_int": ("block", {"subpel": 1}),
     "input": ("input", {"subpel": 4}),
+    "klt": ("block", {"subpel": 4}),
 }
-STEPS = (0.088, 0.125, 0.177, 0.25, 0.354, 0.5, 0.707)  # x sqrt(2), down to where top-1 agreement falls under 0.9
+STEPS = (0.088, 0.125, 0.177, 0.25, 0.354, 0.5, 0.707, 1.0, 1.41)  # x sqrt(2), down to the task fidelity of remote inference
 #: Default QPs per anchor family, each spanning the qualities our steps reach (AV1's scale runs to 63).
 QPS = {
     ("x265", False): (12, 17, 22, 27, 32, 37),
@@ -80,6 +82,7 @@ class EvalSettings:
     seed: int = 0
     search: int = 4
     extra: dict = field(default_factory=dict)  # Encoder keyword overrides (tuning runs)
+    transform: str = ""  # channel transform file for ``klt`` (default: the one shipped for the cut)
 
     def anchor_qps(self, a: Anchor) -> tuple[int, ...]:
         return self.qps or QPS[(a.codec, a.remote)]
@@ -176,17 +179,31 @@ def _remote(path: str, start: int, count: int, anchor: str, qp: int, size: int) 
     return fit_frame(dec.float() / 255, size), bits
 
 
+def _code(st, name, rel, x, clip, split, fingerprint) -> tuple[list, int, Encoder]:
+    """Encode tensors with one configuration at one relative step; (decoded tensors, stream bits, encoder)."""
+    mode, kw = CONFIGS[name]
+    rms = float(x.pow(2).mean().sqrt())
+    enc = Encoder(tuple(x.shape[1:]), rel * rms, mode, model=st.model, layer=st.layer, weights=fingerprint, search=st.search, fps=clip.fps, stride=split.stride, offset=split.offset, **kw, **st.extra)
+    stream = encode_sequence(list(x), enc, list(clip.gray))
+    _, dec = decode_stream(stream)
+    if not all(torch.equal(a, b) for a, b in zip(dec, enc.reconstructions, strict=True)):
+        raise RuntimeError(f"{name} at step {rel}: the decoder's output differs from the encoder's reconstruction")
+    return dec, 8 * len(stream), enc
+
+
 def _ours(st, rows, feats, clip, split, fingerprint, progress) -> None:
-    rms = float(feats.pow(2).mean().sqrt())
+    if "klt" in st.configs:
+        from ..models.transform import load_transform
+
+        klt = load_transform(st.model, st.layer, Path(st.transform) if st.transform else None)
+        coords, klt_fp = klt.encode(feats), f"{fingerprint}+klt-{klt.fingerprint()}"
     for name in st.configs:
-        mode, kw = CONFIGS[name]
+        x, fp = (coords, klt_fp) if name == "klt" else (feats, fingerprint)
         for rel in st.steps:
-            enc = Encoder(tuple(feats.shape[1:]), rel * rms, mode, model=st.model, layer=st.layer, weights=fingerprint, search=st.search, fps=clip.fps, stride=split.stride, offset=split.offset, **kw, **st.extra)
-            stream = encode_sequence(list(feats), enc, list(clip.gray))
-            _, dec = decode_stream(stream)
-            identical = all(torch.equal(a, b) for a, b in zip(dec, enc.reconstructions, strict=True))
-            rows.add(name, rel, torch.stack(dec), 8 * len(stream), clip.fps, intra_share=sum(s.kind == "intra" for s in enc.stats) / len(enc.stats),
-                     side_share=sum(s.side_bits for s in enc.stats) / max(1, sum(s.bits for s in enc.stats)), decoder_identical=identical)
+            dec, bits, enc = _code(st, name, rel, x, clip, split, fp)
+            dec = torch.stack(dec)
+            rows.add(name, rel, klt.decode(dec) if name == "klt" else dec, bits, clip.fps, intra_share=sum(s.kind == "intra" for s in enc.stats) / len(enc.stats),
+                     side_share=sum(s.side_bits for s in enc.stats) / max(1, sum(s.bits for s in enc.stats)), decoder_identical=True)
             if progress:
                 progress(1)
 
@@ -274,7 +291,7 @@ def _summarise(rows, st, fps, split, weights, rms, floor, conf) -> dict:
     names = list(dict.fromkeys(r["config"] for r in rows))
     ours = [n for n in names if n in CONFIGS]
     anchors = [n for n in names if n not in CONFIGS]
-    refs = anchors + [n for n in ("intra", "zero") if n in ours]
+    refs = anchors + ours
     # top-1 agreement moves in steps of 1/frames and saturates at 1: monotone
     # envelope of the operating points and shape-preserving (pchip) interpolation
     bd = {
@@ -361,7 +378,7 @@ def report_section(summary: dict, rows: list[dict], figure: str) -> str:
     from .report import md_table
 
     ours = [n for n in dict.fromkeys(r["config"] for r in rows) if n in CONFIGS]
-    refs = list(summary["anchors"]) + [n for n in ("intra", "zero") if n in ours]
+    refs = list(summary["anchors"]) + ours
     c, f = summary["confidence"], summary["noise_floor"]
     bd_tables = []
     for key, label in (("bd_rate_percent", "feature PSNR"), ("bd_rate_percent_kl", "task fidelity (-10 log10 KL, points at or below the noise floor)"),

@@ -1,0 +1,162 @@
+"""A channel transform at the cut: the features' Karhunen-Loève transform (KLT) across channels.
+
+The channels of a feature tensor are strongly correlated: on EfficientNet-Lite0
+``_blocks.10.add`` 16 of 112 principal components hold 40 % of the energy.
+Standard codecs on tiled features code each channel apart; the edge can
+instead send, at every position, the features' coordinates in the principal
+basis, ``z = V^T (f - mean)``, ordered by variance, and the cloud maps them
+back, ``f = V z + mean``. The map is orthonormal, so squared error is the same
+in both domains and a uniform quantiser spends its bits where the energy is.
+It acts on each position alone, so motion is untouched: Eq. 12 holds for
+``z`` as for ``f``, and the motion-compensated codec codes ``z`` unchanged
+(decoding stays integer-defined; the transform runs outside it, like the
+cloud sub-model).
+
+The basis is fitted, without labels, on material the codec evaluation does not
+use: random crops of real photos (OpenCV's samples and scikit-image's) and the
+frames of ``FIT_VIDEOS``. One command fits it with a seed (``latentmotion
+codec fit-transform``); the fitted files ship in the package (``transforms/``).
+
+Example:
+    >>> import torch
+    >>> t = ChannelTransform.fit(torch.randn(4, 6, 5, 5))
+    >>> f = torch.randn(2, 6, 5, 5)
+    >>> bool(torch.allclose(t.decode(t.encode(f)), f, atol=1e-5))
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+__all__ = ["ChannelTransform", "FIT_VIDEOS", "FitSettings", "fit_channel_transform", "load_transform", "save_transform", "transform_path"]
+
+#: Clips the transforms are fitted on (with photos): none of them is in the codec evaluation.
+FIT_VIDEOS = ("Megamind.avi", "tree.avi")
+WEIGHTS_DIR = Path(__file__).with_name("transforms")
+
+
+class ChannelTransform(nn.Module):
+    """``encode``: (N, C, H, W) -> principal coordinates, highest variance first; ``decode``: back.
+
+    Attributes (buffers): ``mean`` (C,), ``basis`` (C, C) with orthonormal columns
+    (column k is the k-th principal direction), ``variance`` (C,) of each coordinate.
+    """
+
+    def __init__(self, mean: torch.Tensor, basis: torch.Tensor, variance: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("basis", basis.float())
+        self.register_buffer("variance", variance.float())
+
+    @classmethod
+    def fit(cls, features: torch.Tensor) -> ChannelTransform:
+        """The KLT of (N, C, H, W) features, every position of every sample one observation (float64 maths)."""
+        c = features.shape[1]
+        x = features.transpose(0, 1).reshape(c, -1).double()
+        mean = x.mean(1)
+        cov = torch.cov(x - mean[:, None], correction=0)
+        var, vec = torch.linalg.eigh(cov)
+        order = var.argsort(descending=True)
+        vec = vec[:, order]
+        vec = vec * torch.where(vec[vec.abs().argmax(0), torch.arange(c)] < 0, -1.0, 1.0)  # sign: largest entry positive
+        return cls(mean, vec, var[order].clamp_min(0))
+
+    def encode(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ck,nchw->nkhw", self.basis, features - self.mean[:, None, None])
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ck,nkhw->nchw", self.basis, z) + self.mean[:, None, None]
+
+    def fingerprint(self) -> str:
+        """Short hash of the buffers: a stream coded through one transform is decoded through the same one."""
+        h = hashlib.sha256()
+        for k, v in sorted(self.state_dict().items()):
+            h.update(k.encode() + v.contiguous().numpy().tobytes())
+        return h.hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    model: str = "efficientnet_lite0"
+    layer: str = "_blocks.10.add"
+    seed: int = 0
+    crops_per_photo: int = 16
+    frames_per_video: int = 270  # every other frame of the first ones
+
+
+def transform_path(model: str, layer: str) -> Path:
+    return WEIGHTS_DIR / f"{model}__{layer}.pt"
+
+
+def _random_crops(img: torch.Tensor, n: int, g: torch.Generator, size: int = 224) -> torch.Tensor:
+    """``n`` square crops of 35-100 % of the shorter side at random places, resized, half of them mirrored."""
+    import torch.nn.functional as F
+
+    h, w = img.shape[-2:]
+    out = []
+    for _ in range(n):
+        side = int(min(h, w) * (0.35 + 0.65 * float(torch.rand(1, generator=g))))
+        y0, x0 = int(torch.randint(h - side + 1, (1,), generator=g)), int(torch.randint(w - side + 1, (1,), generator=g))
+        crop = F.interpolate(img[None, :, y0 : y0 + side, x0 : x0 + side], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+        out.append(crop.flip(-1) if float(torch.rand(1, generator=g)) < 0.5 else crop)
+    return torch.stack(out).clamp(0, 1)
+
+
+def _fit_frames(st: FitSettings, g: torch.Generator):
+    """Batches of fitting images: photo crops, then every other frame of the fitting clips."""
+    from ..data import OPENCV_PHOTOS, SKIMAGE_PHOTOS, fit_frame, load_image, read_frames, video_info, video_path
+
+    for name in OPENCV_PHOTOS + SKIMAGE_PHOTOS:
+        yield _random_crops(load_image(name), st.crops_per_photo, g)
+    for name in FIT_VIDEOS:
+        path = video_path(name)
+        n = min(st.frames_per_video, video_info(path)[0])
+        for i in range(0, n, 64):
+            yield fit_frame(read_frames(path, range(i, min(i + 64, n), 2)), 224)
+
+
+@torch.no_grad()
+def fit_channel_transform(st: FitSettings, progress=None) -> tuple[ChannelTransform, dict]:
+    """Fit the KLT of one cut on the fitting material; returns it and a record of the run."""
+    from . import load_model, split_model
+
+    g = torch.Generator().manual_seed(st.seed)
+    split = split_model(load_model(st.model), st.layer)
+    feats = []
+    for frames in _fit_frames(st, g):
+        feats.append(split.edge(frames))
+        if progress:
+            progress(len(frames))
+    feats = torch.cat(feats)
+    t = ChannelTransform.fit(feats)
+    energy = torch.cumsum(t.variance, 0) / t.variance.sum()
+    record = {"settings": asdict(st), "images": len(feats), "energy_of_first_quarter": float(energy[len(energy) // 4 - 1])}
+    return t, record
+
+
+def save_transform(t: ChannelTransform, record: dict, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save({"state": t.state_dict(), "record": record}, buf)
+    path.write_bytes(buf.getvalue())
+
+
+def load_transform(model: str, layer: str, path: Path | None = None) -> ChannelTransform:
+    """The shipped (or given) transform of a cut; a clear error where none was fitted."""
+    path = path or transform_path(model, layer)
+    if not path.is_file():
+        raise InputError(f"no channel transform for {model} {layer} ({path}); fit one with `latentmotion codec fit-transform --model {model} --layer {layer} --out FILE`")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        s = blob["state"]
+        return ChannelTransform(s["mean"], s["basis"], s["variance"]).eval()
+    except Exception as exc:  # a damaged or foreign file: one line
+        raise InputError(f"{path} is not a channel transform file ({type(exc).__name__})") from None

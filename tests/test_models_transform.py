@@ -1,0 +1,79 @@
+"""latentmotion.models.transform: the channel KLT against closed forms and its shipped files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latentmotion.errors import InputError
+from latentmotion.models.transform import ChannelTransform, load_transform, transform_path
+
+SHIPPED = [("efficientnet_lite0", "_blocks.4.add", 40), ("efficientnet_lite0", "_blocks.10.add", 112), ("mobilenet_v2", "features.6.add", 32), ("mobilenet_v2", "features.13.add", 96)]
+
+
+def _correlated(n: int = 64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(n, 3, 6, 6, generator=g) * torch.tensor([5.0, 2.0, 0.5])[None, :, None, None]
+    mix = torch.linalg.qr(torch.randn(4, 4, generator=g))[0][:, :3]  # 3 sources seen through 4 channels
+    return torch.einsum("cs,nshw->nchw", mix, s) + torch.tensor([1.0, -2.0, 0.0, 3.0])[None, :, None, None]
+
+
+def test_klt_is_orthonormal_ordered_and_inverts_exactly():
+    x = _correlated()
+    t = ChannelTransform.fit(x)
+    assert torch.allclose(t.basis.T @ t.basis, torch.eye(4), atol=1e-5)
+    assert torch.all(t.variance[:-1] >= t.variance[1:])
+    z = t.encode(x)
+    var = z.transpose(0, 1).reshape(4, -1).var(1, correction=0)
+    assert torch.allclose(var, t.variance, rtol=1e-3, atol=1e-4)  # coordinates carry the fitted variances, decorrelated
+    assert torch.allclose(torch.cov(z.transpose(0, 1).reshape(4, -1)), torch.diag(torch.cov(z.transpose(0, 1).reshape(4, -1)).diagonal()), atol=1e-2)
+    assert float(t.variance[-1]) < 1e-6  # 3 sources: the fourth direction is empty
+    assert torch.allclose(t.decode(z), x, atol=1e-4)
+    assert torch.all(t.basis[t.basis.abs().argmax(0), torch.arange(4)] > 0)  # sign convention: largest entry positive
+
+
+def test_klt_of_two_channels_matches_the_closed_form():
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(200, 1, 4, 4, generator=g)
+    x = torch.cat([a, a + 0.01 * torch.randn(200, 1, 4, 4, generator=g)], 1)  # two nearly equal channels
+    t = ChannelTransform.fit(x)
+    assert torch.allclose(t.basis[:, 0], torch.tensor([1.0, 1.0]) / 2**0.5, atol=1e-3)  # their sum direction first
+
+
+def test_coding_coordinates_keeps_motion_and_squared_error():
+    t = ChannelTransform.fit(_correlated())
+    f = _correlated(2)
+    shifted = torch.roll(f, shifts=(1, 2), dims=(2, 3))
+    assert torch.allclose(t.encode(shifted), torch.roll(t.encode(f), shifts=(1, 2), dims=(2, 3)), atol=1e-5)  # Eq. 12 holds for z
+    e = 0.1 * torch.randn_like(f)
+    z = t.encode(f)
+    assert torch.allclose((t.decode(z + e) - f).pow(2).sum(), e.pow(2).sum(), rtol=1e-4)  # orthonormal: the same squared error
+
+
+@pytest.mark.parametrize("model,layer,channels", SHIPPED)
+def test_shipped_transforms_load_and_fit_their_cut(model, layer, channels):
+    t = load_transform(model, layer)
+    assert t.basis.shape == (channels, channels) and torch.allclose(t.basis.T @ t.basis, torch.eye(channels), atol=1e-4)
+    assert torch.all(t.variance[:-1] >= t.variance[1:]) and float(t.variance[0]) > 0
+    assert len(t.fingerprint()) == 12 and t.fingerprint() == load_transform(model, layer).fingerprint()
+
+
+def test_missing_or_damaged_transform_is_one_clear_error(tmp_path):
+    with pytest.raises(InputError, match="codec fit-transform"):
+        load_transform("efficientnet_lite0", "_blocks.0._bn2")
+    bad = tmp_path / "t.pt"
+    bad.write_bytes(b"not a transform")
+    with pytest.raises(InputError, match="not a channel transform"):
+        load_transform("efficientnet_lite0", "_blocks.4.add", bad)
+
+
+@pytest.mark.slow
+def test_refitting_reproduces_the_shipped_file():
+    """One command and a seed give the shipped transform (needs `make data`)."""
+    from latentmotion.models.transform import FitSettings, fit_channel_transform
+
+    pytest.importorskip("skvideo")
+    t, _ = fit_channel_transform(FitSettings("efficientnet_lite0", "_blocks.4.add", seed=0))
+    shipped = load_transform("efficientnet_lite0", "_blocks.4.add")
+    assert transform_path("efficientnet_lite0", "_blocks.4.add").is_file()
+    assert torch.allclose(t.basis, shipped.basis, atol=1e-4) and torch.allclose(t.mean, shipped.mean, atol=1e-5)

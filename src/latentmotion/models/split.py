@@ -293,7 +293,7 @@ def split_model(model: nn.Module, layer: str, require_grid: bool = True) -> Spli
 
     Example:
         >>> from latentmotion import load_model
-        >>> s = split_model(load_model("efficientnet_lite0"), "_blocks.3.add")
+        >>> s = split_model(load_model("efficientnet_lite0"), "_blocks.4.add")
         >>> s.stride
         (8, 8)
     """

@@ -142,7 +142,7 @@ def codec_eval(
     layer: str = typer.Option("_blocks.4.add"),
     weights: str = typer.Option("imagenet"),
     steps: str = typer.Option("0.088,0.125,0.177,0.25,0.354,0.5,0.707", help="comma-separated quantisation steps, relative to the features' RMS"),
-    configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input)"),
+    configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input, klt)"),
     anchors: Optional[str] = typer.Option(None, help="comma-separated anchors, base[-modifier...] ('' for none; default: the strongest feature anchors and remote inference, docs/codec.md)"),
     qps: str = typer.Option("", help="comma-separated QPs for every anchor (default: each anchor family's own range)"),
     seed: int = typer.Option(0),

@@ -52,6 +52,16 @@ def test_anchor_is_nearly_lossless_at_high_quality_and_counts_side_bits(name):
     assert bits_low < bits and bits_low > SIDE_BITS * (len(x) if "framerange" in name else 1)
 
 
+def test_camera_colour_round_trip_of_a_real_frame_is_unbiased():
+    """RGB -> 8-bit 4:2:0 -> RGB with no codec: chroma subsampling blurs, but no channel shifts."""
+    from latentmotion.data import read_frames, video_path
+    from latentmotion.experiments.codec_anchors import _from_i420, _to_i420
+
+    rgb = read_frames(video_path("bikes.mp4"), [0], uint8=True)[0].permute(1, 2, 0).contiguous().numpy()
+    back = _from_i420(_to_i420(rgb)).astype(float)
+    assert all(abs(float((back - rgb)[..., c].mean())) < 0.5 for c in range(3))
+
+
 def test_clip_range_maps_every_frame_with_one_range_and_frame_range_with_its_own():
     x = torch.zeros(2, 1, 16, 16)
     x[0, 0, :, 8:] = 1.0  # frame 0 spans 0..1, frame 1 spans 0..100

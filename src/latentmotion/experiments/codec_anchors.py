@@ -236,6 +236,21 @@ def code_features(x: torch.Tensor, anchor: str | Anchor, qp: int) -> tuple[torch
     return torch.stack(rec), bits + side
 
 
+def _to_i420(rgb: np.ndarray) -> np.ndarray:
+    """RGB (H, W, 3) uint8 -> I420 planes (3H/2, W): BT.601 limited range, as cameras send."""
+    import cv2
+
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+
+
+def _from_i420(i420: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`_to_i420` with the same matrix (swscale's default YUV->RGB in PyAV
+    darkens every channel by about 1.4 levels, which would charge remote inference for a bug)."""
+    import cv2
+
+    return cv2.cvtColor(i420, cv2.COLOR_YUV2RGB_I420)
+
+
 def code_pixels(frames: torch.Tensor, anchor: str | Anchor, qp: int) -> tuple[torch.Tensor, int]:
     """Code RGB frames (N, 3, H, W) uint8 as a camera would (8-bit 4:2:0, BT.601) with a remote anchor.
 
@@ -248,6 +263,6 @@ def code_pixels(frames: torch.Tensor, anchor: str | Anchor, qp: int) -> tuple[to
         raise InputError(f"{a.name} codes features, not frames: use code_features")
     if frames.dtype != torch.uint8 or frames.shape[-1] % 2 or frames.shape[-2] % 2:
         raise InputError(f"frames must be uint8 with even height and width (4:2:0), got {frames.dtype} {tuple(frames.shape)}")
-    pics = [av.VideoFrame.from_ndarray(f.permute(1, 2, 0).contiguous().numpy(), format="rgb24").reformat(format="yuv420p") for f in frames]
+    pics = [av.VideoFrame.from_ndarray(_to_i420(f.permute(1, 2, 0).contiguous().numpy()), format="yuv420p") for f in frames]
     out, bits = _run(a, qp, pics, "yuv420p")
-    return torch.stack([torch.from_numpy(f.to_ndarray(format="rgb24")).permute(2, 0, 1) for f in out]), bits
+    return torch.stack([torch.from_numpy(_from_i420(f.reformat(format="yuv420p").to_ndarray())).permute(2, 0, 1) for f in out]), bits

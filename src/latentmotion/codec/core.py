@@ -97,8 +97,12 @@ def _quantise(xs, pred, dc, f):
 
 
 def _reconstruct(pred: np.ndarray, q: np.ndarray, dc: np.ndarray) -> np.ndarray:
-    """The decoder state: ``R = P + ONE * q + dc[c]`` (int64, units of step / ONE)."""
-    return pred + ONE * q + dc[:, None, None]
+    """The decoder state: ``R = P + ONE * q + dc[c]`` (int64, units of step / ONE), built in ``pred``'s memory
+    (``pred`` and ``q`` are used up: no whole-tensor temporaries, which the decoder's memory bound counts)."""
+    q *= ONE
+    pred += q
+    pred += dc[:, None, None]
+    return pred
 
 
 @nb.njit(cache=True)
@@ -283,7 +287,9 @@ def _output(levels: np.ndarray, step: float) -> torch.Tensor:
     """float32(R) * (float32(step) / ONE): one IEEE multiply per element, the same on every machine
     (dividing by a power of two is exact, and with the header's 2^-100 <= step <= 2^100 every non-zero
     output is a normal, finite float32)."""
-    return torch.from_numpy(levels.astype(np.float32) * (np.float32(step) / np.float32(ONE)))
+    out = levels.astype(np.float32)
+    out *= np.float32(step) / np.float32(ONE)  # in place: the same IEEE multiply, no second float32 copy
+    return torch.from_numpy(out)
 
 
 class Decoder:
@@ -336,7 +342,7 @@ class Decoder:
         if status:
             raise BitstreamError(f"frame {seq}: entropy-coded data is corrupt")
         rec = _reconstruct(pred, q, dc)
-        if np.abs(rec).max(initial=0) > MAX_LEVEL:
+        if rec.max(initial=0) > MAX_LEVEL or rec.min(initial=0) < -MAX_LEVEL:  # no |rec| copy
             raise BitstreamError(f"frame {seq}: reconstruction level out of range")
         self.ref, self.probs = rec, probs if kind == INTER else entropy.new_contexts(c)
         self.index += 1
@@ -386,11 +392,14 @@ def decoded_nbytes(data: bytes) -> int:
 def decode_work_nbytes(data: bytes) -> int:
     """Bytes one frame's decoding holds at most besides the outputs (its header only is read).
 
-    The int64 state, prediction, levels, reconstruction, activity counts and motion field, and
-    the float32 output: under 64 bytes per element of the tensor.
+    Per element: the int64 previous state, levels and prediction (which becomes the new state) and the
+    float32 output in the making (32 bytes, rounded up); per place the int64 activity count (8); per
+    coded-tile flag the flag and its count (16); per vector its two int64 components (16). At most 72
+    bytes per element (1 channel, block 1, mblock 1).
     """
-    c, h, w = read_stream_header(data).shape
-    return 64 * c * h * w
+    h = read_stream_header(data)
+    c, hh, ww = h.shape
+    return 32 * c * hh * ww + 8 * hh * ww + 16 * h.tiles() + 16 * h.vectors()
 
 
 def decode_stream(data: bytes) -> tuple[Header, list[torch.Tensor]]:

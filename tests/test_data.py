@@ -36,3 +36,19 @@ def test_size_comes_from_the_header_and_matches_the_decoded_image(tmp_path):
     with pytest.raises(InputError, match="megapixels"):
         check_image_size(p, max_pixels=37 * 53 - 1)
     assert MAX_IMAGE_PIXELS >= 24_000_000  # a 24-megapixel camera photo is accepted
+
+
+def test_a_fifo_is_refused_before_it_is_opened(tmp_path):
+    """Issue 20 item 6: opening a FIFO blocks until a writer comes; stat first, refuse anything but a regular file."""
+    import os
+
+    from latentmotion.data import video_path
+
+    for name in ("fifo.png", "fifo.mp4"):
+        os.mkfifo(tmp_path / name)
+    with pytest.raises(InputError, match="not a regular file"):
+        load_image(tmp_path / "fifo.png")
+    with pytest.raises(InputError, match="not a regular file"):
+        video_path(str(tmp_path / "fifo.mp4"))
+    with pytest.raises(InputError, match="not a regular file"):
+        video_path(str(tmp_path))

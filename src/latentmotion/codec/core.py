@@ -127,6 +127,19 @@ def _sse(a, b, scale):
     return e
 
 
+def check_coding(mode: str, *, block: int = 4, mblock: int = 2, search: int = 4, subpel: int = 4, intra_period: int = 0) -> None:
+    """Refuse (:class:`InputError`) coding settings a stream header cannot hold; :class:`Encoder` calls it,
+    and a command can, before it loads a model or decodes a frame. Defaults: the Encoder's."""
+    if mode not in MODES:
+        raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")
+    if subpel not in (1, 4):
+        raise InputError(f"subpel must be 1 or 4, got {subpel}")
+    if not 0 <= intra_period < 65536:
+        raise InputError(f"intra period must lie in 0..65535, got {intra_period}")
+    if not 1 <= min(block, mblock) <= max(block, mblock) <= 64 or not 0 <= search <= 64:
+        raise InputError(f"block and mblock must lie in 1..64 and search in 0..64, got {block}, {mblock}, {search}")
+
+
 class Encoder:
     """Encode one layer's tensors frame by frame.
 
@@ -172,11 +185,8 @@ class Encoder:
         deadzone: tuple[float, float] = (0.5, 0.5),
         wm: float = 0.5,
     ) -> None:
-        if mode not in MODES:
-            raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")
+        check_coding(mode, block=block, mblock=mblock, search=search, subpel=subpel, intra_period=intra_period)
         check_step(step)
-        if subpel not in (1, 4) or not 1 <= min(block, mblock) <= max(block, mblock) <= 64 or not 0 <= search <= 64 or not 0 <= intra_period < 65536:
-            raise InputError("block and mblock must lie in 1..64, search in 0..64, subpel be 1 or 4, intra period in 0..65535")
         if len(shape) != 3:
             raise InputError(f"tensor shape must be (C, H, W), got {tuple(shape)}")
         c, h, w = (int(v) for v in shape)

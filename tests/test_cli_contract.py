@@ -69,12 +69,16 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--layer", "_blocks.4.ad", "--out", "{out}"), "_blocks.4.add"),
         (("--seed", "x", "--out", "{out}"), "--seed"),
         (("--motion", "", "--out", "{out}"), "empty"),
+        (("--image", "{tmp}/fifo.png", "--out", "{out}"), "not a regular file"),
     ],
     "flow": [
         (("--channels", ",", "--out", "{out}"), "--channels"),
         (("--frames", "0", "99999999999", "--out", "{out}"), "out of range"),
         (("--latent-block", "4", "--out", "{old}", "--force"), "odd"),
         (("--out", "{file}"), "not a folder"),
+        (("--radius", "1000000000", "--out", "{out}"), "radius"),
+        (("--radius", "2000", "--out", "{out}"), "radius"),
+        (("--latent-radius", "100000", "--out", "{out}"), "radius"),
     ],
     "reproduce": [
         (("--batch", "-1", "--profile", "smoke", "--out", "{out}"), "--batch"),
@@ -91,16 +95,26 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--out", "{tmp}/no/such/x.bin"), "does not exist"),
         (("--frames", "0", "--out", "{out}"), "at least 1"),
         (("--out", "/proc/x.bin"), "cannot write"),
+        # refused before the model loads: the missing video would be the error otherwise
+        (("--mode", "bogus", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "unknown motion mode"),
+        (("--subpel", "3", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "subpel"),
+        (("--intra-period", "-1", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "intra period"),
+        (("--frames", "-1", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "at least 1"),
+        (("--video", "{tmp}/fifo.mp4", "--out", "{out}"), "not a regular file"),
+        (("--out", "{tmp}/fifo.mp4"), "not a regular file"),
     ],
     "codec decode": [
         (("{tmp}/header_only.lmc", "--out", "{out}"), "no frames"),
         (("{tmp}/garbage.lmc", "--out", "{out}"), ""),
         (("{tmp}/missing.lmc",), "does not exist"),
-        (("{tmp}",), "is not a file"),
+        (("{tmp}",), "not a regular file"),
         (("{tmp}/header_only.lmc", "--out", "{old}"), "is a folder"),
         (("{tmp}/misfit.lmc", "--classify", "--out", "{tmp}/x.pt"), "do not fit"),
         (("{tmp}/garbage.lmc", "--out", "{file}"), ""),
         (("{tmp}/factory.lmc", "--classify"), "to allow importing it"),
+        (("{tmp}/work_bomb.lmc", "--out", "{out}"), "too short"),
+        (("{tmp}/misfit.lmc", "--out", "{tmp}/fifo.mp4"), "not a regular file"),
+        (("{tmp}/fifo.mp4",), "not a regular file"),
     ],
     "codec eval": [
         (("--configs", ",", "--out", "{out}"), "--configs"),
@@ -160,6 +174,10 @@ def place(tmp_path):
     (tmp_path / "header_only.lmc").write_bytes(_header_only_stream())
     (tmp_path / "misfit.lmc").write_bytes(_misfit_stream())
     (tmp_path / "factory.lmc").write_bytes(_misfit_stream("os:abort"))  # must never be imported
+    (tmp_path / "work_bomb.lmc").write_bytes(_work_bomb_stream())
+    (tmp_path / "long.lmc").write_bytes(_long_stream())
+    for name in ("fifo.mp4", "fifo.png"):  # never opened: a reader would block
+        os.mkfifo(tmp_path / name)
     return tmp_path
 
 
@@ -179,6 +197,27 @@ def _misfit_stream(model: str = "efficientnet_lite0") -> bytes:
     fp = weights_fingerprint(load_model(model)) if ":" not in model else ""  # right weights: the shape is what fails
     enc = Encoder((4, 8, 8), 1.0, "zero", model=model, layer="_blocks.4.add", weights=fp)
     return encode_sequence([torch.zeros(4, 8, 8)], enc)
+
+
+def _work_bomb_stream() -> bytes:
+    """Issue 20 item 3: 6,183 bytes claiming one 1x4096x4096 frame with block 1 and mblock 1 (all skipped)."""
+    from latentmotion.codec import Encoder
+    from latentmotion.codec.bitstream import write_frame
+
+    enc = Encoder((1, 4096, 4096), 1.0, "zero", block=1, mblock=1)
+    head = enc.header_bytes()
+    return head + write_frame(struct.pack("<IB", 0, 0) + bytes(6183 - len(head) - 13))
+
+
+def _long_stream(frames: int = 60) -> bytes:
+    """A valid stream that takes seconds to decode, nearly all of it inside the numba kernels:
+    all-zero records of the smallest accepted size, 1x1024x1024 tensors with block 1 and mblock 1."""
+    from latentmotion.codec import Encoder
+    from latentmotion.codec.bitstream import write_frame
+
+    enc = Encoder((1, 1024, 1024), 1.0, "zero", block=1, mblock=1)
+    size = max(13, enc.header.min_record())
+    return enc.header_bytes() + b"".join(write_frame(struct.pack("<IB", i, min(i, 1)) + bytes(size - 13)) for i in range(frames))
 
 
 def _fill(args, tmp: Path) -> list[str]:
@@ -247,21 +286,21 @@ def test_bad_input_full_table(cmd, args, needle, place):
     _run_bad(cmd, args, needle, place)
 
 
-def _wait_for_work(p: subprocess.Popen, tmp: Path, limit: float = 240) -> None:
-    """Until a staging entry (folder or file) exists beside the output, then a little longer."""
+def _wait_for_work(p: subprocess.Popen, tmp: Path, limit: float = 240, settle: float = 1.5) -> None:
+    """Until a staging entry (folder or file) exists beside the output, then ``settle`` seconds longer."""
     t0 = time.monotonic()
     while not any(".staging-" in q.name or ".part-" in q.name for q in tmp.iterdir()):
         assert p.poll() is None, p.communicate()[1][-2000:]
         assert time.monotonic() - t0 < limit, "the command never started its work"
         time.sleep(0.05)
-    time.sleep(1.5)
+    time.sleep(settle)
 
 
-def _interrupt(args, sig, code, tmp: Path) -> None:
+def _interrupt(args, sig, code, tmp: Path, settle: float = 1.5) -> None:
     before = _snapshot(tmp)
     p = subprocess.Popen(_cmd(_fill(args, tmp)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp)
     try:
-        _wait_for_work(p, tmp)
+        _wait_for_work(p, tmp, settle=settle)
         assert p.poll() is None, "finished before the signal; pick a longer job"
         p.send_signal(sig)
         _, err = p.communicate(timeout=120)
@@ -271,6 +310,38 @@ def _interrupt(args, sig, code, tmp: Path) -> None:
     r = subprocess.CompletedProcess(p.args, p.returncode, "", err)
     _check_one_line(r, code, "interrupted" if sig == signal.SIGINT else "terminated")
     assert _snapshot(tmp) == before, "interrupted run left or changed files"
+
+
+def test_interruption_inside_a_numba_kernel(place):
+    """Issue 20 item 5: a SIGINT that lands in a kernel surfaced as ``SystemError: CPUDispatcher(...) returned a
+    result with an exception set`` and a traceback; it must end as any interruption does. The stream decodes
+    for about 15 s; the signal comes 5 s after the staging file, once the frames are being decoded."""
+    _interrupt(("codec", "decode", "{tmp}/long.lmc", "--out", "{tmp}/x.pt"), signal.SIGINT, 130, place, settle=5.0)
+
+
+@pytest.mark.parametrize("sig,word,code", [(signal.SIGINT, "interrupted", 130), (signal.SIGTERM, "terminated", 143)])
+@pytest.mark.parametrize("surfaces_as", ["SystemError", "InputError"])
+def test_a_signal_that_surfaces_as_another_error_still_exits_by_the_signal(sig, word, code, surfaces_as, monkeypatch, capsys):
+    """The handler ran, but its exception came out wrapped: as numba's SystemError (issue 20 item 5), or as a
+    library's one-line error (PyAV's "Interrupted system call", item 6). The exit follows the signal."""
+    from latentmotion.cli import _app
+    from latentmotion.errors import InputError
+
+    def command(*_a, **_k):
+        try:
+            _app._raise_interrupted(sig, None)  # what the signal does
+        except BaseException:
+            raise (SystemError("returned a result with an exception set") if surfaces_as == "SystemError" else InputError("cannot decode video: Interrupted system call")) from None
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(_app, "app", command)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            _app.run_app([])
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    assert exc.value.code == code and capsys.readouterr().err == word + "\n"
 
 
 def test_serve_drains_and_exits_0_on_sigterm(tmp_path):

@@ -339,10 +339,10 @@ def test_small_stream_claiming_huge_tensors_is_refused_early():
 
 
 def test_work_is_bounded_by_bytes():
-    """Whatever 99 bytes say, they decode at most 99 * ELEMENTS_PER_BYTE elements: never minutes of work."""
-    from latentmotion.codec.bitstream import ELEMENTS_PER_BYTE
+    """Whatever 99 bytes say, they buy at most 99 * UNITS_PER_BYTE work units: never minutes of work."""
+    from latentmotion.codec.bitstream import UNITS_PER_BYTE
 
-    shape = (16, 256, 256)  # 1 M elements: needs records of 64 bytes or more
+    shape = (16, 256, 256)  # 1 M elements: needs records of 192 bytes or more (with tiles and vectors)
     data = _claiming(shape, 3, 99)[:99]
     with pytest.raises(BitstreamError):
         list(iter_decode(data))
@@ -351,7 +351,7 @@ def test_work_is_bounded_by_bytes():
     rec = write_frame(struct.pack("<IB", 0, 0) + b"\x00" * (h.min_record() - 13))
     out = Decoder(h).decode_frame(rec)
     assert out.abs().max() == 0
-    assert len(rec) * ELEMENTS_PER_BYTE >= out.numel()
+    assert len(rec) * UNITS_PER_BYTE >= h.work_units() >= out.numel()
 
 
 # ----------------------------------------------------------------- fuzz
@@ -476,13 +476,13 @@ def test_encoder_refuses_what_it_cannot_write_or_would_drop():
 
 
 def test_decoded_size_is_known_before_decoding():
-    """A few kilobytes that would decode to gigabytes are sized from lengths alone, so an application can refuse them."""
+    """A few hundred kilobytes that would decode to gigabytes are sized from lengths alone, so an application can refuse them."""
     from latentmotion.codec import decoded_nbytes
 
     h = _header((1024, 128, 128))
     recs = b"".join(write_frame(struct.pack("<IB", i, 0) + b"\x00" * (h.min_record() - 13)) for i in range(30))
     data = write_header(h) + recs
-    assert len(data) < 40_000 and decoded_nbytes(data) == 30 * 4 * 1024 * 128 * 128
+    assert len(data) < 400_000 and decoded_nbytes(data) == 30 * 4 * 1024 * 128 * 128  # 2 GB of output
     xs = [torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     stream = encode_sequence(xs, Encoder((2, 4, 4), 0.1, "zero"))
     assert decoded_nbytes(stream) == sum(x.numel() * 4 for x in decode_stream(stream)[1])

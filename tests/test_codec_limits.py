@@ -59,3 +59,85 @@ def test_the_encoder_refuses_levels_it_would_clip():
     x = torch.full((1, 4, 4), 3.0)
     with pytest.raises(InputError, match="too small"):
         Encoder((1, 4, 4), 3.0 / (MAX_Q // 2) / 1.01, "zero").encode(x)
+
+
+# ----------------------------------------------------------------- work bounded by bytes (issue 20, item 3)
+
+
+def _zero_stream(shape, block, mblock, n_frames, record=None) -> bytes:
+    """A header for ``shape`` (block, mblock) then ``n_frames`` all-zero records (an intra frame, then predicted
+    ones) of ``record`` bytes each, by default the smallest the decoder accepts: the most work bytes can buy
+    without coding levels."""
+    import struct
+
+    from latentmotion.codec.bitstream import write_frame
+
+    enc = Encoder(shape, 1.0, "zero", block=block, mblock=mblock)
+    size = max(13, enc.header.min_record()) if record is None else record  # 13: frame header, seq and type
+    recs = [write_frame(struct.pack("<IB", i, min(i, 1)) + bytes(size - 13)) for i in range(n_frames)]
+    return enc.header_bytes() + b"".join(recs)
+
+
+def test_a_small_record_cannot_buy_a_large_decode():
+    """Issue 20 item 3: with block 1 and mblock 1 every element costs a tile flag and a vector as well; a
+    kilobyte used to pass for a 1x1024x1024 frame (16384 elements per byte, whatever the tiles)."""
+    from latentmotion.codec import BitstreamError, iter_decode
+
+    data = _zero_stream((1, 1024, 1024), 1, 1, 1, record=1000)
+    with pytest.raises(BitstreamError, match="too short"):
+        list(iter_decode(data))
+
+
+def test_the_bound_counts_tiles_and_vectors():
+    from latentmotion.codec.bitstream import UNITS_PER_BYTE
+
+    big_tiles = Encoder((1, 1024, 1024), 1.0, "zero", block=1, mblock=1).header
+    coarse = Encoder((1, 1024, 1024), 1.0, "zero", block=64, mblock=64).header
+    assert big_tiles.work_units() > 16 * coarse.work_units()
+    for h in (big_tiles, coarse):
+        assert h.min_record() * UNITS_PER_BYTE >= h.work_units() > (h.min_record() - 1) * UNITS_PER_BYTE
+
+
+def test_the_reference_encoder_meets_the_bound():
+    """Every record the encoder writes is at least the smallest the decoder accepts (it pads with zeros)."""
+    from latentmotion.codec import decode_stream
+    from latentmotion.codec.bitstream import Reader, read_frame, read_header
+    from latentmotion.codec.prediction import MODE_NAMES
+
+    xs = [torch.zeros(1, 96, 96)] * 3  # nothing to code: every record is padded
+    stream = encode_sequence(xs, Encoder((1, 96, 96), 1.0, "zero", block=1, mblock=1))
+    r = Reader(stream)
+    h = read_header(r, len(MODE_NAMES))
+    sizes = []
+    while not r.done():
+        sizes.append(len(read_frame(r, h.frame_limit())) + 8)
+    assert sizes == [h.min_record()] * 3 and h.min_record() > 13
+    assert all(float(t.abs().max()) == 0 for t in decode_stream(stream)[1])
+
+
+_PEAK = """
+import resource, sys
+sys.path.insert(0, {tests!r})
+from test_codec_limits import _zero_stream
+from latentmotion.codec import decode_stream, decode_work_nbytes, decoded_nbytes
+decode_stream(_zero_stream((1, 8, 8), 1, 1, 2))  # compile the kernels, first allocations
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+data = _zero_stream({shape}, {block}, {mblock}, 2)
+out = decode_stream(data)[1]
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(peak - base, decoded_nbytes(data) + decode_work_nbytes(data))
+"""
+
+
+@pytest.mark.parametrize("shape,block,mblock", [((1, 2048, 2048), 1, 1), ((64, 128, 128), 1, 1), ((16, 256, 256), 4, 2)])
+def test_decoding_stays_within_the_documented_memory(shape, block, mblock):
+    """Peak resident memory of a decode (in a fresh process) against decoded_nbytes + decode_work_nbytes, the
+    figures the CLI's memory guard uses; block 1 / mblock 1 is the worst case per element."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = _PEAK.format(tests=str(Path(__file__).parent), shape=shape, block=block, mblock=mblock)
+    r = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=600)
+    grown, bound = map(int, r.stdout.split())
+    assert grown <= bound, (grown, bound)

@@ -59,3 +59,28 @@ def test_uint8_frames_are_the_decoded_bytes_of_the_float_frames():
     f = read_frames(video_path("carphone_pristine.mp4"), [3, 0])
     u = read_frames(video_path("carphone_pristine.mp4"), [3, 0], uint8=True)
     assert u.dtype == torch.uint8 and u.shape == f.shape and torch.equal(u.float() / 255, f)
+
+
+def test_a_fifo_is_refused_before_it_is_opened(tmp_path):
+    """Issue 20 item 6: opening a FIFO blocks until a writer comes; stat first, refuse anything but a regular file."""
+    import os
+
+    from latentmotion.data import video_path
+
+    for name in ("fifo.png", "fifo.mp4"):
+        os.mkfifo(tmp_path / name)
+    with pytest.raises(InputError, match="not a regular file"):
+        load_image(tmp_path / "fifo.png")
+    with pytest.raises(InputError, match="not a regular file"):
+        video_path(str(tmp_path / "fifo.mp4"))
+    with pytest.raises(InputError, match="not a regular file"):
+        video_path(str(tmp_path))
+
+
+def test_a_local_file_wins_over_a_bundled_photo_of_the_same_name(tmp_path, monkeypatch):
+    import latentmotion.data as data
+
+    monkeypatch.chdir(tmp_path)
+    skimage.io.imsave(tmp_path / "apple.jpg", np.full((20, 30, 3), 200, np.uint8), check_contrast=False)
+    monkeypatch.setattr(data, "_data_folders", lambda source: [])
+    assert tuple(data.load_image("apple.jpg").shape) == (3, 20, 30)

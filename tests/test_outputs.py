@@ -139,3 +139,63 @@ def test_force_swaps_in_one_step_where_the_os_can(tmp_path, monkeypatch):
             (stage / "new").write_text("new")
         assert _entries(out) == ["new"] and _entries(tmp_path) == ["run"]
         (out / "new").unlink()
+
+
+# ----------------------------------------------------------------- special files (issue 20, item 7)
+
+
+def _device_node(path):
+    """A character device (the null device's numbers) at ``path``; None where this process may not make one."""
+    import stat
+
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except OSError:
+        return None
+    return path
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_single_file_refuses_what_is_not_a_regular_file(tmp_path, kind):
+    import stat
+
+    p = tmp_path / "special"
+    if kind == "fifo":
+        os.mkfifo(p)
+    elif _device_node(p) is None:
+        pytest.skip("cannot create a device node here")
+    ran = []
+    with pytest.raises(InputError, match="not a regular file"), staged_file(p):
+        ran.append(1)
+    mode = os.lstat(p).st_mode
+    assert not ran and (stat.S_ISFIFO(mode) if kind == "fifo" else stat.S_ISCHR(mode))
+    assert _entries(tmp_path) == ["special"]
+
+
+def test_folder_refuses_a_fifo(tmp_path):
+    os.mkfifo(tmp_path / "f")
+    with pytest.raises(InputError, match="not a folder"), staged_folder(tmp_path / "f", force=True):
+        pass
+    assert _entries(tmp_path) == ["f"]
+
+
+def test_a_symlinked_out_is_followed_and_stays_a_link(tmp_path):
+    (tmp_path / "real.bin").write_bytes(b"old")
+    (tmp_path / "link.bin").symlink_to("real.bin")
+    write_atomic(tmp_path / "link.bin", b"new")
+    assert (tmp_path / "link.bin").is_symlink() and (tmp_path / "real.bin").read_bytes() == b"new"
+    (tmp_path / "real_dir").mkdir()
+    (tmp_path / "real_dir" / "stale").write_text("old")
+    (tmp_path / "link_dir").symlink_to("real_dir")
+    with staged_folder(tmp_path / "link_dir", force=True) as stage:
+        (stage / "new").write_text("new")
+    assert (tmp_path / "link_dir").is_symlink() and _entries(tmp_path / "real_dir") == ["new"]
+    assert _entries(tmp_path) == ["link.bin", "link_dir", "real.bin", "real_dir"]
+
+
+def test_a_symlink_to_a_special_file_is_refused(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link").symlink_to("fifo")
+    with pytest.raises(InputError, match="not a regular file"):
+        write_atomic(tmp_path / "link", b"x")
+    assert (tmp_path / "link").is_symlink() and _entries(tmp_path) == ["fifo", "link"]

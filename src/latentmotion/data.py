@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._files import regular_file
 from .errors import InputError, UnknownNameError
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field")
@@ -71,7 +72,7 @@ def load_image(name_or_path: str | Path) -> torch.Tensor:
         torch.Size([3, 300, 451])
     """
     p = Path(name_or_path)
-    if str(name_or_path) in OPENCV_PHOTOS:
+    if str(name_or_path) in OPENCV_PHOTOS and not p.exists():  # a file of that name here wins, as for videos
         p = _locate(str(name_or_path), _OPENCV_DOC)
     if p.suffix and p.exists():
         import skimage.io
@@ -106,6 +107,7 @@ def check_image_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
 
     from PIL import Image, UnidentifiedImageError
 
+    regular_file(path, "image")  # before opening: a FIFO would block the open
     try:
         with warnings.catch_warnings():  # the size is judged below, in one line
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -141,7 +143,7 @@ def _locate(name: str, source: str) -> Path:
 
 
 def video_path(name: str = "bikes.mp4") -> Path:
-    """Path of a video: a file, or one of :data:`VIDEOS` from the package that ships it.
+    """Path of a video: a regular file, or one of :data:`VIDEOS` from the package that ships it.
 
     Example:
         >>> video_path("bikes.mp4").name
@@ -149,7 +151,7 @@ def video_path(name: str = "bikes.mp4") -> Path:
     """
     p = Path(name)
     if p.exists():
-        return p
+        return regular_file(p, "video")  # before anything opens it: a FIFO would block, a device never end
     if name in VIDEO_SOURCES:
         return _locate(name, VIDEO_SOURCES[name])
     raise InputError(f"video {name!r} is neither a file nor one of {', '.join(VIDEOS)}")

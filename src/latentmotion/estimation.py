@@ -44,7 +44,24 @@ from .errors import InputError
 Channels = Literal["joint", "each"]
 
 
-def _check(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+def check_search(block: int, radius: int, h: int, w: int) -> int:
+    """Refuse (:class:`InputError`) a block or radius that cannot search an ``h`` x ``w`` frame; return the radius
+    that matters, at most ``max(h, w) - block``.
+
+    A longer vector would take every block out of the frame, so such candidates are never chosen: searching
+    the smaller radius gives the same field, ties included, at bounded memory and time.
+    """
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1 or block % 2 == 0:
+        raise InputError(f"block must be a positive odd integer, got {block!r}")
+    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
+        raise InputError(f"radius must be a non-negative integer, got {radius!r}")
+    if block > min(h, w):
+        raise InputError(f"block {block} is larger than the frame {h}x{w}")
+    return min(radius, max(h, w) - block)
+
+
+def _check(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(ref, cur) as (C, H, W) and the radius that matters (:func:`check_search`)."""
     for name, t in (("ref", ref), ("cur", cur)):
         if not isinstance(t, torch.Tensor):
             raise InputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -52,18 +69,12 @@ def _check(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int) -> tup
             raise InputError(f"{name} must have shape (H, W) or (C, H, W), got {tuple(t.shape)}")
     if ref.shape != cur.shape:
         raise InputError(f"ref and cur differ in shape: {tuple(ref.shape)} vs {tuple(cur.shape)}")
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1 or block % 2 == 0:
-        raise InputError(f"block must be a positive odd integer, got {block!r}")
-    if isinstance(radius, bool) or not isinstance(radius, int) or radius < 0:
-        raise InputError(f"radius must be a non-negative integer, got {radius!r}")
-    h, w = ref.shape[-2:]
-    if block > min(h, w):
-        raise InputError(f"block {block} is larger than the frame {h}x{w}")
+    radius = check_search(block, radius, *ref.shape[-2:])
     if ref.is_floating_point() and not (torch.isfinite(ref).all() and torch.isfinite(cur).all()):
         raise InputError("ref or cur holds NaN or infinite values")
     if ref.dim() == 2:
         ref, cur = ref[None], cur[None]
-    return ref, cur
+    return ref, cur, radius
 
 
 def _int_dtype(ref: torch.Tensor, cur: torch.Tensor, terms: int) -> torch.dtype | None:
@@ -96,7 +107,8 @@ def block_match(
         ref, cur: (H, W) or (C, H, W) frames or feature tensors of one shape;
             integer tensors (e.g. uint8 frames) are matched exactly, and fastest.
         block: odd block side, centred on each pixel.
-        radius: search range: integer vectors with |dx|, |dy| <= radius.
+        radius: search range: integer vectors with |dx|, |dy| <= radius (beyond ``max(H, W) - block``
+            no block stays in the frame: the search stops there, with the same result).
         channels: ``"joint"`` sums the cost over channels (one field);
             ``"each"`` gives one field per channel.
         subpixel: refine each vector by a parabola through the cost at the
@@ -114,7 +126,7 @@ def block_match(
     """
     if channels not in ("joint", "each"):
         raise InputError(f"channels must be 'joint' or 'each', got {channels!r}")
-    ref, cur = _check(ref, cur, block, radius)
+    ref, cur, radius = _check(ref, cur, block, radius)
     if ref.device.type == "cpu" and not subpixel:
         return _match_cpu(ref, cur, block, radius, each=channels == "each")
     if channels == "each":
@@ -295,7 +307,7 @@ def block_match_reference(ref: torch.Tensor, cur: torch.Tensor, block: int, radi
     """
     import numpy as np
 
-    ref, cur = _check(ref, cur, block, radius)
+    ref, cur, radius = _check(ref, cur, block, radius)
     a, c_ = ref.double().numpy(), cur.double().numpy()
     _, h, w = c_.shape
     b = block // 2

@@ -8,6 +8,9 @@ Conventions:
   Linux (``renameat2``), elsewhere moved aside then removed: old and new
   files are never mixed.
 * A single file is written to ``.<name>.part-<pid>`` beside it and renamed.
+* Only a regular file (``staged_file``) or a folder (``staged_folder``) is
+  ever replaced: a FIFO, a device or a socket given as ``out`` is refused. A
+  symbolic link is followed: what it points to is replaced, the link stays.
 * Every check on the destination (a file where a folder is expected, a
   missing or unwritable parent) runs before the caller's work starts, by
   creating the staging entry itself.
@@ -35,6 +38,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+from ._files import file_kind
 from .errors import InputError
 
 __all__ = ["staged_file", "staged_folder", "write_atomic"]
@@ -113,11 +117,12 @@ def _signals_held() -> Iterator[None]:
 
 
 def _absolute(out: Path | str) -> Path:
-    """``out`` made absolute and normalised (``.`` and ``..`` resolved): staging sits beside its last part."""
+    """``out`` made absolute and normalised (``.`` and ``..`` resolved), a symbolic link followed to what it
+    points to: staging sits beside the entry that is replaced, and a link is never replaced by a copy."""
     p = Path(os.path.abspath(out))
     if not p.name:
         raise InputError(f"--out {out} names no file or folder that could be replaced")
-    return p
+    return Path(os.path.realpath(p)) if p.is_symlink() else p
 
 
 def _check_folder_out(out: Path, force: bool) -> None:
@@ -186,13 +191,17 @@ def _publish(stage: Path, out: Path) -> None:
 def staged_file(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
 
-    The destination is checked first: a folder, a missing parent folder or an
-    unwritable one raise :class:`InputError` before the block runs.
+    The destination is checked first: a folder, a FIFO, a device, a missing
+    parent folder or an unwritable one raise :class:`InputError` before the
+    block runs.
     """
     path = _absolute(path)
     _sweep_stale(path)
-    if path.is_dir():
+    kind = file_kind(path)
+    if kind == "folder":
         raise InputError(f"--out {path} is a folder; give a file name")
+    if kind not in (None, "file"):
+        raise InputError(f"--out {path} is not a regular file (it is a {kind}); only a regular file is replaced")
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
     tmp = _sibling(path, "part")

@@ -4,7 +4,11 @@
   a file-system refusal) prints one line ``error: ...`` on stderr and exits 2.
 * SIGINT prints ``interrupted`` and exits 130; SIGTERM prints ``terminated``
   and exits 143. Both raise :class:`Interrupted` in the main thread, so every
-  ``finally`` and staging clean-up runs first.
+  ``finally`` and staging clean-up runs first. The handler also records the
+  signal: when its exception comes out as another one (raised where a numba
+  kernel returns: ``SystemError ... returned a result with an exception set``;
+  or turned by a library into its own error, such as PyAV's ``Interrupted
+  system call``), the exit still follows the signal.
 * Outputs go through :mod:`latentmotion.outputs` (staged, then renamed), so an
   error or an interruption leaves ``--out`` as it was.
 """
@@ -36,7 +40,11 @@ class Interrupted(BaseException):
         self.word = "interrupted" if signum == signal.SIGINT else "terminated"
 
 
+_received: list[int] = []  # signals taken by _raise_interrupted in this run
+
+
 def _raise_interrupted(signum: int, _frame) -> None:
+    _received.append(signum)
     raise Interrupted(signum)
 
 
@@ -80,6 +88,7 @@ def _load_heavy_modules() -> None:
 
 def run_app(args: list[str] | None = None) -> None:
     """Run the Typer app under the contract above (the ``latentmotion`` entry point)."""
+    _received.clear()
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
@@ -93,9 +102,12 @@ def run_app(args: list[str] | None = None) -> None:
         _fail(exc.word, exc.code)
     except KeyboardInterrupt:  # raised by code rather than by our signal handler
         _fail("interrupted", 130)
-    except LatentMotionError as exc:
-        _fail(f"error: {_one_line(exc)}", 2)
     except Exception as exc:
+        if _received:  # the signal's exception was replaced on its way out
+            interrupted = Interrupted(_received[0])
+            _fail(interrupted.word, interrupted.code)
+        if isinstance(exc, LatentMotionError):
+            _fail(f"error: {_one_line(exc)}", 2)
         _parser_exit(exc)
         if not isinstance(exc, OSError):
             raise

@@ -59,10 +59,15 @@ def codec_encode(
 ) -> None:
     """Run the edge sub-model on video frames and write the coded feature stream."""
     from ..codec import Encoder, encode_sequence
-    from ..codec.core import MAX_Q
+    from ..codec.core import MAX_Q, check_coding
     from ..codec.limits import check_step
+    from ..data import video_path
+    from ..pipeline import check_frame_range
 
-    check_step(step)
+    check_step(step)  # every option before the model loads and the video is decoded
+    check_coding(mode, subpel=subpel, intra_period=intra_period)
+    check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
+    video_path(video)  # exists, and is a regular file (a FIFO would block)
     with staged_file(out) as tmp:  # --out is checked before the frames are decoded
         fingerprint, split, clip = _edge_features(video, start, frames, model, layer, weights, seed, fingerprint=True)
         check_step(step, clip.features, max_level=MAX_Q // 2)  # a residual spans twice the values
@@ -89,10 +94,10 @@ def codec_decode(
 
     import torch
 
+    from .._files import regular_file
     from ..codec import decode_stream, decode_work_nbytes, decoded_nbytes
 
-    if not stream.is_file():
-        raise InputError(f"stream file {stream} {'is not a file' if stream.exists() else 'does not exist'}")
+    regular_file(stream, "stream file")  # a FIFO would block the read
     if stream.stat().st_size > MAX_STREAM_FILE:
         raise InputError(f"stream file {stream} is {stream.stat().st_size} bytes; at most {MAX_STREAM_FILE} are read")
     data = stream.read_bytes()

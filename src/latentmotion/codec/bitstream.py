@@ -13,8 +13,10 @@ Layout (all integers little-endian)::
 Every size read from a stream is bounded before anything is allocated, and
 every failure (truncation, bad magic, checksum, out-of-range value) raises
 :class:`BitstreamError`. Work is bounded by bytes: a frame record must hold at
-least one byte per ``ELEMENTS_PER_BYTE`` elements of the tensor it decodes to
-(encoders pad), so no small stream can claim a long decode.
+least one byte per ``UNITS_PER_BYTE`` work units of the frame it decodes to
+(:meth:`Header.work_units`: elements, coded-tile flags and motion vectors, each
+weighted by what it costs the decoder; encoders pad), so no small stream can
+claim a long decode.
 """
 
 from __future__ import annotations
@@ -34,7 +36,12 @@ MAX_SIDE = 4096
 # steps the header may hold: every non-zero output R * step / 16 (|R| <= 2^24) is then a normal,
 # finite float32, so no flush-to-zero or overflow setting can change a decoded value
 MIN_STEP, MAX_STEP = 2.0**-100, 2.0**100
-ELEMENTS_PER_BYTE = 1 << 14  # a frame record of n bytes decodes to at most n * 16384 elements
+# Work bound (docs/codec.md section 1): a frame costs one unit per element, TILE_UNITS per coded-tile flag and
+# VECTOR_UNITS per motion vector, about what each costs the decoder next to an element that is not coded
+# (measured: ~3 ns, ~50-90 ns, ~200-300 ns with its prediction); a record of n bytes may claim at most
+# n * UNITS_PER_BYTE units, which keeps a byte's worth of skipped tiles below what a byte of coded levels costs.
+TILE_UNITS, VECTOR_UNITS = 32, 64
+UNITS_PER_BYTE = 1 << 12
 
 
 class BitstreamError(LatentMotionError):
@@ -155,10 +162,24 @@ class Header:
         c, h, w = self.shape
         return 24 * c * h * w + 64 * c + 65536
 
+    def tiles(self) -> int:
+        """Coded-tile flags of one frame (``block x block`` tiles of every channel)."""
+        c, h, w = self.shape
+        return c * -(-h // self.block) * -(-w // self.block)
+
+    def vectors(self) -> int:
+        """Motion vectors of one predicted frame (``mblock x mblock`` tiles shared by all channels)."""
+        _, h, w = self.shape
+        return -(-h // self.mblock) * -(-w // self.mblock)
+
+    def work_units(self) -> int:
+        """What decoding one frame may cost: elements, plus tile flags and vectors at their weights."""
+        c, h, w = self.shape
+        return c * h * w + TILE_UNITS * self.tiles() + VECTOR_UNITS * self.vectors()
+
     def min_record(self) -> int:
         """Smallest frame record (bytes) that may decode to one tensor: work is bounded by bytes."""
-        c, h, w = self.shape
-        return -(-(c * h * w) // ELEMENTS_PER_BYTE)
+        return -(-self.work_units() // UNITS_PER_BYTE)
 
 
 def write_header(h: Header) -> bytes:

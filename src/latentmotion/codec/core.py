@@ -97,8 +97,12 @@ def _quantise(xs, pred, dc, f):
 
 
 def _reconstruct(pred: np.ndarray, q: np.ndarray, dc: np.ndarray) -> np.ndarray:
-    """The decoder state: ``R = P + ONE * q + dc[c]`` (int64, units of step / ONE)."""
-    return pred + ONE * q + dc[:, None, None]
+    """The decoder state: ``R = P + ONE * q + dc[c]`` (int64, units of step / ONE), built in ``pred``'s memory
+    (``pred`` and ``q`` are used up: no whole-tensor temporaries, which the decoder's memory bound counts)."""
+    q *= ONE
+    pred += q
+    pred += dc[:, None, None]
+    return pred
 
 
 @nb.njit(cache=True)
@@ -121,6 +125,19 @@ def _sse(a, b, scale):
         t = np.float64(af[i]) - scale * np.float64(bf[i])
         e += t * t
     return e
+
+
+def check_coding(mode: str, *, block: int = 4, mblock: int = 2, search: int = 4, subpel: int = 4, intra_period: int = 0) -> None:
+    """Refuse (:class:`InputError`) coding settings a stream header cannot hold; :class:`Encoder` calls it,
+    and a command can, before it loads a model or decodes a frame. Defaults: the Encoder's."""
+    if mode not in MODES:
+        raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")
+    if subpel not in (1, 4):
+        raise InputError(f"subpel must be 1 or 4, got {subpel}")
+    if not 0 <= intra_period < 65536:
+        raise InputError(f"intra period must lie in 0..65535, got {intra_period}")
+    if not 1 <= min(block, mblock) <= max(block, mblock) <= 64 or not 0 <= search <= 64:
+        raise InputError(f"block and mblock must lie in 1..64 and search in 0..64, got {block}, {mblock}, {search}")
 
 
 class Encoder:
@@ -168,11 +185,8 @@ class Encoder:
         deadzone: tuple[float, float] = (0.5, 0.5),
         wm: float = 0.5,
     ) -> None:
-        if mode not in MODES:
-            raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")
+        check_coding(mode, block=block, mblock=mblock, search=search, subpel=subpel, intra_period=intra_period)
         check_step(step)
-        if subpel not in (1, 4) or not 1 <= min(block, mblock) <= max(block, mblock) <= 64 or not 0 <= search <= 64 or not 0 <= intra_period < 65536:
-            raise InputError("block and mblock must lie in 1..64, search in 0..64, subpel be 1 or 4, intra period in 0..65535")
         if len(shape) != 3:
             raise InputError(f"tensor shape must be (C, H, W), got {tuple(shape)}")
         c, h, w = (int(v) for v in shape)
@@ -283,7 +297,9 @@ def _output(levels: np.ndarray, step: float) -> torch.Tensor:
     """float32(R) * (float32(step) / ONE): one IEEE multiply per element, the same on every machine
     (dividing by a power of two is exact, and with the header's 2^-100 <= step <= 2^100 every non-zero
     output is a normal, finite float32)."""
-    return torch.from_numpy(levels.astype(np.float32) * (np.float32(step) / np.float32(ONE)))
+    out = levels.astype(np.float32)
+    out *= np.float32(step) / np.float32(ONE)  # in place: the same IEEE multiply, no second float32 copy
+    return torch.from_numpy(out)
 
 
 class Decoder:
@@ -336,7 +352,7 @@ class Decoder:
         if status:
             raise BitstreamError(f"frame {seq}: entropy-coded data is corrupt")
         rec = _reconstruct(pred, q, dc)
-        if np.abs(rec).max(initial=0) > MAX_LEVEL:
+        if rec.max(initial=0) > MAX_LEVEL or rec.min(initial=0) < -MAX_LEVEL:  # no |rec| copy
             raise BitstreamError(f"frame {seq}: reconstruction level out of range")
         self.ref, self.probs = rec, probs if kind == INTER else entropy.new_contexts(c)
         self.index += 1
@@ -386,11 +402,14 @@ def decoded_nbytes(data: bytes) -> int:
 def decode_work_nbytes(data: bytes) -> int:
     """Bytes one frame's decoding holds at most besides the outputs (its header only is read).
 
-    The int64 state, prediction, levels, reconstruction, activity counts and motion field, and
-    the float32 output: under 64 bytes per element of the tensor.
+    Per element: the int64 previous state, levels and prediction (which becomes the new state) and the
+    float32 output in the making (32 bytes, rounded up); per place the int64 activity count (8); per
+    coded-tile flag the flag and its count (16); per vector its two int64 components (16). At most 72
+    bytes per element (1 channel, block 1, mblock 1).
     """
-    c, h, w = read_stream_header(data).shape
-    return 64 * c * h * w
+    h = read_stream_header(data)
+    c, hh, ww = h.shape
+    return 32 * c * hh * ww + 8 * hh * ww + 16 * h.tiles() + 16 * h.vectors()
 
 
 def decode_stream(data: bytes) -> tuple[Header, list[torch.Tensor]]:

@@ -19,12 +19,15 @@ import torch.nn.functional as F
 
 from ..data import fit_frame, read_frames, video_path
 from ..errors import InputError
-from ..estimation import block_match
+from ..estimation import block_match, check_search
 from ..models import Split
 from ..motion import Affine, flow_from_affine, render_pair, sample
 from ..pipeline import gray8
 from .fig4 import top_channels
 from .plotting import pyplot, save
+
+#: Side of the frames block matching sees (centre-cropped and resized, as the network's input).
+FRAME_SIDE = 224
 
 #: Block sizes and search ranges of Fig. 2: the paper's text and its code.
 PRESETS = {
@@ -77,7 +80,15 @@ def search_settings(preset: str = "text", block: int | None = None, radius: int 
         raise InputError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     (bi, ri), (bl, rl) = PRESETS[preset]["input"], PRESETS[preset]["latent"]
     pick = lambda v, d: d if v is None else v  # noqa: E731
-    return {"input": (pick(block, bi), pick(radius, ri)), "latent": (pick(latent_block, bl), pick(latent_radius, rl))}
+    search = {"input": (pick(block, bi), pick(radius, ri)), "latent": (pick(latent_block, bl), pick(latent_radius, rl))}
+    for space, (b, r) in search.items():  # before any work; a latent frame is smaller than the input frame
+        try:
+            useful = check_search(b, r, FRAME_SIDE, FRAME_SIDE)
+        except InputError as e:
+            raise InputError(f"{space} search: {e}") from None
+        if r > useful:
+            raise InputError(f"{space} search radius {r} is longer than the frame allows: at most {useful} (block {b} in {FRAME_SIDE}x{FRAME_SIDE} input frames)")
+    return search
 
 
 def _match(space: str, ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, channels: str = "joint") -> torch.Tensor:
@@ -158,7 +169,7 @@ def stats_table(stats: dict) -> list[tuple]:
     return [(k, v.epe_mean, v.epe_median, f"{v.within_one_latent:.0%}", v.n) for k, v in stats.items()]
 
 
-def video_pair(video: str, a: int, b: int, size: int = 224) -> torch.Tensor:
+def video_pair(video: str, a: int, b: int, size: int = FRAME_SIDE) -> torch.Tensor:
     """Frames ``a`` and ``b`` of ``video`` as (2, 3, size, size) in [0, 1]."""
     return fit_frame(read_frames(video_path(video), [a, b]), size)
 

@@ -1,0 +1,41 @@
+"""What a path is, asked before anything opens it: a FIFO blocks whoever opens it
+until the other end comes, and a device or a socket is no file to read or replace.
+Symbolic links are followed (the kind is the kind of what they point to)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from .errors import InputError
+
+__all__ = ["file_kind", "regular_file"]
+
+_KINDS = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
+def file_kind(path: str | Path) -> str | None:
+    """``file``, ``folder``, ``FIFO``, ``character device``, ``block device`` or ``socket``; None if nothing is there.
+
+    Example:
+        >>> file_kind("/dev/null"), file_kind("/"), file_kind("/no/such/thing")
+        ('character device', 'folder', None)
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:  # a symlink loop, a folder that may not be searched
+        raise InputError(f"cannot use {path}: {exc.strerror}") from None
+    return next((name for test, name in _KINDS if test(mode)), "special file")
+
+
+def regular_file(path: str | Path, what: str) -> Path:
+    """``path`` if it is a regular file; else :class:`InputError` (``what``: how the message names it)."""
+    kind = file_kind(path)
+    if kind is None:
+        raise InputError(f"{what} {path} does not exist")
+    if kind != "file":
+        raise InputError(f"{what} {path} is not a regular file (it is a {kind})")
+    return Path(path)

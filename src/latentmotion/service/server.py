@@ -296,7 +296,8 @@ class _Stream:
             self.out.put_nowait(None)
             await writer  # every frame read gets its answer before the stream closes
         finally:
-            writer.cancel()
+            writer.cancel()  # and wait for it: no write of this stream outlives it
+            await asyncio.gather(writer, return_exceptions=True)
         if self.server.draining.is_set():
             raise StreamError(_S.UNAVAILABLE, "", "the server is shutting down; reconnect")
         return n

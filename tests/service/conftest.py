@@ -71,7 +71,8 @@ def _cached_cloud(m: str, layer: str, weights: str):
 class ServerThread:
     """A CloudServer on its own event loop thread, on an ephemeral loopback port."""
 
-    def __init__(self, **options) -> None:
+    def __init__(self, load=None, **options) -> None:
+        self.load = load or _cached_cloud  # load_cloud itself: every stream's preparation runs for real
         options.setdefault("insecure", True)
         self.config = ServerConfig(host="127.0.0.1", port=0, **options)
         self.loop = asyncio.new_event_loop()
@@ -83,7 +84,7 @@ class ServerThread:
 
     def _backend(self):
         batcher = Batcher(self.config.max_batch, self.config.max_wait_ms / 1000, self.config.max_queue, "cpu")
-        return LocalBackend(batcher, self.config.max_models, load=_cached_cloud)
+        return LocalBackend(batcher, self.config.max_models, load=self.load)
 
     async def _make(self, backend):
         return CloudServer(self.config, backend)

@@ -1,15 +1,21 @@
-"""The served cloud sub-model: same answers as the eager one, fallback when tracing would change them."""
+"""The served cloud sub-model: same answers as the eager one, fallback when tracing would change them; preparation is bounded."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import threading
+import time
 
+import grpc
+import pytest
 import torch
 from torch import nn
 
-from latentmotion.service.backends import ServedModel
+import latentmotion.models as models
+from latentmotion.service.backends import ModelCache, ServedModel, StreamError, load_cloud
 
-from .conftest import features, split
+from .conftest import LAYER, MODEL, features, split
 
 
 def test_served_model_matches_the_eager_cloud_on_real_features():
@@ -38,3 +44,36 @@ def test_served_model_falls_back_when_tracing_changes_the_output():
     assert served.graph is None
     x = torch.randn(4, 2, 3, 3)
     assert torch.equal(served(x), x.flatten(1) * 4)
+
+
+def test_preparing_splits_loads_each_network_once_and_one_at_a_time(monkeypatch):
+    loads = []
+    real = models.load_model
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: loads.append(a) or real(*a, **k))
+    load_cloud(MODEL, LAYER, "imagenet")
+    for i in range(20):  # a flood of unknown layers is refused by a lookup, not by loading the network again
+        with pytest.raises(StreamError, match="unknown layer") as err:
+            load_cloud(MODEL, f"_blocks.{40 + i}.add", "imagenet")
+        assert err.value.code == grpc.StatusCode.NOT_FOUND
+    assert len(loads) <= 1
+
+    running, most, made = [0], [0], []
+    lock = threading.Lock()
+
+    def make(m, layer, w):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        made.append(layer)
+        return object()
+
+    async def main():
+        cache = ModelCache(make, max_models=8)
+        return await asyncio.gather(*(cache.get("m", f"l{i % 4}", "w") for i in range(16)))
+
+    handles = asyncio.run(main())
+    assert most[0] == 1 and sorted(made) == ["l0", "l1", "l2", "l3"]  # one at a time, each key once
+    assert handles[0] is handles[4] is handles[8]

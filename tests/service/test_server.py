@@ -208,3 +208,33 @@ def test_a_tensor_the_edge_cannot_code_raises_its_own_error(server):
     while server.metric("latentmotion_active_streams") > 0 and time.perf_counter() - t < 10:
         time.sleep(0.05)  # the cloud notices the cancelled stream
     assert server.metric("latentmotion_active_streams") == 0
+
+
+def test_edges_refused_mid_stream_see_the_servers_status_not_a_racing_writes_internal_error():
+    """The server ends each stream (bad frames) while its edge is still writing: the edge's failed write must
+    not replace the server's status with INTERNAL 'Internal error from Core' (which it would also retry)."""
+    srv = ServerThread(max_pending=2, max_bad_frames=0)
+
+    class Corrupting(RecordingCoder):
+        coded = 0
+
+        def code(self, item, intra):
+            rec = super().code(item, intra)
+            self.coded += 1
+            return rec if self.coded <= 3 else rec[:-4] + bytes(4)  # from the 4th frame on: broken checksums
+
+    async def edge():
+        try:
+            await stream_edge(srv.target, Corrupting(), _items(0, 12), EdgeOptions(insecure=True, max_retries=0))
+        except ServiceError as exc:
+            return str(exc)
+        return "served"
+
+    async def main():
+        return [msg for _ in range(8) for msg in await asyncio.gather(*(edge() for _ in range(6)))]
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        srv.stop()
+    assert all("refused the stream: INVALID_ARGUMENT: bad stream" in msg for msg in got), [m for m in got if "INVALID_ARGUMENT" not in m][:3]

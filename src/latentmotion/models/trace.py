@@ -18,6 +18,7 @@ stride must agree with the change of shape between them, and a shape value
 from __future__ import annotations
 
 import re
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -30,16 +31,42 @@ PROBES = ((2, 224), (1, 288))  # (batch, side) of the two probe inputs
 FAILED = "failed"  # the node could not run at this probe size (the model refuses it)
 
 
+# While it traces, torch.fx patches nn.Module.__call__ and __getattr__ for the whole process: two traces at
+# once would restore each other's patches, so one traces at a time.
+_FX_PATCH = threading.Lock()
+
+
 class QualnameTracer(fx.Tracer):
-    """fx tracer that records each node's module path and traces into non-torch modules."""
+    """fx tracer that records each node's module path and traces into non-torch modules.
+
+    Only the tracing thread is traced: other threads running their own modules meanwhile (a server
+    classifying frames while it prepares another split) pass straight through the process-wide patch.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.current = ""
         self.qualname: dict[fx.Node, str] = {}
         self._count: dict[str, int] = defaultdict(int)
+        self._thread: int | None = None
+
+    def trace(self, root, concrete_args=None):
+        with _FX_PATCH:
+            self._thread = threading.get_ident()
+            try:
+                return super().trace(root, concrete_args)
+            finally:
+                self._thread = None
+
+    def _foreign(self) -> bool:
+        return threading.get_ident() != self._thread
+
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        return attr_val if self._foreign() else super().getattr(attr, attr_val, parameter_proxy_cache)
 
     def call_module(self, m: nn.Module, forward, args, kwargs):
+        if self._foreign():
+            return forward(*args, **kwargs)
         outer = self.current
         try:
             self.current = self.path_of_module(m)

@@ -3,13 +3,17 @@
 A backend turns ``(model, layer, weights)`` into a :class:`CloudHandle` that
 knows the weights fingerprint of the whole model and classifies one decoded
 tensor at a time (batching happens behind it). Handles live in a bounded LRU
-cache keyed by ``(model, layer, weights)``; loading runs on a thread so other
-streams keep flowing, and two streams asking for the same model share one load.
+cache keyed by ``(model, layer, weights)``; preparing one (loading, cutting,
+tracing, probing) runs on a thread so other streams keep flowing, one at a
+time, and two streams asking for the same key share one preparation. The
+last two whole networks are kept, so another layer of the same network is cut
+without loading it again and an unknown layer is refused by a lookup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import warnings
 from collections import OrderedDict
@@ -34,17 +38,32 @@ class StreamError(Exception):
         self.code, self.kind = code, kind
 
 
+_PREPARE = threading.Lock()  # one split prepared at a time: a flood of Opens costs one core, not one per Open
+
+
+@functools.lru_cache(maxsize=2)
+def _network(model: str, weights: str) -> tuple[nn.Module, str]:
+    """A whole network and its weights fingerprint, kept (guarded by ``_PREPARE``) so that other
+    layers are cut without loading and tracing it again and an unknown layer costs a lookup.
+    Nothing serves it: every split deep-copies what it uses."""
+    from ..models import load_model, weights_fingerprint
+
+    net = load_model(model, weights)
+    return net, weights_fingerprint(net)
+
+
 def load_cloud(model: str, layer: str, weights: str) -> tuple[nn.Module, str, tuple[int, int, int]]:
     """Cloud sub-model of ``model`` cut at ``layer``, the fingerprint of the whole model's weights,
     and the layer's tensor shape for a 224x224 input (the nominal shape)."""
-    from ..models import load_model, split_model, weights_fingerprint
+    from ..models import split_model
 
     try:
-        net = load_model(model, weights)
-        split = split_model(net, layer)
+        with _PREPARE:
+            net, fingerprint = _network(model, weights)
+            split = split_model(net, layer)
         with torch.no_grad():
             nominal = tuple(split.edge(torch.zeros(1, 3, 224, 224)).shape[1:])
-        return split.cloud.eval(), weights_fingerprint(net), nominal
+        return split.cloud.eval(), fingerprint, nominal
     except UnknownNameError as exc:
         raise StreamError(grpc.StatusCode.NOT_FOUND, "unknown_model", str(exc)) from None
     except WeightsUnavailableError as exc:
@@ -129,16 +148,22 @@ class CloudHandle:
 
 @dataclass
 class ModelCache:
-    """At most ``max_models`` handles, least recently used evicted first."""
+    """At most ``max_models`` handles, least recently used evicted first; one is made at a time."""
 
     make: Callable[[str, str, str], CloudHandle]
     max_models: int = 4
     _entries: OrderedDict = field(default_factory=OrderedDict)
 
+    _making: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+
+    async def _make(self, model: str, layer: str, weights: str) -> CloudHandle:
+        async with self._making:  # one at a time, off the event loop: Opens for many keys queue, not pile onto the cores
+            return await asyncio.to_thread(self.make, model, layer, weights)
+
     async def get(self, model: str, layer: str, weights: str) -> CloudHandle:
         key = (model, layer, weights)
-        if key not in self._entries:
-            self._entries[key] = asyncio.ensure_future(asyncio.to_thread(self.make, model, layer, weights))
+        if key not in self._entries:  # streams asking for the same key share one preparation
+            self._entries[key] = asyncio.ensure_future(self._make(model, layer, weights))
         task = self._entries[key]
         self._entries.move_to_end(key)
         try:

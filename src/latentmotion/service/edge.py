@@ -131,14 +131,31 @@ async def _status_error(call) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(await call.code(), await call.initial_metadata(), await call.trailing_metadata(), await call.details())
 
 
-async def _final_status(call, exc: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
-    """The stream's own status when a write failed first (a write that races the server's
-    refusal can report a bare INTERNAL error)."""
+# What grpc sets on a call whose write failed locally. A write that races the server's end of the stream
+# fails so, and overwrites the status already received (or is replaced by it when that arrives later).
+_WRITE_FAILED = "Internal error from Core"
+
+
+def _settled(coro):
+    """The value of a grpc accessor coroutine on a finished call (it returns without waiting)."""
     try:
-        code = await asyncio.wait_for(call.code(), 5)
-    except (TimeoutError, grpc.aio.AioRpcError):
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    return None
+
+
+async def _own_status(call, exc: grpc.aio.AioRpcError, first: list, wait: float = 2.0) -> grpc.aio.AioRpcError:
+    """The status the server ended the stream with, not a racing write's bare INTERNAL error.
+    ``first``: the (code, details) the call finished with first (see :meth:`_Edge._connection`)."""
+    t = time.perf_counter()
+    while not (first and first[0][1] != _WRITE_FAILED) and await call.details() == _WRITE_FAILED and time.perf_counter() - t < wait:
+        await asyncio.sleep(0.01)
+    code, details = first[0] if first and first[0][1] != _WRITE_FAILED else (await call.code(), await call.details())
+    if code == _S.OK or (code, details) == (exc.code(), exc.details()):
         return exc
-    return exc if code in (exc.code(), _S.OK) else await _status_error(call)
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
 class _Edge:
@@ -216,10 +233,12 @@ class _Edge:
             call = channel.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)(
                 metadata=(("authorization", f"Bearer {self.opts.token}"),) if self.opts.token else None
             )
+            first: list = []  # the status the call finishes with, kept before a failing write can overwrite it
+            call.add_done_callback(lambda c: first or first.append((_settled(c.code()), _settled(c.details()))))
             try:
                 return await self._exchange(call, it, t0)
             except grpc.aio.AioRpcError as exc:
-                raise await _final_status(call, exc) from None
+                raise await _own_status(call, exc, first) from None
 
     async def _exchange(self, call, it, t0: float) -> int:
         """Open the stream, then send and receive concurrently until both sides are done."""

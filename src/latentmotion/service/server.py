@@ -30,6 +30,7 @@ in flight when the edge hears the request fail as well).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -173,10 +174,13 @@ class _Stream:
         """Next message; None at the end of the stream or when the server drains."""
         read = asyncio.ensure_future(self.ctx.read())
         drain = asyncio.ensure_future(self.server.draining.wait())
-        done, _ = await asyncio.wait({read, drain}, timeout=self.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED)
-        drain.cancel()
+        try:
+            done, _ = await asyncio.wait({read, drain}, timeout=self.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            drain.cancel()  # also when the stream is cancelled while waiting: no task outlives it
+            if not read.done():
+                read.cancel()
         if read not in done:
-            read.cancel()
             if not done:
                 raise StreamError(_S.DEADLINE_EXCEEDED, "idle", f"no message for {self.cfg.idle_timeout:g} s")
             return None
@@ -292,7 +296,8 @@ class _Stream:
             self.out.put_nowait(None)
             await writer  # every frame read gets its answer before the stream closes
         finally:
-            writer.cancel()
+            writer.cancel()  # and wait for it: no write of this stream outlives it
+            await asyncio.gather(writer, return_exceptions=True)
         if self.server.draining.is_set():
             raise StreamError(_S.UNAVAILABLE, "", "the server is shutting down; reconnect")
         return n
@@ -345,19 +350,26 @@ class CloudServer:
         if self.active >= self.config.max_streams:
             self.metrics.errors.labels(kind="too_many_streams").inc()
             await context.abort(_S.RESOURCE_EXHAUSTED, f"the server already serves {self.config.max_streams} streams")
+        with self._slot():
+            peer, t = context.peer(), time.perf_counter()
+            try:
+                # Accepted: the edge waits for this before it writes, so a refusal never races its first message.
+                await context.send_initial_metadata(())
+                n = await _Stream(self, context).run()
+                log_event("stream_end", peer=peer, frames=n, seconds=round(time.perf_counter() - t, 3))
+            except StreamError as exc:
+                if exc.kind:
+                    self.metrics.errors.labels(kind=exc.kind).inc()
+                log_event("stream_error", peer=peer, code=exc.code.name, kind=exc.kind, message=str(exc))
+                await context.abort(exc.code, str(exc))
+
+    @contextlib.contextmanager
+    def _slot(self):
+        """One of ``max_streams`` slots, released on every way out (a client may cancel at any await)."""
         self.active += 1
         self.metrics.streams.inc()
-        peer, t = context.peer(), time.perf_counter()
-        # Accepted: the edge waits for this before it writes, so a refusal never races its first message.
-        await context.send_initial_metadata(())
         try:
-            n = await _Stream(self, context).run()
-            log_event("stream_end", peer=peer, frames=n, seconds=round(time.perf_counter() - t, 3))
-        except StreamError as exc:
-            if exc.kind:
-                self.metrics.errors.labels(kind=exc.kind).inc()
-            log_event("stream_error", peer=peer, code=exc.code.name, kind=exc.kind, message=str(exc))
-            await context.abort(exc.code, str(exc))
+            yield
         finally:
             self.active -= 1
             self.metrics.streams.dec()

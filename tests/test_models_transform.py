@@ -55,7 +55,17 @@ def test_shipped_transforms_load_and_fit_their_cut(model, layer, channels):
     t = load_transform(model, layer)
     assert t.basis.shape == (channels, channels) and torch.allclose(t.basis.T @ t.basis, torch.eye(channels), atol=1e-4)
     assert torch.all(t.variance[:-1] >= t.variance[1:]) and float(t.variance[0]) > 0
-    assert len(t.fingerprint()) == 12 and t.fingerprint() == load_transform(model, layer).fingerprint()
+    from latentmotion.models import load_model, weights_fingerprint
+
+    fitted_on = weights_fingerprint(load_model(model))
+    assert load_transform(model, layer, weights=fitted_on, channels=channels).basis.shape[0] == channels  # the weights it was fitted on
+
+
+def test_a_transform_of_other_weights_or_channels_is_refused():
+    with pytest.raises(InputError, match="fitted on weights"):
+        load_transform("efficientnet_lite0", "_blocks.4.add", weights="0123456789abcdef")
+    with pytest.raises(InputError, match="transforms 40 channels"):
+        load_transform("efficientnet_lite0", "_blocks.4.add", channels=112)
 
 
 def test_missing_or_damaged_transform_is_one_clear_error(tmp_path):

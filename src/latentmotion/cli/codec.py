@@ -146,7 +146,7 @@ def codec_eval(
     model: str = typer.Option("efficientnet_lite0"),
     layer: str = typer.Option("_blocks.4.add"),
     weights: str = typer.Option("imagenet"),
-    steps: str = typer.Option("0.088,0.125,0.177,0.25,0.354,0.5,0.707", help="comma-separated quantisation steps, relative to the features' RMS"),
+    steps: Optional[str] = typer.Option(None, help="comma-separated quantisation steps, relative to the features' RMS (default: 0.088 to 1.41 in factors of sqrt 2)"),
     configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input, klt)"),
     anchors: Optional[str] = typer.Option(None, help="comma-separated anchors, base[-modifier...] ('' for none; default: the strongest feature anchors and remote inference, docs/codec.md)"),
     qps: str = typer.Option("", help="comma-separated QPs for every anchor (default: each anchor family's own range)"),
@@ -156,11 +156,11 @@ def codec_eval(
     """Rate-distortion and task fidelity (KL, with its noise floor) of every configuration and anchor; BD-rates; report."""
     from ..codec.limits import check_step
     from ..experiments.codec_anchors import DEFAULT_ANCHORS, parse_anchor
-    from ..experiments.codec_eval import EvalSettings, check_settings, evaluate, verdict
+    from ..experiments.codec_eval import STEPS, EvalSettings, check_settings, evaluate, verdict
     from ..experiments.reproduce import _progress
     from ..pipeline import check_frame_range
 
-    step_list = tuple(check_step(s) for s in parse_list(steps, float, "--steps", "numbers"))
+    step_list = STEPS if steps is None else tuple(check_step(s) for s in parse_list(steps, float, "--steps", "numbers"))
     qp_list = tuple(parse_list(qps, int, "--qps", "integers")) if qps.strip() else ()
     cfgs = tuple(parse_list(configs, str, "--configs", "configuration names"))
     anchor_list = DEFAULT_ANCHORS if anchors is None else tuple(a.strip() for a in anchors.split(",") if a.strip())

@@ -133,7 +133,7 @@ def _grid(c: int, h: int, w: int, layout: str) -> tuple[int, int, int, int]:
     return ph, pw, cols, -(-c // cols)
 
 
-def tile(x: torch.Tensor, layout: str = "pad8") -> np.ndarray:
+def tile(x: torch.Tensor, layout: str) -> np.ndarray:
     """(C, H, W) -> one float picture: channels on a grid, row by row (edge replicate padding).
 
     ``pad8`` pads each channel to multiples of 8; ``own`` keeps channels at their
@@ -146,7 +146,7 @@ def tile(x: torch.Tensor, layout: str = "pad8") -> np.ndarray:
     return np.pad(p, ((0, -p.shape[0] % 8), (0, -p.shape[1] % 8)), mode="edge")
 
 
-def untile(p: np.ndarray, shape: tuple[int, int, int], layout: str = "pad8") -> torch.Tensor:
+def untile(p: np.ndarray, shape: tuple[int, int, int], layout: str) -> torch.Tensor:
     """Inverse of :func:`tile`."""
     c, h, w = shape
     ph, pw, cols, rows = _grid(c, h, w, layout)

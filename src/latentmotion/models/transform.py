@@ -27,7 +27,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .fingerprint import weights_fingerprint
 
 __all__ = ["ChannelTransform", "FIT_VIDEOS", "FitSettings", "fit_channel_transform", "load_transform", "save_transform", "transform_path"]
 
@@ -76,12 +76,6 @@ class ChannelTransform(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.einsum("ck,nkhw->nchw", self.basis, z) + self.mean[:, None, None]
 
-    def fingerprint(self) -> str:
-        """Short hash of the buffers: a stream coded through one transform is decoded through the same one."""
-        h = hashlib.sha256()
-        for k, v in sorted(self.state_dict().items()):
-            h.update(k.encode() + v.contiguous().numpy().tobytes())
-        return h.hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -130,7 +124,8 @@ def fit_channel_transform(st: FitSettings, progress=None) -> tuple[ChannelTransf
     from . import load_model, split_model
 
     g = torch.Generator().manual_seed(st.seed)
-    split = split_model(load_model(st.model), st.layer)
+    net = load_model(st.model)  # the record names its weights: the basis holds for them only
+    split = split_model(net, st.layer)
     feats = []
     for frames in _fit_frames(st, g):
         feats.append(split.edge(frames))
@@ -139,7 +134,8 @@ def fit_channel_transform(st: FitSettings, progress=None) -> tuple[ChannelTransf
     feats = torch.cat(feats)
     t = ChannelTransform.fit(feats)
     energy = torch.cumsum(t.variance, 0) / t.variance.sum()
-    record = {"settings": asdict(st), "images": len(feats), "energy_of_first_quarter": float(energy[len(energy) // 4 - 1])}
+    record = {"settings": asdict(st), "weights": weights_fingerprint(net), "images": len(feats),
+              "energy_of_first_quarter": float(energy[len(energy) // 4 - 1])}
     return t, record
 
 
@@ -149,14 +145,24 @@ def save_transform(t: ChannelTransform, record: dict, path: Path) -> None:
     path.write_bytes(buf.getvalue())
 
 
-def load_transform(model: str, layer: str, path: Path | None = None) -> ChannelTransform:
-    """The shipped (or given) transform of a cut; a clear error where none was fitted."""
+def load_transform(model: str, layer: str, path: Path | None = None, weights: str | None = None, channels: int | None = None) -> ChannelTransform:
+    """The shipped (or given) transform of a cut; a clear error where none was fitted.
+
+    ``weights`` (a :func:`~latentmotion.models.weights_fingerprint`) and ``channels``, when
+    given, must be those the basis was fitted on: a basis of other weights would decode
+    into the wrong features without a sound.
+    """
     path = path or transform_path(model, layer)
     if not path.is_file():
         raise InputError(f"no channel transform for {model} {layer} ({path}); fit one with `latentmotion codec fit-transform --model {model} --layer {layer} --out FILE`")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         s = blob["state"]
-        return ChannelTransform(s["mean"], s["basis"], s["variance"]).eval()
+        t, fitted = ChannelTransform(s["mean"], s["basis"], s["variance"]).eval(), blob["record"].get("weights")
     except Exception as exc:  # a damaged or foreign file: one line
         raise InputError(f"{path} is not a channel transform file ({type(exc).__name__})") from None
+    if channels is not None and t.basis.shape[0] != channels:
+        raise InputError(f"{path} transforms {t.basis.shape[0]} channels; {model} {layer} has {channels}")
+    if weights is not None and fitted != weights:
+        raise InputError(f"{path} was fitted on weights {fitted}, but {model} has weights {weights}: refit it with `latentmotion codec fit-transform`")
+    return t

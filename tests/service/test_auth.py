@@ -69,3 +69,31 @@ def test_plaintext_is_refused_off_loopback():
         ServerConfig(host="0.0.0.0", insecure=True).check()
     with pytest.raises(InputError, match="only to loopback"):
         asyncio.run(stream_edge("192.0.2.1:5050", RecordingCoder(), [], EdgeOptions(insecure=True)))
+
+
+@pytest.mark.parametrize("token", ["edge\nsecret", "edge-secret\r", "tab\tin", "caf\u00e9", "nul\x00", "del\x7f"])
+def test_a_token_gRPC_metadata_cannot_carry_is_refused_before_connecting(token):
+    # no server on this port: a refusal must come from the check, not from a connection attempt or its retries
+    with pytest.raises(InputError, match="printable ASCII"):
+        asyncio.run(stream_edge("127.0.0.1:1", RecordingCoder(), [], EdgeOptions(insecure=True, token=token, max_retries=0)))
+    EdgeOptions(insecure=True, token="A z~!#=/+").check("127.0.0.1:1")  # every printable ASCII character, space included, is fine
+
+
+def test_stream_refuses_a_token_file_with_a_newline_inside_in_one_line(tmp_path):
+    import sys
+
+    from latentmotion.cli.service import _token
+
+    (tmp_path / "ok.token").write_text("c2VjcmV0LXRva2VuLWJ5dGVz\n")  # what `head -c 24 /dev/urandom | base64 > f` writes
+    assert _token(str(tmp_path / "ok.token")) == "c2VjcmV0LXRva2VuLWJ5dGVz"  # the trailing newline is not part of the token
+    (tmp_path / "binary.token").write_bytes(b"\xff\xfesecret\n")  # not UTF-8: refused by the same check, no traceback
+    with pytest.raises(InputError, match="printable ASCII"):
+        EdgeOptions(insecure=True, token=_token(str(tmp_path / "binary.token"))).check("127.0.0.1:1")
+    (tmp_path / "two.token").write_text("first-line\nsecond-line\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "latentmotion.cli", "stream", "--insecure", "--port", "1", "--retries", "0", "--token-file", str(tmp_path / "two.token")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.startswith("error: ") and "printable ASCII" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "first-line" not in r.stderr  # the secret is never printed

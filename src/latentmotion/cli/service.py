@@ -75,7 +75,9 @@ def _token(token_file: str | None) -> str | None:
         p = Path(token_file)
         if not p.is_file() or p.stat().st_size > 4096:
             raise InputError(f"token file {p} does not exist or is larger than 4096 bytes")
-        return p.read_text().strip()
+        # Surrounding whitespace (the newline `base64 > edge1.token` writes) is not part of the token, as in the
+        # hashing line of docs/service.md; undecodable bytes become U+FFFD, which EdgeOptions.check refuses.
+        return p.read_bytes().decode("utf-8", errors="replace").strip()
     return os.environ.get("LATENTMOTION_TOKEN")
 
 

@@ -97,3 +97,31 @@ def test_stream_refuses_a_token_file_with_a_newline_inside_in_one_line(tmp_path)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert r.stderr.startswith("error: ") and "printable ASCII" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "first-line" not in r.stderr  # the secret is never printed
+
+
+def test_two_authorization_headers_are_refused_whatever_their_values(tmp_path):
+    import grpc
+
+    from latentmotion.service import cloud_pb2 as pb
+    from latentmotion.service.server import METHOD
+
+    (tmp_path / "tokens").write_text(hash_token("edge-secret") + "\n")
+    srv = ServerThread(tokens=str(tmp_path / "tokens"), idle_timeout=5.0)
+
+    async def status(metadata) -> tuple:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
+            call = channel.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)(metadata=metadata)
+            await call.initial_metadata()
+            if not call.done():  # accepted: end the stream without an Open
+                await call.done_writing()
+            return await call.code(), await call.details()
+
+    good, bad = ("authorization", "Bearer edge-secret"), ("authorization", "Bearer wrong")
+    try:
+        for md in ((good, bad), (bad, good), (good, good)):
+            code, details = asyncio.run(status(md))
+            assert code == grpc.StatusCode.UNAUTHENTICATED and details == "ambiguous credentials: 2 authorization headers", (md, code, details)
+        assert asyncio.run(status((good,)))[0] == grpc.StatusCode.INVALID_ARGUMENT  # one valid header is accepted (then no Open)
+        assert srv.metric("latentmotion_errors_total", kind="unauthenticated") == 3
+    finally:
+        srv.stop()

@@ -9,7 +9,7 @@ can end only its own stream, with a gRPC status naming the problem:
 ==========================  ====================  =============================
 problem                     status                metric kind
 ==========================  ====================  =============================
-missing or wrong token      UNAUTHENTICATED       unauthenticated
+missing/wrong/2+ tokens     UNAUTHENTICATED       unauthenticated
 too many streams            RESOURCE_EXHAUSTED    too_many_streams
 unknown model or layer      NOT_FOUND / INVALID   unknown_model / bad_layer
 weights fingerprint differs FAILED_PRECONDITION   weights_mismatch
@@ -341,10 +341,13 @@ class CloudServer:
 
     async def infer_stream(self, request_iterator, context) -> None:
         """The Infer RPC: one edge's stream, from its token check to its last result."""
-        md = dict(context.invocation_metadata() or ())
-        if self.tokens is not None and not self.tokens.check(md.get("authorization")):
-            self.metrics.errors.labels(kind="unauthenticated").inc()
-            await context.abort(_S.UNAUTHENTICATED, "missing or unknown bearer token")
+        if self.tokens is not None:
+            # Every entry, not a dict: with two, a dict keeps the last, so which credential counts would be up to the client.
+            auth = [v for k, v in context.invocation_metadata() or () if k.lower() == "authorization"]
+            if len(auth) > 1 or not self.tokens.check(auth[0] if auth else None):
+                self.metrics.errors.labels(kind="unauthenticated").inc()
+                why = f"ambiguous credentials: {len(auth)} authorization headers" if len(auth) > 1 else "missing or unknown bearer token"
+                await context.abort(_S.UNAUTHENTICATED, why)
         if self.draining.is_set():
             await context.abort(_S.UNAVAILABLE, "the server is shutting down; reconnect")
         if self.active >= self.config.max_streams:

@@ -466,19 +466,20 @@ def make_backend(config: ServerConfig):
     return LocalBackend(batcher, config.max_models)
 
 
-def serve(config: ServerConfig, ready: Callable[[int], None] | None = None) -> int:
+def serve(config: ServerConfig, ready: Callable[[int], None] | None = None, stopping: Callable[[int, int], None] | None = None) -> int:
     """Run the cloud until SIGINT or SIGTERM; returns the exit code.
 
-    An idle server waits forever. On a signal it drains (stops accepting
-    streams, answers every frame already received, tells edges to reconnect)
-    and returns 0 when the drain finished within ``drain_timeout``, else the
-    interrupted-job code (130 for SIGINT, 143 for SIGTERM).
+    An idle server waits forever. On a signal it calls ``stopping(signal number,
+    open streams)``, drains (stops accepting streams, answers every frame
+    already received, tells edges to reconnect) and returns 0 when the drain
+    finished within ``drain_timeout``, else the interrupted-job code (130 for
+    SIGINT, 143 for SIGTERM). ``ready(port)`` is called once it serves.
     """
     config.check()
-    return asyncio.run(_serve(config, ready))
+    return asyncio.run(_serve(config, ready, stopping))
 
 
-async def _serve(config: ServerConfig, ready) -> int:
+async def _serve(config: ServerConfig, ready, stopping=None) -> int:
     server = CloudServer(config)
     port = await server.start()
     stop, got = asyncio.Event(), []
@@ -489,5 +490,7 @@ async def _serve(config: ServerConfig, ready) -> int:
     if ready:
         ready(port)
     await stop.wait()
+    if stopping:
+        stopping(int(got[0]), server.active)
     clean = await server.drain()
     return 0 if clean else 128 + int(got[0] if got else signal.SIGTERM)

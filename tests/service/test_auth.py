@@ -69,3 +69,59 @@ def test_plaintext_is_refused_off_loopback():
         ServerConfig(host="0.0.0.0", insecure=True).check()
     with pytest.raises(InputError, match="only to loopback"):
         asyncio.run(stream_edge("192.0.2.1:5050", RecordingCoder(), [], EdgeOptions(insecure=True)))
+
+
+@pytest.mark.parametrize("token", ["edge\nsecret", "edge-secret\r", "tab\tin", "caf\u00e9", "nul\x00", "del\x7f"])
+def test_a_token_gRPC_metadata_cannot_carry_is_refused_before_connecting(token):
+    # no server on this port: a refusal must come from the check, not from a connection attempt or its retries
+    with pytest.raises(InputError, match="printable ASCII"):
+        asyncio.run(stream_edge("127.0.0.1:1", RecordingCoder(), [], EdgeOptions(insecure=True, token=token, max_retries=0)))
+    EdgeOptions(insecure=True, token="A z~!#=/+").check("127.0.0.1:1")  # every printable ASCII character, space included, is fine
+
+
+def test_stream_refuses_a_token_file_with_a_newline_inside_in_one_line(tmp_path):
+    import sys
+
+    from latentmotion.cli.service import _token
+
+    (tmp_path / "ok.token").write_text("c2VjcmV0LXRva2VuLWJ5dGVz\n")  # what `head -c 24 /dev/urandom | base64 > f` writes
+    assert _token(str(tmp_path / "ok.token")) == "c2VjcmV0LXRva2VuLWJ5dGVz"  # the trailing newline is not part of the token
+    (tmp_path / "binary.token").write_bytes(b"\xff\xfesecret\n")  # not UTF-8: refused by the same check, no traceback
+    with pytest.raises(InputError, match="printable ASCII"):
+        EdgeOptions(insecure=True, token=_token(str(tmp_path / "binary.token"))).check("127.0.0.1:1")
+    (tmp_path / "two.token").write_text("first-line\nsecond-line\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "latentmotion.cli", "stream", "--insecure", "--port", "1", "--retries", "0", "--token-file", str(tmp_path / "two.token")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert r.stderr.startswith("error: ") and "printable ASCII" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "first-line" not in r.stderr  # the secret is never printed
+
+
+def test_two_authorization_headers_are_refused_whatever_their_values(tmp_path):
+    import grpc
+
+    from latentmotion.service import cloud_pb2 as pb
+    from latentmotion.service.server import METHOD
+
+    (tmp_path / "tokens").write_text(hash_token("edge-secret") + "\n")
+    srv = ServerThread(tokens=str(tmp_path / "tokens"), idle_timeout=5.0)
+
+    async def status(metadata) -> tuple:
+        async with grpc.aio.insecure_channel(srv.target) as channel:
+            call = channel.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)(metadata=metadata)
+            await call.initial_metadata()
+            if not call.done():  # accepted: end the stream without an Open
+                await call.done_writing()
+            return await call.code(), await call.details()
+
+    good, bad = ("authorization", "Bearer edge-secret"), ("authorization", "Bearer wrong")
+    try:
+        for md in ((good, bad), (bad, good), (good, good)):
+            code, details = asyncio.run(status(md))
+            assert code == grpc.StatusCode.UNAUTHENTICATED and details == "ambiguous credentials: 2 authorization headers", (md, code, details)
+        assert asyncio.run(status((good,)))[0] == grpc.StatusCode.INVALID_ARGUMENT  # one valid header is accepted (then no Open)
+        assert srv.metric("latentmotion_errors_total", kind="unauthenticated") == 3
+    finally:
+        srv.stop()

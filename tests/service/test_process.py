@@ -128,3 +128,48 @@ def test_user_errors_are_one_line_exit_2(args, needle, tmp_path):
         r = subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2 and needle in r.stderr, (r.returncode, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_serve_says_in_one_line_that_a_signal_stops_it_and_drains_to_exit_0():
+    import queue
+
+    import grpc
+
+    from latentmotion.service import cloud_pb2 as pb
+    from latentmotion.service.server import METHOD
+
+    port = _free_port()
+    server = _start(port)
+    requests: queue.Queue = queue.Queue()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)(iter(requests.get, None))
+        call.initial_metadata()  # accepted: one open stream, waiting for its Open
+        code, err = _stop(server, signal.SIGTERM)
+        requests.put(None)
+        assert call.code() == grpc.StatusCode.UNAVAILABLE  # the drain told the edge to reconnect
+    said = [ln for ln in err.splitlines() if not ln.startswith("{")]  # the rest are the JSON log lines
+    assert said == ["stopping on SIGTERM: draining 1 stream"], err
+    assert err.index("stopping on SIGTERM") < err.index('"stopped"')  # said when the signal came, not after the drain
+    assert code == 0 and '"clean": true' in err
+
+
+def test_a_drain_that_times_out_exits_like_an_interrupted_job_with_the_one_stopping_line(monkeypatch, capsys):
+    import latentmotion.service as service
+    from latentmotion.cli._app import run_app
+
+    def cut_short(config, ready=None, stopping=None):  # SIGINT came with 2 streams open, and they outlived --drain-timeout
+        ready(config.port)
+        if stopping:
+            stopping(int(signal.SIGINT), 2)
+        return 130
+
+    monkeypatch.setattr(service, "serve", cut_short)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            run_app(["serve", "--insecure", "--port", "0"])
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err.splitlines() == ["stopping on SIGINT: draining 2 streams"]

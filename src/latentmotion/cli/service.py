@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -65,8 +66,14 @@ def serve(
         metrics_port=metrics_port, ray=ray, drain_timeout=drain_timeout, models=_allowed(models, preload or ()), preload=tuple(preload or ()),
         model_threads=model_threads,
     )  # fmt: skip
-    code = run_server(cfg, ready=lambda p: console.print(f"listening on {host}:{p}", soft_wrap=True))
-    raise typer.Exit(code)
+    code = run_server(cfg, ready=lambda p: console.print(f"listening on {host}:{p}", soft_wrap=True), stopping=_say_stopping)
+    if code:  # the drain timed out: 130/143 like an interrupted job, and the stopping line was its one line
+        sys.exit(code)
+
+
+def _say_stopping(signum: int, streams: int) -> None:
+    """The one line a signal gets: a serve asked to stop drains first (exit 0 when that completes)."""
+    print(f"stopping on {signal.Signals(signum).name}: draining {streams} stream{'' if streams == 1 else 's'}", file=sys.stderr, flush=True)
 
 
 def _token(token_file: str | None) -> str | None:
@@ -75,7 +82,9 @@ def _token(token_file: str | None) -> str | None:
         p = Path(token_file)
         if not p.is_file() or p.stat().st_size > 4096:
             raise InputError(f"token file {p} does not exist or is larger than 4096 bytes")
-        return p.read_text().strip()
+        # Surrounding whitespace (the newline `base64 > edge1.token` writes) is not part of the token, as in the
+        # hashing line of docs/service.md; undecodable bytes become U+FFFD, which EdgeOptions.check refuses.
+        return p.read_bytes().decode("utf-8", errors="replace").strip()
     return os.environ.get("LATENTMOTION_TOKEN")
 
 

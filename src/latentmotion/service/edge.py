@@ -344,6 +344,20 @@ class EdgeOptions:
             raise InputError(f"--insecure sends plaintext and is allowed only to loopback, not to {host!r}")
         if self.window < 1 or self.top_k < 1 or self.max_retries < 0:
             raise InputError("window and top-k must be at least 1, retries not negative")
+        check_token(self.token)
+
+
+def check_token(token: str | None) -> None:
+    """Refuse a token that a gRPC metadata value cannot carry (printable ASCII only) with :class:`InputError`.
+
+    gRPC would refuse it only when the call starts, with a status the edge takes
+    for a broken connection (``INTERNAL``) and retries; the message never shows the token.
+    """
+    for i, c in enumerate(token or ""):
+        if not " " <= c <= "~":
+            raise InputError(
+                f"the token has character U+{ord(c):04X} at position {i + 1}; a token must be printable ASCII (0x20-0x7E) on one line"
+            )
 
 
 async def stream_edge(target: str, coder: LiveCoder, items: Iterable, options: EdgeOptions | None = None, fps: float | None = None) -> EdgeReport:

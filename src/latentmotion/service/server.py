@@ -9,7 +9,7 @@ can end only its own stream, with a gRPC status naming the problem:
 ==========================  ====================  =============================
 problem                     status                metric kind
 ==========================  ====================  =============================
-missing or wrong token      UNAUTHENTICATED       unauthenticated
+missing/wrong/2+ tokens     UNAUTHENTICATED       unauthenticated
 too many streams            RESOURCE_EXHAUSTED    too_many_streams
 unknown model or layer      NOT_FOUND / INVALID   unknown_model / bad_layer
 weights fingerprint differs FAILED_PRECONDITION   weights_mismatch
@@ -341,10 +341,13 @@ class CloudServer:
 
     async def infer_stream(self, request_iterator, context) -> None:
         """The Infer RPC: one edge's stream, from its token check to its last result."""
-        md = dict(context.invocation_metadata() or ())
-        if self.tokens is not None and not self.tokens.check(md.get("authorization")):
-            self.metrics.errors.labels(kind="unauthenticated").inc()
-            await context.abort(_S.UNAUTHENTICATED, "missing or unknown bearer token")
+        if self.tokens is not None:
+            # Every entry, not a dict: with two, a dict keeps the last, so which credential counts would be up to the client.
+            auth = [v for k, v in context.invocation_metadata() or () if k.lower() == "authorization"]
+            if len(auth) > 1 or not self.tokens.check(auth[0] if auth else None):
+                self.metrics.errors.labels(kind="unauthenticated").inc()
+                why = f"ambiguous credentials: {len(auth)} authorization headers" if len(auth) > 1 else "missing or unknown bearer token"
+                await context.abort(_S.UNAUTHENTICATED, why)
         if self.draining.is_set():
             await context.abort(_S.UNAVAILABLE, "the server is shutting down; reconnect")
         if self.active >= self.config.max_streams:
@@ -463,19 +466,20 @@ def make_backend(config: ServerConfig):
     return LocalBackend(batcher, config.max_models)
 
 
-def serve(config: ServerConfig, ready: Callable[[int], None] | None = None) -> int:
+def serve(config: ServerConfig, ready: Callable[[int], None] | None = None, stopping: Callable[[int, int], None] | None = None) -> int:
     """Run the cloud until SIGINT or SIGTERM; returns the exit code.
 
-    An idle server waits forever. On a signal it drains (stops accepting
-    streams, answers every frame already received, tells edges to reconnect)
-    and returns 0 when the drain finished within ``drain_timeout``, else the
-    interrupted-job code (130 for SIGINT, 143 for SIGTERM).
+    An idle server waits forever. On a signal it calls ``stopping(signal number,
+    open streams)``, drains (stops accepting streams, answers every frame
+    already received, tells edges to reconnect) and returns 0 when the drain
+    finished within ``drain_timeout``, else the interrupted-job code (130 for
+    SIGINT, 143 for SIGTERM). ``ready(port)`` is called once it serves.
     """
     config.check()
-    return asyncio.run(_serve(config, ready))
+    return asyncio.run(_serve(config, ready, stopping))
 
 
-async def _serve(config: ServerConfig, ready) -> int:
+async def _serve(config: ServerConfig, ready, stopping=None) -> int:
     server = CloudServer(config)
     port = await server.start()
     stop, got = asyncio.Event(), []
@@ -486,5 +490,7 @@ async def _serve(config: ServerConfig, ready) -> int:
     if ready:
         ready(port)
     await stop.wait()
+    if stopping:
+        stopping(int(got[0]), server.active)
     clean = await server.drain()
     return 0 if clean else 128 + int(got[0] if got else signal.SIGTERM)

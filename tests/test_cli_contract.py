@@ -122,6 +122,15 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--steps", "1,2,x,4", "--out", "{out}"), "--steps"),
         (("--steps", "1,2,4,1e39", "--out", "{out}"), "float32"),
         (("--out", "{file}"), "not a folder"),
+        (("--anchors", "x265_ldp-pad16", "--out", "{out}"), "modifier"),
+        (("--anchors", "x265_ldp,x265_ldp-slow", "--out", "{out}"), "twice"),
+        (("--anchors", "x265_ldp", "--qps", "20,30,40,52", "--out", "{out}"), "0..51"),
+        (("--configs", "klt", "--layer", "_blocks.0._bn2", "--anchors", "", "--out", "{out}"), "fit-transform"),
+    ],
+    "codec fit-transform": [
+        (("--crops", "0", "--out", "{out}"), "--crops"),
+        (("--out", "{old}"), "folder"),
+        (("--layer", "nosuch", "--out", "{out}"), "unknown layer"),
     ],
     "serve": [
         (("--insecure", "--port", "70000"), "--port"),

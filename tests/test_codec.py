@@ -486,3 +486,20 @@ def test_decoded_size_is_known_before_decoding():
     xs = [torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     stream = encode_sequence(xs, Encoder((2, 4, 4), 0.1, "zero"))
     assert decoded_nbytes(stream) == sum(x.numel() * 4 for x in decode_stream(stream)[1])
+
+
+def test_cli_classify_refuses_a_small_stream_that_claims_a_huge_grid(tmp_path):
+    """Issue 20 (attack): 5 KB of stream claiming (40, 512, 512) made --classify run the cloud on it (53 s, 2 GB).
+    The cloud takes the cut's channels and at most 4x its nominal area, checked before decoding."""
+    import subprocess
+    import sys
+
+    from latentmotion.codec import Encoder, encode_sequence
+    from latentmotion.models import load_model, weights_fingerprint
+
+    fp = weights_fingerprint(load_model("efficientnet_lite0"))
+    enc = Encoder((40, 512, 512), 1.0, "zero", model="efficientnet_lite0", layer="_blocks.4.add", weights=fp, block=64, mblock=64)
+    s = tmp_path / "big.lmf"
+    s.write_bytes(encode_sequence([torch.zeros(40, 512, 512)] * 2, enc))
+    r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "codec", "decode", str(s), "--classify"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "4x the area" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -147,3 +147,12 @@ def test_qps_are_checked_on_each_codec_scale_and_klt_never_on_its_fitting_clips(
         check_settings(EvalSettings(anchors=("x265_ldp",), qps=(40, 52)))
     with pytest.raises(InputError, match="fitting material"):
         check_settings(EvalSettings(video="Megamind.avi", configs=("klt",)))
+
+
+def test_sweeps_refuse_repeats_and_lists_too_long_to_run():
+    from latentmotion.experiments.codec_eval import EvalSettings, check_settings
+
+    for bad in (dict(configs=("klt", "klt")), dict(steps=(0.1, 0.2, 0.2, 0.4)), dict(qps=(30, 30, 31)), dict(qps=(30,)),
+                dict(steps=tuple(0.01 * (i + 1) for i in range(33)))):
+        with pytest.raises(InputError):
+            check_settings(EvalSettings(anchors=("x265_ldp",), **bad))

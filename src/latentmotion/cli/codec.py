@@ -79,6 +79,20 @@ def codec_encode(
     console.print(f"{out}: {len(stream)} bytes, {8 * len(stream) / frames:.0f} bits/frame ({8 * len(stream) / frames * fps / 1000:.1f} kbit/s at {fps:g} fps), frames {kinds}")
 
 
+def _check_cloud_shape(split, head) -> None:
+    """The service's rule, before any decoding: the cloud takes the cut's channels and at most a few
+    times its nominal area, so a small stream cannot make ``--classify`` run a huge network pass."""
+    import torch
+
+    from ..service.backends import probe_shape
+
+    with torch.no_grad():
+        nominal = tuple(split.edge(torch.zeros(1, 3, 224, 224)).shape[1:])
+    why = probe_shape(split.cloud, nominal, tuple(head.shape))
+    if why:
+        raise InputError(f"the stream's tensors {tuple(head.shape)} do not fit {head.model} {head.layer}: {why}")
+
+
 @codec_app.command("decode")
 def codec_decode(
     stream: Path = typer.Argument(..., help="stream file from `codec encode`"),
@@ -114,6 +128,7 @@ def codec_decode(
         mine, split = _model_split(head.model, head.layer, weights, seed)
         if head.weights != mine:
             raise InputError(f"the stream was encoded with weights {head.weights or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")
+        _check_cloud_shape(split, head)
     with staged_file(out) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
         header, tensors = decode_stream(data)
         if not tensors:
@@ -123,13 +138,11 @@ def codec_decode(
         if split is not None:
             try:  # torch.fx prints its own report of a failing call to stderr: keep it out of the one line
                 with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
-                    top = split.cloud(x).argmax(1).tolist()
+                    top = [c for i in range(0, len(x), 8) for c in split.cloud(x[i : i + 8]).argmax(1).tolist()]  # a few frames at a time: bounded memory
             except RuntimeError as exc:
                 raise InputError(f"the stream's tensors {tuple(x.shape[1:])} do not fit {header.model} {header.layer}: {str(exc).splitlines()[0]}") from None
         if tmp is not None:
-            buf = io.BytesIO()
-            torch.save(x, buf)
-            tmp.write_bytes(buf.getvalue())
+            torch.save(x, tmp)  # straight to the staged file: no third copy of the tensors in memory
     console.print(f"{stream}: {len(tensors)} tensors {tuple(x.shape[1:])} of {header.model} {header.layer}, step {header.step:g}")
     if out is not None:
         console.print(f"decoded tensors: {out}")

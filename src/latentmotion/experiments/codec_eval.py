@@ -67,6 +67,7 @@ QPS = {
     ("svtav1", True): (24, 32, 40, 48, 55, 62),
 }
 QP_MAX = {"x265": 51, "svtav1": 63}
+MAX_POINTS = 32  # steps or QPs of one sweep: each is an encode of the whole clip
 CONFIDENT = 0.5  # top-1 agreement is also reported on frames whose uncompressed top class has at least this probability
 
 
@@ -124,8 +125,13 @@ def check_settings(st: EvalSettings) -> None:
         parse_anchor(a)
     if len({parse_anchor(a).name for a in st.anchors}) != len(st.anchors):
         raise InputError("--anchors names one set-up twice")
-    if len(st.steps) < 4 or any(not s > 0 for s in st.steps):
-        raise InputError("at least 4 positive steps are needed (BD-rate fits a curve)")
+    if not 4 <= len(st.steps) <= MAX_POINTS or any(not s > 0 for s in st.steps):
+        raise InputError(f"4 to {MAX_POINTS} positive steps are needed (BD-rate fits a curve; each step is a whole encode)")
+    for what, items in (("configurations", st.configs), ("steps", st.steps), ("QPs", st.qps)):
+        if len(set(items)) != len(items):
+            raise InputError(f"the {what} name one value twice")
+    if st.qps and not 2 <= len(st.qps) <= MAX_POINTS:
+        raise InputError(f"2 to {MAX_POINTS} QPs are needed (an anchor's curve)")
     for a in map(parse_anchor, st.anchors):
         top = QP_MAX[a.codec]
         if any(not 0 <= q <= top for q in st.anchor_qps(a)):

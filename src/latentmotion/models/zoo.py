@@ -8,7 +8,6 @@ RGB in [0, 1] of shape (N, 3, H, W).
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .._files import package_folder
 from ..errors import InputError, UnknownNameError, WeightsUnavailableError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -90,11 +90,8 @@ def _packaged_file(filename: str) -> Path | None:
     if filename not in PACKAGED_WEIGHTS:
         return None
     package, inner = PACKAGED_WEIGHTS[filename]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / inner
-    return path if path.is_file() else None
+    folder = package_folder(package)
+    return folder / inner if folder is not None and (folder / inner).is_file() else None
 
 
 def _check_hash(path: Path, filename: str) -> None:

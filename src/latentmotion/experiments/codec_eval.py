@@ -121,9 +121,8 @@ def check_settings(st: EvalSettings) -> None:
     for c in st.configs:
         if c not in CONFIGS:
             raise InputError(f"unknown codec configuration {c!r}; choose from {', '.join(CONFIGS)}")
-    for a in st.anchors:
-        parse_anchor(a)
-    if len({parse_anchor(a).name for a in st.anchors}) != len(st.anchors):
+    anchors = [parse_anchor(a) for a in st.anchors]  # unknown names and modifiers are refused here
+    if len({a.name for a in anchors}) != len(anchors):
         raise InputError("--anchors names one set-up twice")
     if not 4 <= len(st.steps) <= MAX_POINTS or any(not s > 0 for s in st.steps):
         raise InputError(f"4 to {MAX_POINTS} positive steps are needed (BD-rate fits a curve; each step is a whole encode)")
@@ -132,7 +131,7 @@ def check_settings(st: EvalSettings) -> None:
             raise InputError(f"the {what} name one value twice")
     if st.qps and not 2 <= len(st.qps) <= MAX_POINTS:
         raise InputError(f"2 to {MAX_POINTS} QPs are needed (an anchor's curve)")
-    for a in map(parse_anchor, st.anchors):
+    for a in anchors:
         top = QP_MAX[a.codec]
         if any(not 0 <= q <= top for q in st.anchor_qps(a)):
             raise InputError(f"QPs of {a.name} must lie in 0..{top}")

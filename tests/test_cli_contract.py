@@ -151,7 +151,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
 #: with a short start-up; each is signalled once its staging entry exists
 #: (it has passed every check and is at work) and a moment more has passed.
 INTERRUPT = [
-    (("demo", "--out", "{out}"), signal.SIGINT, 130),
+    (("reproduce", "--profile", "smoke", "--out", "{out}"), signal.SIGINT, 130),  # demo ends in ~5 s on an idle machine: too close to the signal
     (("reproduce", "--profile", "smoke", "--out", "{old}", "--force"), signal.SIGTERM, 143),
     (("codec", "encode", "--frames", "24", "--out", "{out}"), signal.SIGINT, 130),
     (("flow", "--out", "{out}"), signal.SIGTERM, 143),
@@ -382,7 +382,7 @@ def test_interruption_during_start_up_is_clean(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("args,sig,code", INTERRUPT[:2], ids=["demo-SIGINT", "reproduce-force-SIGTERM"])
+@pytest.mark.parametrize("args,sig,code", INTERRUPT[:2], ids=["reproduce-SIGINT", "reproduce-force-SIGTERM"])
 def test_interruption_exits_130_or_143_and_publishes_nothing(args, sig, code, place):
     _interrupt(args, sig, code, place)
 

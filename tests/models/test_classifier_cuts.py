@@ -27,7 +27,7 @@ from latentmotion.data import load_image
 from latentmotion.models.split import list_layers
 from latentmotion.models.trace import probe, trace
 
-from .conftest import model
+from ..conftest import model
 
 FRAME = 448
 SAMPLE = 3  # translation-tested cuts per model

@@ -16,7 +16,7 @@ import pytest
 
 from latentmotion.codec import decode_stream
 
-HERE = Path(__file__).parent / "expected" / "codec"
+HERE = Path(__file__).parents[1] / "expected" / "codec"
 sys.path.insert(0, str(HERE))
 import regenerate as golden  # noqa: E402
 
@@ -68,12 +68,12 @@ def test_decoding_is_bit_exact_under_default_cpu_kernels(tmp_path):
     import torch
 
     import latentmotion as lm
-    from latentmotion.codec import Encoder, encode_sequence
+    from latentmotion.codec import Encoder, StreamId, Tools, encode_sequence
     from latentmotion.pipeline import edge_features
 
     split = lm.split_model(lm.load_model("efficientnet_lite0"), "_blocks.4.add")
     clip = edge_features("bikes.mp4", split, 0, 4)
-    enc = Encoder(tuple(clip.features.shape[1:]), 0.5, "block", stride=split.stride, offset=split.offset)
+    enc = Encoder(tuple(clip.features.shape[1:]), 0.5, Tools.of(mode="block"), grid=(split.stride, split.offset))
     fresh = tmp_path / "fresh.lmf"
     fresh.write_bytes(encode_sequence(list(clip.features), enc))
     paths = [str(fresh)] + [str(HERE / f"{n}.lmf") for n in sorted(HASHES)]

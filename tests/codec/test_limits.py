@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from latentmotion.codec import Encoder, decode_stream, encode_sequence
+from latentmotion.codec import Encoder, StreamId, Tools, decode_stream, encode_sequence
 from latentmotion.codec.core import MAX_Q
 from latentmotion.codec.limits import check_step, step_range
 from latentmotion.errors import InputError
@@ -41,7 +41,7 @@ def test_an_accepted_step_at_the_bound_codes_without_clipping():
     # the largest level the coder takes is MAX_Q; residuals about a prediction span twice the values
     lo, _ = step_range(torch.stack(xs), MAX_Q // 2)
     step = check_step(lo * 1.01, torch.stack(xs), MAX_Q // 2)
-    enc = Encoder((4, 8, 8), step, "zero", rdoq=0.0)  # plain rounding: RDOQ may trade error for bits
+    enc = Encoder((4, 8, 8), step, Tools.of(mode="zero", rdoq=0.0))  # plain rounding: RDOQ may trade error for bits
     _, out = decode_stream(encode_sequence(xs, enc))
     err = max(float((a - b).abs().max()) for a, b in zip(out, xs, strict=True))
     assert err <= step / 2 * 1.001
@@ -58,7 +58,7 @@ def test_the_encoder_refuses_levels_it_would_clip():
 
     x = torch.full((1, 4, 4), 3.0)
     with pytest.raises(InputError, match="too small"):
-        Encoder((1, 4, 4), 3.0 / (MAX_Q // 2) / 1.01, "zero").encode(x)
+        Encoder((1, 4, 4), 3.0 / (MAX_Q // 2) / 1.01, Tools.of(mode="zero")).encode(x)
 
 
 # ----------------------------------------------------------------- work bounded by bytes (issue 20, item 3)
@@ -72,7 +72,7 @@ def _zero_stream(shape, block, mblock, n_frames, record=None) -> bytes:
 
     from latentmotion.codec.bitstream import write_frame
 
-    enc = Encoder(shape, 1.0, "zero", block=block, mblock=mblock)
+    enc = Encoder(shape, 1.0, Tools.of(mode="zero", block=block, mblock=mblock))
     size = max(13, enc.header.min_record()) if record is None else record  # 13: frame header, seq and type
     recs = [write_frame(struct.pack("<IB", i, min(i, 1)) + bytes(size - 13)) for i in range(n_frames)]
     return enc.header_bytes() + b"".join(recs)
@@ -91,8 +91,8 @@ def test_a_small_record_cannot_buy_a_large_decode():
 def test_the_bound_counts_tiles_and_vectors():
     from latentmotion.codec.bitstream import UNITS_PER_BYTE
 
-    big_tiles = Encoder((1, 1024, 1024), 1.0, "zero", block=1, mblock=1).header
-    coarse = Encoder((1, 1024, 1024), 1.0, "zero", block=64, mblock=64).header
+    big_tiles = Encoder((1, 1024, 1024), 1.0, Tools.of(mode="zero", block=1, mblock=1)).header
+    coarse = Encoder((1, 1024, 1024), 1.0, Tools.of(mode="zero", block=64, mblock=64)).header
     assert big_tiles.work_units() > 16 * coarse.work_units()
     for h in (big_tiles, coarse):
         assert h.min_record() * UNITS_PER_BYTE >= h.work_units() > (h.min_record() - 1) * UNITS_PER_BYTE
@@ -105,7 +105,7 @@ def test_the_reference_encoder_meets_the_bound():
     from latentmotion.codec.prediction import MODE_NAMES
 
     xs = [torch.zeros(1, 96, 96)] * 3  # nothing to code: every record is padded
-    stream = encode_sequence(xs, Encoder((1, 96, 96), 1.0, "zero", block=1, mblock=1))
+    stream = encode_sequence(xs, Encoder((1, 96, 96), 1.0, Tools.of(mode="zero", block=1, mblock=1)))
     r = Reader(stream)
     h = read_header(r, len(MODE_NAMES))
     sizes = []
@@ -118,7 +118,7 @@ def test_the_reference_encoder_meets_the_bound():
 _PEAK = """
 import resource, sys
 sys.path.insert(0, {tests!r})
-from test_codec_limits import _zero_stream
+from test_limits import _zero_stream
 from latentmotion.codec import decode_stream, decode_work_nbytes, decoded_nbytes
 decode_stream(_zero_stream((1, 8, 8), 1, 1, 2))  # compile the kernels, first allocations
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -28,11 +28,21 @@ from dataclasses import dataclass
 
 from ..errors import LatentMotionError
 
+__all__ = [
+    "MAX_BLOCK", "MAX_CHANNELS", "MAX_ELEMENTS", "MAX_PERIOD", "MAX_SEARCH", "MAX_SIDE", "MAX_STEP", "MAX_STR", "MIN_STEP",
+    "SUBPELS", "BitstreamError", "Header", "Reader", "Writer", "header_problem", "read_frame", "read_header", "tools_problem",
+    "write_frame", "write_header",
+]
+
 MAGIC = b"LMFC"
 VERSION = 3
 MAX_STR = 256
 MAX_ELEMENTS = 1 << 24  # C * H * W of one tensor
 MAX_SIDE = 4096
+MAX_CHANNELS = (1 << 16) - 1  # u16
+MAX_BLOCK = MAX_SEARCH = 64  # tile sides and the search radius (u8, bounded further for the decoder's work)
+SUBPELS = (1, 4)  # vector precisions
+MAX_PERIOD = (1 << 16) - 1  # u16
 # steps the header may hold: every non-zero output R * step / 16 (|R| <= 2^24) is then a normal,
 # finite float32, so no flush-to-zero or overflow setting can change a decoded value
 MIN_STEP, MAX_STEP = 2.0**-100, 2.0**100
@@ -182,6 +192,35 @@ class Header:
         return -(-self.work_units() // UNITS_PER_BYTE)
 
 
+def tools_problem(block: int, mblock: int, search: int, subpel: int, intra_period: int) -> str | None:
+    """What is wrong with coding settings a header stores, or None: the one place these limits are checked."""
+    if subpel not in SUBPELS:
+        return f"subpel must be 1 or 4, got {subpel}"
+    if not 0 <= intra_period <= MAX_PERIOD:
+        return f"intra period must lie in 0..{MAX_PERIOD}, got {intra_period}"
+    if not 1 <= min(block, mblock) <= max(block, mblock) <= MAX_BLOCK or not 0 <= search <= MAX_SEARCH:
+        return f"block and mblock must lie in 1..{MAX_BLOCK} and search in 0..{MAX_SEARCH}, got {block}, {mblock}, {search}"
+    return None
+
+
+def header_problem(h: Header, n_modes: int) -> str | None:
+    """What is wrong with a header (its shape, step, settings, names), or None; the encoder and the reader both ask."""
+    c, hh, ww = h.shape
+    if min(c, hh, ww) < 1 or max(hh, ww) > MAX_SIDE or c > MAX_CHANNELS or c * hh * ww > MAX_ELEMENTS:
+        return f"tensor shape {h.shape} out of bounds (sides up to {MAX_SIDE}, channels up to {MAX_CHANNELS}, at most 2^24 elements)"
+    if not MIN_STEP <= h.step <= MAX_STEP:
+        return f"step {h.step:g} is outside the range a stream holds (2^-100 to 2^100, as float32)"
+    fps32 = struct.unpack("<f", struct.pack("<f", h.fps))[0] if abs(h.fps) <= 3.4028234663852886e38 else math.inf  # as the header stores it
+    if not (math.isfinite(fps32) and fps32 > 0):
+        return f"frame rate must be a positive number a float32 holds, got {h.fps}"
+    if not 0 <= h.mode < n_modes:
+        return f"motion mode {h.mode} out of range"
+    for name, text in (("model", h.model), ("layer", h.layer), ("weights", h.weights)):
+        if len(text.encode()) > MAX_STR:
+            return f"{name} name of {len(text.encode())} bytes is too long for the stream header (at most {MAX_STR})"
+    return tools_problem(h.block, h.mblock, h.search, h.subpel, h.intra_period)
+
+
 def write_header(h: Header) -> bytes:
     w = Writer()
     w.raw(MAGIC)
@@ -210,8 +249,6 @@ def read_header(r: Reader, n_modes: int) -> Header:
         raise BitstreamError(f"stream version {version} is not supported: this decoder reads version {VERSION} only (re-encode the features with this release)")
     model, layer, weights = r.text(), r.text(), r.text()
     shape = (r.u16(), r.u16(), r.u16())
-    if min(shape) < 1 or max(shape[1:]) > MAX_SIDE or shape[0] * shape[1] * shape[2] > MAX_ELEMENTS:
-        raise BitstreamError(f"tensor shape {shape} out of bounds")
     if r.u8() != 0:
         raise BitstreamError("unknown dtype code")
     step = r.f32()
@@ -220,9 +257,11 @@ def read_header(r: Reader, n_modes: int) -> Header:
     crc = r.u32()
     if crc != zlib.crc32(bytes(r.data[start : r.pos - 4])):
         raise BitstreamError("header checksum mismatch")
-    if not (MIN_STEP <= step <= MAX_STEP) or mode >= n_modes or not 1 <= block <= 64 or not 1 <= mblock <= 64 or subpel not in (1, 4) or search > 64 or fps <= 0:
-        raise BitstreamError("header parameters out of range")
-    return Header(model, layer, weights, shape, step, mode, block, mblock, search, subpel, intra_period, fps)
+    h = Header(model, layer, weights, shape, step, mode, block, mblock, search, subpel, intra_period, fps)
+    problem = header_problem(h, n_modes)
+    if problem:
+        raise BitstreamError(f"header parameters out of range: {problem}")
+    return h
 
 
 def write_frame(payload: bytes) -> bytes:

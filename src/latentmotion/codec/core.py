@@ -9,15 +9,21 @@ and ``o`` one offset per channel (the channel's mean residual, 1/ONE step). The
 output tensor is ``float32(R) * (float32(step) / ONE)``: one IEEE multiply, the
 same on every machine.
 
-The encoder picks levels with a dead-zone quantiser (``q = sign(d) floor(|d| + f)``,
-``d`` the residual in step units) and, per tile, the vector of least
-``SSE + lambda * bits``; with ``rd=True`` a frame whose prediction leaves at
-least 80 % of its energy (a scene cut) is also coded intra and the cheaper of
-the two (``SSE + lambda * bits``) is kept.
+The stages, each a module with one job: the prediction
+(:mod:`~latentmotion.codec.prediction`: vectors and motion compensation), the
+residual (:mod:`~latentmotion.codec.residual`: offsets, dead-zone levels, their
+rate-distortion-optimised choice, reconstruction), the syntax
+(:mod:`~latentmotion.codec.syntax`: binarisation and contexts) over the range
+coder (:mod:`~latentmotion.codec.rangecoder`), and the stream
+(:mod:`~latentmotion.codec.bitstream`: header, records, limits). This module
+runs them in order; the settings come from :mod:`~latentmotion.codec.config`.
+With ``rd`` on, a frame whose prediction leaves at least 80 % of its energy
+(a scene cut) is also coded intra and the cheaper of the two
+(``SSE + lambda * bits``) is kept.
 
 Example:
     >>> import torch
-    >>> enc = Encoder((4, 8, 8), step=0.1, mode="block", weights="abc")
+    >>> enc = Encoder((4, 8, 8), step=0.1, stream=StreamId(weights="abc"))
     >>> dec = Decoder.from_header_bytes(enc.header_bytes())
     >>> outs = [dec.decode_frame(enc.encode(torch.randn(4, 8, 8))) for _ in range(3)]
     >>> all(torch.equal(a, b) for a, b in zip(outs, enc.reconstructions, strict=True))
@@ -28,21 +34,26 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba as nb
 import numpy as np
 import torch
 
 from ..errors import InputError
-from . import entropy
-from .bitstream import MAX_STR, BitstreamError, Header, Reader, read_frame, read_header, write_frame, write_header
+from . import rangecoder, syntax
+from .bitstream import BitstreamError, Header, Reader, header_problem, read_frame, read_header, write_frame, write_header
+from .config import MotionTools, ResidualTools, StreamId, Tools
 from .limits import check_step
 from .prediction import MODE_NAMES, MODES, ONE, Context, block_candidates, choose_vectors, input_candidates, predict
+from .residual import MAX_LEVEL, MAX_Q, offsets, quantise, rdoq, reconstruct
+
+__all__ = [
+    "MAX_MV", "MAX_Q", "Decoder", "Encoder", "FrameStats", "MotionTools", "ResidualTools", "StreamId", "Tools",
+    "decode_stream", "decode_work_nbytes", "decoded_nbytes", "encode_sequence", "iter_decode", "read_stream_header",
+]
 
 INTRA, INTER = 0, 1
-MAX_LEVEL = 1 << 24  # |R| bound: exact in float32, and the decoder refuses more
-MAX_Q = (1 << 16) - 1  # |q| bound of the Exp-Golomb binarisation
 MAX_MV = 4 * 1024  # |vector| bound, 1/subpel units
 
 
@@ -52,57 +63,6 @@ class FrameStats:
     bits: int
     side_bits: int  # motion side information
     sse: float
-
-
-@nb.njit(cache=True)
-def _offsets(xs, pred):
-    """Per channel, the mean of ``ONE xs - pred`` (units of 1/ONE step), rounded (encoder only).
-
-    Clamped to ``|offset| <= MAX_Q`` and so that no residual ``ONE xs - pred - offset`` exceeds
-    ``ONE MAX_Q`` (a level the coder can send); the interval holds 0 whenever every
-    ``|xs - pred / ONE| <= MAX_Q``, which the encoder's input bound (``|xs| <= MAX_Q // 2``) keeps.
-    """
-    dc = np.zeros(xs.shape[0], np.int64)
-    for c in range(xs.shape[0]):
-        t, lo, hi = 0.0, -np.inf, np.inf
-        xf, pf = xs[c].ravel(), pred[c].ravel()
-        for i in range(xf.shape[0]):
-            r = xf[i] * ONE - pf[i]
-            t += r
-            lo = max(lo, r - ONE * MAX_Q)
-            hi = min(hi, r + ONE * MAX_Q)
-        m = min(max(np.floor(t / xf.shape[0] + 0.5), np.ceil(lo), -MAX_Q), np.floor(hi), MAX_Q)
-        dc[c] = int(m)
-    return dc
-
-
-@nb.njit(cache=True)
-def _quantise(xs, pred, dc, f):
-    """Residual ``d = xs - (pred + dc) / ONE`` (step units), its dead-zone levels ``q = sign(d) floor(|d| + f)``
-    (|q| <= MAX_Q, and |pred + ONE q + dc| <= MAX_LEVEL) and the residual's energy, in one pass (encoder only)."""
-    d = np.empty_like(xs)
-    q = np.empty(xs.shape, np.int64)
-    e = 0.0
-    for c in range(xs.shape[0]):
-        xf, pf, df, qf = xs[c].ravel(), pred[c].ravel(), d[c].ravel(), q[c].ravel()
-        for i in range(xf.shape[0]):
-            t = pf[i] + dc[c]
-            r = xf[i] - t / ONE
-            df[i] = r
-            e += r * r
-            a = int(min(np.floor(abs(r) + f), MAX_Q))
-            v = a if r > 0 else (-a if r < 0 else 0)
-            qf[i] = min(max(v, -((MAX_LEVEL + t) // ONE)), (MAX_LEVEL - t) // ONE)
-    return d, q, e
-
-
-def _reconstruct(pred: np.ndarray, q: np.ndarray, dc: np.ndarray) -> np.ndarray:
-    """The decoder state: ``R = P + ONE * q + dc[c]`` (int64, units of step / ONE), built in ``pred``'s memory
-    (``pred`` and ``q`` are used up: no whole-tensor temporaries, which the decoder's memory bound counts)."""
-    q *= ONE
-    pred += q
-    pred += dc[:, None, None]
-    return pred
 
 
 @nb.njit(cache=True)
@@ -127,17 +87,15 @@ def _sse(a, b, scale):
     return e
 
 
-def check_coding(mode: str, *, block: int = 4, mblock: int = 2, search: int = 4, subpel: int = 4, intra_period: int = 0) -> None:
-    """Refuse (:class:`InputError`) coding settings a stream header cannot hold; :class:`Encoder` calls it,
-    and a command can, before it loads a model or decodes a frame. Defaults: the Encoder's."""
-    if mode not in MODES:
-        raise InputError(f"unknown motion mode {mode!r}; choose one of {', '.join(MODE_NAMES)}")
-    if subpel not in (1, 4):
-        raise InputError(f"subpel must be 1 or 4, got {subpel}")
-    if not 0 <= intra_period < 65536:
-        raise InputError(f"intra period must lie in 0..65535, got {intra_period}")
-    if not 1 <= min(block, mblock) <= max(block, mblock) <= 64 or not 0 <= search <= 64:
-        raise InputError(f"block and mblock must lie in 1..64 and search in 0..64, got {block}, {mblock}, {search}")
+def _code(probs: np.ndarray, q: np.ndarray, pred: np.ndarray, dc: np.ndarray, mv: np.ndarray | None, block: int) -> tuple[np.ndarray, int]:
+    """The syntax of one frame: (bytes, bytes written once the vectors were coded); ``probs`` adapts."""
+    e = rangecoder.encoder(syntax.capacity(q, block, np.zeros((2, 0, 0)) if mv is None else mv))
+    if mv is not None:
+        syntax.encode_vectors(e, probs, mv)
+    side = int(e.st[4])
+    syntax.encode_offsets(e, probs, dc)
+    syntax.encode_levels(e, probs, syntax.levels(q, pred, block), 0)
+    return rangecoder.finish(e), side
 
 
 class Encoder:
@@ -146,80 +104,66 @@ class Encoder:
     Args:
         shape: (C, H, W) of every tensor.
         step: quantisation step (the quality parameter: smaller is better).
-        mode: motion mode: ``zero``, ``block`` or ``input``.
-        model, layer, weights: names written to the header (``weights``: the
-            weights' identity, e.g. :func:`latentmotion.models.weights_fingerprint`).
-        block: tile side of the coded-tile (skip) flags.
-        mblock, search, subpel: tile side of the motion vectors, search radius
-            (latent px), vector precision (1 or 4).
-        intra_period: force intra every N frames (0: first frame only).
-        rd: decide intra or predicted per frame by rate-distortion cost.
-        stride, offset: the split's geometry (for ``input``).
-        lam: Lagrange multiplier in step-unit squared error per bit (mode decisions).
-        rdoq: Lagrange multiplier of rate-distortion-optimised quantisation (0: off).
-        deadzone: rounding offsets ``(intra, inter)`` of the quantiser before RDOQ (0.5: plain rounding).
-        wm: extra weight of each tile's mean error in RDOQ (local means steer the task more than their
-            share of the squared error: zeroing many small same-signed residuals shifts them).
+        tools: motion and residual tools (:class:`~latentmotion.codec.config.Tools`; defaults there).
+        stream: what the header names: network, cut, weights' identity, frame rate.
+        grid: the split's (stride, offset), which the ``input`` mode needs; :meth:`from_split` fills it.
     """
 
-    def __init__(
-        self,
-        shape: tuple[int, int, int],
-        step: float,
-        mode: str = "block",
-        *,
-        model: str = "",
-        layer: str = "",
-        weights: str = "",
-        block: int = 4,
-        mblock: int = 2,
-        search: int = 4,
-        subpel: int = 4,
-        intra_period: int = 0,
-        fps: float = 25.0,
-        rd: bool = True,
-        stride: tuple[int, int] = (1, 1),
-        offset: tuple[float, float] = (0.0, 0.0),
-        lam: float = 1.0,
-        rdoq: float = 0.6,
-        deadzone: tuple[float, float] = (0.5, 0.5),
-        wm: float = 0.5,
-    ) -> None:
-        check_coding(mode, block=block, mblock=mblock, search=search, subpel=subpel, intra_period=intra_period)
+    def __init__(self, shape: tuple[int, int, int], step: float, tools: Tools | None = None, stream: StreamId | None = None,
+                 grid: tuple[tuple[int, int], tuple[float, float]] = ((1, 1), (0.0, 0.0))) -> None:
+        tools, stream = tools or Tools(), stream or StreamId()
         check_step(step)
         if len(shape) != 3:
             raise InputError(f"tensor shape must be (C, H, W), got {tuple(shape)}")
-        c, h, w = (int(v) for v in shape)
-        if min(c, h, w) < 1 or max(h, w) > 4096 or c > 65535 or c * h * w > 1 << 24:
-            raise InputError(f"tensor shape {tuple(shape)} out of bounds (sides up to 4096, channels up to 65535, at most 2^24 elements)")
-        with np.errstate(over="ignore", under="ignore"):
-            fps32 = np.float32(fps)  # the header stores it so
-        if not (np.isfinite(fps32) and fps32 > 0):
-            raise InputError(f"frame rate must be a positive number a float32 holds, got {fps}")
-        for name, text in (("model", model), ("layer", layer), ("weights", weights)):
-            if len(text.encode()) > MAX_STR:
-                raise InputError(f"{name} name of {len(text.encode())} bytes is too long for the stream header (at most {MAX_STR})")
-        self.header = Header(model, layer, weights, (c, h, w), float(np.float32(step)), MODES[mode], block, mblock, search, subpel, intra_period, fps)
-        self.mode = mode
-        self.ctx = Context(mblock, search, subpel, stride, offset)
-        self.rd, self.lam, self.rdoq, self.deadzone, self.wm = rd, lam, rdoq, deadzone, wm
+        m, r = tools.motion, tools.residual
+        self.header = Header(stream.model, stream.layer, stream.weights, tuple(int(v) for v in shape), float(np.float32(step)), MODES[m.mode],
+                             r.block, m.mblock, m.search, m.subpel, m.intra_period, float(stream.fps))
+        problem = header_problem(self.header, len(MODE_NAMES))
+        if problem:
+            raise InputError(problem)
+        self.tools = tools
+        self.ctx = Context(m.mblock, m.search, m.subpel, *grid)
         self.ref: np.ndarray | None = None  # reconstruction R of the last frame (1/ONE step)
         self._pred_energy = 0.0
-        self.probs = entropy.new_contexts(c)  # inter-frame contexts (reset by every intra frame)
+        self.probs = syntax.new_contexts(shape[0])  # inter-frame contexts (reset by every intra frame)
         self.prev_frame: torch.Tensor | None = None
         self.index = 0
         self.stats: list[FrameStats] = []
         self.reconstructions: list[torch.Tensor] = []
 
+    @classmethod
+    def from_split(cls, split, features: torch.Tensor, step: float, tools: Tools | None = None, stream: StreamId | None = None) -> Encoder:
+        """An encoder for ``features`` (N, C, H, W) of ``split``'s cut: its shape, its layer and grid.
+
+        ``stream`` names the network, the weights and the frame rate (its ``layer`` is the split's).
+        """
+        stream = replace(stream or StreamId(), layer=split.layer)
+        grid = (split.stride, split.offset) if split.stride is not None else ((1, 1), (0.0, 0.0))
+        return cls(tuple(features.shape[1:]), step, tools, stream, grid)
+
+    @property
+    def mode(self) -> str:
+        return self.tools.motion.mode
+
     def header_bytes(self) -> bytes:
         return write_header(self.header)
 
+    def _frame(self, xs: np.ndarray, pred: np.ndarray, mv: np.ndarray | None, probs: np.ndarray) -> tuple[bytes, np.ndarray, int]:
+        """Residual and syntax of one frame about ``pred``: (payload, reconstruction, side bits); ``probs`` adapts."""
+        r = self.tools.residual
+        dc = offsets(xs, pred)
+        d, q, energy = quantise(xs, pred, dc, r.deadzone[mv is not None])
+        if mv is not None:
+            self._pred_energy = energy
+        if r.rdoq > 0:
+            rdoq(probs.copy(), syntax.levels(q, pred, r.block), d, r.rdoq, r.wm)
+        data, side = _code(probs, q, pred, dc, mv, r.block)
+        return bytes([INTRA if mv is None else INTER]) + data.tobytes(), reconstruct(pred, q, dc), 8 * side
+
     def _intra(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
-        zero = np.zeros(xs.shape, np.int64)
-        dc = _offsets(xs, zero)
-        d, q, _ = _quantise(xs, zero, dc, self.deadzone[0])
-        data, _ = entropy.encode_frame(q, zero, d, np.zeros((2, 1, 1), np.int64), dc, self.header.block, entropy.new_contexts(q.shape[0]), False, self.rdoq, self.wm)
-        return bytes([INTRA]) + data.tobytes(), _reconstruct(zero, q, dc), entropy.new_contexts(q.shape[0]), 0
+        probs = syntax.new_contexts(xs.shape[0])
+        payload, rec, _ = self._frame(xs, np.zeros(xs.shape, np.int64), None, probs)
+        return payload, rec, syntax.new_contexts(xs.shape[0]), 0
 
     def _vectors(self, xs: np.ndarray) -> np.ndarray:
         h = self.header
@@ -234,17 +178,15 @@ class Encoder:
             cur = np.clip(np.round(xs[::k] * ONE), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
             cand = block_candidates(np.ascontiguousarray(self.ref[::k]), cur, self.ctx)
         # errors in units of step / ONE: lam scales by ONE^2
-        return choose_vectors(self.ref, np.ascontiguousarray(xs * ONE), cand, h.mblock, h.subpel, self.lam * ONE * ONE, True, cstep)
+        lam = self.tools.motion.lam * ONE * ONE
+        return choose_vectors(self.ref, np.ascontiguousarray(xs * ONE), cand, h.mblock, h.subpel, lam, True, cstep)
 
     def _inter(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         h = self.header
         mv = self._vectors(xs)
-        pred = predict(self.ref, mv, h.mblock, h.subpel)
-        dc = _offsets(xs, pred)
-        d, q, self._pred_energy = _quantise(xs, pred, dc, self.deadzone[1])
         probs = self.probs.copy()
-        data, side = entropy.encode_frame(q, pred, d, mv, dc, h.block, probs, True, self.rdoq, self.wm)  # q: RD-optimised in place
-        return bytes([INTER]) + data.tobytes(), _reconstruct(pred, q, dc), probs, 8 * side
+        payload, rec, side = self._frame(xs, predict(self.ref, mv, h.mblock, h.subpel), mv, probs)
+        return payload, rec, probs, side
 
     def encode(self, x: torch.Tensor, frame: torch.Tensor | None = None, intra: bool = False) -> bytes:
         """Code one tensor (C, H, W) into one self-delimiting frame record.
@@ -276,12 +218,12 @@ class Encoder:
             cands = [self._inter(xs)]
             # intra is only worth a trial where prediction leaves much of the signal's energy (a scene cut)
             # (prediction from an unrelated frame leaves about twice the energy)
-            if self.rd and self._pred_energy >= 0.8 * _centred_energy(xs):
+            if self.tools.motion.rd and self._pred_energy >= 0.8 * _centred_energy(xs):
                 cands.append(self._intra(xs))
-        costs = [_sse(xs, rec, 1.0 / ONE) + self.lam * 8 * len(p) for p, rec, _, _ in cands] if len(cands) > 1 else [0.0]
+        costs = [_sse(xs, rec, 1.0 / ONE) + self.tools.motion.lam * 8 * len(p) for p, rec, _, _ in cands] if len(cands) > 1 else [0.0]
         payload, rec, probs, side = cands[int(np.argmin(costs))]
         if payload[0] == INTRA:
-            probs = entropy.new_contexts(self.header.shape[0])
+            probs = syntax.new_contexts(self.header.shape[0])
         payload = struct.pack("<I", self.index) + payload
         pad = self.header.min_record() - 8 - len(payload)
         payload += bytes(max(0, pad))  # zeros read back as the coder's own past-the-end bytes
@@ -308,7 +250,7 @@ class Decoder:
     def __init__(self, header: Header) -> None:
         self.header = header
         self.ref: np.ndarray | None = None
-        self.probs = entropy.new_contexts(header.shape[0])
+        self.probs = syntax.new_contexts(header.shape[0])
         self.index = 0
 
     @classmethod
@@ -344,17 +286,24 @@ class Decoder:
             raise BitstreamError(f"unknown frame type {kind}")
         if kind == INTER and self.ref is None:
             raise BitstreamError("predicted frame without a reference")
-        data = np.frombuffer(payload, np.uint8, offset=r.pos)
         c, hh, ww = h.shape
-        probs = entropy.new_contexts(c) if kind == INTRA else self.probs.copy()
-        ref = self.ref if kind == INTER else np.zeros((1, 1, 1), np.int64)
-        q, pred, dc, status = entropy.decode_frame(data, c, hh, ww, h.block, h.mblock, probs, kind == INTER, MAX_MV, ref, h.subpel)
-        if status:
+        probs = syntax.new_contexts(c) if kind == INTRA else self.probs.copy()
+        d = rangecoder.decoder(np.frombuffer(payload, np.uint8, offset=r.pos))
+        if kind == INTER:
+            mv, bad = syntax.decode_vectors(d, probs, -(-hh // h.mblock), -(-ww // h.mblock), MAX_MV)
+            pred = predict(self.ref, mv, h.mblock, h.subpel) if not bad else None
+        else:
+            bad, pred = 0, np.zeros((c, hh, ww), np.int64)
+        if not bad:
+            dc, bad = syntax.decode_offsets(d, probs, c)
+        if not bad:
+            q, bad = syntax.decode_levels(d, probs, pred, h.block)
+        if bad:
             raise BitstreamError(f"frame {seq}: entropy-coded data is corrupt")
-        rec = _reconstruct(pred, q, dc)
+        rec = reconstruct(pred, q, dc)
         if rec.max(initial=0) > MAX_LEVEL or rec.min(initial=0) < -MAX_LEVEL:  # no |rec| copy
             raise BitstreamError(f"frame {seq}: reconstruction level out of range")
-        self.ref, self.probs = rec, probs if kind == INTER else entropy.new_contexts(c)
+        self.ref, self.probs = rec, probs if kind == INTER else syntax.new_contexts(c)
         self.index += 1
         return _output(rec, h.step)
 

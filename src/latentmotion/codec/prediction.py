@@ -30,6 +30,8 @@ import torch
 
 from ..estimation import block_match
 
+__all__ = ["FRAC", "MODES", "MODE_NAMES", "ONE", "Context", "block_candidates", "choose_vectors", "input_candidates", "mv_pred", "predict"]
+
 FRAC = 4  # the decoder state holds levels in units of step / 2**FRAC (fixed point)
 ONE = 1 << FRAC
 

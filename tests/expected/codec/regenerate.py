@@ -37,10 +37,10 @@ def output_bytes(tensors) -> bytes:
 
 
 def encode(name: str, x: np.ndarray) -> bytes:
-    from latentmotion.codec import Encoder, encode_sequence
+    from latentmotion.codec import Encoder, StreamId, Tools, encode_sequence
 
     step, mode, kw = CONFIGS[name]
-    enc = Encoder(x.shape[1:], step, mode, model="efficientnet_lite0", layer="_blocks.4.add", weights="golden", **kw)
+    enc = Encoder(x.shape[1:], step, Tools.of(mode=mode, **kw), StreamId("efficientnet_lite0", "_blocks.4.add", "golden"))
     return encode_sequence([torch.from_numpy(t) for t in x], enc)
 
 

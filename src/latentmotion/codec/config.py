@@ -1,0 +1,104 @@
+"""The codec's settings in one place: stream identity, motion tools and residual tools.
+
+Every default lives here; the :class:`~latentmotion.codec.core.Encoder`, the
+commands (their options are made from these fields) and the service read them
+from these classes. The settings a stream header stores are checked by
+:func:`latentmotion.codec.bitstream.header_problem` (the bitstream's own
+limits) when the encoder builds its header; :func:`Tools.of` checks them too, so
+a command can refuse them before it loads a model.
+
+Example:
+    >>> t = Tools.of(mode="zero", rdoq=0.0)
+    >>> t.motion.mode, t.residual.rdoq, t.residual.block
+    ('zero', 0.0, 4)
+    >>> Tools.of(subpel=3)
+    Traceback (most recent call last):
+    ...
+    latentmotion.errors.InputError: subpel must be 1 or 4, got 3
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from ..errors import InputError
+from .bitstream import tools_problem
+from .prediction import MODES
+
+__all__ = ["MotionTools", "ResidualTools", "StreamId", "Tools"]
+
+
+@dataclass(frozen=True)
+class StreamId:
+    """What a stream says it carries: the network, the cut, the weights' identity, the frame rate."""
+
+    model: str = ""
+    layer: str = ""
+    weights: str = ""  # e.g. latentmotion.models.weights_fingerprint
+    fps: float = 25.0
+
+
+@dataclass(frozen=True)
+class MotionTools:
+    """How frames are predicted.
+
+    mode: ``zero``, ``block`` or ``input`` (:data:`latentmotion.codec.prediction.MODE_NAMES`);
+    mblock, search, subpel: tile side of the vectors, search radius (latent px), precision (1 or 4);
+    intra_period: force intra every N frames (0: first frame only); rd: also try intra where
+    prediction fails (a scene cut); lam: Lagrange multiplier of these decisions (step-unit squared
+    error per bit).
+    """
+
+    mode: str = "block"
+    mblock: int = 2
+    search: int = 4
+    subpel: int = 4
+    intra_period: int = 0
+    rd: bool = True
+    lam: float = 1.0
+
+
+@dataclass(frozen=True)
+class ResidualTools:
+    """How residuals are quantised.
+
+    block: tile side of the coded-tile (skip) flags; rdoq: Lagrange multiplier of
+    rate-distortion-optimised quantisation (0: off); deadzone: rounding offsets (intra, inter)
+    before it (0.5: plain rounding); wm: extra weight of each tile's mean error in it.
+    """
+
+    block: int = 4
+    rdoq: float = 0.6
+    deadzone: tuple[float, float] = (0.5, 0.5)
+    wm: float = 0.5
+
+
+@dataclass(frozen=True)
+class Tools:
+    """Motion and residual tools together; :meth:`of` builds them from flat keywords."""
+
+    motion: MotionTools = field(default_factory=MotionTools)
+    residual: ResidualTools = field(default_factory=ResidualTools)
+
+    def __post_init__(self) -> None:
+        m, r = self.motion, self.residual
+        if m.mode not in MODES:
+            raise InputError(f"unknown motion mode {m.mode!r}; choose one of {', '.join(MODES)}")
+        problem = tools_problem(r.block, m.mblock, m.search, m.subpel, m.intra_period)
+        if problem:
+            raise InputError(problem)
+
+    @classmethod
+    def of(cls, **flat) -> Tools:
+        """Tools from keywords named as the fields of :class:`MotionTools` and :class:`ResidualTools`."""
+        parts = {}
+        for kind in (MotionTools, ResidualTools):
+            names = {f.name for f in fields(kind)}
+            parts[kind] = kind(**{k: flat.pop(k) for k in list(flat) if k in names})
+        if flat:
+            raise InputError(f"unknown coding setting(s): {', '.join(sorted(flat))}")
+        return cls(parts[MotionTools], parts[ResidualTools])
+
+    def flat(self) -> dict:
+        """The inverse of :meth:`of`."""
+        return {f.name: getattr(part, f.name) for part in (self.motion, self.residual) for f in fields(part)}

@@ -1,0 +1,207 @@
+"""The residual stage: offsets, dead-zone quantisation, rate-distortion-optimised levels, reconstruction.
+
+Convention: the decoder state ``R`` is int64 in units of ``step / ONE``
+(``ONE = 16``); a frame codes ``R = P + ONE q + o[c]`` with ``P`` the
+prediction (zeros for intra), ``q`` the levels (whole steps) and ``o`` one
+offset per channel (its mean residual, 1/ONE step). The decoder runs only
+:func:`reconstruct`; everything else here is the encoder's choice, which the
+syntax (:mod:`latentmotion.codec.syntax`) then codes. A transform of the
+residual, or per-channel weights of its error, would go here: between
+:func:`quantise` and the syntax on the encoder's side, in :func:`reconstruct`
+on both.
+
+Example:
+    >>> import numpy as np
+    >>> xs = np.array([[[0.2, 1.6], [-2.4, 0.1]]])  # (C, H, W), in steps
+    >>> pred = np.zeros((1, 2, 2), np.int64)
+    >>> dc = offsets(xs, pred)
+    >>> d, q, _ = quantise(xs, pred, dc, 0.5)
+    >>> q.tolist(), int(dc[0])
+    ([[[0, 2], [-2, 0]]], -2)
+    >>> reconstruct(pred, q, dc).tolist()  # 1/16 steps
+    [[[-2, 30], [-34, -2]]]
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numba as nb
+import numpy as np
+
+from .prediction import ONE
+from .rangecoder import RangeEncoder
+from .syntax import SNAPSHOT, code_tile, count_activity, level_bits, level_ctx, min_level_bits, restore, skip_bits, snapshot
+
+__all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "Rdo", "offsets", "quantise", "rdoq", "reconstruct"]
+
+MAX_LEVEL = 1 << 24  # |R| bound: exact in float32, and the decoder refuses more
+MAX_Q = (1 << 16) - 1  # |q| bound of the Exp-Golomb binarisation
+
+#: what rate-distortion-optimised quantisation weighs: the residual ``d`` (step units), the Lagrange
+#: multiplier ``lam`` (squared error per bit), the extra weight ``wm`` of each tile's mean error, scratch
+Rdo = namedtuple("Rdo", "d lam wm saved rest")
+
+
+@nb.njit(cache=True)
+def offsets(xs, pred):
+    """Per channel, the mean of ``ONE xs - pred`` (units of 1/ONE step), rounded (encoder only).
+
+    Clamped to ``|offset| <= MAX_Q`` and so that no residual ``ONE xs - pred - offset`` exceeds
+    ``ONE MAX_Q`` (a level the coder can send); the interval holds 0 whenever every
+    ``|xs - pred / ONE| <= MAX_Q``, which the encoder's input bound (``|xs| <= MAX_Q // 2``) keeps.
+    """
+    dc = np.zeros(xs.shape[0], np.int64)
+    for c in range(xs.shape[0]):
+        t, lo, hi = 0.0, -np.inf, np.inf
+        xf, pf = xs[c].ravel(), pred[c].ravel()
+        for i in range(xf.shape[0]):
+            r = xf[i] * ONE - pf[i]
+            t += r
+            lo = max(lo, r - ONE * MAX_Q)
+            hi = min(hi, r + ONE * MAX_Q)
+        m = min(max(np.floor(t / xf.shape[0] + 0.5), np.ceil(lo), -MAX_Q), np.floor(hi), MAX_Q)
+        dc[c] = int(m)
+    return dc
+
+
+@nb.njit(cache=True)
+def quantise(xs, pred, dc, f):
+    """Residual ``d = xs - (pred + dc) / ONE`` (step units), its dead-zone levels ``q = sign(d) floor(|d| + f)``
+    (|q| <= MAX_Q, and |pred + ONE q + dc| <= MAX_LEVEL) and the residual's energy, in one pass (encoder only)."""
+    d = np.empty_like(xs)
+    q = np.empty(xs.shape, np.int64)
+    e = 0.0
+    for c in range(xs.shape[0]):
+        xf, pf, df, qf = xs[c].ravel(), pred[c].ravel(), d[c].ravel(), q[c].ravel()
+        for i in range(xf.shape[0]):
+            t = pf[i] + dc[c]
+            r = xf[i] - t / ONE
+            df[i] = r
+            e += r * r
+            a = int(min(np.floor(abs(r) + f), MAX_Q))
+            v = a if r > 0 else (-a if r < 0 else 0)
+            qf[i] = min(max(v, -((MAX_LEVEL + t) // ONE)), (MAX_LEVEL - t) // ONE)
+    return d, q, e
+
+
+def reconstruct(pred: np.ndarray, q: np.ndarray, dc: np.ndarray) -> np.ndarray:
+    """The decoder state: ``R = P + ONE * q + dc[c]`` (int64, units of step / ONE), built in ``pred``'s memory
+    (``pred`` and ``q`` are used up: no whole-tensor temporaries, which the decoder's memory bound counts)."""
+    q *= ONE
+    pred += q
+    pred += dc[:, None, None]
+    return pred
+
+
+def rdoq(probs: np.ndarray, f, d: np.ndarray, lam: float, wm: float) -> None:
+    """Rate-distortion-optimised levels, in place in ``f.q`` (``f``: :class:`latentmotion.codec.syntax.Levels`).
+
+    Tiles are decided in coding order with the contexts as coding the tiles before them leaves them
+    (``probs`` is adapted so: pass a copy). Cost: squared error + ``lam`` * bits + ``wm`` * (sum of a
+    tile's errors)^2 / its size (local means steer the task more than their share of the squared error).
+    """
+    _rdoq(probs, f, Rdo(d, lam, wm, np.empty(SNAPSHOT, np.int64), np.empty(f.block * f.block + 1)))
+
+
+@nb.njit(cache=True)
+def _rdoq(probs, f, r):
+    e = RangeEncoder(np.zeros(6, np.int64), np.empty(0, np.uint8))  # costs only: never written
+    for c in range(f.q.shape[0]):
+        for i in range(f.cbf.shape[0]):
+            for j in range(f.cbf.shape[1]):
+                _tile(e, probs, f, r, c, i, j)
+                code_tile(e, probs, f, c, i, j, 1)  # adapt the contexts as coding the tile will
+        count_activity(f, c)
+
+
+@nb.njit(cache=True)
+def _skip_bounds(probs, f, r, c, i, j):
+    """The cost of skipping tile (i, j), and in ``r.rest[k]`` a lower bound of what coding its levels k.. costs.
+
+    Level k costs at least min(d^2, (|d| - a)^2 + lam * b), a >= 1 the nearest integer and b the
+    fewest bits of any non-zero level; zeros cost at least nothing. Once the trial's cost so far plus
+    ``rest`` reaches the skip cost, the tile is skipped whatever the remaining levels are.
+    """
+    y0, x0 = i * f.block, j * f.block
+    y1, x1 = min(y0 + f.block, f.q.shape[1]), min(x0 + f.block, f.q.shape[2])
+    n = (y1 - y0) * (x1 - x0)
+    b = min_level_bits(probs, c, n)
+    j_skip = r.lam * skip_bits(probs, f, c, i, j, 0)
+    k = 0
+    sr = 0.0
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            sr += r.d[c, y, x]
+            a = abs(r.d[c, y, x])
+            j_skip += a * a
+            t = max(1.0, np.floor(a + 0.5))
+            r.rest[k] = min(a * a, (a - t) * (a - t) + r.lam * b)
+            k += 1
+    r.rest[n] = 0.0
+    for k in range(n - 1, -1, -1):
+        r.rest[k] += r.rest[k + 1]
+    return j_skip + r.wm * sr * sr / n  # the mean term; not in the bounds, which stay lower bounds
+
+
+@nb.njit(cache=True)
+def _any(q, c, y0, y1, x0, x1):
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            if q[c, y, x] != 0:
+                return True
+    return False
+
+
+@nb.njit(cache=True)
+def _tile(e, probs, f, r, c, i, j):
+    """One tile's levels (greedy in coding order, each |q|, |q| - 1 or 0, bits from the live contexts),
+    then the whole tile against skipping it; the contexts the trial adapts are restored after it."""
+    q = f.q
+    y0, x0 = i * f.block, j * f.block
+    y1, x1 = min(y0 + f.block, q.shape[1]), min(x0 + f.block, q.shape[2])
+    if not _any(q, c, y0, y1, x0, x1):  # levels only move towards zero: nothing to decide
+        return
+    j_skip = _skip_bounds(probs, f, r, c, i, j)
+    nt = (y1 - y0) * (x1 - x0)
+    se = 0.0  # the tile's error sum so far: its mean weighs wm extra
+    margin = 1e-9 * (1.0 + j_skip)  # bounds summed in another order: decide early only when clear
+    j_coded = r.lam * skip_bits(probs, f, c, i, j, 1)
+    if j_coded + r.rest[0] > j_skip + margin:
+        q[c, y0:y1, x0:x1] = 0
+        return
+    snapshot(probs, c, r.saved)
+    coded = False
+    k = 0
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            if j_coded + r.rest[k] > j_skip + margin:  # skipping wins whatever follows
+                coded = False
+                break
+            k += 1
+            d = r.d[c, y, x]
+            ctx = level_ctx(f, c, y, x)
+            a0 = abs(q[c, y, x])
+            sg = -1 if d < 0 else 1
+            best, bv, bp = 1e300, 0, 0.0  # cost with and without the mean term, level
+            for a in (a0, a0 - 1, 0):
+                if a < 0 or (a == 0 and a0 > 2):
+                    continue
+                v = sg * a
+                cost = (d - v) * (d - v) + r.lam * level_bits(e, probs, c, ctx, v, 2)
+                cm = cost + r.wm * ((se + d - v) ** 2 - se * se) / nt
+                if cm < best:
+                    best, bv, bp = cm, v, cost
+                if a == 0:
+                    break
+            q[c, y, x] = bv
+            level_bits(e, probs, c, ctx, bv, 1)
+            j_coded += bp  # without the mean term: with rest, a lower bound of the final cost
+            se += d - bv
+            coded = coded or bv != 0
+        else:
+            continue
+        break
+    restore(probs, c, r.saved)
+    if not coded or j_skip <= j_coded + r.wm * se * se / nt:
+        q[c, y0:y1, x0:x1] = 0

@@ -1,0 +1,225 @@
+"""The assembled codec: closed loop, motion modes, intra decisions, refusals, the CLI."""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import latentmotion as lm
+from latentmotion.codec import MODE_NAMES, BitstreamError, Decoder, Encoder, StreamId, Tools, decode_stream, encode_sequence, iter_decode
+from latentmotion.codec.bitstream import Header, Reader, read_frame, read_header, write_frame, write_header
+from latentmotion.codec.prediction import predict
+from latentmotion.data import fit_frame, load_image, read_frames, video_path
+from latentmotion.pipeline import gray8
+
+from ..conftest import model
+
+
+@pytest.fixture(scope="module")
+def clip():
+    split = lm.split_model(model("efficientnet_lite0"), "_blocks.4.add")
+    frames = fit_frame(read_frames(video_path("bikes.mp4"), range(6)))
+    with torch.no_grad():
+        feats = split.edge(frames)
+    return split, frames, feats
+
+
+def _header(shape=(2, 4, 4), **kw) -> Header:
+    f = dict(model="m", layer="l", weights="w", shape=shape, step=1.0, mode=0, block=4, mblock=2, search=4, subpel=1, intra_period=0, fps=25.0)
+    f.update(kw)
+    return Header(**f)
+
+
+
+
+# ----------------------------------------------------------------- closed loop and modes
+
+
+@pytest.mark.parametrize("mode", MODE_NAMES)
+def test_decoder_is_bit_identical_and_loop_is_closed(clip, mode):
+    split, frames, feats = clip
+    step = 2.0
+    for rdoq in (0.0, 0.5):  # without RDOQ every level is the nearest: error at most step / 2
+        enc = Encoder(tuple(feats.shape[1:]), step, Tools.of(mode=mode, rdoq=rdoq), grid=(split.stride, split.offset))
+        stream = encode_sequence(list(feats), enc, list(gray8(frames)))
+        header, out = decode_stream(stream)
+        assert header.mode == MODE_NAMES.index(mode) and len(out) == len(feats)
+        for a, b, x in zip(out, enc.reconstructions, feats):
+            assert torch.equal(a, b)
+            if rdoq == 0:
+                assert (a - x).abs().max() <= step / 2 + 1e-4  # closed loop: no drift
+        assert enc.stats[0].kind == "intra" and any(s.kind == "inter" for s in enc.stats[1:])
+
+
+def test_motion_beats_zero_on_moving_camera(clip):
+    split, frames, feats = clip
+    bits = {}
+    for mode in ("zero", "block"):
+        enc = Encoder(tuple(feats.shape[1:]), 2.0, Tools.of(mode=mode), grid=(split.stride, split.offset))
+        bits[mode] = len(encode_sequence(list(feats), enc, list(gray8(frames))))
+    assert bits["block"] < 0.95 * bits["zero"]
+
+
+def test_static_content_costs_almost_nothing(clip):
+    _, _, feats = clip
+    enc = Encoder(tuple(feats.shape[1:]), 1.0, Tools.of(mode="block"))
+    recs = [enc.encode(feats[0]) for _ in range(4)]
+    assert len(recs[3]) < 0.02 * len(recs[0])
+
+
+def test_scene_cut_falls_back_to_intra(clip):
+    split, _frames, feats = clip
+    other = fit_frame(load_image("coffee"))[None]
+    with torch.no_grad():
+        cut = split.edge(other)[0]
+    seq = [feats[0], feats[1], cut, feats[2]]
+    enc = Encoder(tuple(feats.shape[1:]), 2.0, Tools.of(mode="block"))
+    encode_sequence(seq, enc)
+    assert [s.kind for s in enc.stats[:3]] == ["intra", "inter", "intra"]
+
+
+@pytest.mark.parametrize("mode, kw", [("zero", {"intra_period": 1}), ("block", {})])
+def test_channel_means_survive_a_step_coarser_than_every_value(mode, kw):
+    """Per-channel offsets (in 1/16 step): channels whose values all lie inside the dead zone keep their means
+    to within half an offset unit, in intra and predicted frames (without offsets every level is 0)."""
+    g = torch.Generator().manual_seed(5)
+    off = torch.linspace(-0.45, 0.45, 8)[:, None, None]
+    xs = [off + 0.05 * torch.randn(8, 16, 16, generator=g) for _ in range(4)]
+    _, out = decode_stream(encode_sequence(xs, Encoder((8, 16, 16), 1.0, Tools.of(mode=mode, **kw))))
+    for x, y in zip(xs, out, strict=True):
+        assert float((x.mean((1, 2)) - y.mean((1, 2))).abs().max()) <= 1 / 32 + 1e-6
+
+
+def test_intra_period_forced_intra_and_bad_parameters(clip):
+    _, _, feats = clip
+    enc = Encoder(tuple(feats.shape[1:]), 2.0, Tools.of(mode="zero", intra_period=2, rd=False))
+    encode_sequence(list(feats), enc)
+    assert [s.kind for s in enc.stats] == ["intra", "inter"] * 3
+    enc = Encoder(tuple(feats.shape[1:]), 2.0, Tools.of(mode="zero", rd=False))
+    dec = Decoder.from_header_bytes(enc.header_bytes())
+    kinds = []
+    for i, x in enumerate(feats[:3]):
+        assert torch.equal(dec.decode_frame(enc.encode(x, intra=i == 2)), enc.reconstructions[-1])
+        kinds.append(enc.stats[-1].kind)
+    assert kinds == ["intra", "inter", "intra"]
+    with pytest.raises(lm.InputError, match="motion mode"):
+        Encoder((1, 4, 4), 1.0, Tools.of(mode="global"))
+    with pytest.raises(lm.InputError, match="step"):
+        Encoder((1, 4, 4), 0.0)
+    with pytest.raises(lm.InputError, match="shape"):
+        Encoder((1, 4, 4), 1.0).encode(torch.zeros(2, 4, 4))
+    # what the header cannot hold is refused here, not when the stream is written or read
+    for kw, needle in (({"fps": 1e-50}, "frame rate"), ({"fps": 1e39}, "frame rate"), ({"model": "m" * 300}, "too long")):
+        with pytest.raises(lm.InputError, match=needle):
+            Encoder((2, 8, 8), 1.0, stream=StreamId(**kw))
+    with pytest.raises(lm.InputError, match=r"\(C, H, W\)"):
+        Encoder((8, 8), 1.0)
+
+
+def test_values_up_to_the_input_bound_are_never_clipped_when_a_channel_mean_shifts():
+    """Offsets are clamped so that no residual exceeds the largest level: a channel whose mean jumps by
+    8000 steps while one value swings by 62000 (inside the accepted 32767-step bound) is coded exactly."""
+    yy, xx = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    x2 = torch.where((yy + xx) % 2 == 0, 24000.0, -24000.0)[None].clone()
+    x1 = x2 - 8000
+    x2[0, 0, 1], x1[0, 0, 1] = -31000.0, 31000.0
+    enc = Encoder((1, 8, 8), 1.0, Tools.of(mode="zero", rd=False))
+    _, out = decode_stream(encode_sequence([x1, x2], enc))
+    assert [s.kind for s in enc.stats] == ["intra", "inter"]
+    assert float((out[1] - x2).abs().max()) <= 0.5 and torch.equal(out[1], enc.reconstructions[1])
+
+
+@pytest.mark.parametrize("shape, mblock", [((8, 16, 16), 64), ((1, 1, 1), 2), ((8, 2, 16), 2)])
+def test_motion_tiles_larger_than_the_tensor_still_code(shape, mblock):
+    g = torch.Generator().manual_seed(2)
+    xs = [torch.randn(*shape, generator=g) for _ in range(3)]
+    enc = Encoder(shape, 0.1, Tools.of(mode="block", mblock=mblock))
+    _, out = decode_stream(encode_sequence(xs, enc))
+    assert all(torch.equal(a, b) for a, b in zip(out, enc.reconstructions, strict=True))
+
+
+# ----------------------------------------------------------------- layout and CLI
+
+
+def test_codec_package_imports_no_application():
+    import subprocess
+    import sys
+
+    code = "import sys, latentmotion.codec; bad = [m for m in sys.modules if m.startswith(('latentmotion.experiments', 'latentmotion.cli'))]; print(bad); sys.exit(bool(bad))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cli_encode_decode_round_trip_and_weights_check(tmp_path):
+    import subprocess
+    import sys
+
+    s = tmp_path / "a.lmf"
+    r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "codec", "encode", "--out", str(s), "--frames", "3", "--step", "0.5"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "codec", "decode", str(s), "--out", str(tmp_path / "x.pt"), "--classify"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and torch.load(tmp_path / "x.pt").shape == (3, 40, 28, 28) and "top-1 classes" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "codec", "decode", str(s), "--classify", "--weights", "random"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "refused" in r.stderr
+    (tmp_path / "bad.lmf").write_bytes(s.read_bytes()[:-5])
+    r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "codec", "decode", str(tmp_path / "bad.lmf"), "--out", str(tmp_path / "y.pt")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "truncated" in r.stderr and not (tmp_path / "y.pt").exists()
+
+
+def test_cli_eval_refuses_unknown_names_before_any_output(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "rd"
+    for bad in (["--anchors", "x266"], ["--configs", "affine"]):
+        r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "codec", "eval", "--out", str(out), "--frames", "4", *bad], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 2 and r.stderr.startswith("error: unknown") and not out.exists(), r.stderr
+
+def test_encoder_refuses_what_it_cannot_write_or_would_drop():
+    """fps and channel counts the header cannot hold, a missing input frame, unequal tensors and frames: errors, never silence."""
+    xs = [torch.zeros(2, 8, 8) for _ in range(3)]
+    with pytest.raises(lm.InputError, match="frame rate"):
+        Encoder((2, 8, 8), 1.0, Tools.of(mode="zero"), stream=StreamId(fps=0.0))
+    with pytest.raises(lm.InputError, match="channels"):
+        Encoder((65536, 1, 1), 1.0, Tools.of(mode="zero"))
+    with pytest.raises(lm.InputError, match="input frame"):
+        Encoder((2, 8, 8), 1.0, Tools.of(mode="input")).encode(xs[0])
+    with pytest.raises(ValueError):
+        encode_sequence(xs, Encoder((2, 8, 8), 1.0, Tools.of(mode="zero")), [None, None])
+
+
+def test_decoded_size_is_known_before_decoding():
+    """A few hundred kilobytes that would decode to gigabytes are sized from lengths alone, so an application can refuse them."""
+    from latentmotion.codec import decoded_nbytes
+
+    h = _header((1024, 128, 128))
+    recs = b"".join(write_frame(struct.pack("<IB", i, 0) + b"\x00" * (h.min_record() - 13)) for i in range(30))
+    data = write_header(h) + recs
+    assert len(data) < 400_000 and decoded_nbytes(data) == 30 * 4 * 1024 * 128 * 128  # 2 GB of output
+    xs = [torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    stream = encode_sequence(xs, Encoder((2, 4, 4), 0.1, Tools.of(mode="zero")))
+    assert decoded_nbytes(stream) == sum(x.numel() * 4 for x in decode_stream(stream)[1])
+
+
+def test_cli_classify_refuses_a_small_stream_that_claims_a_huge_grid(tmp_path):
+    """Issue 20 (attack): 5 KB of stream claiming (40, 512, 512) made --classify run the cloud on it (53 s, 2 GB).
+    The cloud takes the cut's channels and at most 4x its nominal area, checked before decoding."""
+    import subprocess
+    import sys
+
+    from latentmotion.codec import Encoder, StreamId, Tools, encode_sequence
+    from latentmotion.models import load_model, weights_fingerprint
+
+    fp = weights_fingerprint(load_model("efficientnet_lite0"))
+    enc = Encoder((40, 512, 512), 1.0, Tools.of(mode="zero", block=64, mblock=64), stream=StreamId(model="efficientnet_lite0", layer="_blocks.4.add", weights=fp))
+    s = tmp_path / "big.lmf"
+    s.write_bytes(encode_sequence([torch.zeros(40, 512, 512)] * 2, enc))
+    r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "codec", "decode", str(s), "--classify"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "4x the area" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

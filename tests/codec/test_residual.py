@@ -1,0 +1,62 @@
+"""The residual stage: quantisation, reconstruction, and the bounds that let RDOQ stop early."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from latentmotion.codec import rangecoder as rc
+from latentmotion.codec import residual, syntax
+from latentmotion.codec.prediction import ONE
+
+
+def test_reconstruction_is_prediction_plus_levels_plus_offset_and_quantisation_rounds():
+    rng = np.random.default_rng(0)
+    xs = rng.normal(0, 3, (3, 5, 7))
+    pred = rng.integers(-60, 60, xs.shape).astype(np.int64)
+    dc = residual.offsets(xs, pred)
+    d, q, e = residual.quantise(xs, pred, dc, 0.5)
+    assert np.allclose(d, xs - (pred + dc[:, None, None]) / ONE) and np.isclose(e, (d * d).sum())
+    assert np.array_equal(q, np.sign(d) * np.floor(np.abs(d) + 0.5))
+    expect = pred + ONE * q + dc[:, None, None]
+    assert np.array_equal(residual.reconstruct(pred.copy(), q.copy(), dc), expect)
+    assert np.abs(expect / ONE - xs).max() <= 0.5 + 1 / ONE  # within half a step (and the offset's rounding)
+
+
+def test_rdoq_only_moves_levels_towards_zero_and_never_costs_more():
+    rng = np.random.default_rng(1)
+    xs = rng.laplace(0, 1.2, (4, 12, 12))
+    pred = np.zeros(xs.shape, np.int64)
+    dc = residual.offsets(xs, pred)
+    d, q, _ = residual.quantise(xs, pred, dc, 0.5)
+    q0, lam = q.copy(), 2.0
+    residual.rdoq(syntax.new_contexts(4), syntax.levels(q, pred, 4), d, lam, 0.0)
+    assert np.all(np.abs(q) <= np.abs(q0)) and np.all(q * q0 >= 0)
+
+    def cost(levels):
+        e = rc.encoder(syntax.capacity(levels, 4, np.zeros((2, 0, 0))))
+        return ((d - levels) ** 2).sum() + lam * syntax.encode_levels(e, syntax.new_contexts(4), syntax.levels(levels, pred, 4), 1)
+
+    assert cost(q) < cost(q0)
+
+
+def test_rdoq_early_stop_bound_is_below_every_coding_of_the_tile():
+    """The RDOQ trial stops on ``_skip_bounds``: rest[k] must not exceed what coding levels k.. costs, for any levels
+    (here random ones, costed one by one with adapting contexts as the coder does) and any context state."""
+    rng = np.random.default_rng(0)
+    block, c, lam = 4, 0, 0.5
+    e = rc.encoder(0)
+    for _ in range(200):
+        d = rng.normal(0, rng.uniform(0.3, 4), (1, block, block))
+        probs = rng.integers(1, 2047, syntax.n_contexts(1)).astype(np.int64)
+        q = np.rint(d).astype(np.int64) + rng.integers(-1, 2, d.shape) * (rng.random(d.shape) < 0.3)
+        f = syntax.levels(q, np.zeros_like(q), block)
+        r = residual.Rdo(d, lam, 0.5, np.empty(syntax.SNAPSHOT, np.int64), np.empty(block * block + 1))
+        residual._skip_bounds(probs, f, r, c, 0, 0)  # the mean term (wm) is not in the bounds
+        p, costs = probs.copy(), []
+        for y in range(block):
+            for x in range(block):
+                n, s, _, _ = syntax.level_ctx(f, c, y, x)
+                ctx = (n, s, int(rng.integers(0, syntax.N_PB)), int(rng.integers(0, syntax.N_AB)))  # any |P| and activity bucket
+                costs.append((d[c, y, x] - q[c, y, x]) ** 2 + lam * syntax.level_bits(e, p, c, ctx, q[c, y, x], 1))
+        tail = np.cumsum(costs[::-1])[::-1]
+        assert np.all(r.rest[:-1] <= tail + 1e-9), (r.rest[:-1] - tail).max()

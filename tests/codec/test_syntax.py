@@ -1,0 +1,79 @@
+"""The syntax: every integer a frame sends round-trips through the contexts, and the contexts pay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentmotion.codec import MAX_Q
+from latentmotion.codec import rangecoder as rc
+from latentmotion.codec import syntax
+from latentmotion.codec.prediction import predict
+
+
+def _encode(q, pred, dc, mv, block):
+    probs = syntax.new_contexts(q.shape[0])
+    e = rc.encoder(syntax.capacity(q, block, np.zeros((2, 0, 0)) if mv is None else mv))
+    if mv is not None:
+        syntax.encode_vectors(e, probs, mv)
+    syntax.encode_offsets(e, probs, dc)
+    syntax.encode_levels(e, probs, syntax.levels(q, pred, block), 0)
+    return rc.finish(e), probs
+
+
+@pytest.mark.parametrize("with_mv", [False, True])
+def test_vectors_offsets_and_levels_round_trip(with_mv):
+    rng = np.random.default_rng(0)
+    q = rng.laplace(0, 1.5, (6, 9, 11)).round().astype(np.int64)
+    q[2] = 0  # a channel with no coded tile
+    q[3, 0, 0], q[3, 0, 1] = -MAX_Q, MAX_Q  # the binarisation's extremes
+    mv = rng.integers(-40, 40, (2, 3, 4)).astype(np.int64)  # motion tiles of 3 (coded-tile flags: 4)
+    ref = rng.integers(-50, 50, q.shape).astype(np.int64)
+    pred = predict(ref, mv, 3, 4) if with_mv else np.zeros_like(q)
+    dc = np.array([0, 5, -1, MAX_Q, -MAX_Q, 1], np.int64)  # channel offsets, extremes included
+    data, probs = _encode(q, pred, dc, mv if with_mv else None, 4)
+    d, probs2 = rc.decoder(data), syntax.new_contexts(6)
+    if with_mv:
+        mv2, bad = syntax.decode_vectors(d, probs2, 3, 4, 4096)
+        assert bad == 0 and np.array_equal(mv2, mv)
+    dc2, bad = syntax.decode_offsets(d, probs2, 6)
+    assert bad == 0 and np.array_equal(dc2, dc)
+    q2, bad = syntax.decode_levels(d, probs2, pred, 4)
+    assert bad == 0 and np.array_equal(q2, q)
+    assert np.array_equal(probs, probs2)  # both sides adapted their contexts alike
+
+
+def test_a_vector_beyond_the_bound_is_corrupt():
+    mv = np.array([[[100]], [[0]]], np.int64)
+    data, _ = _encode(np.zeros((1, 2, 2), np.int64), np.zeros((1, 2, 2), np.int64), np.zeros(1, np.int64), mv, 2)
+    _, bad = syntax.decode_vectors(rc.decoder(data), syntax.new_contexts(1), 1, 1, 99)
+    assert bad == 1
+
+
+def test_costing_adapts_exactly_as_coding():
+    """The residual stage decides with sim=1 costs: they must leave the contexts as coding leaves them."""
+    rng = np.random.default_rng(2)
+    q = rng.laplace(0, 1.0, (3, 8, 8)).round().astype(np.int64)
+    pred = rng.integers(-80, 80, q.shape).astype(np.int64)
+    coded, costed = syntax.new_contexts(3), syntax.new_contexts(3)
+    e = rc.encoder(syntax.capacity(q, 4, np.zeros((2, 0, 0))))
+    syntax.encode_levels(e, coded, syntax.levels(q, pred, 4), 0)
+    bits = syntax.encode_levels(e, costed, syntax.levels(q, pred, 4), 1)
+    assert np.array_equal(coded, costed)
+    assert abs(bits - 8 * len(rc.finish(e))) < 0.02 * bits + 16  # the costs are the coder's lengths
+
+
+def test_levels_where_earlier_channels_have_levels_cost_less():
+    """Cross-channel activity contexts: levels at the same places in every channel (where one motion fails
+    it fails for all, Eq. 12) code in fewer bytes than the same channels each moved by whole tiles
+    (identical statistics within every channel, only the alignment across channels differs)."""
+    rng = np.random.default_rng(3)
+    c, h, w = 24, 32, 32
+    support = rng.random((h, w)) < 0.12
+    shared = np.where(support, rng.integers(1, 3, (c, h, w)) * rng.choice([-1, 1], (c, h, w)), 0).astype(np.int64)
+    moved = np.stack([np.roll(shared[k], (4 * rng.integers(8), 4 * rng.integers(8)), (0, 1)) for k in range(c)])
+
+    def nbytes(q):
+        return len(_encode(q, np.zeros_like(q), np.zeros(c, np.int64), None, 4)[0])
+
+    assert nbytes(shared) < 0.85 * nbytes(moved)

@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _util import median_time, table  # noqa: E402
 
-from latentmotion.estimation import _match_torch, block_match, block_match_reference  # noqa: E402
+from latentmotion.estimation import block_match, block_match_reference, block_match_torch  # noqa: E402
 from latentmotion.experiments.flowcheck import video_pair  # noqa: E402
 from latentmotion.pipeline import gray8  # noqa: E402
 
@@ -54,7 +54,7 @@ def main() -> None:
     t_fb = median_time(lambda: cv2.calcOpticalFlowFarneback(an, bn, None, 0.5, 3, 15, 3, 5, 1.2, 0), 21, 3)
     t_bm = median_time(lambda: block_match(a, b, 31, 11), 11, 2)
     t_bmf = median_time(lambda: block_match(a.double() / 255, b.double() / 255, 31, 11), 5, 1)
-    t_torch = median_time(lambda: _match_torch(a[None], b[None], 31, 11, False), 3, 1)
+    t_torch = median_time(lambda: block_match_torch(a[None], b[None], 31, 11, False), 3, 1)
     rows += [
         ("224x224 gray, Farneback (OpenCV)", f"{t_fb * 1e3:.1f}", "1.00"),
         ("224x224 gray, block_match uint8 (exact int)", f"{t_bm * 1e3:.1f}", f"{t_bm / t_fb:.2f}"),

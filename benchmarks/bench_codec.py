@@ -35,7 +35,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _util import median_time, table  # noqa: E402
 
 import latentmotion as lm  # noqa: E402
-from latentmotion.codec import Encoder, decode_stream, encode_sequence  # noqa: E402
+from latentmotion.codec import Encoder, StreamId, Tools, decode_stream, encode_sequence  # noqa: E402
 from latentmotion.data import read_frames, video_path  # noqa: E402
 from latentmotion.experiments.codec_anchors import code_features  # noqa: E402
 from latentmotion.pipeline import edge_features  # noqa: E402
@@ -64,7 +64,7 @@ def speed_rows(feats: torch.Tensor, gray: list, split) -> tuple[list, float, flo
         label = mode + ("" if not kw else " " + ",".join(f"{k}={v}" for k, v in kw.items()))
 
         def enc(mode=mode, kw=kw):
-            e = Encoder(tuple(feats.shape[1:]), step, mode, stride=split.stride, offset=split.offset, **kw)
+            e = Encoder.from_split(split, feats, step, Tools.of(mode=mode, **kw))
             return encode_sequence(list(feats), e, gray)
 
         stream = enc()

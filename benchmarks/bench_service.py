@@ -118,7 +118,7 @@ def main() -> None:
     ap.add_argument("--edges", type=int, nargs="+", default=[1, 4, 16])
     args = ap.parse_args()
     import latentmotion as lm
-    from latentmotion.codec import Encoder
+    from latentmotion.codec import Encoder, StreamId, Tools
     from latentmotion.pipeline import edge_features
     from latentmotion.service.backends import ServedModel
 
@@ -126,7 +126,7 @@ def main() -> None:
     net = lm.load_model(MODEL)
     split = lm.split_model(net, LAYER)
     clip = edge_features(VIDEO, split, 0, N)
-    enc = Encoder(tuple(clip.features.shape[1:]), STEP, "block", model=MODEL, layer=LAYER, fps=clip.fps, stride=split.stride, offset=split.offset)
+    enc = Encoder.from_split(split, clip.features, STEP, Tools.of(mode="block"), StreamId(MODEL, fps=clip.fps))
     longest = max(1, args.frames // min(args.edges))  # frames of the longest edge run
     header, records = enc.header_bytes(), [enc.encode(clip.features[i % N]) for i in range(max(longest, 4))]
     recon = torch.stack(enc.reconstructions)

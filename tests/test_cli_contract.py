@@ -191,29 +191,29 @@ def place(tmp_path):
 
 
 def _header_only_stream() -> bytes:
-    from latentmotion.codec import Encoder
+    from latentmotion.codec import Encoder, StreamId, Tools
 
-    return Encoder((4, 8, 8), 1.0, "zero", model="efficientnet_lite0", layer="_blocks.4.add").header_bytes()
+    return Encoder((4, 8, 8), 1.0, Tools.of(mode="zero"), stream=StreamId(model="efficientnet_lite0", layer="_blocks.4.add")).header_bytes()
 
 
 def _misfit_stream(model: str = "efficientnet_lite0") -> bytes:
     """A valid stream whose tensors (4, 8, 8) cannot enter the cloud model its header names."""
     import torch
 
-    from latentmotion.codec import Encoder, encode_sequence
+    from latentmotion.codec import Encoder, StreamId, Tools, encode_sequence
     from latentmotion.models import load_model, weights_fingerprint
 
     fp = weights_fingerprint(load_model(model)) if ":" not in model else ""  # right weights: the shape is what fails
-    enc = Encoder((4, 8, 8), 1.0, "zero", model=model, layer="_blocks.4.add", weights=fp)
+    enc = Encoder((4, 8, 8), 1.0, Tools.of(mode="zero"), stream=StreamId(model=model, layer="_blocks.4.add", weights=fp))
     return encode_sequence([torch.zeros(4, 8, 8)], enc)
 
 
 def _work_bomb_stream() -> bytes:
     """Issue 20 item 3: 6,183 bytes claiming one 1x4096x4096 frame with block 1 and mblock 1 (all skipped)."""
-    from latentmotion.codec import Encoder
+    from latentmotion.codec import Encoder, StreamId, Tools
     from latentmotion.codec.bitstream import write_frame
 
-    enc = Encoder((1, 4096, 4096), 1.0, "zero", block=1, mblock=1)
+    enc = Encoder((1, 4096, 4096), 1.0, Tools.of(mode="zero", block=1, mblock=1))
     head = enc.header_bytes()
     return head + write_frame(struct.pack("<IB", 0, 0) + bytes(6183 - len(head) - 13))
 
@@ -221,10 +221,10 @@ def _work_bomb_stream() -> bytes:
 def _long_stream(frames: int = 60) -> bytes:
     """A valid stream that takes seconds to decode, nearly all of it inside the numba kernels:
     all-zero records of the smallest accepted size, 1x1024x1024 tensors with block 1 and mblock 1."""
-    from latentmotion.codec import Encoder
+    from latentmotion.codec import Encoder, StreamId, Tools
     from latentmotion.codec.bitstream import write_frame
 
-    enc = Encoder((1, 1024, 1024), 1.0, "zero", block=1, mblock=1)
+    enc = Encoder((1, 1024, 1024), 1.0, Tools.of(mode="zero", block=1, mblock=1))
     size = max(13, enc.header.min_record())
     return enc.header_bytes() + b"".join(write_frame(struct.pack("<IB", i, min(i, 1)) + bytes(size - 13)) for i in range(frames))
 

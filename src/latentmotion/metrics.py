@@ -8,6 +8,8 @@ import torch
 
 from .errors import InputError
 
+__all__ = ["HEVC_PSNR_RANGE_DB", "hevc_band", "kl_divergence", "nrmse", "nrmse_from_psnr", "psnr", "psnr_from_nrmse"]
+
 #: PSNR range of HEVC's motion-compensated prediction quoted by the paper ([20], Table III).
 HEVC_PSNR_RANGE_DB = (27.0, 41.0)
 

@@ -52,6 +52,23 @@ import torch.nn.functional as F
 
 from .errors import InputError
 
+__all__ = [
+    "MAX_TRANSLATION",
+    "SCALE_RANGE",
+    "Affine",
+    "FramePair",
+    "Motion",
+    "Warped",
+    "check_image",
+    "flow_from_affine",
+    "interior_mask",
+    "latent_matrix",
+    "predict_features",
+    "render_pair",
+    "sample",
+    "warp_image",
+]
+
 #: Largest |translation| in pixels and the scale range: beyond them float32
 #: sampling coordinates lose whole pixels (or overflow to NaN), so such a
 #: motion is refused instead of producing a table of NaN.

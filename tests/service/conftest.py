@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import latentmotion as lm
-from latentmotion.codec import Encoder
+from latentmotion.codec import Encoder, StreamId, Tools
 from latentmotion.data import fit_frame, read_frames, video_path
 from latentmotion.models import weights_fingerprint
 from latentmotion.service import CloudServer, LiveCoder, ServerConfig
@@ -41,7 +41,7 @@ def fingerprint() -> str:
 
 def make_encoder(step: float = 2.0):
     shape = tuple(features().shape[1:])
-    return lambda: Encoder(shape, step, "block", model=MODEL, layer=LAYER)
+    return lambda: Encoder(shape, step, Tools.of(mode="block"), stream=StreamId(model=MODEL, layer=LAYER))
 
 
 class RecordingCoder(LiveCoder):

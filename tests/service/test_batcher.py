@@ -7,6 +7,7 @@ import asyncio
 import torch
 
 from latentmotion.service.batcher import Batcher
+from latentmotion.tasks import Classify
 
 
 def _net() -> torch.nn.Module:
@@ -19,7 +20,7 @@ def test_batches_respect_the_maximum_and_answer_like_single_calls():
 
     async def main():
         b = Batcher(max_batch=8, max_wait=0.05, max_queue=64)
-        out = await asyncio.gather(*(b.infer(net, x, k=3) for x in xs))
+        out = await asyncio.gather(*(b.infer(net, x, Classify(top_k=3)) for x in xs))
         await b.close()
         return b.batches, out
 
@@ -28,8 +29,8 @@ def test_batches_respect_the_maximum_and_answer_like_single_calls():
     with torch.no_grad():
         p = net(xs).softmax(1)
     for i, o in enumerate(out):
-        assert o.classes == p[i].topk(3).indices.tolist()
-        assert torch.allclose(torch.tensor(o.scores), p[i].topk(3).values, atol=1e-6)
+        assert o.result.classes == p[i].topk(3).indices.tolist()
+        assert torch.allclose(torch.tensor(o.result.scores), p[i].topk(3).values, atol=1e-6)
 
 
 def test_a_lone_frame_waits_at_most_max_wait_and_shapes_never_mix():
@@ -37,8 +38,8 @@ def test_a_lone_frame_waits_at_most_max_wait_and_shapes_never_mix():
 
     async def main():
         b = Batcher(max_batch=16, max_wait=0.01)
-        a = b.infer(net, torch.randn(4, 9, 9))
-        c = b.infer(net, torch.randn(4, 12, 12))  # another shape: another queue
+        a = b.infer(net, torch.randn(4, 9, 9), Classify())
+        c = b.infer(net, torch.randn(4, 12, 12), Classify())  # another shape: another queue
         out = await asyncio.wait_for(asyncio.gather(a, c), 10)
         await b.close()
         return out
@@ -54,8 +55,8 @@ def test_a_failing_model_fails_only_its_batch():
 
     async def main():
         b = Batcher(max_batch=4, max_wait=0.01)
-        bad = await asyncio.gather(b.infer(Boom(), torch.randn(4, 9, 9)), return_exceptions=True)
-        good = await b.infer(_net(), torch.randn(4, 9, 9))
+        bad = await asyncio.gather(b.infer(Boom(), torch.randn(4, 9, 9), Classify()), return_exceptions=True)
+        good = await b.infer(_net(), torch.randn(4, 9, 9), Classify())
         await b.close()
         return bad, good
 

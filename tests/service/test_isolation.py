@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from latentmotion.codec import Encoder
+from latentmotion.codec import Encoder, StreamId, Tools
 from latentmotion.service import EdgeOptions, stream_edge
 from latentmotion.service.backends import load_cloud
 
@@ -20,7 +20,7 @@ S = grpc.StatusCode
 
 
 def _header(model: str, layer: str) -> bytes:
-    return Encoder(tuple(features().shape[1:]), 2.0, "block", model=model, layer=layer).header_bytes()
+    return Encoder(tuple(features().shape[1:]), 2.0, Tools.of(mode="block"), stream=StreamId(model=model, layer=layer)).header_bytes()
 
 
 def _flood(bad: int) -> list[tuple[bytes, set, str]]:

@@ -9,6 +9,7 @@ import torch
 
 from latentmotion.service import EdgeOptions, stream_edge
 from latentmotion.service.ray_backend import CloudModel
+from latentmotion.tasks import Classify
 
 from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, fingerprint, reference, split
 
@@ -16,12 +17,13 @@ from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, fing
 def test_replica_body_batches_like_in_process_and_keeps_load_errors():
     """The Serve replica's code without Ray (fast, default run): answers and error capture."""
     body = CloudModel(MODEL, LAYER, "imagenet")
-    assert body.fingerprint() == (fingerprint(), None) and body.probe((40, 28, 28)) == "" and "(41, 28, 28)" in body.probe((41, 28, 28)) and "area" in body.probe((40, 60, 60))
+    assert body.fingerprint() == (fingerprint(), None) and body.probe((40, 28, 28)) == ("", (1000,))
+    assert "(41, 28, 28)" in body.probe((41, 28, 28))[0] and "area" in body.probe((40, 60, 60))[0]
     xs = features()[:3]
-    out = asyncio.run(body([(x.numpy(), 2) for x in xs]))
+    out = asyncio.run(body([(x.numpy(), Classify(top_k=2)) for x in xs]))
     with torch.no_grad():
         ref = split().cloud(xs).softmax(1).topk(2)
-    assert [o[0] for o in out] == ref.indices.tolist() and all(o[2] == 3 for o in out)
+    assert [o[0].classes for o in out] == ref.indices.tolist() and all(o[1] == 3 for o in out)
     code, kind, msg = CloudModel("resnet43", LAYER, "imagenet").fingerprint()[1]
     assert (code, kind) == ("NOT_FOUND", "unknown_model") and "resnet34" in msg
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from latentmotion.codec import Decoder, Encoder
+from latentmotion.codec import Decoder, Encoder, StreamId, Tools
 from latentmotion.errors import InputError
 from latentmotion.models import weights_fingerprint
 from latentmotion.service import EdgeOptions, ServiceError, stream_edge
@@ -76,9 +76,9 @@ def _bad_clients():
     enc = make_encoder()()
     head = enc.header_bytes()
     recs = [enc.encode(x) for x in features()[:3]]
-    other = Encoder((41, 28, 28), 2.0, "block", model=MODEL, layer=LAYER).header_bytes()
-    unknown = Encoder(tuple(features().shape[1:]), 2.0, "block", model="resnet43", layer=LAYER).header_bytes()
-    factory = Encoder(tuple(features().shape[1:]), 2.0, "block", model="os:abort", layer=LAYER).header_bytes()  # must never be called
+    other = Encoder((41, 28, 28), 2.0, Tools.of(mode="block"), stream=StreamId(model=MODEL, layer=LAYER)).header_bytes()
+    unknown = Encoder(tuple(features().shape[1:]), 2.0, Tools.of(mode="block"), stream=StreamId(model="resnet43", layer=LAYER)).header_bytes()
+    factory = Encoder(tuple(features().shape[1:]), 2.0, Tools.of(mode="block"), stream=StreamId(model="os:abort", layer=LAYER)).header_bytes()  # must never be called
     random_fp = weights_fingerprint(torch.nn.Linear(2, 2))  # any other weights
     S = grpc.StatusCode
     return {

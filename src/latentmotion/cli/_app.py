@@ -59,6 +59,16 @@ def parse_list(text: str, convert: Callable[[str], T], option: str, kind: str = 
         raise InputError(f"{option} must be comma-separated {kind}, got {text!r}") from None
 
 
+def coding_settings(**given) -> dict:
+    """The codec settings a user gave (options left at None take the codec's defaults), checked now,
+    before any model loads: flat keywords of :meth:`latentmotion.codec.Tools.of`."""
+    from ..codec import Tools
+
+    settings = {k: v for k, v in given.items() if v is not None}
+    Tools.of(**settings)
+    return settings
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 

@@ -7,9 +7,12 @@ from typing import Optional
 
 import typer
 
+from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
 from ..outputs import staged_file, staged_folder
-from ._app import app, console, parse_list
+from ._app import app, coding_settings, console, parse_list
+
+__all__ = ["codec_app", "codec_decode", "codec_encode", "codec_eval", "codec_fit_transform"]
 
 MAX_STREAM_FILE = 1 << 30  # a feature stream of this size would be hours of video
 
@@ -48,30 +51,29 @@ def codec_encode(
     video: str = typer.Option("bikes.mp4"),
     start: int = typer.Option(0, help="first frame"),
     frames: int = typer.Option(24, help="number of frames"),
-    model: str = typer.Option("efficientnet_lite0"),
-    layer: str = typer.Option("_blocks.4.add"),
+    model: str = typer.Option(DEFAULT_MODEL),
+    layer: str = typer.Option(DEFAULT_LAYER),
     weights: str = typer.Option("imagenet"),
     step: float = typer.Option(4.0, help="quantisation step (quality: smaller is better)"),
-    mode: str = typer.Option("block", help="zero, block or input"),
-    subpel: int = typer.Option(4, help="motion vector precision: 1 or 4"),
-    intra_period: int = typer.Option(0, help="force intra every N frames (0: first only)"),
+    mode: Optional[str] = typer.Option(None, help="zero, block or input [default: the codec's, MotionTools]"),
+    subpel: Optional[int] = typer.Option(None, help="motion vector precision: 1 or 4 [default: the codec's]"),
+    intra_period: Optional[int] = typer.Option(None, help="force intra every N frames, 0: first only [default: the codec's]"),
     seed: int = typer.Option(0),
 ) -> None:
     """Run the edge sub-model on video frames and write the coded feature stream."""
-    from ..codec import Encoder, encode_sequence
-    from ..codec.core import MAX_Q, check_coding
+    from ..codec import MAX_Q, Encoder, StreamId, Tools, encode_sequence
     from ..codec.limits import check_step
     from ..data import video_path
     from ..pipeline import check_frame_range
 
     check_step(step)  # every option before the model loads and the video is decoded
-    check_coding(mode, subpel=subpel, intra_period=intra_period)
+    tools = Tools.of(**coding_settings(mode=mode, subpel=subpel, intra_period=intra_period))
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
     video_path(video)  # exists, and is a regular file (a FIFO would block)
     with staged_file(out) as tmp:  # --out is checked before the frames are decoded
         fingerprint, split, clip = _edge_features(video, start, frames, model, layer, weights, seed, fingerprint=True)
         check_step(step, clip.features, max_level=MAX_Q // 2)  # a residual spans twice the values
-        enc = Encoder(tuple(clip.features.shape[1:]), step, mode, model=model, layer=layer, weights=fingerprint, subpel=subpel, intra_period=intra_period, fps=clip.fps, stride=split.stride, offset=split.offset)
+        enc = Encoder.from_split(split, clip.features, step, tools, StreamId(model, weights=fingerprint, fps=clip.fps))
         stream = encode_sequence(list(clip.features), enc, list(clip.gray))
         tmp.write_bytes(stream)
     fps = clip.fps
@@ -79,18 +81,36 @@ def codec_encode(
     console.print(f"{out}: {len(stream)} bytes, {8 * len(stream) / frames:.0f} bits/frame ({8 * len(stream) / frames * fps / 1000:.1f} kbit/s at {fps:g} fps), frames {kinds}")
 
 
-def _check_cloud_shape(split, head) -> None:
+def _check_cloud_shape(split, head, task) -> None:
     """The service's rule, before any decoding: the cloud takes the cut's channels and at most a few
-    times its nominal area, so a small stream cannot make ``--classify`` run a huge network pass."""
+    times its nominal area, so a small stream cannot make ``--classify`` run a huge network pass;
+    and its output must fit the task (a segmentation model's cannot be classified)."""
     import torch
 
-    from ..service.backends import probe_shape
+    from ..service.backends import probe_output
 
     with torch.no_grad():
         nominal = tuple(split.edge(torch.zeros(1, 3, 224, 224)).shape[1:])
-    why = probe_shape(split.cloud, nominal, tuple(head.shape))
+    why, out = probe_output(split.cloud, nominal, tuple(head.shape))
     if why:
         raise InputError(f"the stream's tensors {tuple(head.shape)} do not fit {head.model} {head.layer}: {why}")
+    why = task.check(out)
+    if why:
+        raise InputError(f"--classify: {head.model} is not a classifier: {why}")
+
+
+def _top1(split, task, x, header) -> list[int]:
+    """The classification task's top class of each decoded tensor, the cloud run a few frames at a time (bounded memory)."""
+    import contextlib
+    import io
+
+    import torch
+
+    try:  # torch.fx prints its own report of a failing call to stderr: keep it out of the one line
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            return [task.result(out).classes[0] for i in range(0, len(x), 8) for out in split.cloud(x[i : i + 8])]
+    except RuntimeError as exc:
+        raise InputError(f"the stream's tensors {tuple(x.shape[1:])} do not fit {header.model} {header.layer}: {str(exc).splitlines()[0]}") from None
 
 
 @codec_app.command("decode")
@@ -104,7 +124,6 @@ def codec_decode(
 ) -> None:
     """Decode a stream; optionally finish inference in the cloud sub-model (refused if its weights differ from the edge's)."""
     import contextlib
-    import io
 
     import torch
 
@@ -118,9 +137,10 @@ def codec_decode(
     need, budget = 2 * decoded_nbytes(data) + decode_work_nbytes(data), _memory_budget()  # the frames, their stack, one frame's work
     if need > budget:
         raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this machine allows {budget / 2**30:.1f} GiB")
-    split = None
+    split, task = None, None
     if classify:  # check the weights before the decode, so a mismatch costs nothing
         from ..codec import read_stream_header
+        from ..tasks import Classify
 
         head = read_stream_header(data)
         if ":" in head.model and model != head.model:  # a factory imports and runs code: only when the user names it
@@ -128,19 +148,14 @@ def codec_decode(
         mine, split = _model_split(head.model, head.layer, weights, seed)
         if head.weights != mine:
             raise InputError(f"the stream was encoded with weights {head.weights or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")
-        _check_cloud_shape(split, head)
+        task = Classify(top_k=1)
+        _check_cloud_shape(split, head, task)
     with staged_file(out) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
         header, tensors = decode_stream(data)
         if not tensors:
             raise InputError(f"stream file {stream} holds a header but no frames")
         x = torch.stack(tensors)
-        top = None
-        if split is not None:
-            try:  # torch.fx prints its own report of a failing call to stderr: keep it out of the one line
-                with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
-                    top = [c for i in range(0, len(x), 8) for c in split.cloud(x[i : i + 8]).argmax(1).tolist()]  # a few frames at a time: bounded memory
-            except RuntimeError as exc:
-                raise InputError(f"the stream's tensors {tuple(x.shape[1:])} do not fit {header.model} {header.layer}: {str(exc).splitlines()[0]}") from None
+        top = None if split is None else _top1(split, task, x, header)
         if tmp is not None:
             torch.save(x, tmp)  # straight to the staged file: no third copy of the tensors in memory
     console.print(f"{stream}: {len(tensors)} tensors {tuple(x.shape[1:])} of {header.model} {header.layer}, step {header.step:g}")
@@ -156,8 +171,8 @@ def codec_eval(
     video: str = typer.Option("bikes.mp4"),
     start: int = typer.Option(0, help="first frame (0-23 of bikes.mp4: the camera moves)"),
     frames: int = typer.Option(24),
-    model: str = typer.Option("efficientnet_lite0"),
-    layer: str = typer.Option("_blocks.4.add"),
+    model: str = typer.Option(DEFAULT_MODEL),
+    layer: str = typer.Option(DEFAULT_LAYER),
     weights: str = typer.Option("imagenet"),
     steps: Optional[str] = typer.Option(None, help="comma-separated quantisation steps, relative to the features' RMS (default: 0.088 to 1.41 in factors of sqrt 2)"),
     configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input, klt)"),
@@ -170,7 +185,7 @@ def codec_eval(
     from ..codec.limits import check_step
     from ..experiments.codec_anchors import DEFAULT_ANCHORS, parse_anchor
     from ..experiments.codec_eval import STEPS, EvalSettings, check_settings, evaluate, verdict
-    from ..experiments.reproduce import _progress
+    from ..experiments.reproduce import progress_bar
     from ..pipeline import check_frame_range
 
     step_list = STEPS if steps is None else tuple(check_step(s) for s in parse_list(steps, float, "--steps", "numbers"))
@@ -180,7 +195,7 @@ def codec_eval(
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
     st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
     check_settings(st)
-    with staged_folder(out, force) as stage, _progress() as bar:
+    with staged_folder(out, force) as stage, progress_bar() as bar:
         task = bar.add_task("encoding", total=len(cfgs) * len(step_list) + sum(len(st.anchor_qps(parse_anchor(a))) for a in anchor_list))
         summary = evaluate(st, stage, progress=lambda n: bar.advance(task, n))
     console.print(verdict(summary))
@@ -190,18 +205,18 @@ def codec_eval(
 @codec_app.command("fit-transform")
 def codec_fit_transform(
     out: Path = typer.Option(..., help="transform file to write (.pt); the shipped ones are src/latentmotion/models/transforms/MODEL__LAYER.pt"),
-    model: str = typer.Option("efficientnet_lite0"),
+    model: str = typer.Option(DEFAULT_MODEL),
     layer: str = typer.Option("_blocks.10.add"),
     seed: int = typer.Option(0, help="seed of the random photo crops"),
     crops: int = typer.Option(16, help="random crops per photo"),
 ) -> None:
     """Fit a cut's channel transform (KLT across channels, the `klt` configuration) on photos and clips the evaluation does not use."""
-    from ..experiments.reproduce import _progress
+    from ..experiments.reproduce import progress_bar
     from ..models.transform import FitSettings, fit_channel_transform, save_transform
 
     if not 1 <= crops <= 1000:
         raise InputError("--crops must lie in 1..1000")
-    with staged_file(out) as tmp, _progress() as bar:
+    with staged_file(out) as tmp, progress_bar() as bar:
         task = bar.add_task("edge features of the fitting images", total=None)
         t, record = fit_channel_transform(FitSettings(model, layer, seed, crops), progress=lambda n: bar.advance(task, n))
         save_transform(t, record, tmp)

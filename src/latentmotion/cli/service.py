@@ -8,10 +8,15 @@ import signal
 import sys
 from pathlib import Path
 
+from typing import Optional
+
 import typer
 
+from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
-from ._app import app, console
+from ._app import app, coding_settings, console
+
+__all__ = ["serve", "stream"]
 
 
 def _logs(level: int = logging.INFO) -> None:
@@ -49,7 +54,7 @@ def serve(
     metrics_port: int = typer.Option(None, help="serve Prometheus metrics on this port"),
     ray: str = typer.Option(None, help="run the cloud models on Ray Serve at this address ('local' starts one)"),
     drain_timeout: float = typer.Option(10.0, help="seconds a shutdown waits for open streams"),
-    models: str = typer.Option("efficientnet_lite0", help="comma-separated models edges may use ('any': every registry model, which lets a client make the server build large networks; a package.module:factory only when listed)"),
+    models: str = typer.Option(DEFAULT_MODEL, help="comma-separated models edges may use ('any': every registry model, which lets a client make the server build large networks; a package.module:factory only when listed)"),
     model_threads: int = typer.Option(0, help="torch threads of the model (0: one fewer than the cores, at least 1)"),
     preload: list[str] = typer.Option(None, help="MODEL:LAYER to load before serving (repeatable)"),  # noqa: B008
 ) -> None:
@@ -95,11 +100,13 @@ def stream(
     video: str = typer.Option("bikes.mp4"),
     start: int = typer.Option(0),
     frames: int = typer.Option(24),
-    model: str = typer.Option("efficientnet_lite0"),
-    layer: str = typer.Option("_blocks.4.add"),
+    model: str = typer.Option(DEFAULT_MODEL),
+    layer: str = typer.Option(DEFAULT_LAYER),
     weights: str = typer.Option("imagenet"),
     step: float = typer.Option(4.0, help="quantisation step"),
-    mode: str = typer.Option("block", help="zero, block or input"),
+    mode: Optional[str] = typer.Option(None, help="zero, block or input [default: the codec's]"),
+    subpel: Optional[int] = typer.Option(None, help="motion vector precision: 1 or 4 [default: the codec's]"),
+    intra_period: Optional[int] = typer.Option(None, help="force intra every N frames, 0: first only [default: the codec's]"),
     ca: str = typer.Option(None, help="CA certificate to trust (PEM; the server's own if self-signed)"),
     token_file: str = typer.Option(None, help="file holding this edge's token (default: $LATENTMOTION_TOKEN)"),
     insecure: bool = typer.Option(False, help="plaintext, no TLS (loopback only)"),
@@ -107,6 +114,7 @@ def stream(
     window: int = typer.Option(8, help="frames in flight"),
     retries: int = typer.Option(5, help="reconnection attempts in a row"),
     seed: int = typer.Option(0, help="seed of the reconnection jitter"),
+    task: str = typer.Option("", help="what the cloud does with the features: classify, segment (default: the model's own task)"),
     verbose: bool = typer.Option(False, help="log every event (reconnections) as JSON lines on stderr"),
 ) -> None:
     """Edge side: run the edge sub-model on video, code the features and stream them to a cloud over gRPC."""
@@ -114,9 +122,10 @@ def stream(
     from ..service import EdgeOptions, VideoSource, stream_video
 
     check_step(step)  # before the model runs: a step the stream cannot hold is the user's error
+    coding = coding_settings(mode=mode, subpel=subpel, intra_period=intra_period)
     _logs(logging.INFO if verbose else logging.WARNING)  # a failure is still one line; its retries with --verbose
-    opts = EdgeOptions(insecure=insecure, ca=ca, token=_token(token_file), window=window, max_retries=retries, seed=seed)
-    src = VideoSource(video, start, frames, model, layer, weights, step, mode)
+    opts = EdgeOptions(insecure=insecure, ca=ca, token=_token(token_file), window=window, max_retries=retries, seed=seed, task=task)
+    src = VideoSource(video, start, frames, model, layer, weights, step, coding)
     rep, fps = stream_video(f"{host}:{port}", src, opts, realtime)
     s = rep.summary(fps)
     console.print(

@@ -9,10 +9,11 @@ each QP. Every operating point goes through one row builder:
 * rate: all bits (our stream header; the anchors' value-range side information);
 * feature PSNR / NRMSE against the uncompressed tensors (for remote inference:
   the edge model's tensors of the decoded frames);
-* task fidelity: the mean KL divergence of the cloud's softmax from the
-  uncompressed one (``task_db = -10 log10 KL``), top-1 agreement, top-1
-  agreement on the confident frames (uncompressed top probability >=
-  :data:`CONFIDENT`) and top-5 overlap.
+* task fidelity: the task's scores (:meth:`latentmotion.tasks.Classify.score`):
+  the mean KL divergence of the cloud's softmax from the uncompressed one
+  (``task_db = -10 log10 KL``), top-1 agreement, top-1 agreement on the
+  confident frames (uncompressed top probability >= :data:`CONFIDENT`) and
+  top-5 overlap.
 
 The task measure's **noise floor** is what it reads with no coding at all: the
 input frames rounded to 8 bits (what any camera sends). BD-rates on task
@@ -29,23 +30,24 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..codec import Encoder, decode_stream, encode_sequence
+from ..codec import Encoder, StreamId, Tools, decode_stream, encode_sequence
 from ..data import fit_frame, read_frames, video_path
+from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
-from ..metrics import kl_divergence, nrmse, psnr
+from ..metrics import nrmse, psnr
 from ..models import load_model, split_model, weights_fingerprint
 from ..models.transform import FIT_VIDEOS, load_transform
 from ..pipeline import edge_features
+from ..tasks import Classify
 from .codec_anchors import DEFAULT_ANCHORS, Anchor, code_features, code_pixels, parse_anchor
 
-__all__ = ["CONFIGS", "CONFIDENT", "EvalSettings", "check_settings", "evaluate", "report_section", "verdict"]
+__all__ = ["CONFIGS", "CONFIDENT", "STEPS", "EvalSettings", "check_settings", "evaluate", "report_section", "verdict"]
 
 #: Evaluated configurations: name -> (motion mode, Encoder keyword arguments). ``klt`` codes the
 #: features' principal coordinates (the cut's channel transform, :mod:`latentmotion.models.transform`) with
@@ -68,14 +70,14 @@ QPS = {
 }
 QP_MAX = {"x265": 51, "svtav1": 63}
 MAX_POINTS = 32  # steps or QPs of one sweep: each is an encode of the whole clip
-CONFIDENT = 0.5  # top-1 agreement is also reported on frames whose uncompressed top class has at least this probability
+CONFIDENT = Classify.confident  # top-1 agreement is also reported on frames whose uncompressed top class has at least this probability
 
 
 @dataclass
 class EvalSettings:
     video: str = "bikes.mp4"
-    model: str = "efficientnet_lite0"
-    layer: str = "_blocks.4.add"
+    model: str = DEFAULT_MODEL
+    layer: str = DEFAULT_LAYER
     weights: str = "imagenet"
     start: int = 0
     frames: int = 24
@@ -139,37 +141,24 @@ def check_settings(st: EvalSettings) -> None:
         raise InputError(f"{st.video} is fitting material of the channel transforms: evaluating klt on it would flatter it")
 
 
-def _task(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-1 class and its probability."""
-    p = logits.double().softmax(1)
-    top, cls = p.max(1)
-    return cls, top
-
-
 class _Rows:
-    """One row builder for every operating point (ours, the feature anchors', remote inference's)."""
+    """One row builder for every operating point (ours, the feature anchors', remote inference's).
 
-    def __init__(self, st, split, feats):
-        self.st, self.split, self.feats = st, split, feats
-        self.logits = split.cloud(feats)
-        self.top1, self.prob = _task(self.logits)
-        self.confident = self.prob >= CONFIDENT
-        self.top5 = self.logits.topk(5, 1).indices
+    ``task`` scores the cloud's outputs (:mod:`latentmotion.tasks`); the summary, the plot and the
+    report read classification's scores (``task_db``, ``top1_agreement``), so evaluations classify.
+    """
+
+    def __init__(self, st, split, feats, task: Classify | None = None):
+        self.st, self.split, self.feats, self.task = st, split, feats, task or Classify()
+        self.outputs = split.cloud(feats)
         self.rows: list[dict] = []
 
     def scores(self, dec: torch.Tensor) -> dict:
         """Distortion and task fidelity of decoded tensors against the uncompressed ones."""
-        lg = self.split.cloud(dec)
-        kl = float(kl_divergence(self.logits, lg).mean())
-        agree = lg.argmax(1) == self.top1
         return {
             "psnr": float(psnr(dec, self.feats).mean()),
             "nrmse": float(nrmse(dec, self.feats).mean()),
-            "kl": kl,
-            "task_db": -10 * math.log10(max(kl, 1e-30)),
-            "top1_agreement": float(agree.float().mean()),
-            "top1_confident": float(agree[self.confident].float().mean()) if self.confident.any() else float("nan"),
-            "top5_overlap": float(np.mean([len(set(a.tolist()) & set(b.tolist())) / 5 for a, b in zip(lg.topk(5, 1).indices, self.top5, strict=True)])),
+            **self.task.score(self.outputs, self.split.cloud(dec)),
         }
 
     def add(self, name: str, param: float, dec: torch.Tensor, bits: int, fps: float, **extra) -> None:
@@ -195,7 +184,7 @@ def _code(st, name, rel, x, clip, split, fingerprint) -> tuple[list, int, Encode
     """Encode tensors with one configuration at one relative step; (decoded tensors, stream bits, encoder)."""
     mode, kw = CONFIGS[name]
     rms = float(x.pow(2).mean().sqrt())
-    enc = Encoder(tuple(x.shape[1:]), rel * rms, mode, model=st.model, layer=st.layer, weights=fingerprint, search=st.search, fps=clip.fps, stride=split.stride, offset=split.offset, **kw, **st.extra)
+    enc = Encoder.from_split(split, x, rel * rms, Tools.of(mode=mode, search=st.search, **kw, **st.extra), StreamId(st.model, weights=fingerprint, fps=clip.fps))
     stream = encode_sequence(list(x), enc, list(clip.gray))
     _, dec = decode_stream(stream)
     if not all(torch.equal(a, b) for a, b in zip(dec, enc.reconstructions, strict=True)):
@@ -239,8 +228,7 @@ def noise_floor(rows: _Rows, frames: torch.Tensor) -> dict:
 
 def confidence(rows: _Rows) -> dict:
     """How sure the classifier is on this clip (a task measure is only as firm as the classes it compares)."""
-    p = rows.prob
-    return {"median_top1_probability": float(p.median()), "confident_share": float(rows.confident.double().mean()), "threshold": CONFIDENT}
+    return rows.task.confidence(rows.outputs)
 
 
 @torch.no_grad()

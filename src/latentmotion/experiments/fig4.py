@@ -7,10 +7,13 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..metrics import nrmse
 from ..models import Split
 from ..motion import Affine, predict_features, render_pair
 from .plotting import pyplot, save
+
+__all__ = ["FIG4_MOTIONS", "DemoResult", "DemoSettings", "demo", "fig4", "top_channels"]
 
 #: The motions of Fig. 4 (translation, rotation, scaling, shear) plus one affine.
 FIG4_MOTIONS: dict[str, Affine] = {
@@ -78,8 +81,8 @@ class DemoSettings:
     ``motions`` maps a label to an :class:`Affine`; ``None`` means :data:`FIG4_MOTIONS`.
     """
 
-    model: str = "efficientnet_lite0"
-    layer: str = "_blocks.4.add"
+    model: str = DEFAULT_MODEL
+    layer: str = DEFAULT_LAYER
     weights: str = "imagenet"
     image: str = "chelsea"
     seed: int = 0

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import fit_frame, read_frames, video_path
+from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
 from ..estimation import block_match, check_search
 from ..models import Split
@@ -25,6 +26,8 @@ from ..motion import Affine, flow_from_affine, render_pair, sample
 from ..pipeline import gray8
 from .fig4 import top_channels
 from .plotting import pyplot, save
+
+__all__ = ["PRESETS", "FlowSettings", "FlowStats", "analyse_pair", "flow_report", "search_settings", "synthetic_flow_summary", "video_pair"]
 
 #: Side of the frames block matching sees (centre-cropped and resized, as the network's input).
 FRAME_SIDE = 224
@@ -187,8 +190,8 @@ class FlowSettings:
 
     video: str = "bikes.mp4"
     frames: tuple[int, int] = (60, 62)
-    model: str = "efficientnet_lite0"
-    layer: str = "_blocks.4.add"
+    model: str = DEFAULT_MODEL
+    layer: str = DEFAULT_LAYER
     weights: str = "imagenet"
     search: dict = field(default_factory=search_settings)
     channels: tuple[int, ...] | None = None

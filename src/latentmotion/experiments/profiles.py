@@ -15,6 +15,20 @@ import numpy as np
 from ..errors import InputError, UnknownNameError
 from ..motion import Affine
 
+__all__ = [
+    "AFFINE_RANGE",
+    "DEFAULT_LAYERS",
+    "PARAMS",
+    "PLOT_RANGE",
+    "PROFILES",
+    "UNITS",
+    "Profile",
+    "Target",
+    "get_profile",
+    "motions",
+    "parse_target",
+]
+
 PARAMS = ("tx", "ty", "rot", "sx", "sy", "shx", "shy")
 IDENTITY = {"tx": 0.0, "ty": 0.0, "sx": 1.0, "sy": 1.0, "shx": 0.0, "shy": 0.0, "rot": 0.0}
 UNITS = {"tx": "px", "ty": "px", "rot": "deg", "sx": "", "sy": "", "shx": "deg", "shy": "deg"}

@@ -16,6 +16,19 @@ from ..metrics import hevc_band, nrmse_from_psnr
 from .plotting import pyplot, save
 from .profiles import PARAMS, PLOT_RANGE, UNITS
 
+__all__ = [
+    "alignment_table",
+    "fig5",
+    "fig6",
+    "in_plot_range",
+    "md_table",
+    "short",
+    "summarize",
+    "trained_vs_random",
+    "verdicts",
+    "write_csv",
+]
+
 CSV_FIELDS = ("model", "weights", "layer", "stride", "transform", "value", "alignment", "nrmse", "tx", "ty", "sx", "sy", "shx", "shy", "rot")
 
 

@@ -28,6 +28,8 @@ from .flowcheck import synthetic_flow_summary
 from .profiles import Profile, Target, motions
 from .sweep import load_target, resolve_device, run_sweep
 
+__all__ = ["DEVICES", "Result", "Settings", "progress_bar", "run"]
+
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -69,7 +71,8 @@ class Result:
     summary: dict = field(repr=False)
 
 
-def _progress():
+def progress_bar():
+    """A rich progress bar for long runs: description, bar, done/total, time elapsed and remaining."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
@@ -132,7 +135,7 @@ def _run(st: Settings, source: torch.Tensor, out: Path, log) -> dict:
 
     loaded = [load_target(target, st.seed, device) for target in st.targets]
     weights_lines = [_weights_line(lt) for lt in loaded]
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(escape(f"{len(loaded)} models, {len(items)} motions"), total=len(items) * len(loaded))
         res = run_sweep(loaded, source, items, device, batch, progress=lambda n: bar.advance(task, n))
     rows, forward_s = res.rows, res.forward_s

@@ -20,6 +20,8 @@ from ..models import ImageNetModel, Split, edge_multi, load_model, split_model
 from ..motion import Affine, predict_features, render_pair
 from .profiles import Target
 
+__all__ = ["ALIGNS", "LoadedTarget", "SweepResult", "load_target", "resolve_device", "run_sweep"]
+
 ALIGNS = ("exact", "paper")
 
 

@@ -21,6 +21,8 @@ from scipy import ndimage
 
 from .plotting import pyplot, save
 
+__all__ = ["FlowCheck", "checks_1d", "checks_2d", "figure", "taylor_max_error"]
+
 DX = 0.05  # grid step of the fine 1-D signal
 DT = 1e-3  # half time step of the central time difference
 

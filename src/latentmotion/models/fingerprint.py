@@ -7,6 +7,8 @@ import hashlib
 import torch
 from torch import nn
 
+__all__ = ["weights_fingerprint"]
+
 
 def weights_fingerprint(module: nn.Module) -> str:
     """First 16 hex digits of SHA-256 over the state dict (names, dtypes, shapes, values), in name order.

@@ -34,6 +34,8 @@ from .geometry import Geometry, NoGrid, propagate
 from .trace import PROBES, Traced, traced
 from .zoo import ImageNetModel
 
+__all__ = ["LayerInfo", "Split", "edge_multi", "list_layers", "split_model"]
+
 
 @dataclass(frozen=True)
 class LayerInfo:

@@ -27,6 +27,8 @@ from torch import fx, nn
 
 from ..errors import InputError
 
+__all__ = ["PROBES", "Traced", "probe", "trace", "traced"]
+
 PROBES = ((2, 224), (1, 288))  # (batch, side) of the two probe inputs
 FAILED = "failed"  # the node could not run at this probe size (the model refuses it)
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..defaults import DEFAULT_MODEL
 from ..errors import InputError
 from .fingerprint import weights_fingerprint
 
@@ -80,7 +81,7 @@ class ChannelTransform(nn.Module):
 
 @dataclass(frozen=True)
 class FitSettings:
-    model: str = "efficientnet_lite0"
+    model: str = DEFAULT_MODEL
     layer: str = "_blocks.10.add"
     seed: int = 0
     crops_per_photo: int = 16

@@ -2,7 +2,10 @@
 
 Every model returned by :func:`load_model` is an :class:`ImageNetModel`: the
 network's own input normalisation is inside it, so callers always feed float
-RGB in [0, 1] of shape (N, 3, H, W).
+RGB in [0, 1] of shape (N, 3, H, W). Classifiers return logits (N, K);
+torchvision's semantic segmentation models (:data:`SEGMENTATION_MODELS`,
+``model.task == "segment"``) return per-pixel logits (N, K, H, W) as one
+tensor (:class:`SegmentationNet`).
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._files import package_folder
+from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError, UnknownNameError, WeightsUnavailableError
+
+__all__ = ["DEFAULT_LAYER", "DEFAULT_MODEL", "SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "checkpoint_dir", "list_models", "load_model"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,7 +46,7 @@ class Normalize(nn.Module):
 
 
 class ImageNetModel(nn.Module):
-    """A classification network with its input normalisation in front.
+    """A network (a classifier, or a dense model such as a segmenter) with its input normalisation in front.
 
     Attributes:
         name: registry name, e.g. ``"resnet34"``, or a factory spec ``"package.module:factory"``.
@@ -47,11 +54,12 @@ class ImageNetModel(nn.Module):
             ``"imagenet (resnet34-b627a593.pth)"`` or ``"random (seed 0)"``.
         trained: whether the weights come from training (not random init).
         net: the bare network; layer names of :func:`split_model` refer to it.
+        task: what its output is for, a name of :data:`latentmotion.tasks.TASKS` (``classify``, ``segment``).
     """
 
-    def __init__(self, name: str, net: nn.Module, normalize: nn.Module, weights: str, trained: bool) -> None:
+    def __init__(self, name: str, net: nn.Module, normalize: nn.Module, weights: str, trained: bool, task: str = "classify") -> None:
         super().__init__()
-        self.name = name
+        self.name, self.task = name, task
         self.weights = weights
         self.trained = trained
         self.normalize = normalize
@@ -68,6 +76,7 @@ class _Entry:
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     trained_label: Callable[[], str] = lambda: "imagenet"
+    task: str = "classify"
 
 
 # --------------------------------------------------------------------------- torchvision
@@ -131,7 +140,7 @@ def _torchvision_entry(name: str) -> _Entry:
         if w is None:
             filename = os.path.basename(candidates()[0].url)
             raise WeightsUnavailableError(
-                f"ImageNet weights for {name} are not on this machine: expected {filename} in "
+                f"{'trained' if name in SEGMENTATION_MODELS else 'ImageNet'} weights for {name} are not on this machine: expected {filename} in "
                 f"{checkpoint_dir()} (set TORCH_HOME to use another cache). Copy the file there, "
                 f"pass weights=PATH to a state_dict file, or ask for weights='random' "
                 f"(seeded random initialisation, clearly labelled).",
@@ -148,6 +157,57 @@ def _torchvision_entry(name: str) -> _Entry:
         return f"imagenet ({os.path.basename(w.url) if w else '?'}{where})"
 
     return _Entry(build=build, trained_state=trained_state, trained_label=label)
+
+
+# --------------------------------------------------------------------------- torchvision segmentation
+
+#: torchvision's semantic segmentation models -> the output stride of their head (logits are upsampled by it).
+SEGMENTATION_MODELS = {
+    "lraspp_mobilenet_v3_large": 8,
+    "deeplabv3_mobilenet_v3_large": 16,
+    "deeplabv3_resnet50": 8,
+    "deeplabv3_resnet101": 8,
+    "fcn_resnet50": 8,
+    "fcn_resnet101": 8,
+}
+
+
+class SegmentationNet(nn.Module):
+    """A torchvision segmentation model whose forward returns the ``"out"`` logits (N, K, H, W) as one tensor.
+
+    torchvision resizes the head's logits to the size read off the input
+    (``x.shape[-2:]``), a value that would have to cross every cut; this forward
+    upsamples them by the head's fixed output ``stride`` instead (bilinear, as
+    torchvision does), which is the same tensor when the input's sides are
+    multiples of the backbone's stride (224: yes). The auxiliary head (training
+    only) is left out. Child names equal torchvision's, so its state_dict files
+    load unchanged (less ``aux_classifier.*``).
+    """
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Module, stride: int, whole_dict: bool) -> None:
+        super().__init__()
+        self.backbone, self.classifier = backbone, classifier
+        self.stride, self.whole_dict = stride, whole_dict  # LR-ASPP's head takes every backbone output, the others "out"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.backbone(x)
+        out = self.classifier(feats if self.whole_dict else feats["out"])
+        return F.interpolate(out, scale_factor=self.stride, mode="bilinear", align_corners=False)
+
+
+def _segmentation_entry(name: str) -> _Entry:
+    trained = _torchvision_entry(name)  # the same offline weight look-up (never downloads)
+
+    def build() -> nn.Module:
+        import torchvision
+
+        m = torchvision.models.get_model(name, weights=None, weights_backbone=None)  # no backbone download either
+        return SegmentationNet(m.backbone, m.classifier, SEGMENTATION_MODELS[name], name.startswith("lraspp"))
+
+    def trained_state() -> dict[str, torch.Tensor]:
+        return {k: v for k, v in trained.trained_state().items() if not k.startswith("aux_classifier.")}
+
+    return _Entry(build=build, trained_state=trained_state, trained_label=lambda: trained.trained_label().replace("imagenet", "coco-voc", 1), task="segment")
 
 
 # --------------------------------------------------------------------------- EfficientNet-Lite0
@@ -209,11 +269,12 @@ def _registry() -> dict[str, Callable[[], _Entry]]:
         n: (lambda n=n: _torchvision_entry(n)) for n in torchvision.models.list_models(module=torchvision.models)
     }
     reg["efficientnet_lite0"] = _lite0_entry
+    reg.update({n: (lambda n=n: _segmentation_entry(n)) for n in SEGMENTATION_MODELS})
     return reg
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`load_model`: torchvision classifiers plus ``efficientnet_lite0``."""
+    """Names accepted by :func:`load_model`: torchvision classifiers, ``efficientnet_lite0`` and :data:`SEGMENTATION_MODELS`."""
     return sorted(_registry())
 
 
@@ -272,14 +333,16 @@ def load_model(name: str, weights: str | os.PathLike[str] = "imagenet", seed: in
 
     Args:
         name: a torchvision classification model name (``"resnet34"``,
-            ``"densenet121"``, ...), ``"efficientnet_lite0"``, or a user factory
+            ``"densenet121"``, ...), ``"efficientnet_lite0"``, a torchvision segmentation
+            model (:data:`SEGMENTATION_MODELS`, e.g. ``"lraspp_mobilenet_v3_large"``), or a user factory
             ``"package.module:factory"``: a callable returning an ``nn.Module``
             that takes the images as they are (put its normalisation inside it).
         weights: ``"imagenet"`` for trained weights found on this machine (never
             downloaded; a clear :class:`WeightsUnavailableError` names the missing
             file), ``"random"`` for seeded random initialisation, or the path of a
             state_dict file. For a factory, ``"imagenet"`` keeps the weights the
-            factory built and ``"random"`` calls it under ``seed``.
+            factory built and ``"random"`` calls it under ``seed``; for a segmentation
+            model it means torchvision's trained file (COCO images, VOC's 21 classes).
         seed: seed of the random initialisation (``weights="random"`` only).
 
     Returns:
@@ -312,7 +375,7 @@ def load_model(name: str, weights: str | os.PathLike[str] = "imagenet", seed: in
         _load_into(net, state, str(path))
     else:
         raise InputError(f"weights must be 'imagenet', 'random' or a path to a state_dict file, not {weights!r}")
-    return ImageNetModel(name, net, Normalize(entry.mean, entry.std), label, trained).eval()
+    return ImageNetModel(name, net, Normalize(entry.mean, entry.std), label, trained, entry.task).eval()
 
 
 def _load_into(net: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

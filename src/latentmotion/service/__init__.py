@@ -1,7 +1,8 @@
 """Edge-to-cloud service: gRPC streaming of coded features, batched cloud inference.
 
 The cloud (:func:`serve`, :class:`CloudServer`) decodes each edge's stream with
-its own decoder and classifies the tensors in batches gathered across
+its own decoder and runs each stream's task (:mod:`latentmotion.tasks`:
+classification, segmentation, ...) on the tensors in batches gathered across
 streams, in process or on Ray Serve. The edge (:func:`run_edge`,
 :func:`stream_video`) pipelines frames within a window, reconnects and resumes
 with an intra frame, and accounts for every frame sent. The protocol is

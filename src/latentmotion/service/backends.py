@@ -1,8 +1,9 @@
 """Where the cloud sub-model runs: in this process (default) or on Ray Serve.
 
 A backend turns ``(model, layer, weights)`` into a :class:`CloudHandle` that
-knows the weights fingerprint of the whole model and classifies one decoded
-tensor at a time (batching happens behind it). Handles live in a bounded LRU
+knows the weights fingerprint of the whole model and runs one decoded tensor at
+a time for a stream's task (:mod:`latentmotion.tasks`; batching happens behind
+it). Handles live in a bounded LRU
 cache keyed by ``(model, layer, weights)``; preparing one (loading, cutting,
 tracing, probing) runs on a thread so other streams keep flowing, one at a
 time, and two streams asking for the same key share one preparation. The
@@ -25,9 +26,10 @@ import torch
 from torch import nn
 
 from ..errors import InputError, UnknownNameError, WeightsUnavailableError
+from ..tasks import Task
 from .batcher import Batcher, Prediction
 
-__all__ = ["CloudHandle", "LocalBackend", "ModelCache", "ServedModel", "StreamError", "load_cloud", "probe_shape"]
+__all__ = ["CloudHandle", "LocalBackend", "ModelCache", "ServedModel", "StreamError", "load_cloud", "probe_output", "probe_shape"]
 
 
 class StreamError(Exception):
@@ -119,27 +121,51 @@ MAX_AREA_FACTOR = 4  # a stream's latent grid may cover at most 4x the nominal (
 
 
 @torch.no_grad()
-def probe_shape(net: nn.Module, nominal: tuple[int, int, int], shape: tuple[int, int, int], device: str = "cpu") -> str:
-    """'' when ``net`` takes tensors of ``shape``, else why not. The channel count and the
-    area are checked first, so the trial run never costs more than a few nominal frames."""
+def probe_output(net: nn.Module, nominal: tuple[int, int, int], shape: tuple[int, int, int], device: str = "cpu") -> tuple[str, tuple[int, ...] | None]:
+    """('', the output's shape per frame) when ``net`` takes tensors of ``shape``, else (why not, None).
+    The channel count and the area are checked first, so the trial run never costs more than a few nominal frames."""
     if shape[0] != nominal[0] or shape[1] * shape[2] > MAX_AREA_FACTOR * nominal[1] * nominal[2]:
-        return f"the cloud sub-model takes {nominal[0]} channels and at most {MAX_AREA_FACTOR}x the area of {nominal}, not tensors of shape {shape}"
+        return f"the cloud sub-model takes {nominal[0]} channels and at most {MAX_AREA_FACTOR}x the area of {nominal}, not tensors of shape {shape}", None
     try:
-        net(torch.zeros(1, *shape, device=device))
-        return ""
+        out = net(torch.zeros(1, *shape, device=device))
     except Exception as exc:  # noqa: BLE001  (a shape the model cannot take fails in many ways)
-        return f"the cloud sub-model cannot take tensors of shape {shape}: {str(exc).splitlines()[0][:200]}"
+        return f"the cloud sub-model cannot take tensors of shape {shape}: {str(exc).splitlines()[0][:200]}", None
+    if not isinstance(out, torch.Tensor):
+        return f"the cloud sub-model returns {type(out).__name__}, not one tensor", None
+    return "", tuple(out.shape[1:])
+
+
+def probe_shape(net: nn.Module, nominal: tuple[int, int, int], shape: tuple[int, int, int], device: str = "cpu") -> str:
+    """'' when ``net`` takes tensors of ``shape``, else why not (see :func:`probe_output`)."""
+    return probe_output(net, nominal, shape, device)[0]
 
 
 class CloudHandle:
-    """One cloud sub-model: its weights fingerprint, a shape check and batched inference."""
+    """One cloud sub-model: its weights fingerprint, a shape and task check and batched inference.
+
+    Subclasses set ``fingerprint`` and ``_shapes = {}`` and implement :meth:`probe` and :meth:`infer`.
+    """
 
     fingerprint: str
+    _shapes: dict
 
-    async def check_shape(self, shape: tuple[int, int, int]) -> None:
+    async def probe(self, shape: tuple[int, int, int]) -> tuple[str, tuple[int, ...] | None]:
+        """:func:`probe_output` of the sub-model, wherever it runs."""
         raise NotImplementedError
 
-    async def infer(self, x: torch.Tensor, k: int) -> Prediction:
+    async def check_shape(self, shape: tuple[int, int, int], task: Task | None = None) -> None:
+        """Refuse (:class:`StreamError`) tensors of ``shape`` the sub-model cannot take, or whose output ``task`` cannot use."""
+        if shape not in self._shapes:
+            if len(self._shapes) > 64:  # a bounded memo: hostile headers cannot grow it
+                self._shapes.clear()
+            self._shapes[shape] = await self.probe(shape)
+        why, out = self._shapes[shape]
+        if why:
+            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "shape_mismatch", why)
+        if task is not None and (why := task.check(out)):
+            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "task_mismatch", f"task {task.name!r} does not fit this model: {why}")
+
+    async def infer(self, x: torch.Tensor, task: Task) -> Prediction:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -185,18 +211,13 @@ class ModelCache:
 class _LocalHandle(CloudHandle):
     def __init__(self, net: nn.Module, fingerprint: str, nominal: tuple[int, int, int], batcher: Batcher) -> None:
         self.net, self.fingerprint, self.nominal, self.batcher = ServedModel(net, nominal, batcher.device), fingerprint, nominal, batcher
-        self._shapes: dict[tuple, str] = {}
+        self._shapes: dict[tuple, tuple] = {}
 
-    async def check_shape(self, shape: tuple[int, int, int]) -> None:
-        if shape not in self._shapes:
-            if len(self._shapes) > 64:  # a bounded memo: hostile headers cannot grow it
-                self._shapes.clear()
-            self._shapes[shape] = await asyncio.to_thread(probe_shape, self.net, self.nominal, shape, self.batcher.device)
-        if self._shapes[shape]:
-            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "shape_mismatch", self._shapes[shape])
+    async def probe(self, shape: tuple[int, int, int]) -> tuple[str, tuple[int, ...] | None]:
+        return await asyncio.to_thread(probe_output, self.net, self.nominal, shape, self.batcher.device)
 
-    async def infer(self, x: torch.Tensor, k: int) -> Prediction:
-        return await self.batcher.infer(self.net, x, k)
+    async def infer(self, x: torch.Tensor, task: Task) -> Prediction:
+        return await self.batcher.infer(self.net, x, task)
 
     def close(self) -> None:
         self.batcher.forget(self.net)

@@ -12,14 +12,19 @@ bound on queued frames (``max_queue``) makes callers wait instead of growing
 memory: that wait is the back-pressure that reaches the edges through gRPC
 flow control.
 
+Each frame carries its stream's task (:mod:`latentmotion.tasks`): the model
+runs once on the batch, and each frame's task turns its row of the output into
+that frame's result.
+
 Example:
     >>> import asyncio, torch
+    >>> from latentmotion.tasks import Classify
     >>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
     >>> async def main():
     ...     b = Batcher(max_batch=8, max_wait=0.01)
-    ...     outs = await asyncio.gather(*(b.infer(net, torch.ones(1, 2, 2), k=2) for _ in range(5)))
+    ...     outs = await asyncio.gather(*(b.infer(net, torch.ones(1, 2, 2), Classify(top_k=2)) for _ in range(5)))
     ...     await b.close()
-    ...     return outs[0].batch, len(outs[0].classes)
+    ...     return outs[0].batch, len(outs[0].result.classes)
     >>> asyncio.run(main())
     (5, 2)
 """
@@ -35,31 +40,31 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["Batcher", "Prediction", "top_k"]
+from ..tasks import Task
+
+__all__ = ["Batcher", "Prediction", "run_tasks"]
 
 
 @dataclass
 class Prediction:
-    """Top-k of one frame and how its batch ran."""
+    """One frame's task result (e.g. :class:`~latentmotion.tasks.Classification`) and how its batch ran."""
 
-    classes: list[int]
-    scores: list[float]
+    result: object
     batch: int
     infer_ms: float
 
 
 @torch.no_grad()
-def top_k(net: nn.Module, x: torch.Tensor, k: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax top-k (scores, classes) of ``net`` on a batch ``x``, both on the CPU."""
-    p = net(x.to(device)).softmax(1)
-    s, c = p.topk(min(k, p.shape[1]), dim=1)
-    return s.cpu(), c.cpu()
+def run_tasks(net: nn.Module, x: torch.Tensor, tasks: list[Task], device: str = "cpu") -> list:
+    """Run ``net`` once on the batch ``x``; frame ``i``'s result is ``tasks[i].result`` of its row."""
+    out = net(x.to(device))
+    return [task.result(out[i]) for i, task in enumerate(tasks)]
 
 
 @dataclass
 class _Item:
     x: torch.Tensor
-    k: int
+    task: Task
     future: asyncio.Future
     t: float
     loop: asyncio.AbstractEventLoop
@@ -86,13 +91,13 @@ class Batcher:
         self._thread.start()
         self.batches: list[int] = []  # sizes of the batches run, for reports
 
-    async def infer(self, net: nn.Module, x: torch.Tensor, k: int = 5) -> Prediction:
-        """Classify one tensor (C, H, W) in the next batch of ``net``; waits while the queues are full."""
+    async def infer(self, net: nn.Module, x: torch.Tensor, task: Task) -> Prediction:
+        """``task``'s result on one tensor (C, H, W), run in the next batch of ``net``; waits while the queues are full."""
         async with self._slots:
             loop = asyncio.get_running_loop()
             fut = loop.create_future()
             with self._cv:  # the key holds the module, so its identity cannot be reused
-                self._queues.setdefault((net, tuple(x.shape)), deque()).append(_Item(x, k, fut, time.perf_counter(), loop))
+                self._queues.setdefault((net, tuple(x.shape)), deque()).append(_Item(x, task, fut, time.perf_counter(), loop))
                 self._cv.notify()
             return await fut
 
@@ -125,18 +130,17 @@ class Batcher:
         live = [it for it in items if not it.future.done()]  # a cancelled stream's frames are skipped
         if not live:
             return
-        k = max(it.k for it in live)
         t = time.perf_counter()
         try:
-            s, c = top_k(net, torch.stack([it.x for it in live]), k, self.device)
+            results = run_tasks(net, torch.stack([it.x for it in live]), [it.task for it in live], self.device)
         except Exception as exc:  # noqa: BLE001  (a model failure fails this batch's frames, not the server)
             for it in live:
                 _post(it, None, exc)
             return
         ms = 1000 * (time.perf_counter() - t)
         self.batches.append(len(live))
-        for i, it in enumerate(live):
-            _post(it, Prediction(c[i, : it.k].tolist(), s[i, : it.k].tolist(), len(live), ms), None)
+        for it, result in zip(live, results, strict=True):
+            _post(it, Prediction(result, len(live), ms), None)
 
     def forget(self, net: nn.Module) -> None:
         """Drop the queues of a model the cache evicted (its frames in flight still finish)."""

@@ -24,27 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n latentmotion/service/cloud.proto\x12\x17latentmotion.service.v1\"G\n\x04Open\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x0f\n\x07weights\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x0f\n\x07\x65\x64ge_id\x18\x04 \x01(\t\"$\n\x05\x46rame\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06record\x18\x02 \x01(\x0c\"u\n\x0b\x45\x64geMessage\x12-\n\x04open\x18\x01 \x01(\x0b\x32\x1d.latentmotion.service.v1.OpenH\x00\x12/\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x1e.latentmotion.service.v1.FrameH\x00\x42\x06\n\x04kind\"\x8c\x01\n\x06Result\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x63lasses\x18\x02 \x03(\r\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12\x11\n\tserver_ms\x18\x04 \x01(\x02\x12\x11\n\tdecode_ms\x18\x05 \x01(\x02\x12\x10\n\x08infer_ms\x18\x06 \x01(\x02\x12\r\n\x05\x62\x61tch\x18\x07 \x01(\r\x12\r\n\x05\x65rror\x18\x08 \x01(\t\"}\n\x07Request\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32%.latentmotion.service.v1.Request.Kind\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\" \n\x04Kind\x12\t\n\x05INTRA\x10\x00\x12\r\n\tSLOW_DOWN\x10\x01\"~\n\x0c\x43loudMessage\x12\x31\n\x06result\x18\x01 \x01(\x0b\x32\x1f.latentmotion.service.v1.ResultH\x00\x12\x33\n\x07request\x18\x02 \x01(\x0b\x32 .latentmotion.service.v1.RequestH\x00\x42\x06\n\x04kind2a\n\x05\x43loud\x12X\n\x05Infer\x12$.latentmotion.service.v1.EdgeMessage\x1a%.latentmotion.service.v1.CloudMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n latentmotion/service/cloud.proto\x12\x17latentmotion.service.v1\"U\n\x04Open\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x0f\n\x07weights\x18\x02 \x01(\t\x12\r\n\x05top_k\x18\x03 \x01(\r\x12\x0f\n\x07\x65\x64ge_id\x18\x04 \x01(\t\x12\x0c\n\x04task\x18\x05 \x01(\t\"$\n\x05\x46rame\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0e\n\x06record\x18\x02 \x01(\x0c\"4\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\r\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"u\n\x0b\x45\x64geMessage\x12-\n\x04open\x18\x01 \x01(\x0b\x32\x1d.latentmotion.service.v1.OpenH\x00\x12/\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x1e.latentmotion.service.v1.FrameH\x00\x42\x06\n\x04kind\"\xaa\x02\n\x06Result\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x63lasses\x18\x02 \x03(\r\x12\x0e\n\x06scores\x18\x03 \x03(\x02\x12\x11\n\tserver_ms\x18\x04 \x01(\x02\x12\x11\n\tdecode_ms\x18\x05 \x01(\x02\x12\x10\n\x08infer_ms\x18\x06 \x01(\x02\x12\r\n\x05\x62\x61tch\x18\x07 \x01(\r\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12\x0c\n\x04task\x18\t \x01(\t\x12=\n\x07outputs\x18\n \x03(\x0b\x32,.latentmotion.service.v1.Result.OutputsEntry\x1aO\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12.\n\x05value\x18\x02 \x01(\x0b\x32\x1f.latentmotion.service.v1.Tensor:\x02\x38\x01\"}\n\x07Request\x12\x33\n\x04kind\x18\x01 \x01(\x0e\x32%.latentmotion.service.v1.Request.Kind\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\" \n\x04Kind\x12\t\n\x05INTRA\x10\x00\x12\r\n\tSLOW_DOWN\x10\x01\"~\n\x0c\x43loudMessage\x12\x31\n\x06result\x18\x01 \x01(\x0b\x32\x1f.latentmotion.service.v1.ResultH\x00\x12\x33\n\x07request\x18\x02 \x01(\x0b\x32 .latentmotion.service.v1.RequestH\x00\x42\x06\n\x04kind2a\n\x05\x43loud\x12X\n\x05Infer\x12$.latentmotion.service.v1.EdgeMessage\x1a%.latentmotion.service.v1.CloudMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'latentmotion.service.cloud_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RESULT_OUTPUTSENTRY']._loaded_options = None
+  _globals['_RESULT_OUTPUTSENTRY']._serialized_options = b'8\001'
   _globals['_OPEN']._serialized_start=61
-  _globals['_OPEN']._serialized_end=132
-  _globals['_FRAME']._serialized_start=134
-  _globals['_FRAME']._serialized_end=170
-  _globals['_EDGEMESSAGE']._serialized_start=172
-  _globals['_EDGEMESSAGE']._serialized_end=289
-  _globals['_RESULT']._serialized_start=292
-  _globals['_RESULT']._serialized_end=432
-  _globals['_REQUEST']._serialized_start=434
-  _globals['_REQUEST']._serialized_end=559
-  _globals['_REQUEST_KIND']._serialized_start=527
-  _globals['_REQUEST_KIND']._serialized_end=559
-  _globals['_CLOUDMESSAGE']._serialized_start=561
-  _globals['_CLOUDMESSAGE']._serialized_end=687
-  _globals['_CLOUD']._serialized_start=689
-  _globals['_CLOUD']._serialized_end=786
+  _globals['_OPEN']._serialized_end=146
+  _globals['_FRAME']._serialized_start=148
+  _globals['_FRAME']._serialized_end=184
+  _globals['_TENSOR']._serialized_start=186
+  _globals['_TENSOR']._serialized_end=238
+  _globals['_EDGEMESSAGE']._serialized_start=240
+  _globals['_EDGEMESSAGE']._serialized_end=357
+  _globals['_RESULT']._serialized_start=360
+  _globals['_RESULT']._serialized_end=658
+  _globals['_RESULT_OUTPUTSENTRY']._serialized_start=579
+  _globals['_RESULT_OUTPUTSENTRY']._serialized_end=658
+  _globals['_REQUEST']._serialized_start=660
+  _globals['_REQUEST']._serialized_end=785
+  _globals['_REQUEST_KIND']._serialized_start=753
+  _globals['_REQUEST_KIND']._serialized_end=785
+  _globals['_CLOUDMESSAGE']._serialized_start=787
+  _globals['_CLOUDMESSAGE']._serialized_end=913
+  _globals['_CLOUD']._serialized_start=915
+  _globals['_CLOUD']._serialized_end=1012
 # @@protoc_insertion_point(module_scope)

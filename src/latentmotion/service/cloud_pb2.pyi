@@ -8,16 +8,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Open(_message.Message):
-    __slots__ = ("header", "weights", "top_k", "edge_id")
+    __slots__ = ("header", "weights", "top_k", "edge_id", "task")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     EDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
     header: bytes
     weights: str
     top_k: int
     edge_id: str
-    def __init__(self, header: _Optional[bytes] = ..., weights: _Optional[str] = ..., top_k: _Optional[int] = ..., edge_id: _Optional[str] = ...) -> None: ...
+    task: str
+    def __init__(self, header: _Optional[bytes] = ..., weights: _Optional[str] = ..., top_k: _Optional[int] = ..., edge_id: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
 
 class Frame(_message.Message):
     __slots__ = ("seq", "record")
@@ -26,6 +28,16 @@ class Frame(_message.Message):
     seq: int
     record: bytes
     def __init__(self, seq: _Optional[int] = ..., record: _Optional[bytes] = ...) -> None: ...
+
+class Tensor(_message.Message):
+    __slots__ = ("shape", "dtype", "data")
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    dtype: str
+    data: bytes
+    def __init__(self, shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class EdgeMessage(_message.Message):
     __slots__ = ("open", "frame")
@@ -36,7 +48,14 @@ class EdgeMessage(_message.Message):
     def __init__(self, open: _Optional[_Union[Open, _Mapping]] = ..., frame: _Optional[_Union[Frame, _Mapping]] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("seq", "classes", "scores", "server_ms", "decode_ms", "infer_ms", "batch", "error")
+    __slots__ = ("seq", "classes", "scores", "server_ms", "decode_ms", "infer_ms", "batch", "error", "task", "outputs")
+    class OutputsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Tensor
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +64,8 @@ class Result(_message.Message):
     INFER_MS_FIELD_NUMBER: _ClassVar[int]
     BATCH_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     seq: int
     classes: _containers.RepeatedScalarFieldContainer[int]
     scores: _containers.RepeatedScalarFieldContainer[float]
@@ -53,7 +74,9 @@ class Result(_message.Message):
     infer_ms: float
     batch: int
     error: str
-    def __init__(self, seq: _Optional[int] = ..., classes: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ..., server_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., infer_ms: _Optional[float] = ..., batch: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    task: str
+    outputs: _containers.MessageMap[str, Tensor]
+    def __init__(self, seq: _Optional[int] = ..., classes: _Optional[_Iterable[int]] = ..., scores: _Optional[_Iterable[float]] = ..., server_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., infer_ms: _Optional[float] = ..., batch: _Optional[int] = ..., error: _Optional[str] = ..., task: _Optional[str] = ..., outputs: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
 
 class Request(_message.Message):
     __slots__ = ("kind", "seq", "reason")

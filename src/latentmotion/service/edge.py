@@ -14,11 +14,11 @@ Example (a cloud in this process, three frames of zeros):
 
     >>> import asyncio, torch
     >>> from latentmotion import load_model
-    >>> from latentmotion.codec import Encoder
+    >>> from latentmotion.codec import Encoder, StreamId, Tools
     >>> from latentmotion.models import weights_fingerprint
     >>> from latentmotion.service import CloudServer, ServerConfig
     >>> fp = weights_fingerprint(load_model("efficientnet_lite0"))
-    >>> coder = LiveCoder(lambda: Encoder((40, 28, 28), 4.0, "zero", model="efficientnet_lite0", layer="_blocks.4.add"), fp)
+    >>> coder = LiveCoder(lambda: Encoder((40, 28, 28), 4.0, Tools.of(mode="zero"), StreamId("efficientnet_lite0", "_blocks.4.add")), fp)
     >>> async def main():
     ...     cloud = CloudServer(ServerConfig(port=0, insecure=True))
     ...     port = await cloud.start()
@@ -35,12 +35,14 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import grpc
 import numpy as np
 
+from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError, LatentMotionError
+from ..tasks import make_task
 from . import cloud_pb2 as pb
 from .auth import client_credentials, is_loopback
 from .metrics import log_event
@@ -94,7 +96,8 @@ class EdgeReport:
     """What one edge run did.
 
     Attributes:
-        sent: frames taken from the source (each is answered or lost); results: seq -> (classes, scores);
+        sent: frames taken from the source (each is answered or lost); results: seq -> the task's result
+        (:mod:`latentmotion.tasks`; ``classify``: a ``Classification``, the named tuple (classes, scores));
         lost: seq -> why it got no result; bytes_sent: header and frame bytes
         (re-sends included); latency_ms: last send -> result, per answered frame.
     """
@@ -165,6 +168,7 @@ class _Edge:
         self.window = opts.window
         self.rng = random.Random(opts.seed)
         self.report = EdgeReport()
+        self.task = make_task(opts.task, top_k=opts.top_k)
         self.pending: dict[int, tuple] = {}  # seq -> (item, send time), in send order
         self.resend: list[tuple[int, object]] = []
         self.can_send = asyncio.Event()
@@ -217,14 +221,26 @@ class _Edge:
         item = self.pending.pop(r.seq, None)
         if item is None:
             return  # an answer to nothing we sent is ignored
-        if r.error:
-            self.report.lost[r.seq] = r.error
+        result, why = self._read(r)
+        if why:
+            self.report.lost[r.seq] = why
         else:
-            self.report.results[r.seq] = (list(r.classes), list(r.scores))
+            self.report.results[r.seq] = result
             self.report.latency_ms.append(1000 * (time.perf_counter() - item[1]))
             self.report.batches.append(r.batch)
         self.window = min(self.opts.window, self.window + 1)  # additive increase after a slow-down
         self.can_send.set()
+
+    def _read(self, r) -> tuple[object, str]:
+        """(the task's result, '') of a Result message, or (None, why it holds none)."""
+        if r.error:
+            return None, r.error
+        if (r.task or "classify") != self.task.name:  # a cloud from before Open.task answers every stream by classifying
+            return None, f"the cloud answered with task {r.task or 'classify'!r}, not {self.task.name!r}"
+        try:
+            return self.task.read(r), ""
+        except ValueError as exc:
+            return None, f"unreadable result: {exc}"
 
     async def _connection(self, it, t0: float) -> int:
         """One stream; returns results received. Raises grpc.aio.AioRpcError when it breaks."""
@@ -247,7 +263,7 @@ class _Edge:
             raise await _status_error(call)
         header = self.coder.restart()
         self.report.bytes_sent += len(header)
-        await call.write(pb.EdgeMessage(open=pb.Open(header=header, weights=self.coder.weights, top_k=self.opts.top_k, edge_id=self.opts.edge_id)))
+        await call.write(pb.EdgeMessage(open=pb.Open(header=header, weights=self.coder.weights, top_k=self.opts.top_k, edge_id=self.opts.edge_id, task=self.task.name)))
         sender = asyncio.ensure_future(self._send(call, it, t0))
         sender.add_done_callback(lambda t: t.cancelled() or t.exception() is None or call.cancel())
         got = len(self.report.results)
@@ -320,10 +336,12 @@ class EdgeOptions:
         ca: PEM file of the CA to trust (the server's own certificate when self-signed; None: system roots).
         token: bearer token (never logged).
         window: frames in flight (halved on a SLOW_DOWN request, grown back by one per result).
-        top_k: classes per result.
+        top_k: classes per result (``classify``).
         max_retries: reconnections in a row without a result before giving up.
         seed: seed of the back-off jitter.
         edge_id: free text for the cloud's logs.
+        task: what the cloud does with the features, a name of :data:`latentmotion.tasks.TASKS`
+            (empty: the edge model's own task in :func:`stream_video`, ``classify`` elsewhere).
     """
 
     insecure: bool = False
@@ -334,6 +352,7 @@ class EdgeOptions:
     max_retries: int = 5
     seed: int = 0
     edge_id: str = ""
+    task: str = ""
 
     def check(self, target: str) -> None:
         """Refuse a bad address or option with :class:`InputError` before any work."""
@@ -344,6 +363,7 @@ class EdgeOptions:
             raise InputError(f"--insecure sends plaintext and is allowed only to loopback, not to {host!r}")
         if self.window < 1 or self.top_k < 1 or self.max_retries < 0:
             raise InputError("window and top-k must be at least 1, retries not negative")
+        make_task(self.task)  # an unknown task is refused before any work
         check_token(self.token)
 
 
@@ -381,32 +401,36 @@ def run_edge(target: str, coder: LiveCoder, items: Iterable, options: EdgeOption
 
 @dataclass
 class VideoSource:
-    """What an edge streams: frames of a video through the edge sub-model, coded at ``step`` with ``mode``."""
+    """What an edge streams: frames of a video through the edge sub-model, coded at ``step`` with ``coding``
+    (flat codec settings, :meth:`latentmotion.codec.Tools.of`: e.g. ``{"mode": "zero", "subpel": 1}``; the rest the codec's defaults)."""
 
     video: str = "bikes.mp4"
     start: int = 0
     frames: int = 24
-    model: str = "efficientnet_lite0"
-    layer: str = "_blocks.4.add"
+    model: str = DEFAULT_MODEL
+    layer: str = DEFAULT_LAYER
     weights: str = "imagenet"
     step: float = 4.0
-    mode: str = "block"
+    coding: dict = field(default_factory=dict)
 
 
 def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = None, realtime: bool = False) -> tuple[EdgeReport, float]:
     """Run the edge sub-model on a clip, code its features and stream them; returns the report and the clip's fps."""
-    from ..codec import Encoder
+    from ..codec import Encoder, StreamId, Tools
     from ..models import load_model, split_model, weights_fingerprint
     from ..pipeline import edge_features
 
     options = options or EdgeOptions()
     options.check(target)  # before any model or video is loaded
+    tools = Tools.of(**src.coding)
     net = load_model(src.model, src.weights)
+    if not options.task:  # the model's own task: a segmentation model's stream segments
+        options = replace(options, task=net.task)
     split = split_model(net, src.layer)
     clip = edge_features(src.video, split, src.start, src.frames)
     shape, fingerprint = tuple(clip.features.shape[1:]), weights_fingerprint(net)
     coder = LiveCoder(
-        lambda: Encoder(shape, src.step, src.mode, model=src.model, layer=src.layer, weights=fingerprint, fps=clip.fps, stride=split.stride, offset=split.offset),
+        lambda: Encoder.from_split(split, clip.features, src.step, tools, StreamId(src.model, weights=fingerprint, fps=clip.fps)),
         fingerprint,
     )
     items = list(zip(clip.features, clip.gray, strict=True))

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .backends import CloudHandle, ModelCache, ServedModel, StreamError, probe_shape
-from .batcher import Prediction, top_k
+from ..tasks import Task
+from .backends import CloudHandle, ModelCache, ServedModel, StreamError, probe_output
+from .batcher import Prediction, run_tasks
 
 __all__ = ["CloudModel", "RayBackend"]
 
@@ -41,33 +42,30 @@ class CloudModel:
     def fingerprint(self) -> tuple[str, tuple | None]:
         return self.fp, self.error
 
-    def probe(self, shape: tuple[int, int, int]) -> str:
-        return probe_shape(self.net, self.nominal, shape, self.device)
+    def probe(self, shape: tuple[int, int, int]) -> tuple[str, tuple[int, ...] | None]:
+        """('', output shape per frame) when the sub-model takes tensors of ``shape``, else (why not, None)."""
+        return probe_output(self.net, self.nominal, shape, self.device)
 
-    async def __call__(self, items: list[tuple[np.ndarray, int]]) -> list[tuple[list, list, int, float]]:
+    async def __call__(self, items: list[tuple[np.ndarray, Task]]) -> list[tuple[object, int, float]]:
+        """(task result, batch size, model ms) of each (tensor, task) item, the model run once on the batch."""
         t = time.perf_counter()
-        k = max(i[1] for i in items)
-        s, c = top_k(self.net, torch.from_numpy(np.stack([i[0] for i in items])), k, self.device)
+        results = run_tasks(self.net, torch.from_numpy(np.stack([i[0] for i in items])), [i[1] for i in items], self.device)
         ms = 1000 * (time.perf_counter() - t)
-        return [(c[j, : it[1]].tolist(), s[j, : it[1]].tolist(), len(items), ms) for j, it in enumerate(items)]
+        return [(r, len(items), ms) for r in results]
 
 
 class _RayHandle(CloudHandle):
     def __init__(self, handle, app: str, fingerprint: str) -> None:
         self.handle, self.app, self.fingerprint = handle, app, fingerprint
-        self._shapes: dict[tuple, str] = {}
+        self._shapes: dict[tuple, tuple] = {}
 
-    async def check_shape(self, shape: tuple[int, int, int]) -> None:
-        if shape not in self._shapes:
-            if len(self._shapes) > 64:  # a bounded memo: hostile headers cannot grow it
-                self._shapes.clear()
-            self._shapes[shape] = await self.handle.probe.remote(shape)
-        if self._shapes[shape]:
-            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "shape_mismatch", self._shapes[shape])
+    async def probe(self, shape: tuple[int, int, int]) -> tuple[str, tuple[int, ...] | None]:
+        why, out = await self.handle.probe.remote(shape)
+        return why, None if out is None else tuple(out)
 
-    async def infer(self, x: torch.Tensor, k: int) -> Prediction:
-        classes, scores, batch, ms = await self.handle.remote((x.numpy(), k))
-        return Prediction(classes, scores, batch, ms)
+    async def infer(self, x: torch.Tensor, task: Task) -> Prediction:
+        result, batch, ms = await self.handle.remote((x.numpy(), task))
+        return Prediction(result, batch, ms)
 
     def close(self) -> None:
         from ray import serve

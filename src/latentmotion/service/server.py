@@ -1,9 +1,11 @@
-"""The cloud: an asyncio gRPC server that decodes many edges' streams and classifies them in batches.
+"""The cloud: an asyncio gRPC server that decodes many edges' streams and runs their task in batches.
 
 One stream per edge (``latentmotion.service.v1.Cloud/Infer``): an ``Open``
-message with the codec header and the edge's weights fingerprint, then frames
-with consecutive sequence numbers. Each stream has its own decoder; decoded
-tensors of all streams meet in the backend's batches. Whatever a client sends
+message with the codec header, the edge's weights fingerprint and its task
+(:mod:`latentmotion.tasks`: ``classify`` when unset), then frames with
+consecutive sequence numbers. Each stream has its own decoder; decoded
+tensors of all streams meet in the backend's batches, and each frame's result
+is its stream's task's (``Task.result``, written by ``Task.express``). Whatever a client sends
 can end only its own stream, with a gRPC status naming the problem:
 
 ==========================  ====================  =============================
@@ -12,6 +14,8 @@ problem                     status                metric kind
 missing/wrong/2+ tokens     UNAUTHENTICATED       unauthenticated
 too many streams            RESOURCE_EXHAUSTED    too_many_streams
 unknown model or layer      NOT_FOUND / INVALID   unknown_model / bad_layer
+unknown task                INVALID_ARGUMENT      unknown_task
+task does not fit the model FAILED_PRECONDITION   task_mismatch
 weights fingerprint differs FAILED_PRECONDITION   weights_mismatch
 tensor shape does not fit   FAILED_PRECONDITION   shape_mismatch
 header or frames damaged    INVALID_ARGUMENT      bad_stream
@@ -44,7 +48,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from ..codec import BitstreamError, Decoder
-from ..errors import InputError
+from ..errors import InputError, UnknownNameError
+from ..tasks import Task, make_task
 from . import cloud_pb2 as pb
 from .auth import TokenSet, is_loopback, server_credentials
 from .backends import CloudHandle, LocalBackend, StreamError
@@ -81,7 +86,7 @@ class ServerConfig:
             leaving a core to decoding and gRPC; on a loaded 2-core machine 2 spinning OpenMP threads ran
             the model 3x slower than 1). Torch's thread count is process-wide: it applies to the whole server process.
         device: ``auto`` (GPU when there is one), ``cpu`` or ``cuda``.
-        top_k: classes per result when the edge does not say.
+        top_k: classes per result of a ``classify`` stream when the edge does not say.
         metrics_port: Prometheus HTTP port (None: no endpoint).
         ray: Ray cluster address to run the cloud models on Ray Serve (None: in process).
         drain_timeout: seconds a shutdown waits for open streams to finish.
@@ -187,8 +192,8 @@ class _Stream:
         msg = read.result()
         return None if msg is grpc.aio.EOF else msg
 
-    async def _open(self) -> tuple[Decoder, CloudHandle, int]:
-        """Read Open; check the header, the model, the weights and the shape. Sets ``self.header_bytes``."""
+    async def _open(self) -> tuple[Decoder, CloudHandle, Task]:
+        """Read Open; check the header, the task, the model, the weights and the shape. Sets ``self.header_bytes``."""
         msg = await self._read()
         if msg is None and self.server.draining.is_set():
             raise StreamError(_S.UNAVAILABLE, "", "the server is shutting down; reconnect")
@@ -209,6 +214,7 @@ class _Stream:
             raise StreamError(_S.NOT_FOUND, "unknown_model", f"model {h.model!r} names a factory; the server loads factories only when --models lists them")
         if self.cfg.models and h.model not in self.cfg.models:
             raise StreamError(_S.NOT_FOUND, "unknown_model", f"model {h.model!r} is not served here; served: {', '.join(self.cfg.models)}")
+        task = stream_task(msg.open, self.cfg.top_k)
         handle = await self.server.backend.open(h.model, h.layer, self.cfg.weights)
         edge_fp = edge_weights(msg.open, h)
         if edge_fp != handle.fingerprint:
@@ -216,8 +222,8 @@ class _Stream:
                 _S.FAILED_PRECONDITION, "weights_mismatch",
                 f"weights mismatch for {h.model}: edge {edge_fp or 'sent no fingerprint'}, cloud {handle.fingerprint} ({self.cfg.weights})",
             )
-        await handle.check_shape(h.shape)
-        return dec, handle, msg.open.top_k or self.cfg.top_k
+        await handle.check_shape(h.shape, task)
+        return dec, handle, task
 
     async def _write_loop(self) -> None:
         while (item := await self.out.get()) is not None:
@@ -232,10 +238,11 @@ class _Stream:
         fut.set_result((pb.CloudMessage(request=pb.Request(kind=kind, seq=seq, reason=reason)), False))
         self.out.put_nowait(fut)
 
-    async def _classify(self, handle: CloudHandle, x, seq: int, k: int, t0: float, decode_ms: float):
+    async def _infer(self, handle: CloudHandle, x, seq: int, task: Task, t0: float, decode_ms: float):
         try:
-            p = await handle.infer(x, k)
-            res = pb.Result(seq=seq, classes=p.classes, scores=p.scores, decode_ms=decode_ms, infer_ms=p.infer_ms, batch=p.batch)
+            p = await handle.infer(x, task)
+            res = pb.Result(seq=seq, task=task.name, decode_ms=decode_ms, infer_ms=p.infer_ms, batch=p.batch)
+            task.express(p.result, res)
             self.server.metrics.frames.inc()
             self.server.metrics.batch.observe(p.batch)
         except Exception as exc:  # noqa: BLE001  (a failed model call loses this frame only; the edge reports it)
@@ -245,8 +252,8 @@ class _Stream:
         self.server.metrics.latency.observe(res.server_ms / 1000)
         return pb.CloudMessage(result=res), True
 
-    async def _frame(self, dec: Decoder, handle: CloudHandle, frame, k: int, bad: int) -> tuple[Decoder, int]:
-        """Decode one frame and queue its classification; returns the decoder to go on with and the bad-frame run."""
+    async def _frame(self, dec: Decoder, handle: CloudHandle, frame, task: Task, bad: int) -> tuple[Decoder, int]:
+        """Decode one frame and queue its task's inference; returns the decoder to go on with and the bad-frame run."""
         t0 = time.perf_counter()
         if self.window.locked() and not self.slowed:
             self.slowed = True
@@ -272,12 +279,12 @@ class _Stream:
         if self.slowed and self.pending < self.cfg.max_pending // 2:
             self.slowed = False
         decode_ms = 1000 * (time.perf_counter() - t0)
-        self.out.put_nowait(asyncio.ensure_future(self._classify(handle, x, frame.seq, k, t0, decode_ms)))
+        self.out.put_nowait(asyncio.ensure_future(self._infer(handle, x, frame.seq, task, t0, decode_ms)))
         return dec, 0
 
     async def run(self) -> int:
         """Serve the stream; returns frames received. Raises :class:`StreamError` to end it with a status."""
-        dec, handle, k = await self._open()
+        dec, handle, task = await self._open()
         writer = asyncio.ensure_future(self._write_loop())
         limit = record_limit(dec.header, self.cfg.max_message)
         n, expected, bad = 0, None, 0
@@ -291,7 +298,7 @@ class _Stream:
                 if len(f.record) > limit:
                     raise StreamError(_S.RESOURCE_EXHAUSTED, "too_large", f"frame {f.seq} of {len(f.record)} bytes exceeds {limit} for shape {dec.header.shape}")
                 self.server.metrics.bytes.inc(len(f.record))
-                dec, bad = await self._frame(dec, handle, f, k, bad)
+                dec, bad = await self._frame(dec, handle, f, task, bad)
                 expected, n = f.seq + 1, n + 1
             self.out.put_nowait(None)
             await writer  # every frame read gets its answer before the stream closes
@@ -308,6 +315,15 @@ def record_limit(header, max_message: int) -> int:
     header's shape plus a little framing when the codec offers one, else the message limit."""
     bound = getattr(header, "frame_limit", None)
     return min(max_message, bound() + 64) if callable(bound) else max_message
+
+
+def stream_task(open_msg, top_k: int) -> Task:
+    """The task an ``Open`` message asks for (``classify`` when unset, as edges before ``Open.task`` mean),
+    with the edge's ``top_k`` or the server's."""
+    try:
+        return make_task(open_msg.task, top_k=open_msg.top_k or top_k)
+    except UnknownNameError as exc:
+        raise StreamError(_S.INVALID_ARGUMENT, "unknown_task", str(exc)) from None
 
 
 def edge_weights(open_msg, header) -> str:

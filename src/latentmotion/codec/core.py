@@ -179,7 +179,7 @@ class Encoder:
             cand = block_candidates(np.ascontiguousarray(self.ref[::k]), cur, self.ctx)
         # errors in units of step / ONE: lam scales by ONE^2
         lam = self.tools.motion.lam * ONE * ONE
-        return choose_vectors(self.ref, np.ascontiguousarray(xs * ONE), cand, h.mblock, h.subpel, lam, True, cstep)
+        return choose_vectors(self.ref, np.ascontiguousarray(xs * ONE), cand, h.mblock, h.subpel, lam, cstep)
 
     def _inter(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         h = self.header

@@ -22,6 +22,7 @@ the candidates).
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
 
 import numba as nb
@@ -30,7 +31,7 @@ import torch
 
 from ..estimation import block_match
 
-__all__ = ["FRAC", "MODES", "MODE_NAMES", "ONE", "Context", "block_candidates", "choose_vectors", "input_candidates", "mv_pred", "predict"]
+__all__ = ["FRAC", "MODES", "MODE_NAMES", "ONE", "Context", "block_candidates", "Match", "Taps", "choose_vectors", "input_candidates", "mv_pred", "predict"]
 
 FRAC = 4  # the decoder state holds levels in units of step / 2**FRAC (fixed point)
 ONE = 1 << FRAC
@@ -51,9 +52,19 @@ class Context:
     frames: tuple[torch.Tensor, torch.Tensor] | None = None  # (reference, current) uint8 gray, for "input"
 
 
+#: the sampler of one motion tile: its pixels' 4 clamped source offsets ``(y * W + x)`` and own offset (``idx``,
+#: block^2 x 5), their bilinear weights (``wt``, block^2 x 4), the plane's size, the tile side, the precision
+Taps = namedtuple("Taps", "idx wt H W block s")
+
+
+def _sampler(H: int, W: int, block: int, s: int) -> Taps:
+    return Taps(np.empty((block * block, 5), np.int64), np.empty((block * block, 4), np.int64), H, W, block, s)
+
+
 @nb.njit(cache=True)
-def _taps(H, W, i, j, vx, vy, block, s, idx, wt):
-    """Per pixel of tile (i, j): the 4 clamped source offsets (y * W + x) and their weights; returns the count."""
+def _taps(t, i, j, vx, vy):
+    """Fill ``t`` for tile (i, j) and vector (vx, vy); returns the tile's pixel count."""
+    H, W, block, s, idx, wt = t.H, t.W, t.block, t.s, t.idx, t.wt
     k = 0
     for y in range(i * block, min(i * block + block, H)):
         sy = s * y - vy
@@ -81,11 +92,11 @@ def predict(ref, mv, block, s):
     out = np.empty_like(ref)
     r2 = ref.reshape(C, H * W)
     o2 = out.reshape(C, H * W)
-    idx = np.empty((block * block, 5), np.int64)
-    wt = np.empty((block * block, 4), np.int64)
+    t = Taps(np.empty((block * block, 5), np.int64), np.empty((block * block, 4), np.int64), H, W, block, s)
+    idx, wt = t.idx, t.wt
     for i in range(mv.shape[1]):
         for j in range(mv.shape[2]):
-            n = _taps(H, W, i, j, mv[0, i, j], mv[1, i, j], block, s, idx, wt)
+            n = _taps(t, i, j, mv[0, i, j], mv[1, i, j])
             for c in range(C):
                 rc = r2[c]
                 for k in range(n):
@@ -93,25 +104,30 @@ def predict(ref, mv, block, s):
     return out
 
 
+#: what the motion search compares: reference and current planes (C, H * W) and the channel stride of the sum
+Match = namedtuple("Match", "ref cur cstep")
+
+
 @nb.njit(cache=True)
-def _tile_sse(r2, c2, idx, wt, H, W, i, j, vx, vy, block, s, cstep, extra, best):
-    """Prediction error of one tile with vector (vx, vy) over every cstep-th channel, plus ``extra`` (encoder only).
+def _tile_sse(t, m, i, j, v, extra, best):
+    """Prediction error of tile (i, j) with vector v = (vx, vy) over every m.cstep-th channel, plus ``extra`` (encoder only).
 
     Stops early once the partial sum reaches ``best``: terms are non-negative and rounding is monotone, so
     the full sum could not be below ``best`` either (the caller keeps only a strictly smaller cost).
     """
-    n = _taps(H, W, i, j, vx, vy, block, s, idx, wt)
-    inv = 1.0 / (s * s)
+    n = _taps(t, i, j, v[0], v[1])
+    idx, wt = t.idx, t.wt
+    inv = 1.0 / (t.s * t.s)
     e = 0.0
-    for c in range(0, r2.shape[0], cstep):
-        rc, cc = r2[c], c2[c]
+    for c in range(0, m.ref.shape[0], m.cstep):
+        rc, cc = m.ref[c], m.cur[c]
         for k in range(n):
             p = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]]) * inv
             d = cc[idx[k, 4]] - p
             e += d * d
-        if e * cstep + extra >= best:
+        if e * m.cstep + extra >= best:
             break
-    return e * cstep + extra
+    return e * m.cstep + extra
 
 
 @nb.njit(cache=True)
@@ -142,50 +158,55 @@ def mv_pred(mv, i, j):
 
 
 @nb.njit(cache=True)
-def choose_vectors(ref, cur, cand, block, s, lam, refine, cstep):
+def _try(t, m, i, j, v, pr, lam, best):
+    """(cost, vector): ``v`` if its error + lam * bits beats ``best`` = (cost, vector), else ``best``."""
+    e = _tile_sse(t, m, i, j, v, lam * _mv_bits(v[0], v[1], pr[0], pr[1]), best[0])
+    return (e, v) if e < best[0] else best
+
+
+@nb.njit(cache=True)
+def _tile_vector(t, m, i, j, mv, cand, lam):
+    """The vector of tile (i, j): the best candidate, then refined at half and quarter pel around it."""
+    pr = mv_pred(mv, i, j)  # the predictor the coder codes this tile's vector against
+    left = (mv[0, i, j - 1], mv[1, i, j - 1]) if j > 0 else (0, 0)  # left and top choices are candidates too
+    top = (mv[0, i - 1, j], mv[1, i - 1, j]) if i > 0 else (0, 0)
+    cands = ((0, 0), (pr[0], pr[1]), (cand[0, i, j], cand[1, i, j]), left, top)
+    best = (1e300, (0, 0))
+    for k in range(len(cands)):
+        dup = False
+        for q in range(k):  # an equal earlier candidate costs the same and keeps its place
+            dup = dup or cands[q] == cands[k]
+        if not dup:
+            best = _try(t, m, i, j, cands[k], pr, lam, best)
+    if t.s > 1:
+        for r in (t.s // 2, 1):
+            o = best[1]
+            for dy in (-r, 0, r):
+                for dx in (-r, 0, r):
+                    if dx != 0 or dy != 0:
+                        best = _try(t, m, i, j, (o[0] + dx, o[1] + dy), pr, lam, best)
+    return best[1]
+
+
+def choose_vectors(ref: np.ndarray, cur: np.ndarray, cand: np.ndarray, block: int, s: int, lam: float, cstep: int) -> np.ndarray:
     """Per tile in raster order, the vector of least ``SSE + lam * bits`` (encoder only; floats are fine here).
 
     Candidates: zero, the median predictor, the tile's own candidate and its
-    left/top neighbours' choices; then (``refine``) the 8 neighbours at half
-    and at quarter pel around the best. The error is summed over every ``cstep``-th channel
+    left/top neighbours' choices; then the 8 neighbours at half and at quarter
+    pel around the best. The error is summed over every ``cstep``-th channel
     (all channels share the motion; a sample of them finds it at a fraction of the cost).
     """
     C, H, W = ref.shape
-    nh, nw = cand.shape[1], cand.shape[2]
-    mv = np.zeros((2, nh, nw), np.int64)
-    r2 = ref.reshape(C, H * W)
-    c2 = cur.reshape(C, H * W)
-    idx = np.empty((block * block, 5), np.int64)
-    wt = np.empty((block * block, 4), np.int64)
-    for i in range(nh):
-        for j in range(nw):
-            pr = mv_pred(mv, i, j)  # the predictor the coder codes this tile's vector against
-            px, py = pr[0], pr[1]
-            a0, a1 = (mv[0, i, j - 1], mv[1, i, j - 1]) if j > 0 else (0, 0)  # left and top choices are candidates too
-            b0, b1 = (mv[0, i - 1, j], mv[1, i - 1, j]) if i > 0 else (0, 0)
-            cx = np.array([0, px, cand[0, i, j], a0, b0])
-            cy = np.array([0, py, cand[1, i, j], a1, b1])
-            best, bx, by = 1e300, 0, 0
-            for k in range(cx.shape[0]):
-                dup = False
-                for m in range(k):  # an equal earlier candidate costs the same and keeps its place
-                    dup = dup or (cx[m] == cx[k] and cy[m] == cy[k])
-                if dup:
-                    continue
-                e = _tile_sse(r2, c2, idx, wt, H, W, i, j, cx[k], cy[k], block, s, cstep, lam * _mv_bits(cx[k], cy[k], px, py), best)
-                if e < best:
-                    best, bx, by = e, cx[k], cy[k]
-            if refine and s > 1:
-                for r in (s // 2, 1):
-                    ox, oy = bx, by
-                    for dy in (-r, 0, r):
-                        for dx in (-r, 0, r):
-                            if dx == 0 and dy == 0:
-                                continue
-                            e = _tile_sse(r2, c2, idx, wt, H, W, i, j, ox + dx, oy + dy, block, s, cstep, lam * _mv_bits(ox + dx, oy + dy, px, py), best)
-                            if e < best:
-                                best, bx, by = e, ox + dx, oy + dy
-            mv[0, i, j], mv[1, i, j] = bx, by
+    return _choose(_sampler(H, W, block, s), Match(ref.reshape(C, H * W), cur.reshape(C, H * W), cstep), cand, lam)
+
+
+@nb.njit(cache=True)
+def _choose(t, m, cand, lam):
+    mv = np.zeros((2, cand.shape[1], cand.shape[2]), np.int64)
+    for i in range(mv.shape[1]):
+        for j in range(mv.shape[2]):
+            v = _tile_vector(t, m, i, j, mv, cand, lam)
+            mv[0, i, j], mv[1, i, j] = v[0], v[1]
     return mv
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _util import median_time, table  # noqa: E402
 
 import latentmotion as lm  # noqa: E402
-from latentmotion.codec import Encoder, StreamId, Tools, decode_stream, encode_sequence  # noqa: E402
+from latentmotion.codec import Encoder, Tools, decode_stream, encode_sequence  # noqa: E402
 from latentmotion.data import read_frames, video_path  # noqa: E402
 from latentmotion.experiments.codec_anchors import code_features  # noqa: E402
 from latentmotion.pipeline import edge_features  # noqa: E402

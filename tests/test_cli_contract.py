@@ -210,7 +210,7 @@ def _misfit_stream(model: str = "efficientnet_lite0") -> bytes:
 
 def _work_bomb_stream() -> bytes:
     """Issue 20 item 3: 6,183 bytes claiming one 1x4096x4096 frame with block 1 and mblock 1 (all skipped)."""
-    from latentmotion.codec import Encoder, StreamId, Tools
+    from latentmotion.codec import Encoder, Tools
     from latentmotion.codec.bitstream import write_frame
 
     enc = Encoder((1, 4096, 4096), 1.0, Tools.of(mode="zero", block=1, mblock=1))
@@ -221,7 +221,7 @@ def _work_bomb_stream() -> bytes:
 def _long_stream(frames: int = 60) -> bytes:
     """A valid stream that takes seconds to decode, nearly all of it inside the numba kernels:
     all-zero records of the smallest accepted size, 1x1024x1024 tensors with block 1 and mblock 1."""
-    from latentmotion.codec import Encoder, StreamId, Tools
+    from latentmotion.codec import Encoder, Tools
     from latentmotion.codec.bitstream import write_frame
 
     enc = Encoder((1, 1024, 1024), 1.0, Tools.of(mode="zero", block=1, mblock=1))

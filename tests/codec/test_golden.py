@@ -68,7 +68,7 @@ def test_decoding_is_bit_exact_under_default_cpu_kernels(tmp_path):
     import torch
 
     import latentmotion as lm
-    from latentmotion.codec import Encoder, StreamId, Tools, encode_sequence
+    from latentmotion.codec import Encoder, Tools, encode_sequence
     from latentmotion.pipeline import edge_features
 
     split = lm.split_model(lm.load_model("efficientnet_lite0"), "_blocks.4.add")

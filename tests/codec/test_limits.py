@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from latentmotion.codec import Encoder, StreamId, Tools, decode_stream, encode_sequence
+from latentmotion.codec import Encoder, Tools, decode_stream, encode_sequence
 from latentmotion.codec.core import MAX_Q
 from latentmotion.codec.limits import check_step, step_range
 from latentmotion.errors import InputError

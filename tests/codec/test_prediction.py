@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import struct
-import tracemalloc
-import zlib
 
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import latentmotion as lm
-from latentmotion.codec import MODE_NAMES, BitstreamError, Decoder, Encoder, StreamId, Tools, decode_stream, encode_sequence, iter_decode
-from latentmotion.codec.bitstream import Header, Reader, read_frame, read_header, write_frame, write_header
+from latentmotion.codec.bitstream import Header
 from latentmotion.codec.prediction import predict
-from latentmotion.data import fit_frame, load_image, read_frames, video_path
-from latentmotion.pipeline import gray8
+from latentmotion.data import fit_frame, read_frames, video_path
 
 from ..conftest import model
 

@@ -12,7 +12,7 @@ from latentmotion.codec import Encoder, StreamId, Tools
 from latentmotion.service import EdgeOptions, stream_edge
 from latentmotion.service.backends import load_cloud
 
-from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, reference
+from .conftest import MODEL, RecordingCoder, ServerThread, features, reference
 from .test_server import _open, _raw
 
 FACTORY = "torchvision.models:resnet18"  # a network no other test loads: its first Open traces it while the good edge streams

@@ -59,6 +59,40 @@ def parse_list(text: str, convert: Callable[[str], T], option: str, kind: str = 
         raise InputError(f"{option} must be comma-separated {kind}, got {text!r}") from None
 
 
+def config_options(cls, skip: tuple[str, ...] = ()):
+    """Decorator: the command gets one option per field of the dataclass ``cls`` (not in ``skip``), with the
+    field's default and its ``metadata["help"]``, and receives their values as one dict, ``config``.
+
+    The defaults and help live once, in the library's dataclass; the command adds its own parameters.
+    """
+    import dataclasses
+    import functools
+    import inspect
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.name not in skip]
+
+    def wrap(fn):
+        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "config"]
+        extra = [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name],
+                              default=typer.Option(f.default, help=f.metadata.get("help", "")))
+            for f in fields
+        ]  # fmt: skip
+
+        @functools.wraps(fn)
+        def command(**kw):
+            return fn(**{k: v for k, v in kw.items() if k not in names}, config={k: kw[k] for k in names})
+
+        names = {f.name for f in fields}
+        command.__signature__ = inspect.Signature([*(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own), *extra])
+        command.__annotations__ = {p.name: p.annotation for p in command.__signature__.parameters.values()}
+        return command
+
+    return wrap
+
+
 def coding_settings(**given) -> dict:
     """The codec settings a user gave (options left at None take the codec's defaults), checked now,
     before any model loads: flat keywords of :meth:`latentmotion.codec.Tools.of`."""

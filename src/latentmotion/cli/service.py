@@ -14,7 +14,8 @@ import typer
 
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
-from ._app import app, coding_settings, console
+from ..service.config import ServerConfig
+from ._app import app, coding_settings, config_options, console
 
 __all__ = ["serve", "stream"]
 
@@ -33,44 +34,21 @@ def _allowed(models: str, preload: list[str]) -> tuple[str, ...]:
 
 
 @app.command()
+@config_options(ServerConfig, skip=("models", "preload"))
 def serve(
-    port: int = typer.Option(5050, min=0, max=65535, help="TCP port (0: any free port)"),
-    host: str = typer.Option("127.0.0.1", help="address to listen on"),
-    weights: str = typer.Option("imagenet", help="weights of the cloud models: imagenet, random or a state-dict file"),
-    cert: str = typer.Option(None, help="TLS certificate chain (PEM)"),
-    key: str = typer.Option(None, help="TLS private key (PEM)"),
-    tokens: str = typer.Option(None, help="file of accepted token SHA-256 digests, one a line"),
-    insecure: bool = typer.Option(False, help="plaintext, no TLS (loopback hosts only)"),
-    max_streams: int = typer.Option(64, help="edge streams served at once"),
-    max_pending: int = typer.Option(32, help="unanswered frames per stream"),
-    max_queue: int = typer.Option(512, help="frames waiting for the model, all streams"),
-    max_message: int = typer.Option(4 << 20, help="largest gRPC message, bytes"),
-    max_elements: int = typer.Option(1 << 21, help="largest tensor (C*H*W) a stream may announce"),
-    idle_timeout: float = typer.Option(30.0, help="seconds of silence that end a stream"),
-    max_models: int = typer.Option(4, help="cloud sub-models kept loaded"),
-    max_batch: int = typer.Option(16, help="largest model batch"),
-    max_wait_ms: float = typer.Option(5.0, help="longest wait to fill a batch, ms"),
-    device: str = typer.Option("auto", help="auto, cpu or cuda"),
-    metrics_port: int = typer.Option(None, help="serve Prometheus metrics on this port"),
-    ray: str = typer.Option(None, help="run the cloud models on Ray Serve at this address ('local' starts one)"),
-    drain_timeout: float = typer.Option(10.0, help="seconds a shutdown waits for open streams"),
     models: str = typer.Option(DEFAULT_MODEL, help="comma-separated models edges may use ('any': every registry model, which lets a client make the server build large networks; a package.module:factory only when listed)"),
-    model_threads: int = typer.Option(0, help="torch threads of the model (0: one fewer than the cores, at least 1)"),
     preload: list[str] = typer.Option(None, help="MODEL:LAYER to load before serving (repeatable)"),  # noqa: B008
+    config: dict = None,  # noqa: RUF013 (the options of ServerConfig, filled by config_options)
 ) -> None:
     """Cloud side: decode edges' coded features and finish inference in batches (until SIGINT/SIGTERM)."""
-    from ..service import ServerConfig
     from ..service import serve as run_server
 
+    weights = config["weights"]
     if weights not in ("imagenet", "random") and not Path(weights).is_file():
         raise InputError(f"--weights {weights}: not imagenet, random or an existing state-dict file")
     _logs()
-    cfg = ServerConfig(
-        host, port, weights, cert, key, tokens, insecure, max_streams, max_pending, max_queue, max_message, max_elements,
-        idle_timeout=idle_timeout, max_models=max_models, max_batch=max_batch, max_wait_ms=max_wait_ms, device=device,
-        metrics_port=metrics_port, ray=ray, drain_timeout=drain_timeout, models=_allowed(models, preload or ()), preload=tuple(preload or ()),
-        model_threads=model_threads,
-    )  # fmt: skip
+    cfg = ServerConfig(**config, models=_allowed(models, preload or ()), preload=tuple(preload or ()))
+    host = cfg.host
     code = run_server(cfg, ready=lambda p: console.print(f"listening on {host}:{p}", soft_wrap=True), stopping=_say_stopping)
     if code:  # the drain timed out: 130/143 like an interrupted job, and the stopping line was its one line
         sys.exit(code)

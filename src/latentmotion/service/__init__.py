@@ -10,9 +10,25 @@ with an intra frame, and accounts for every frame sent. The protocol is
 checked in (a test regenerates it and compares).
 """
 
-from .auth import TokenSet, hash_token
-from .edge import EdgeOptions, EdgeReport, LiveCoder, ServiceError, VideoSource, run_edge, stream_edge, stream_video
-from .server import CloudServer, ServerConfig, serve
+import importlib
+
+#: Where each public name lives, loaded on first use (PEP 562): ``latentmotion.service.config`` stays light
+#: for the command line's start-up, without gRPC or torch.
+_EXPORTS = {
+    **dict.fromkeys(("TokenSet", "hash_token"), "auth"),
+    "ServerConfig": "config",
+    **dict.fromkeys(("EdgeOptions", "EdgeReport", "LiveCoder", "ServiceError", "VideoSource", "run_edge", "stream_edge", "stream_video"), "edge"),
+    **dict.fromkeys(("CloudServer", "serve"), "server"),
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CloudServer",

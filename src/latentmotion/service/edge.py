@@ -428,7 +428,7 @@ def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = No
         options = replace(options, task=net.task)
     split = split_model(net, src.layer)
     clip = edge_features(src.video, split, src.start, src.frames)
-    shape, fingerprint = tuple(clip.features.shape[1:]), weights_fingerprint(net)
+    fingerprint = weights_fingerprint(net)
     coder = LiveCoder(
         lambda: Encoder.from_split(split, clip.features, src.step, tools, StreamId(src.model, weights=fingerprint, fps=clip.fps)),
         fingerprint,

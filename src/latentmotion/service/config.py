@@ -1,0 +1,123 @@
+"""The cloud's options: one dataclass, its defaults and help texts, which ``latentmotion serve`` turns into its options.
+
+Light on purpose (no gRPC, no torch): the command line reads it at start-up.
+
+Example:
+    >>> ServerConfig(insecure=True).check()  # loopback and plaintext: allowed
+    >>> ServerConfig(insecure=True, host="0.0.0.0").check()
+    Traceback (most recent call last):
+    ...
+    latentmotion.errors.InputError: --insecure serves plaintext and is allowed only on loopback, not on '0.0.0.0'
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..errors import InputError
+from .auth import is_loopback
+
+__all__ = ["ServerConfig"]
+
+
+@dataclass
+class ServerConfig:
+    """Options of the cloud; every limit is enforced before the memory it guards is allocated.
+
+    Attributes:
+        host, port: where to listen (port 0: any free port).
+        weights: weights of the cloud models (``imagenet``, ``random`` or a state-dict path).
+        cert, key: TLS certificate chain and private key (PEM files).
+        tokens: file of accepted token digests (see :mod:`latentmotion.service.auth`).
+        insecure: plaintext and no TLS; allowed only on a loopback host.
+        max_streams: open streams at once; more get RESOURCE_EXHAUSTED.
+        max_pending: frames of one stream received but not yet answered (its window).
+        max_queue: frames waiting for the model, all streams together.
+        max_message: largest gRPC message in bytes.
+        max_elements: largest tensor (C*H*W) a stream's header may announce.
+        max_bad_frames: failed frames in a row, beyond a window, before the stream ends.
+        idle_timeout: seconds without a message before a stream (or an idle connection) ends.
+        max_models: cloud sub-models kept loaded (LRU).
+        max_batch, max_wait_ms: dynamic batching limits.
+        model_threads: torch intra-op threads of the model (0: one less than the usable cores, at least 1,
+            leaving a core to decoding and gRPC; on a loaded 2-core machine 2 spinning OpenMP threads ran
+            the model 3x slower than 1). Torch's thread count is process-wide: it applies to the whole server process.
+        device: ``auto`` (GPU when there is one), ``cpu`` or ``cuda``.
+        top_k: classes per result of a ``classify`` stream when the edge does not say.
+        metrics_port: Prometheus HTTP port (None: no endpoint).
+        ray: Ray cluster address to run the cloud models on Ray Serve (None: in process).
+        drain_timeout: seconds a shutdown waits for open streams to finish.
+        models: model names edges may ask for (empty: any); a model outside it is never built.
+        preload: ``model:layer`` cloud sub-models to load before serving, so first frames do not wait for them.
+    """
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=5050, metadata={"help": "TCP port (0: any free port)"})
+    weights: str = field(default="imagenet", metadata={"help": "weights of the cloud models: imagenet, random or a state-dict file"})
+    cert: str | None = field(default=None, metadata={"help": "TLS certificate chain (PEM)"})
+    key: str | None = field(default=None, metadata={"help": "TLS private key (PEM)"})
+    tokens: str | None = field(default=None, metadata={"help": "file of accepted token SHA-256 digests, one a line"})
+    insecure: bool = field(default=False, metadata={"help": "plaintext, no TLS (loopback hosts only)"})
+    max_streams: int = field(default=64, metadata={"help": "edge streams served at once"})
+    max_pending: int = field(default=32, metadata={"help": "unanswered frames per stream"})
+    max_queue: int = field(default=512, metadata={"help": "frames waiting for the model, all streams"})
+    max_message: int = field(default=4 << 20, metadata={"help": "largest gRPC message, bytes"})
+    max_elements: int = field(default=1 << 21, metadata={"help": "largest tensor (C*H*W) a stream may announce"})
+    max_bad_frames: int = field(default=3, metadata={"help": "failed frames in a row, beyond a window, before a stream ends"})
+    idle_timeout: float = field(default=30.0, metadata={"help": "seconds of silence that end a stream"})
+    max_models: int = field(default=4, metadata={"help": "cloud sub-models kept loaded"})
+    max_batch: int = field(default=16, metadata={"help": "largest model batch"})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "longest wait to fill a batch, ms"})
+    model_threads: int = field(default=0, metadata={"help": "torch threads of the model (0: one fewer than the cores, at least 1)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    top_k: int = field(default=5, metadata={"help": "classes per result of a classify stream when the edge does not say"})
+    metrics_port: int | None = field(default=None, metadata={"help": "serve Prometheus metrics on this port"})
+    ray: str | None = field(default=None, metadata={"help": "run the cloud models on Ray Serve at this address ('local' starts one)"})
+    drain_timeout: float = field(default=10.0, metadata={"help": "seconds a shutdown waits for open streams"})
+    models: tuple[str, ...] = ()
+    preload: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Refuse impossible or unsafe options with :class:`InputError` before anything starts."""
+        for name in ("port", "metrics_port"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v <= 65535:
+                raise InputError(f"--{name.replace('_', '-')} {v} is not a TCP port (0..65535)")
+        for name in ("max_streams", "max_pending", "max_queue", "max_message", "max_elements", "max_models", "max_batch", "top_k"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if not (self.idle_timeout > 0 and self.max_wait_ms >= 0 and self.drain_timeout >= 0 and self.max_bad_frames >= 0 and self.model_threads >= 0):
+            raise InputError("--idle-timeout must be positive; --max-wait-ms, --drain-timeout, --max-bad-frames and --model-threads not negative")
+        for name in ("idle_timeout", "max_wait_ms", "drain_timeout"):  # finite, and small enough for gRPC's integer clocks
+            if not getattr(self, name) <= 1e6:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at most 1e6")
+        for name in ("max_message", "max_elements", "max_streams", "max_pending", "max_queue", "max_batch"):
+            if getattr(self, name) > (1 << 31) - 1:
+                raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)} must be below 2^31")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise InputError(f"--device {self.device!r}: choose auto, cpu or cuda")
+        if self.insecure:
+            if not is_loopback(self.host):
+                raise InputError(f"--insecure serves plaintext and is allowed only on loopback, not on {self.host!r}")
+        elif not (self.cert and self.key and self.tokens):
+            raise InputError("the server needs --cert, --key and --tokens (or --insecure, on loopback only)")
+        bad = [p for p in self.preload if p.count(":") != 1 or "" in p.split(":")]
+        if bad:
+            raise InputError(f"--preload {bad[0]!r}: expected MODEL:LAYER")
+        if (self.cert is None) != (self.key is None):
+            raise InputError("--cert and --key go together")
+
+    def resolved_threads(self) -> int:
+        """Intra-op threads for the model: ``model_threads``, else one less than the usable cores (at least 1)."""
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return self.model_threads or max(1, cores - 1)
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA device on this machine")
+        return self.device

@@ -73,6 +73,8 @@ def test_tensor_messages_refuse_what_does_not_add_up():
         get_tensor(pb.Tensor(shape=[1], dtype="object", data=b"x"))
     with pytest.raises(ValueError, match="carries"):
         put_tensor(pb.Tensor(), torch.zeros(2, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="holds 0 bytes"):  # 2^64 elements: an int64 product wraps to 0
+        get_tensor(pb.Tensor(shape=[65536] * 4, dtype="uint8", data=b""))
 
 
 def test_segmentation_scores_count_pixels_and_classes():

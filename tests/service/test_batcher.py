@@ -62,3 +62,20 @@ def test_a_failing_model_fails_only_its_batch():
 
     bad, good = asyncio.run(main())
     assert isinstance(bad[0], RuntimeError) and good.batch == 1
+
+
+def test_a_failing_task_fails_only_its_own_frame_in_a_shared_batch():
+    class Broken(Classify):
+        def result(self, output):
+            raise ValueError("this task breaks")
+
+    async def main():
+        b, net = Batcher(max_batch=8, max_wait=0.05), _net()
+        xs = torch.randn(4, 4, 9, 9)
+        out = await asyncio.gather(*(b.infer(net, x, Broken() if i == 1 else Classify()) for i, x in enumerate(xs)), return_exceptions=True)
+        await b.close()
+        return b.batches, out
+
+    batches, out = asyncio.run(main())
+    assert batches == [4]  # one batch: the broken frame shared it with three others
+    assert isinstance(out[1], ValueError) and all(len(o.result.classes) == 5 for i, o in enumerate(out) if i != 1)

@@ -87,30 +87,34 @@ def _check_cloud_shape(split, head, task) -> None:
     and its output must fit the task (a segmentation model's cannot be classified)."""
     import torch
 
-    from ..service.backends import probe_output
+    from ..service.backends import fit_problem, probe_output
 
     with torch.no_grad():
         nominal = tuple(split.edge(torch.zeros(1, 3, 224, 224)).shape[1:])
-    why, out = probe_output(split.cloud, nominal, tuple(head.shape))
-    if why:
+    kind, why = fit_problem(probe_output(split.cloud, nominal, tuple(head.shape)), task)
+    if kind == "shape_mismatch":
         raise InputError(f"the stream's tensors {tuple(head.shape)} do not fit {head.model} {head.layer}: {why}")
-    why = task.check(out)
-    if why:
+    if kind:
         raise InputError(f"--classify: {head.model} is not a classifier: {why}")
 
 
 def _top1(split, task, x, header) -> list[int]:
-    """The classification task's top class of each decoded tensor, the cloud run a few frames at a time (bounded memory)."""
+    """The classification task's top class of each decoded tensor, the cloud run a few frames at a time (bounded memory)
+    through the service's own :func:`~latentmotion.service.batcher.run_tasks`."""
     import contextlib
     import io
 
-    import torch
+    from ..service.batcher import run_tasks
 
     try:  # torch.fx prints its own report of a failing call to stderr: keep it out of the one line
-        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
-            return [task.result(out).classes[0] for i in range(0, len(x), 8) for out in split.cloud(x[i : i + 8])]
+        with contextlib.redirect_stderr(io.StringIO()):
+            results = [r for i in range(0, len(x), 8) for r in run_tasks(split.cloud, x[i : i + 8], [task] * len(x[i : i + 8]))]
     except RuntimeError as exc:
         raise InputError(f"the stream's tensors {tuple(x.shape[1:])} do not fit {header.model} {header.layer}: {str(exc).splitlines()[0]}") from None
+    bad = next((r for r in results if isinstance(r, Exception)), None)
+    if bad is not None:
+        raise InputError(f"the cloud's output of {header.model} {header.layer} cannot be classified: {bad}")
+    return [r.classes[0] for r in results]
 
 
 @codec_app.command("decode")

@@ -29,7 +29,7 @@ from ..errors import InputError, UnknownNameError, WeightsUnavailableError
 from ..tasks import Task
 from .batcher import Batcher, Prediction
 
-__all__ = ["CloudHandle", "LocalBackend", "ModelCache", "ServedModel", "StreamError", "load_cloud", "probe_output", "probe_shape"]
+__all__ = ["CloudHandle", "LocalBackend", "ModelCache", "ServedModel", "StreamError", "fit_problem", "load_cloud", "probe_output"]
 
 
 class StreamError(Exception):
@@ -135,9 +135,15 @@ def probe_output(net: nn.Module, nominal: tuple[int, int, int], shape: tuple[int
     return "", tuple(out.shape[1:])
 
 
-def probe_shape(net: nn.Module, nominal: tuple[int, int, int], shape: tuple[int, int, int], device: str = "cpu") -> str:
-    """'' when ``net`` takes tensors of ``shape``, else why not (see :func:`probe_output`)."""
-    return probe_output(net, nominal, shape, device)[0]
+def fit_problem(probed: tuple[str, tuple[int, ...] | None], task: Task | None) -> tuple[str, str]:
+    """('', '') when a probed sub-model (:func:`probe_output`'s answer) takes the tensors and ``task`` can use its
+    output, else (``shape_mismatch`` or ``task_mismatch``, why): the one rule the server and ``codec decode`` apply."""
+    why, out = probed
+    if why:
+        return "shape_mismatch", why
+    if task is not None and (why := task.check(out)):
+        return "task_mismatch", f"task {task.name!r} does not fit this model: {why}"
+    return "", ""
 
 
 class CloudHandle:
@@ -159,11 +165,9 @@ class CloudHandle:
             if len(self._shapes) > 64:  # a bounded memo: hostile headers cannot grow it
                 self._shapes.clear()
             self._shapes[shape] = await self.probe(shape)
-        why, out = self._shapes[shape]
-        if why:
-            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "shape_mismatch", why)
-        if task is not None and (why := task.check(out)):
-            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, "task_mismatch", f"task {task.name!r} does not fit this model: {why}")
+        kind, why = fit_problem(self._shapes[shape], task)
+        if kind:
+            raise StreamError(grpc.StatusCode.FAILED_PRECONDITION, kind, why)
 
     async def infer(self, x: torch.Tensor, task: Task) -> Prediction:
         raise NotImplementedError

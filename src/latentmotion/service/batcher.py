@@ -56,9 +56,16 @@ class Prediction:
 
 @torch.no_grad()
 def run_tasks(net: nn.Module, x: torch.Tensor, tasks: list[Task], device: str = "cpu") -> list:
-    """Run ``net`` once on the batch ``x``; frame ``i``'s result is ``tasks[i].result`` of its row."""
+    """Run ``net`` once on the batch ``x``; frame ``i``'s result is ``tasks[i].result`` of its row, or the
+    exception that raised (one frame's task failing fails that frame alone, not the batch's other streams)."""
     out = net(x.to(device))
-    return [task.result(out[i]) for i, task in enumerate(tasks)]
+    results = []
+    for i, task in enumerate(tasks):
+        try:
+            results.append(task.result(out[i]))
+        except Exception as exc:  # noqa: BLE001
+            results.append(exc)
+    return results
 
 
 @dataclass
@@ -140,7 +147,7 @@ class Batcher:
         ms = 1000 * (time.perf_counter() - t)
         self.batches.append(len(live))
         for it, result in zip(live, results, strict=True):
-            _post(it, Prediction(result, len(live), ms), None)
+            _post(it, *((None, result) if isinstance(result, Exception) else (Prediction(result, len(live), ms), None)))
 
     def forget(self, net: nn.Module) -> None:
         """Drop the queues of a model the cache evicted (its frames in flight still finish)."""

@@ -65,6 +65,8 @@ class _RayHandle(CloudHandle):
 
     async def infer(self, x: torch.Tensor, task: Task) -> Prediction:
         result, batch, ms = await self.handle.remote((x.numpy(), task))
+        if isinstance(result, Exception):  # this frame's task failed (run_tasks): this frame alone
+            raise result
         return Prediction(result, batch, ms)
 
     def close(self) -> None:

@@ -31,6 +31,8 @@ so no new protocol field is needed for a new task.
 
 from __future__ import annotations
 
+import math
+
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -87,7 +89,7 @@ def get_tensor(msg) -> torch.Tensor:
         raise ValueError(f"Tensor message of unknown dtype {msg.dtype!r}")
     dt = np.dtype(msg.dtype).newbyteorder("<")
     shape = tuple(msg.shape)
-    if int(np.prod(shape, dtype=np.int64)) * dt.itemsize != len(msg.data):
+    if math.prod(shape) * dt.itemsize != len(msg.data):  # Python integers: no product wraps around
         raise ValueError(f"Tensor message of shape {shape} and dtype {msg.dtype} holds {len(msg.data)} bytes")
     a = np.frombuffer(msg.data, dtype=dt).astype(dt.newbyteorder("="), copy=True)
     return torch.from_numpy(a).reshape(shape)

@@ -60,3 +60,19 @@ def test_rdoq_early_stop_bound_is_below_every_coding_of_the_tile():
                 costs.append((d[c, y, x] - q[c, y, x]) ** 2 + lam * syntax.level_bits(e, p, c, ctx, q[c, y, x], 1))
         tail = np.cumsum(costs[::-1])[::-1]
         assert np.all(r.rest[:-1] <= tail + 1e-9), (r.rest[:-1] - tail).max()
+
+
+def test_rdoq_leaves_the_contexts_as_coding_its_levels_does():
+    """RDOQ decides tile by tile with the contexts the coder will have there: after the pass, its copy of the
+    table must equal the table that coding the chosen levels leaves."""
+    rng = np.random.default_rng(4)
+    xs = rng.laplace(0, 1.5, (5, 10, 10))
+    pred = rng.integers(-40, 40, xs.shape).astype(np.int64)
+    dc = residual.offsets(xs, pred)
+    d, q, _ = residual.quantise(xs, pred, dc, 0.5)
+    start = rng.integers(1, 2047, syntax.n_contexts(5)).astype(np.int64)  # any context state
+    decided = start.copy()
+    residual.rdoq(decided, syntax.levels(q, pred, 4), d, 0.6, 0.5)
+    coded = start.copy()
+    syntax.encode_levels(rc.encoder(syntax.capacity(q, 4, np.zeros((2, 0, 0)))), coded, syntax.levels(q, pred, 4), 0)
+    assert np.array_equal(decided, coded)

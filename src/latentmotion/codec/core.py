@@ -87,17 +87,6 @@ def _sse(a, b, scale):
     return e
 
 
-def _code(probs: np.ndarray, q: np.ndarray, pred: np.ndarray, dc: np.ndarray, mv: np.ndarray | None, block: int) -> tuple[np.ndarray, int]:
-    """The syntax of one frame: (bytes, bytes written once the vectors were coded); ``probs`` adapts."""
-    e = rangecoder.encoder(syntax.capacity(q, block, np.zeros((2, 0, 0)) if mv is None else mv))
-    if mv is not None:
-        syntax.encode_vectors(e, probs, mv)
-    side = int(e.st[4])
-    syntax.encode_offsets(e, probs, dc)
-    syntax.encode_levels(e, probs, syntax.levels(q, pred, block), 0)
-    return rangecoder.finish(e), side
-
-
 class Encoder:
     """Encode one layer's tensors frame by frame.
 
@@ -155,10 +144,15 @@ class Encoder:
         d, q, energy = quantise(xs, pred, dc, r.deadzone[mv is not None])
         if mv is not None:
             self._pred_energy = energy
-        if r.rdoq > 0:
+        e = rangecoder.encoder(syntax.capacity(q, r.block, np.zeros((2, 0, 0)) if mv is None else mv))
+        if mv is not None:
+            syntax.encode_vectors(e, probs, mv)
+        side = int(e.st[4])
+        syntax.encode_offsets(e, probs, dc)
+        if r.rdoq > 0:  # decided with a copy of the contexts exactly as the vectors and offsets left them
             rdoq(probs.copy(), syntax.levels(q, pred, r.block), d, r.rdoq, r.wm)
-        data, side = _code(probs, q, pred, dc, mv, r.block)
-        return bytes([INTRA if mv is None else INTER]) + data.tobytes(), reconstruct(pred, q, dc), 8 * side
+        syntax.encode_levels(e, probs, syntax.levels(q, pred, r.block), 0)
+        return bytes([INTRA if mv is None else INTER]) + rangecoder.finish(e).tobytes(), reconstruct(pred, q, dc), 8 * side
 
     def _intra(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         probs = syntax.new_contexts(xs.shape[0])

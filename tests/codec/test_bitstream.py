@@ -94,7 +94,7 @@ def test_motion_tile_out_of_range_is_refused(mblock):
 def _frame_boundaries(s: bytes) -> set[int]:
     """Offsets where a stream may legally end (after the header or a whole frame)."""
     r = Reader(s)
-    h = read_header(r, len(MODE_NAMES))
+    h = read_header(r)
     ends = {r.pos}
     while not r.done():
         read_frame(r, h.frame_limit())
@@ -177,7 +177,7 @@ def _fix_crcs(data: bytes) -> bytes:
     out = bytearray(data)
     r = Reader(bytes(out))
     try:
-        read_header(r, len(MODE_NAMES))
+        read_header(r)
     except BitstreamError:
         return data
     while r.pos + 8 <= len(out):

@@ -34,7 +34,7 @@ def _frame_types(stream: bytes) -> list[int]:
     from latentmotion.codec.prediction import MODE_NAMES
 
     r = Reader(stream)
-    h = read_header(r, len(MODE_NAMES))
+    h = read_header(r)
     types = []
     while not r.done():
         types.append(read_frame(r, h.frame_limit())[4])  # after the u32 sequence number

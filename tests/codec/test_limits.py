@@ -107,7 +107,7 @@ def test_the_reference_encoder_meets_the_bound():
     xs = [torch.zeros(1, 96, 96)] * 3  # nothing to code: every record is padded
     stream = encode_sequence(xs, Encoder((1, 96, 96), 1.0, Tools.of(mode="zero", block=1, mblock=1)))
     r = Reader(stream)
-    h = read_header(r, len(MODE_NAMES))
+    h = read_header(r)
     sizes = []
     while not r.done():
         sizes.append(len(read_frame(r, h.frame_limit())) + 8)

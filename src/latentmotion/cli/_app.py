@@ -59,6 +59,10 @@ def parse_list(text: str, convert: Callable[[str], T], option: str, kind: str = 
         raise InputError(f"{option} must be comma-separated {kind}, got {text!r}") from None
 
 
+#: motion tools that ``codec encode`` and ``stream`` leave at the codec's defaults (the others become options)
+MOTION_SKIP = ("mblock", "search", "rd", "lam")
+
+
 def config_options(cls, skip: tuple[str, ...] = ()):
     """Decorator: the command gets one option per field of the dataclass ``cls`` (not in ``skip``), with the
     field's default and its ``metadata["help"]``, and receives their values as one dict, ``config``.
@@ -91,16 +95,6 @@ def config_options(cls, skip: tuple[str, ...] = ()):
         return command
 
     return wrap
-
-
-def coding_settings(**given) -> dict:
-    """The codec settings a user gave (options left at None take the codec's defaults), checked now,
-    before any model loads: flat keywords of :meth:`latentmotion.codec.Tools.of`."""
-    from ..codec import Tools
-
-    settings = {k: v for k, v in given.items() if v is not None}
-    Tools.of(**settings)
-    return settings
 
 
 def _one_line(exc: BaseException) -> str:

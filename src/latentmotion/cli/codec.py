@@ -7,10 +7,11 @@ from typing import Optional
 
 import typer
 
+from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
 from ..outputs import staged_file, staged_folder
-from ._app import app, coding_settings, console, parse_list
+from ._app import MOTION_SKIP, app, config_options, console, parse_list
 
 __all__ = ["codec_app", "codec_decode", "codec_encode", "codec_eval", "codec_fit_transform"]
 
@@ -46,6 +47,7 @@ def _edge_features(video: str, start: int, frames: int, model: str, layer: str, 
 
 
 @codec_app.command("encode")
+@config_options(MotionTools, skip=MOTION_SKIP)
 def codec_encode(
     out: Path = typer.Option(..., help="stream file to write"),
     video: str = typer.Option("bikes.mp4"),
@@ -55,19 +57,17 @@ def codec_encode(
     layer: str = typer.Option(DEFAULT_LAYER),
     weights: str = typer.Option("imagenet"),
     step: float = typer.Option(4.0, help="quantisation step (quality: smaller is better)"),
-    mode: Optional[str] = typer.Option(None, help="zero, block or input [default: the codec's, MotionTools]"),
-    subpel: Optional[int] = typer.Option(None, help="motion vector precision: 1 or 4 [default: the codec's]"),
-    intra_period: Optional[int] = typer.Option(None, help="force intra every N frames, 0: first only [default: the codec's]"),
     seed: int = typer.Option(0),
+    config: dict = None,  # noqa: RUF013 (the motion options, filled by config_options)
 ) -> None:
     """Run the edge sub-model on video frames and write the coded feature stream."""
-    from ..codec import MAX_Q, Encoder, StreamId, Tools, encode_sequence
+    from ..codec import MAX_Q, Encoder, StreamId, encode_sequence
     from ..codec.limits import check_step
     from ..data import video_path
     from ..pipeline import check_frame_range
 
     check_step(step)  # every option before the model loads and the video is decoded
-    tools = Tools.of(**coding_settings(mode=mode, subpel=subpel, intra_period=intra_period))
+    tools = Tools(MotionTools(**config))
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
     video_path(video)  # exists, and is a regular file (a FIFO would block)
     with staged_file(out) as tmp:  # --out is checked before the frames are decoded

@@ -8,14 +8,13 @@ import signal
 import sys
 from pathlib import Path
 
-from typing import Optional
-
 import typer
 
+from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
 from ..service.config import ServerConfig
-from ._app import app, coding_settings, config_options, console
+from ._app import MOTION_SKIP, app, config_options, console
 
 __all__ = ["serve", "stream"]
 
@@ -72,6 +71,7 @@ def _token(token_file: str | None) -> str | None:
 
 
 @app.command()
+@config_options(MotionTools, skip=MOTION_SKIP)
 def stream(
     port: int = typer.Option(5050, min=0, max=65535),
     host: str = typer.Option("127.0.0.1"),
@@ -82,9 +82,6 @@ def stream(
     layer: str = typer.Option(DEFAULT_LAYER),
     weights: str = typer.Option("imagenet"),
     step: float = typer.Option(4.0, help="quantisation step"),
-    mode: Optional[str] = typer.Option(None, help="zero, block or input [default: the codec's]"),
-    subpel: Optional[int] = typer.Option(None, help="motion vector precision: 1 or 4 [default: the codec's]"),
-    intra_period: Optional[int] = typer.Option(None, help="force intra every N frames, 0: first only [default: the codec's]"),
     ca: str = typer.Option(None, help="CA certificate to trust (PEM; the server's own if self-signed)"),
     token_file: str = typer.Option(None, help="file holding this edge's token (default: $LATENTMOTION_TOKEN)"),
     insecure: bool = typer.Option(False, help="plaintext, no TLS (loopback only)"),
@@ -94,16 +91,17 @@ def stream(
     seed: int = typer.Option(0, help="seed of the reconnection jitter"),
     task: str = typer.Option("", help="what the cloud does with the features: classify, segment (default: the model's own task)"),
     verbose: bool = typer.Option(False, help="log every event (reconnections) as JSON lines on stderr"),
+    config: dict = None,  # noqa: RUF013 (the motion options, filled by config_options)
 ) -> None:
     """Edge side: run the edge sub-model on video, code the features and stream them to a cloud over gRPC."""
     from ..codec.limits import check_step
     from ..service import EdgeOptions, VideoSource, stream_video
 
     check_step(step)  # before the model runs: a step the stream cannot hold is the user's error
-    coding = coding_settings(mode=mode, subpel=subpel, intra_period=intra_period)
+    tools = Tools(MotionTools(**config))  # refused here, before the model loads
     _logs(logging.INFO if verbose else logging.WARNING)  # a failure is still one line; its retries with --verbose
     opts = EdgeOptions(insecure=insecure, ca=ca, token=_token(token_file), window=window, max_retries=retries, seed=seed, task=task)
-    src = VideoSource(video, start, frames, model, layer, weights, step, coding)
+    src = VideoSource(video, start, frames, model, layer, weights, step, tools)
     rep, fps = stream_video(f"{host}:{port}", src, opts, realtime)
     s = rep.summary(fps)
     console.print(

@@ -11,9 +11,24 @@ Example:
     True
 """
 
-from .bitstream import BitstreamError, Header
-from .config import MotionTools, ResidualTools, StreamId, Tools
-from .core import MAX_Q, Decoder, Encoder, FrameStats, decode_stream, decode_work_nbytes, decoded_nbytes, encode_sequence, iter_decode, read_stream_header
-from .prediction import MODE_NAMES, MODES
+import importlib
 
-__all__ = ["MAX_Q", "MODES", "MODE_NAMES", "BitstreamError", "MotionTools", "ResidualTools", "StreamId", "Tools", "Decoder", "Encoder", "FrameStats", "Header", "decode_stream", "decode_work_nbytes", "decoded_nbytes", "encode_sequence", "iter_decode", "read_stream_header"]
+#: Where each public name lives, loaded on first use (PEP 562): ``latentmotion.codec.config`` and
+#: ``.bitstream`` stay light (no torch, no numba) for the command line's start-up.
+_EXPORTS = {
+    **dict.fromkeys(("MODES", "MODE_NAMES", "BitstreamError", "Header"), "bitstream"),
+    **dict.fromkeys(("MotionTools", "ResidualTools", "StreamId", "Tools"), "config"),
+    **dict.fromkeys(("MAX_Q", "Decoder", "Encoder", "FrameStats", "decode_stream", "decode_work_nbytes", "decoded_nbytes",
+                     "encode_sequence", "iter_decode", "read_stream_header"), "core"),
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_EXPORTS)

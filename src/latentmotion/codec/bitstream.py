@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ..errors import LatentMotionError
 
 __all__ = [
-    "MAX_BLOCK", "MAX_CHANNELS", "MAX_ELEMENTS", "MAX_PERIOD", "MAX_SEARCH", "MAX_SIDE", "MAX_STEP", "MAX_STR", "MIN_STEP",
+    "MAX_BLOCK", "MAX_CHANNELS", "MAX_ELEMENTS", "MAX_PERIOD", "MAX_SEARCH", "MAX_SIDE", "MAX_STEP", "MAX_STR", "MIN_STEP", "MODES", "MODE_NAMES",
     "SUBPELS", "BitstreamError", "Header", "Reader", "Writer", "header_problem", "read_frame", "read_header", "tools_problem",
     "write_frame", "write_header",
 ]
@@ -37,6 +37,9 @@ __all__ = [
 MAGIC = b"LMFC"
 VERSION = 3
 MAX_STR = 256
+#: motion modes, by the header's mode byte (:mod:`latentmotion.codec.prediction` implements them)
+MODE_NAMES = ("zero", "block", "input")
+MODES = {name: i for i, name in enumerate(MODE_NAMES)}
 MAX_ELEMENTS = 1 << 24  # C * H * W of one tensor
 MAX_SIDE = 4096
 MAX_CHANNELS = (1 << 16) - 1  # u16
@@ -203,7 +206,7 @@ def tools_problem(block: int, mblock: int, search: int, subpel: int, intra_perio
     return None
 
 
-def header_problem(h: Header, n_modes: int) -> str | None:
+def header_problem(h: Header) -> str | None:
     """What is wrong with a header (its shape, step, settings, names), or None; the encoder and the reader both ask."""
     c, hh, ww = h.shape
     if min(c, hh, ww) < 1 or max(hh, ww) > MAX_SIDE or c > MAX_CHANNELS or c * hh * ww > MAX_ELEMENTS:
@@ -213,7 +216,7 @@ def header_problem(h: Header, n_modes: int) -> str | None:
     fps32 = struct.unpack("<f", struct.pack("<f", h.fps))[0] if abs(h.fps) <= 3.4028234663852886e38 else math.inf  # as the header stores it
     if not (math.isfinite(fps32) and fps32 > 0):
         return f"frame rate must be a positive number a float32 holds, got {h.fps}"
-    if not 0 <= h.mode < n_modes:
+    if not 0 <= h.mode < len(MODE_NAMES):
         return f"motion mode {h.mode} out of range"
     for name, text in (("model", h.model), ("layer", h.layer), ("weights", h.weights)):
         if len(text.encode()) > MAX_STR:
@@ -240,7 +243,7 @@ def write_header(h: Header) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def read_header(r: Reader, n_modes: int) -> Header:
+def read_header(r: Reader) -> Header:
     start = r.pos
     if r.take(4) != MAGIC:
         raise BitstreamError("not a latentmotion feature stream (bad magic)")
@@ -258,7 +261,7 @@ def read_header(r: Reader, n_modes: int) -> Header:
     if crc != zlib.crc32(bytes(r.data[start : r.pos - 4])):
         raise BitstreamError("header checksum mismatch")
     h = Header(model, layer, weights, shape, step, mode, block, mblock, search, subpel, intra_period, fps)
-    problem = header_problem(h, n_modes)
+    problem = header_problem(h)
     if problem:
         raise BitstreamError(f"header parameters out of range: {problem}")
     return h

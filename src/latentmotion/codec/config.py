@@ -1,8 +1,9 @@
 """The codec's settings in one place: stream identity, motion tools and residual tools.
 
 Every default lives here; the :class:`~latentmotion.codec.core.Encoder`, the
-commands (their options are made from these fields) and the service read them
-from these classes. The settings a stream header stores are checked by
+commands (``codec encode`` and ``stream`` make their motion options from
+:class:`MotionTools`' fields, defaults and help) and the service read them
+from these classes. The module is light (no torch) for the command line. The settings a stream header stores are checked by
 :func:`latentmotion.codec.bitstream.header_problem` (the bitstream's own
 limits) when the encoder builds its header; :func:`Tools.of` checks them too, so
 a command can refuse them before it loads a model.
@@ -22,8 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from ..errors import InputError
-from .bitstream import tools_problem
-from .prediction import MODES
+from .bitstream import MODES, tools_problem
 
 __all__ = ["MotionTools", "ResidualTools", "StreamId", "Tools"]
 
@@ -42,20 +42,20 @@ class StreamId:
 class MotionTools:
     """How frames are predicted.
 
-    mode: ``zero``, ``block`` or ``input`` (:data:`latentmotion.codec.prediction.MODE_NAMES`);
+    mode: ``zero``, ``block`` or ``input`` (:data:`latentmotion.codec.bitstream.MODE_NAMES`);
     mblock, search, subpel: tile side of the vectors, search radius (latent px), precision (1 or 4);
     intra_period: force intra every N frames (0: first frame only); rd: also try intra where
     prediction fails (a scene cut); lam: Lagrange multiplier of these decisions (step-unit squared
     error per bit).
     """
 
-    mode: str = "block"
-    mblock: int = 2
-    search: int = 4
-    subpel: int = 4
-    intra_period: int = 0
-    rd: bool = True
-    lam: float = 1.0
+    mode: str = field(default="block", metadata={"help": "motion mode: zero, block or input"})
+    mblock: int = field(default=2, metadata={"help": "tile side of the motion vectors, latent px"})
+    search: int = field(default=4, metadata={"help": "motion search radius, latent px"})
+    subpel: int = field(default=4, metadata={"help": "motion vector precision: 1 or 4"})
+    intra_period: int = field(default=0, metadata={"help": "force intra every N frames (0: first frame only)"})
+    rd: bool = field(default=True, metadata={"help": "also try intra where prediction fails (a scene cut)"})
+    lam: float = field(default=1.0, metadata={"help": "Lagrange multiplier of motion and frame-type decisions"})
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from . import rangecoder, syntax
 from .bitstream import BitstreamError, Header, Reader, header_problem, read_frame, read_header, write_frame, write_header
 from .config import MotionTools, ResidualTools, StreamId, Tools
 from .limits import check_step
-from .prediction import MODE_NAMES, MODES, ONE, Context, block_candidates, choose_vectors, input_candidates, predict
+from .prediction import MODES, ONE, Context, block_candidates, choose_vectors, input_candidates, predict
 from .residual import MAX_LEVEL, MAX_Q, offsets, quantise, rdoq, reconstruct
 
 __all__ = [
@@ -107,7 +107,7 @@ class Encoder:
         m, r = tools.motion, tools.residual
         self.header = Header(stream.model, stream.layer, stream.weights, tuple(int(v) for v in shape), float(np.float32(step)), MODES[m.mode],
                              r.block, m.mblock, m.search, m.subpel, m.intra_period, float(stream.fps))
-        problem = header_problem(self.header, len(MODE_NAMES))
+        problem = header_problem(self.header)
         if problem:
             raise InputError(problem)
         self.tools = tools
@@ -251,7 +251,7 @@ class Decoder:
     def from_header_bytes(cls, data: bytes) -> Decoder:
         """A decoder for the stream whose header is exactly ``data``; :class:`BitstreamError` if it is not one."""
         r = Reader(data)
-        header = read_header(r, len(MODE_NAMES))
+        header = read_header(r)
         if not r.done():
             raise BitstreamError(f"{r.end - r.pos} bytes after the header")
         return cls(header)
@@ -315,7 +315,7 @@ def encode_sequence(tensors: Iterable[torch.Tensor], encoder: Encoder, frames: I
 def iter_decode(data: bytes) -> Iterator[torch.Tensor]:
     """Decode a whole stream frame by frame; raises :class:`BitstreamError` on any damage."""
     r = Reader(data)
-    dec = Decoder(read_header(r, len(MODE_NAMES)))
+    dec = Decoder(read_header(r))
     limit = dec.header.frame_limit()
     while not r.done():
         yield dec.decode_payload(read_frame(r, limit))
@@ -323,7 +323,7 @@ def iter_decode(data: bytes) -> Iterator[torch.Tensor]:
 
 def read_stream_header(data: bytes) -> Header:
     """The header at the start of a whole stream (e.g. to check its weights before decoding)."""
-    return read_header(Reader(data), len(MODE_NAMES))
+    return read_header(Reader(data))
 
 
 def decoded_nbytes(data: bytes) -> int:
@@ -333,7 +333,7 @@ def decoded_nbytes(data: bytes) -> int:
     before decoding it: the per-byte work bound limits time, not the total kept.
     """
     r = Reader(data)
-    h = read_header(r, len(MODE_NAMES))
+    h = read_header(r)
     n, limit = 0, h.frame_limit()
     while not r.done():
         read_frame(r, limit)  # lengths and checksums only

@@ -30,14 +30,13 @@ import numpy as np
 import torch
 
 from ..estimation import block_match
+from .bitstream import MODE_NAMES, MODES
 
-__all__ = ["FRAC", "MODES", "MODE_NAMES", "ONE", "Context", "block_candidates", "Match", "Taps", "choose_vectors", "input_candidates", "mv_pred", "predict"]
+__all__ = ["FRAC", "MODES", "MODE_NAMES", "ONE", "Context", "block_candidates", "choose_vectors", "input_candidates", "mv_pred", "predict"]
 
 FRAC = 4  # the decoder state holds levels in units of step / 2**FRAC (fixed point)
 ONE = 1 << FRAC
 
-MODE_NAMES = ["zero", "block", "input"]
-MODES = {name: i for i, name in enumerate(MODE_NAMES)}
 
 
 @dataclass

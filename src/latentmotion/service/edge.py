@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, replace
 import grpc
 import numpy as np
 
+from ..codec.config import Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError, LatentMotionError
 from ..tasks import make_task
@@ -401,8 +402,7 @@ def run_edge(target: str, coder: LiveCoder, items: Iterable, options: EdgeOption
 
 @dataclass
 class VideoSource:
-    """What an edge streams: frames of a video through the edge sub-model, coded at ``step`` with ``coding``
-    (flat codec settings, :meth:`latentmotion.codec.Tools.of`: e.g. ``{"mode": "zero", "subpel": 1}``; the rest the codec's defaults)."""
+    """What an edge streams: frames of a video through the edge sub-model, coded at ``step`` with ``tools``."""
 
     video: str = "bikes.mp4"
     start: int = 0
@@ -411,18 +411,17 @@ class VideoSource:
     layer: str = DEFAULT_LAYER
     weights: str = "imagenet"
     step: float = 4.0
-    coding: dict = field(default_factory=dict)
+    tools: Tools = field(default_factory=Tools)
 
 
 def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = None, realtime: bool = False) -> tuple[EdgeReport, float]:
     """Run the edge sub-model on a clip, code its features and stream them; returns the report and the clip's fps."""
-    from ..codec import Encoder, StreamId, Tools
+    from ..codec import Encoder, StreamId
     from ..models import load_model, split_model, weights_fingerprint
     from ..pipeline import edge_features
 
     options = options or EdgeOptions()
     options.check(target)  # before any model or video is loaded
-    tools = Tools.of(**src.coding)
     net = load_model(src.model, src.weights)
     if not options.task:  # the model's own task: a segmentation model's stream segments
         options = replace(options, task=net.task)
@@ -430,7 +429,7 @@ def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = No
     clip = edge_features(src.video, split, src.start, src.frames)
     fingerprint = weights_fingerprint(net)
     coder = LiveCoder(
-        lambda: Encoder.from_split(split, clip.features, src.step, tools, StreamId(src.model, weights=fingerprint, fps=clip.fps)),
+        lambda: Encoder.from_split(split, clip.features, src.step, src.tools, StreamId(src.model, weights=fingerprint, fps=clip.fps)),
         fingerprint,
     )
     items = list(zip(clip.features, clip.gray, strict=True))

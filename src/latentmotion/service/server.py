@@ -50,9 +50,9 @@ from ..errors import InputError, UnknownNameError
 from ..tasks import Task, make_task
 from . import cloud_pb2 as pb
 from .auth import TokenSet, server_credentials
-from .config import ServerConfig
 from .backends import CloudHandle, LocalBackend, StreamError
 from .batcher import Batcher
+from .config import ServerConfig
 from .metrics import Metrics, log_event
 
 __all__ = ["METHOD", "SERVICE", "CloudServer", "ServerConfig", "serve"]

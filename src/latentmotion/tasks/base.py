@@ -32,7 +32,6 @@ so no new protocol field is needed for a new task.
 from __future__ import annotations
 
 import math
-
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np

@@ -120,3 +120,25 @@ def test_the_import_check_flags_only_what_it_should():
         assert bool(_cross_package_private("latentmotion.cli.codec", ast.parse(code))) == flagged, code
     assert not _cross_package_private("latentmotion.estimation", ast.parse("from ._bm_kernel import _helper"))  # both in latentmotion
     assert _cross_package_private("latentmotion.estimation", ast.parse("from .cli._app import _helper"))
+
+
+APPLICATIONS = ("latentmotion.cli", "latentmotion.experiments", "latentmotion.__main__")  # __main__: the command line's entry
+
+
+def _imports(module: str, tree: ast.Module) -> list[str]:
+    """Every latentmotion module ``module`` imports (at any depth of its code)."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            src = _resolve(module, node)
+            out += [src] + [f"{src}.{a.name}" for a in node.names if f"{src}.{a.name}" in SOURCES]
+        elif isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+    return [m for m in out if m.startswith("latentmotion")]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in SOURCES if not m.startswith(APPLICATIONS)))
+def test_the_library_never_imports_an_application(module):
+    """Layers: models, motion, metrics, estimation, codec, service, tasks below experiments, benchmarks and cli."""
+    bad = [m for m in _imports(module, _tree(module)) if m.startswith(APPLICATIONS)]
+    assert not bad, f"{module} (library) imports {bad}"

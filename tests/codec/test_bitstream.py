@@ -12,20 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import latentmotion as lm
-from latentmotion.codec import MODE_NAMES, BitstreamError, Decoder, Encoder, StreamId, Tools, iter_decode
+from latentmotion.codec import BitstreamError, Decoder, Encoder, StreamId, Tools, iter_decode
 from latentmotion.codec.bitstream import Header, Reader, read_frame, read_header, write_frame, write_header
-from latentmotion.data import fit_frame, read_frames, video_path
-
-from ..conftest import model
-
-
-@pytest.fixture(scope="module")
-def clip():
-    split = lm.split_model(model("efficientnet_lite0"), "_blocks.4.add")
-    frames = fit_frame(read_frames(video_path("bikes.mp4"), range(6)))
-    with torch.no_grad():
-        feats = split.edge(frames)
-    return split, frames, feats
 
 
 def _header(shape=(2, 4, 4), **kw) -> Header:

@@ -31,7 +31,6 @@ def test_golden_stream_decodes_to_its_hash(name):
 
 def _frame_types(stream: bytes) -> list[int]:
     from latentmotion.codec.bitstream import Reader, read_frame, read_header
-    from latentmotion.codec.prediction import MODE_NAMES
 
     r = Reader(stream)
     h = read_header(r)

@@ -102,7 +102,6 @@ def test_the_reference_encoder_meets_the_bound():
     """Every record the encoder writes is at least the smallest the decoder accepts (it pads with zeros)."""
     from latentmotion.codec import decode_stream
     from latentmotion.codec.bitstream import Reader, read_frame, read_header
-    from latentmotion.codec.prediction import MODE_NAMES
 
     xs = [torch.zeros(1, 96, 96)] * 3  # nothing to code: every record is padded
     stream = encode_sequence(xs, Encoder((1, 96, 96), 1.0, Tools.of(mode="zero", block=1, mblock=1)))

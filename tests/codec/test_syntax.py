@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latentmotion.codec import MAX_Q
+from latentmotion.codec import MAX_Q, syntax
 from latentmotion.codec import rangecoder as rc
-from latentmotion.codec import syntax
 from latentmotion.codec.prediction import predict
 
 

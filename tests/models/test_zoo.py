@@ -11,7 +11,6 @@ from latentmotion.data import load_image
 
 from ..conftest import model
 
-
 # ----------------------------------------------------------------- weights
 
 

@@ -30,7 +30,7 @@ from ..errors import LatentMotionError
 
 __all__ = [
     "MAX_BLOCK", "MAX_CHANNELS", "MAX_ELEMENTS", "MAX_PERIOD", "MAX_SEARCH", "MAX_SIDE", "MAX_STEP", "MAX_STR", "MIN_STEP", "MODES", "MODE_NAMES",
-    "SUBPELS", "BitstreamError", "Header", "Reader", "Writer", "header_problem", "read_frame", "read_header", "tools_problem",
+    "SUBPELS", "BitstreamError", "Header", "Reader", "Writer", "header_problem", "read_frame", "read_header", "step_problem", "tools_problem",
     "write_frame", "write_header",
 ]
 
@@ -195,6 +195,18 @@ class Header:
         return -(-self.work_units() // UNITS_PER_BYTE)
 
 
+def _as_float32(v: float) -> float:
+    """``v`` as the header stores it (inf beyond float32's range, 0 below it)."""
+    return struct.unpack("<f", struct.pack("<f", v))[0] if abs(v) <= 3.4028234663852886e38 else math.inf
+
+
+def step_problem(step: float) -> str | None:
+    """What is wrong with a quantisation step as a header holds it (float32, 2^-100 to 2^100), or None."""
+    if not MIN_STEP <= _as_float32(step) <= MAX_STEP:
+        return f"step {step:g} is outside the range a stream holds (2^-100 to 2^100, as float32)"
+    return None
+
+
 def tools_problem(block: int, mblock: int, search: int, subpel: int, intra_period: int) -> str | None:
     """What is wrong with coding settings a header stores, or None: the one place these limits are checked."""
     if subpel not in SUBPELS:
@@ -211,9 +223,9 @@ def header_problem(h: Header) -> str | None:
     c, hh, ww = h.shape
     if min(c, hh, ww) < 1 or max(hh, ww) > MAX_SIDE or c > MAX_CHANNELS or c * hh * ww > MAX_ELEMENTS:
         return f"tensor shape {h.shape} out of bounds (sides up to {MAX_SIDE}, channels up to {MAX_CHANNELS}, at most 2^24 elements)"
-    if not MIN_STEP <= h.step <= MAX_STEP:
-        return f"step {h.step:g} is outside the range a stream holds (2^-100 to 2^100, as float32)"
-    fps32 = struct.unpack("<f", struct.pack("<f", h.fps))[0] if abs(h.fps) <= 3.4028234663852886e38 else math.inf  # as the header stores it
+    if step_problem(h.step):
+        return step_problem(h.step)
+    fps32 = _as_float32(h.fps)
     if not (math.isfinite(fps32) and fps32 > 0):
         return f"frame rate must be a positive number a float32 holds, got {h.fps}"
     if not 0 <= h.mode < len(MODE_NAMES):

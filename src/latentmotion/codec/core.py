@@ -101,6 +101,8 @@ class Encoder:
     def __init__(self, shape: tuple[int, int, int], step: float, tools: Tools | None = None, stream: StreamId | None = None,
                  grid: tuple[tuple[int, int], tuple[float, float]] = ((1, 1), (0.0, 0.0))) -> None:
         tools, stream = tools or Tools(), stream or StreamId()
+        if not isinstance(tools, Tools) or not isinstance(stream, StreamId):  # e.g. a mode name where Tools go (the old signature)
+            raise TypeError(f"Encoder takes tools=Tools(...) (e.g. Tools.of(mode='zero')) and stream=StreamId(...), got {tools!r}, {stream!r}")
         check_step(step)
         if len(shape) != 3:
             raise InputError(f"tensor shape must be (C, H, W), got {tuple(shape)}")

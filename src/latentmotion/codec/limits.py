@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from ..errors import InputError
-from .bitstream import MAX_STEP, MIN_STEP
+from .bitstream import step_problem
 
 __all__ = ["check_step", "step_range"]
 
@@ -52,10 +51,8 @@ def check_step(step: float, values: torch.Tensor | None = None, max_level: int |
     """
     if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
         raise InputError(f"step must be a finite positive number, got {step}")
-    with np.errstate(over="ignore", under="ignore"):
-        as32 = np.float32(step)
-    if not MIN_STEP <= as32 <= MAX_STEP:
-        raise InputError(f"step {step:g} is outside the range a stream holds (2^-100 to 2^100, as float32)")
+    if problem := step_problem(step):
+        raise InputError(problem)
     if values is None:
         return step
     if max_level is None or max_level < 1:

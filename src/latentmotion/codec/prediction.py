@@ -56,7 +56,8 @@ class Context:
 Taps = namedtuple("Taps", "idx wt H W block s")
 
 
-def _sampler(H: int, W: int, block: int, s: int) -> Taps:
+@nb.njit(cache=True)
+def _sampler(H, W, block, s):
     return Taps(np.empty((block * block, 5), np.int64), np.empty((block * block, 4), np.int64), H, W, block, s)
 
 
@@ -91,7 +92,7 @@ def predict(ref, mv, block, s):
     out = np.empty_like(ref)
     r2 = ref.reshape(C, H * W)
     o2 = out.reshape(C, H * W)
-    t = Taps(np.empty((block * block, 5), np.int64), np.empty((block * block, 4), np.int64), H, W, block, s)
+    t = _sampler(H, W, block, s)
     idx, wt = t.idx, t.wt
     for i in range(mv.shape[1]):
         for j in range(mv.shape[2]):

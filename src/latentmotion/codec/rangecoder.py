@@ -36,7 +36,7 @@ import numpy as np
 
 __all__ = [
     "COST", "MAX_PREFIX", "PROB_BITS", "PROB_INIT", "RangeDecoder", "RangeEncoder",
-    "adapt", "dec_bit", "dec_bypass", "dec_eg", "decoder", "enc_bit", "enc_bypass", "enc_eg", "encoder", "finish",
+    "adapt", "adapted", "dec_bit", "dec_bypass", "dec_eg", "decoder", "eg_length", "enc_bit", "enc_bypass", "enc_eg", "encoder", "finish",
 ]
 
 PROB_BITS = 11
@@ -83,10 +83,25 @@ def _finish(e):
 
 
 @nb.njit(cache=True)
+def adapted(p, bit):
+    """A probability ``p`` (of a 0) after coding ``bit``: the coder's one adaptation rule."""
+    return p + (((1 << PROB_BITS) - p) >> ADAPT) if bit == 0 else p - (p >> ADAPT)
+
+
+@nb.njit(cache=True)
 def adapt(probs, i, bit):
     """Move context i's probability towards the bit just coded."""
-    p = probs[i]
-    probs[i] = p + (((1 << PROB_BITS) - p) >> ADAPT) if bit == 0 else p - (p >> ADAPT)
+    probs[i] = adapted(probs[i], bit)
+
+
+@nb.njit(cache=True)
+def eg_length(v):
+    """Exp-Golomb order 0 of v >= 0 has this many prefix ones (then a 0 and as many suffix bits)."""
+    v1 = v + 1
+    n = 0
+    while (v1 >> (n + 1)) != 0:
+        n += 1
+    return n
 
 
 @nb.njit(cache=True)
@@ -146,9 +161,7 @@ def enc_bypass(e, bit):
 def enc_eg(e, probs, base, v):
     """Exp-Golomb order 0 of v >= 0: adaptive prefix (contexts base + k), bypass suffix."""
     v1 = v + 1
-    nbits = 0
-    while (v1 >> (nbits + 1)) != 0:
-        nbits += 1
+    nbits = eg_length(v)
     for k in range(nbits):
         enc_bit(e, probs, base + k, 1)
     enc_bit(e, probs, base + nbits, 0)

@@ -31,9 +31,9 @@ import numpy as np
 
 from .prediction import ONE
 from .rangecoder import RangeEncoder
-from .syntax import SNAPSHOT, code_tile, count_activity, level_bits, level_ctx, min_level_bits, restore, skip_bits, snapshot
+from .syntax import SNAPSHOT, code_tile, count_activity, flag_bits, level_bits, level_ctx, min_level_bits, restore, snapshot
 
-__all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "Rdo", "offsets", "quantise", "rdoq", "reconstruct"]
+__all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct"]
 
 MAX_LEVEL = 1 << 24  # |R| bound: exact in float32, and the decoder refuses more
 MAX_Q = (1 << 16) - 1  # |q| bound of the Exp-Golomb binarisation
@@ -127,7 +127,7 @@ def _skip_bounds(probs, f, r, c, i, j):
     y1, x1 = min(y0 + f.block, f.q.shape[1]), min(x0 + f.block, f.q.shape[2])
     n = (y1 - y0) * (x1 - x0)
     b = min_level_bits(probs, c, n)
-    j_skip = r.lam * skip_bits(probs, f, c, i, j, 0)
+    j_skip = r.lam * flag_bits(probs, f, c, i, j, 0)
     k = 0
     sr = 0.0
     for y in range(y0, y1):
@@ -166,7 +166,7 @@ def _tile(e, probs, f, r, c, i, j):
     nt = (y1 - y0) * (x1 - x0)
     se = 0.0  # the tile's error sum so far: its mean weighs wm extra
     margin = 1e-9 * (1.0 + j_skip)  # bounds summed in another order: decide early only when clear
-    j_coded = r.lam * skip_bits(probs, f, c, i, j, 1)
+    j_coded = r.lam * flag_bits(probs, f, c, i, j, 1)
     if j_coded + r.rest[0] > j_skip + margin:
         q[c, y0:y1, x0:x1] = 0
         return

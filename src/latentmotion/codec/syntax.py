@@ -52,12 +52,12 @@ import numba as nb
 import numpy as np
 
 from .prediction import FRAC, mv_pred
-from .rangecoder import ADAPT, COST, MAX_PREFIX, PROB_BITS, PROB_INIT, adapt, dec_bit, dec_bypass, dec_eg, enc_bit, enc_bypass, enc_eg
+from .rangecoder import COST, MAX_PREFIX, PROB_INIT, adapt, adapted, dec_bit, dec_bypass, dec_eg, eg_length, enc_bit, enc_bypass, enc_eg
 
 __all__ = [
-    "Levels", "capacity", "code_tile", "count_activity", "decode_levels", "decode_offsets", "decode_vectors",
-    "encode_levels", "encode_offsets", "encode_vectors", "level_bits", "levels", "min_level_bits", "n_contexts",
-    "new_contexts", "restore", "skip_bits", "snapshot",
+    "SNAPSHOT", "Levels", "capacity", "code_tile", "count_activity", "decode_levels", "decode_offsets", "decode_vectors",
+    "encode_levels", "encode_offsets", "encode_vectors", "flag_bits", "level_bits", "level_ctx", "levels", "min_level_bits", "n_contexts",
+    "new_contexts", "restore", "snapshot",
 ]
 
 # Context layout (per channel c, C channels): offsets into one probability table.
@@ -175,10 +175,7 @@ def _eg_bits(e, probs, base, v, sim):
     if sim == 0:
         enc_eg(e, probs, base, v)
         return 0.0
-    v1 = v + 1
-    nbits = 0
-    while (v1 >> (nbits + 1)) != 0:
-        nbits += 1
+    nbits = eg_length(v)
     c = 0.0
     for k in range(nbits):
         c += _bit(e, probs, base + k, 1, sim)
@@ -379,7 +376,7 @@ def _cheapest(probs, lo, hi, bit, n):
     for i in range(lo + 1, hi):  # the most favourable context: cost falls as p moves away from the bit
         p = max(p, probs[i]) if bit == 0 else min(p, probs[i])
     for _ in range(n):
-        p = p + (((1 << PROB_BITS) - p) >> ADAPT) if bit == 0 else p - (p >> ADAPT)
+        p = adapted(p, bit)
     return COST[bit, p]
 
 
@@ -396,7 +393,7 @@ def min_level_bits(probs, c, n):
 
 
 @nb.njit(cache=True)
-def skip_bits(probs, f, c, i, j, flag):
+def flag_bits(probs, f, c, i, j, flag):
     """Bits of tile (i, j)'s coded-tile flag set to ``flag``."""
     return COST[flag, probs[cbf_ctx(f, c, i, j)]]
 

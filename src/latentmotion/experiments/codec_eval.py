@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec import Encoder, StreamId, Tools, decode_stream, encode_sequence
+from ..codec import Encoder, MotionTools, StreamId, Tools, decode_stream, encode_sequence
 from ..data import fit_frame, read_frames, video_path
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
@@ -86,7 +86,7 @@ class EvalSettings:
     anchors: tuple[str, ...] = DEFAULT_ANCHORS
     qps: tuple[int, ...] = ()  # empty: each anchor family's defaults (QPS)
     seed: int = 0
-    search: int = 4
+    search: int = MotionTools.search  # the codec's default, set here for tuning runs
     extra: dict = field(default_factory=dict)  # Encoder keyword overrides (tuning runs)
     transform: str = ""  # channel transform file for ``klt`` (default: the one shipped for the cut)
 

@@ -21,10 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._files import package_folder
-from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError, UnknownNameError, WeightsUnavailableError
 
-__all__ = ["DEFAULT_LAYER", "DEFAULT_MODEL", "SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "checkpoint_dir", "list_models", "load_model"]
+__all__ = ["SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "checkpoint_dir", "list_models", "load_model"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -329,7 +328,7 @@ def _factory_model(spec: str, weights: str | os.PathLike[str], seed: int) -> Ima
 
 
 def load_model(name: str, weights: str | os.PathLike[str] = "imagenet", seed: int = 0) -> ImageNetModel:
-    """Build a classification CNN in eval mode, taking float RGB in [0, 1].
+    """Build a CNN (a classifier, or a segmentation model) in eval mode, taking float RGB in [0, 1].
 
     Args:
         name: a torchvision classification model name (``"resnet34"``,

@@ -2,9 +2,10 @@
 
     python benchmarks/count_structure.py
 
-Prints the longest parameter lists, how many places build an ``Encoder`` from its parts,
-where the bitstream's limits are written as literals, and how often the default model and
-cut are spelled out.
+Prints the longest parameter lists, how many places build an ``Encoder`` from its parts
+(and how many use ``Encoder.from_split``), where the bitstream's limits are written as
+literals in the codec and its command, and how often the default model and cut are spelled
+out. Run it on an old checkout to compare: ``python benchmarks/count_structure.py OLD_ROOT``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import sys
+
+ROOT = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else Path(__file__).resolve().parents[1]
 SOURCES = sorted([*ROOT.glob("src/latentmotion/**/*.py"), *ROOT.glob("benchmarks/*.py")])
 LIMITS = {"4096": r"\b4096\b", "65535/65536": r"\b6553[56]\b", "2^24": r"1 << 24|\b16777216\b|2\*\*24"}
 
@@ -43,18 +46,25 @@ def main() -> None:
     print("longest parameter lists:")
     for n, name in params[:8]:
         print(f"  {n:3d}  {name}")
-    counts = {"Encoder( built": 0, **{f"limit {k}": 0 for k in LIMITS}, '"efficientnet_lite0"': 0, '"_blocks.4.add"': 0}
+    counts = {"Encoder( built": 0, "Encoder.from_split(": 0, **{f"limit {k}": 0 for k in LIMITS}, '"efficientnet_lite0"': 0, '"_blocks.4.add"': 0}
+    places = {k: [] for k in LIMITS}
     for path in SOURCES:
         if path.name.endswith("_pb2.py") or path.name == "count_structure.py":
             continue
         text = "\n".join(code_lines(path))
         counts["Encoder( built"] += len(re.findall(r"(?<![\w.])Encoder\(", text))
-        for k, pat in LIMITS.items():
-            counts[f"limit {k}"] += len(re.findall(pat, text)) if "codec" in str(path) or "cli" in str(path) or "service" in str(path) else 0
+        counts["Encoder.from_split("] += text.count("Encoder.from_split(")
+        if "latentmotion/codec/" in str(path) or str(path).endswith("cli/codec.py"):  # the codec and its command
+            for k, pat in LIMITS.items():
+                n = len(re.findall(pat, text))
+                counts[f"limit {k}"] += n
+                places[k] += [str(path.relative_to(ROOT))] * bool(n)
         counts['"efficientnet_lite0"'] += text.count('"efficientnet_lite0"')
         counts['"_blocks.4.add"'] += text.count('"_blocks.4.add"')
     for k, v in counts.items():
         print(f"{k:>24}: {v}")
+    for k, v in places.items():
+        print(f"{'limit ' + k + ' in':>24}: {', '.join(v)}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from rich.console import Console
 from ..errors import InputError, LatentMotionError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Motion in the latent space of CNNs (collaborative intelligence).")
-console = Console()
+console = Console(markup=False, highlight=False)  # text from streams and paths is shown as it is, never as markup
 
 T = TypeVar("T")
 
@@ -97,8 +97,14 @@ def config_options(cls, skip: tuple[str, ...] = ()):
     return wrap
 
 
+def shown(text: object) -> str:
+    """``text`` fit for a terminal: one line, control characters written as escapes (a stream's header or a
+    path may hold anything)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in " ".join(str(text).split()))
+
+
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return shown(exc) or type(exc).__name__
 
 
 def _fail(message: str, code: int) -> None:

@@ -11,7 +11,7 @@ from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
 from ..outputs import staged_file, staged_folder
-from ._app import MOTION_SKIP, app, config_options, console, parse_list
+from ._app import MOTION_SKIP, app, config_options, console, parse_list, shown
 
 __all__ = ["codec_app", "codec_decode", "codec_encode", "codec_eval", "codec_fit_transform"]
 
@@ -78,7 +78,7 @@ def codec_encode(
         tmp.write_bytes(stream)
     fps = clip.fps
     kinds = "".join("I" if s.kind == "intra" else "P" for s in enc.stats)
-    console.print(f"{out}: {len(stream)} bytes, {8 * len(stream) / frames:.0f} bits/frame ({8 * len(stream) / frames * fps / 1000:.1f} kbit/s at {fps:g} fps), frames {kinds}")
+    console.print(f"{shown(out)}: {len(stream)} bytes, {8 * len(stream) / frames:.0f} bits/frame ({8 * len(stream) / frames * fps / 1000:.1f} kbit/s at {fps:g} fps), frames {kinds}")
 
 
 def _check_cloud_shape(split, head, task) -> None:
@@ -162,9 +162,9 @@ def codec_decode(
         top = None if split is None else _top1(split, task, x, header)
         if tmp is not None:
             torch.save(x, tmp)  # straight to the staged file: no third copy of the tensors in memory
-    console.print(f"{stream}: {len(tensors)} tensors {tuple(x.shape[1:])} of {header.model} {header.layer}, step {header.step:g}")
+    console.print(f"{shown(stream)}: {len(tensors)} tensors {tuple(x.shape[1:])} of {shown(header.model)} {shown(header.layer)}, step {header.step:g}")
     if out is not None:
-        console.print(f"decoded tensors: {out}")
+        console.print(f"decoded tensors: {shown(out)}")
     if top is not None:
         console.print("top-1 classes: " + " ".join(map(str, top)))
 

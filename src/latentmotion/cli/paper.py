@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
@@ -114,7 +113,7 @@ def reproduce(
 
     prof = get_profile(profile)
     settings = Settings(prof, [parse_target(m) for m in (models or prof.targets)], device, seed, image, batch)
-    result = run(settings, out, log=lambda m: console.print(f"[dim]{m}[/dim]"), force=force)
+    result = run(settings, out, log=lambda m: console.print(m, style="dim"), force=force)
     for v in result.verdicts:
-        console.print(f"{'holds' if v['holds'] else '[bold]does not hold[/bold]'}: {escape(v['claim'])}")
+        console.print(f"{'holds' if v['holds'] else 'DOES NOT HOLD'}: {v['claim']}")
     console.print(f"report: {result.report}")

@@ -43,8 +43,12 @@ def serve(
     from ..service import serve as run_server
 
     weights = config["weights"]
-    if weights not in ("imagenet", "random") and not Path(weights).is_file():
-        raise InputError(f"--weights {weights}: not imagenet, random or an existing state-dict file")
+    if weights not in ("imagenet", "random"):
+        if not Path(weights).is_file():
+            raise InputError(f"--weights {weights}: not imagenet, random or an existing state-dict file")
+        from ..models.zoo import load_state_file
+
+        load_state_file(Path(weights))  # a file that is no state dict is refused now, not on every stream
     _logs()
     cfg = ServerConfig(**config, models=_allowed(models, preload or ()), preload=tuple(preload or ()))
     host = cfg.host

@@ -23,7 +23,7 @@ from torch import nn
 from .._files import package_folder
 from ..errors import InputError, UnknownNameError, WeightsUnavailableError
 
-__all__ = ["SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "checkpoint_dir", "list_models", "load_model"]
+__all__ = ["SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "checkpoint_dir", "list_models", "load_model", "load_state_file"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -277,7 +277,8 @@ def list_models() -> list[str]:
     return sorted(_registry())
 
 
-def _load_state_file(path: Path) -> dict[str, torch.Tensor]:
+def load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict a weights file holds (loaded with ``weights_only``); :class:`WeightsUnavailableError` when none."""
     if not path.is_file():
         raise WeightsUnavailableError(f"weights file {path} does not exist")
     try:
@@ -323,7 +324,7 @@ def _factory_model(spec: str, weights: str | os.PathLike[str], seed: int) -> Ima
         label = f"factory {spec} (seed {seed})" if weights == "random" else f"factory {spec} (as built)"
         return ImageNetModel(spec, net, nn.Identity(), label, weights != "random").eval()
     path = Path(weights)
-    _load_into(net, _load_state_file(path), str(path))
+    _load_into(net, load_state_file(path), str(path))
     return ImageNetModel(spec, net, nn.Identity(), f"file ({path})", True).eval()
 
 
@@ -369,7 +370,7 @@ def load_model(name: str, weights: str | os.PathLike[str] = "imagenet", seed: in
         _load_into(net, state, label)
     elif isinstance(weights, (str, os.PathLike)) and (os.sep in str(weights) or str(weights).endswith((".pth", ".pt"))):
         path = Path(weights)
-        state = _load_state_file(path)
+        state = load_state_file(path)
         label, trained = f"file ({path})", True
         _load_into(net, state, str(path))
     else:

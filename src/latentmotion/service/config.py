@@ -20,6 +20,8 @@ from .auth import is_loopback
 
 __all__ = ["ServerConfig"]
 
+MAX_THREADS = 1024  # torch threads of the model (more made pthread_create fail and the process crash)
+
 
 @dataclass
 class ServerConfig:
@@ -87,6 +89,8 @@ class ServerConfig:
         for name in ("max_streams", "max_pending", "max_queue", "max_message", "max_elements", "max_models", "max_batch", "top_k"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.model_threads > MAX_THREADS:
+            raise InputError(f"--model-threads {self.model_threads} exceeds {MAX_THREADS}")
         if not (self.idle_timeout > 0 and self.max_wait_ms >= 0 and self.drain_timeout >= 0 and self.max_bad_frames >= 0 and self.model_threads >= 0):
             raise InputError("--idle-timeout must be positive; --max-wait-ms, --drain-timeout, --max-bad-frames and --model-threads not negative")
         for name in ("idle_timeout", "max_wait_ms", "drain_timeout"):  # finite, and small enough for gRPC's integer clocks
@@ -107,6 +111,8 @@ class ServerConfig:
             raise InputError(f"--preload {bad[0]!r}: expected MODEL:LAYER")
         if (self.cert is None) != (self.key is None):
             raise InputError("--cert and --key go together")
+        if self.cert and self.key:
+            _check_key_pair(self.cert, self.key)
 
     def resolved_threads(self) -> int:
         """Intra-op threads for the model: ``model_threads``, else one less than the usable cores (at least 1)."""
@@ -121,3 +127,14 @@ class ServerConfig:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise InputError("--device cuda: no CUDA device on this machine")
         return self.device
+
+
+def _check_key_pair(cert: str, key: str) -> None:
+    """Refuse a certificate and key that are not PEM or do not belong together, in one line (gRPC's own
+    failure at bind time is several log lines and a message about the address)."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise InputError(f"--cert {cert} and --key {key}: not a certificate and its private key ({exc.__class__.__name__}: {exc.strerror or exc})") from None

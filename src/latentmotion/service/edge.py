@@ -51,6 +51,8 @@ from .server import METHOD
 
 __all__ = ["EdgeOptions", "EdgeReport", "LiveCoder", "ServiceError", "VideoSource", "run_edge", "stream_edge", "stream_video"]
 
+MIN_REALTIME_FPS = 0.1  # pacing slower than this is a hang, not real time
+
 _S = grpc.StatusCode
 RETRY = {_S.UNAVAILABLE, _S.RESOURCE_EXHAUSTED, _S.DEADLINE_EXCEEDED, _S.CANCELLED, _S.UNKNOWN, _S.INTERNAL, _S.ABORTED}
 
@@ -162,6 +164,10 @@ async def _own_status(call, exc: grpc.aio.AioRpcError, first: list, wait: float 
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
+class _Stalled(Exception):
+    """The cloud took frames and answered nothing for too long."""
+
+
 class _Edge:
     def __init__(self, target: str, coder, opts: EdgeOptions, fps: float | None) -> None:
         self.target, self.coder, self.opts, self.fps = target, coder, opts, fps
@@ -256,6 +262,20 @@ class _Edge:
                 return await self._exchange(call, it, t0)
             except grpc.aio.AioRpcError as exc:
                 raise await _own_status(call, exc, first) from None
+            except _Stalled:
+                raise grpc.aio.AioRpcError(_S.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), f"no answer from the cloud for {self.opts.answer_timeout:g} s") from None
+
+    async def _watch(self, call, heard: list) -> None:
+        """Cancel the call once a sent frame has waited ``answer_timeout`` with nothing heard from the cloud."""
+        limit = self.opts.answer_timeout
+        while True:
+            await asyncio.sleep(min(1.0, limit / 4))
+            sent = [t for _, t in self.pending.values() if t is not None]
+            now = time.perf_counter()
+            if sent and now - max(heard[0], min(sent)) > limit:
+                self.stalled = True
+                call.cancel()
+                return
 
     async def _exchange(self, call, it, t0: float) -> int:
         """Open the stream, then send and receive concurrently until both sides are done."""
@@ -267,12 +287,17 @@ class _Edge:
         await call.write(pb.EdgeMessage(open=pb.Open(header=header, weights=self.coder.weights, top_k=self.opts.top_k, edge_id=self.opts.edge_id, task=self.task.name)))
         sender = asyncio.ensure_future(self._send(call, it, t0))
         sender.add_done_callback(lambda t: t.cancelled() or t.exception() is None or call.cancel())
+        heard, self.stalled = [time.perf_counter()], False
+        watch = asyncio.ensure_future(self._watch(call, heard))
         got = len(self.report.results)
         try:
             try:
                 async for msg in call:
+                    heard[0] = time.perf_counter()
                     self._receive(msg)
             except asyncio.CancelledError:
+                if self.stalled and not asyncio.current_task().cancelling():
+                    raise _Stalled from None
                 # the sender failed (the edge's own error, e.g. a tensor it cannot code) and cancelled the call
                 if asyncio.current_task().cancelling() or not sender.done() or sender.cancelled() or not sender.exception():
                     raise
@@ -284,7 +309,8 @@ class _Edge:
             await sender
         finally:
             sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
+            watch.cancel()
+            await asyncio.gather(sender, watch, return_exceptions=True)
         return len(self.report.results) - got
 
     def _requeue(self) -> None:
@@ -343,6 +369,8 @@ class EdgeOptions:
         edge_id: free text for the cloud's logs.
         task: what the cloud does with the features, a name of :data:`latentmotion.tasks.TASKS`
             (empty: the edge model's own task in :func:`stream_video`, ``classify`` elsewhere).
+        answer_timeout: seconds a sent frame may wait with no message from the cloud before the stream
+            counts as broken (a retry; a cloud that accepts and never answers cannot hold the edge forever).
     """
 
     insecure: bool = False
@@ -354,6 +382,7 @@ class EdgeOptions:
     seed: int = 0
     edge_id: str = ""
     task: str = ""
+    answer_timeout: float = 30.0
 
     def check(self, target: str) -> None:
         """Refuse a bad address or option with :class:`InputError` before any work."""
@@ -364,6 +393,8 @@ class EdgeOptions:
             raise InputError(f"--insecure sends plaintext and is allowed only to loopback, not to {host!r}")
         if self.window < 1 or self.top_k < 1 or self.max_retries < 0:
             raise InputError("window and top-k must be at least 1, retries not negative")
+        if not 0 < self.answer_timeout <= 1e6:
+            raise InputError(f"answer timeout must lie in (0, 1e6] s, got {self.answer_timeout}")
         make_task(self.task)  # an unknown task is refused before any work
         check_token(self.token)
 
@@ -390,8 +421,8 @@ async def stream_edge(target: str, coder: LiveCoder, items: Iterable, options: E
     """
     options = options or EdgeOptions()
     options.check(target)
-    if fps is not None and not fps > 0:
-        raise InputError(f"frame rate must be positive, got {fps}")
+    if fps is not None and not MIN_REALTIME_FPS <= fps <= 1000:
+        raise InputError(f"real-time pacing needs a frame rate in {MIN_REALTIME_FPS:g}..1000 fps, got {fps:g} (stream without pacing instead)")
     return await _Edge(target, coder, options, fps).run(items)
 
 
@@ -416,7 +447,8 @@ class VideoSource:
 
 def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = None, realtime: bool = False) -> tuple[EdgeReport, float]:
     """Run the edge sub-model on a clip, code its features and stream them; returns the report and the clip's fps."""
-    from ..codec import Encoder, StreamId
+    from ..codec import MAX_Q, Encoder, StreamId
+    from ..codec.limits import check_step
     from ..models import load_model, split_model, weights_fingerprint
     from ..pipeline import edge_features
 
@@ -427,6 +459,7 @@ def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = No
         options = replace(options, task=net.task)
     split = split_model(net, src.layer)
     clip = edge_features(src.video, split, src.start, src.frames)
+    check_step(src.step, clip.features, max_level=MAX_Q // 2)  # as codec encode: no level clipped, not all zero
     fingerprint = weights_fingerprint(net)
     coder = LiveCoder(
         lambda: Encoder.from_split(split, clip.features, src.step, src.tools, StreamId(src.model, weights=fingerprint, fps=clip.fps)),

@@ -382,7 +382,7 @@ class EdgeOptions:
     seed: int = 0
     edge_id: str = ""
     task: str = ""
-    answer_timeout: float = 30.0
+    answer_timeout: float = 120.0
 
     def check(self, target: str) -> None:
         """Refuse a bad address or option with :class:`InputError` before any work."""

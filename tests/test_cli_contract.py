@@ -111,7 +111,8 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("{tmp}/header_only.lmc", "--out", "{old}"), "is a folder"),
         (("{tmp}/misfit.lmc", "--classify", "--out", "{tmp}/x.pt"), "do not fit"),
         (("{tmp}/garbage.lmc", "--out", "{file}"), ""),
-        (("{tmp}/factory.lmc", "--classify"), "to allow importing it"),
+        (("{tmp}/factory.lmc", "--classify"), "builds only --model (efficientnet_lite0)"),
+        (("{tmp}/vith.lmc", "--classify", "--weights", "random"), "pass --model vit_h_14 to allow it"),
         (("{tmp}/work_bomb.lmc", "--out", "{out}"), "too short"),
         (("{tmp}/misfit.lmc", "--out", "{tmp}/fifo.mp4"), "not a regular file"),
         (("{tmp}/fifo.mp4",), "not a regular file"),
@@ -183,6 +184,7 @@ def place(tmp_path):
     (tmp_path / "header_only.lmc").write_bytes(_header_only_stream())
     (tmp_path / "misfit.lmc").write_bytes(_misfit_stream())
     (tmp_path / "factory.lmc").write_bytes(_misfit_stream("os:abort"))  # must never be imported
+    (tmp_path / "vith.lmc").write_bytes(_misfit_stream("vit_h_14"))  # a huge network the stream's bytes must not make us build
     (tmp_path / "work_bomb.lmc").write_bytes(_work_bomb_stream())
     (tmp_path / "long.lmc").write_bytes(_long_stream())
     for name in ("fifo.mp4", "fifo.png"):  # never opened: a reader would block
@@ -203,7 +205,7 @@ def _misfit_stream(model: str = "efficientnet_lite0") -> bytes:
     from latentmotion.codec import Encoder, StreamId, Tools, encode_sequence
     from latentmotion.models import load_model, weights_fingerprint
 
-    fp = weights_fingerprint(load_model(model)) if ":" not in model else ""  # right weights: the shape is what fails
+    fp = weights_fingerprint(load_model(model)) if model == "efficientnet_lite0" else ""  # right weights: the shape is what fails
     enc = Encoder((4, 8, 8), 1.0, Tools.of(mode="zero"), stream=StreamId(model=model, layer="_blocks.4.add", weights=fp))
     return encode_sequence([torch.zeros(4, 8, 8)], enc)
 

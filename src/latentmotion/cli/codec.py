@@ -15,7 +15,8 @@ from ._app import MOTION_SKIP, app, config_options, console, parse_list, shown
 
 __all__ = ["codec_app", "codec_decode", "codec_encode", "codec_eval", "codec_fit_transform"]
 
-MAX_STREAM_FILE = 1 << 30  # a feature stream of this size would be hours of video
+MAX_STREAM_FILE = 1 << 30
+MAX_CLASSIFY_FRAMES = 4096  # about a minute of the default cloud on this machine's 2 cores  # a feature stream of this size would be hours of video
 
 
 def _memory_budget() -> int:
@@ -124,7 +125,7 @@ def codec_decode(
     classify: bool = typer.Option(False, help="run the cloud sub-model named in the header and print top-1 classes"),
     weights: str = typer.Option("imagenet", help="weights of the cloud model (with --classify); must be the weights the stream was encoded with"),
     seed: int = typer.Option(0, help="seed of random weights (with --classify)"),
-    model: str = typer.Option("", help="with --classify: allow the package.module:factory the stream names (never imported otherwise)"),
+    model: str = typer.Option(DEFAULT_MODEL, help="with --classify: the one network a stream may make it build (a stream naming another is refused before anything is built; a package.module:factory only when named here)"),
 ) -> None:
     """Decode a stream; optionally finish inference in the cloud sub-model (refused if its weights differ from the edge's)."""
     import contextlib
@@ -147,8 +148,11 @@ def codec_decode(
         from ..tasks import Classify
 
         head = read_stream_header(data)
-        if ":" in head.model and model != head.model:  # a factory imports and runs code: only when the user names it
-            raise InputError(f"the stream names the factory model {head.model!r}; pass --model {head.model} to allow importing it")
+        if head.model != model:  # the stream's bytes never choose what gets built (a factory would import and run code)
+            raise InputError(f"the stream names the model {head.model!r}; --classify builds only --model ({model}): pass --model {head.model} to allow it")
+        frames = decoded_nbytes(data) // (4 * head.shape[0] * head.shape[1] * head.shape[2])
+        if frames > MAX_CLASSIFY_FRAMES:  # the network's time is not bounded by the stream's bytes as decoding is
+            raise InputError(f"the stream holds {frames} frames; --classify runs the cloud on at most {MAX_CLASSIFY_FRAMES}")
         mine, split = _model_split(head.model, head.layer, weights, seed)
         if head.weights != mine:
             raise InputError(f"the stream was encoded with weights {head.weights or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")

@@ -125,10 +125,7 @@ class _Stream:
     async def _write_loop(self) -> None:
         while (item := await self.out.get()) is not None:
             msg, release = await item
-            try:  # an edge that stops reading would hold its slot for good: it gets the idle rule too
-                await asyncio.wait_for(self.ctx.write(msg), self.cfg.idle_timeout)
-            except TimeoutError:
-                raise StreamError(_S.DEADLINE_EXCEEDED, "idle", f"the edge read no result for {self.cfg.idle_timeout:g} s") from None
+            await self.ctx.write(msg)
             if release:
                 self.pending -= 1
                 self.window.release()
@@ -152,23 +149,13 @@ class _Stream:
         self.server.metrics.latency.observe(res.server_ms / 1000)
         return pb.CloudMessage(result=res), True
 
-    async def _acquire(self) -> None:
-        """A place in the window, or the writer's error if it stopped first (an edge that does not read)."""
-        acquire = asyncio.ensure_future(self.window.acquire())
-        done, _ = await asyncio.wait({acquire, self.writer}, return_when=asyncio.FIRST_COMPLETED)
-        if acquire in done:
-            return
-        acquire.cancel()
-        self.writer.result()  # raises the writer's StreamError
-        raise StreamError(_S.INTERNAL, "", "the stream's writer ended early")
-
     async def _frame(self, dec: Decoder, handle: CloudHandle, frame, task: Task, bad: int) -> tuple[Decoder, int]:
         """Decode one frame and queue its task's inference; returns the decoder to go on with and the bad-frame run."""
         t0 = time.perf_counter()
         if self.window.locked() and not self.slowed:
             self.slowed = True
             self._request(pb.Request.SLOW_DOWN, frame.seq, f"{self.cfg.max_pending} frames pending")
-        await self._acquire()
+        await self.window.acquire()
         self.pending += 1
         try:
             x = await asyncio.to_thread(dec.decode_frame, frame.record)
@@ -195,7 +182,7 @@ class _Stream:
     async def run(self) -> int:
         """Serve the stream; returns frames received. Raises :class:`StreamError` to end it with a status."""
         dec, handle, task = await self._open()
-        self.writer = writer = asyncio.ensure_future(self._write_loop())
+        writer = asyncio.ensure_future(self._write_loop())
         limit = record_limit(dec.header, self.cfg.max_message)
         n, expected, bad = 0, None, 0
         try:

@@ -138,7 +138,11 @@ def test_translation_by_stride_multiples_is_exact(name, layer):
     A 448x448 frame leaves room for elements whose receptive field avoids the
     border in both frames (DenseNet's theoretical field is 263 px).
     """
-    s = lm.split_model(model(name), layer)
+    check_translation_by_stride_is_exact(lm.split_model(model(name), layer))
+
+
+def check_translation_by_stride_is_exact(s) -> None:
+    """Whole-stride shifts of a 448x448 frame move the cut's tensor exactly where the receptive field stays inside."""
     st = s.stride[1]
     motions = [lm.Affine(tx=st), lm.Affine(tx=-2 * st, ty=st), lm.Affine(tx=st / 2)]
     pair = lm.render_pair(load_image("astronaut"), motions, size=448)

@@ -12,13 +12,13 @@ import torch
 import torchvision
 
 import latentmotion as lm
-from latentmotion.data import load_image
 from latentmotion.metrics import kl_divergence
 from latentmotion.models.zoo import SEGMENTATION_MODELS
 from latentmotion.service import cloud_pb2 as pb
 from latentmotion.tasks import TASKS, Classification, Classify, Segment, Task, get_tensor, make_task, mean_iou, put_tensor
 
 from .conftest import model
+from .test_motion import check_translation_by_stride_is_exact
 
 SEG, SEG_LAYER = "lraspp_mobilenet_v3_large", "backbone.3.add"  # stride 4, no whole-frame context before it
 
@@ -104,17 +104,7 @@ def test_segmentation_model_is_torchvisions_and_splits_exactly():
 
 def test_translation_by_stride_multiples_is_exact_at_the_segmentation_cut():
     """test_motion's sharpest check of Eq. 12, at the segmentation model's cut."""
-    s = lm.split_model(model(SEG), SEG_LAYER)
-    st = s.stride[1]
-    motions = [lm.Affine(tx=st), lm.Affine(tx=-2 * st, ty=st), lm.Affine(tx=st / 2)]
-    pair = lm.render_pair(load_image("astronaut"), motions, size=448)
-    with torch.no_grad():
-        ref, cur = s.edge(pair.reference), s.edge(pair.current)
-    pred, valid = lm.predict_features(ref, motions, s, mask="receptive")
-    assert valid.sum(dim=(1, 2, 3)).min() >= 49
-    err = ((pred - cur).abs() * valid).amax(dim=(1, 2, 3)) / cur.abs().amax(dim=(1, 2, 3))
-    assert err[0] < 1e-4 and err[1] < 1e-4
-    assert err[2] > 100 * max(err[0], err[1])  # half a stride: clearly worse
+    check_translation_by_stride_is_exact(lm.split_model(model(SEG), SEG_LAYER))  # half a stride: clearly worse, too
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ sequences with motion-compensated prediction. Conventions: see
 :mod:`latentmotion.motion`.
 """
 
-import importlib
+from ._lazy import lazy_exports
 
 #: Where each public name lives. Loaded on first use (PEP 562), so that
 #: ``import latentmotion`` (and the command line's start-up, which installs
@@ -22,16 +22,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 __version__ = "0.1.0"

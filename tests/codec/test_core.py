@@ -9,11 +9,12 @@ import torch
 
 import latentmotion as lm
 from latentmotion.codec import MODE_NAMES, Decoder, Encoder, StreamId, Tools, decode_stream, encode_sequence
-from latentmotion.codec.bitstream import Header, write_frame, write_header
+from latentmotion.codec.bitstream import write_frame, write_header
 from latentmotion.data import fit_frame, load_image, read_frames, video_path
 from latentmotion.pipeline import gray8
 
 from ..conftest import model
+from .test_bitstream import _header
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +25,6 @@ def clip():
         feats = split.edge(frames)
     return split, frames, feats
 
-
-def _header(shape=(2, 4, 4), **kw) -> Header:
-    f = dict(model="m", layer="l", weights="w", shape=shape, step=1.0, mode=0, block=4, mblock=2, search=4, subpel=1, intra_period=0, fps=25.0)
-    f.update(kw)
-    return Header(**f)
 
 
 

@@ -11,7 +11,7 @@ Example:
     True
 """
 
-import importlib
+from .._lazy import lazy_exports
 
 #: Where each public name lives, loaded on first use (PEP 562): ``latentmotion.codec.config`` and
 #: ``.bitstream`` stay light (no torch, no numba) for the command line's start-up.
@@ -23,12 +23,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 __all__ = sorted(_EXPORTS)

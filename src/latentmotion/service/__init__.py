@@ -10,7 +10,7 @@ with an intra frame, and accounts for every frame sent. The protocol is
 checked in (a test regenerates it and compares).
 """
 
-import importlib
+from .._lazy import lazy_exports
 
 #: Where each public name lives, loaded on first use (PEP 562): ``latentmotion.service.config`` stays light
 #: for the command line's start-up, without gRPC or torch.
@@ -22,12 +22,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 __all__ = [

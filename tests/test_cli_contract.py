@@ -217,7 +217,7 @@ def _work_bomb_stream() -> bytes:
 
     enc = Encoder((1, 4096, 4096), 1.0, Tools.of(mode="zero", block=1, mblock=1))
     head = enc.header_bytes()
-    return head + write_frame(struct.pack("<IB", 0, 0) + bytes(6183 - len(head) - 13))
+    return head + write_frame(struct.pack("<IBB", 0, 0, 16) + bytes(6183 - len(head) - 14))
 
 
 def _long_stream(frames: int = 60) -> bytes:
@@ -228,7 +228,7 @@ def _long_stream(frames: int = 60) -> bytes:
 
     enc = Encoder((1, 1024, 1024), 1.0, Tools.of(mode="zero", block=1, mblock=1))
     size = max(13, enc.header.min_record())
-    return enc.header_bytes() + b"".join(write_frame(struct.pack("<IB", i, min(i, 1)) + bytes(size - 13)) for i in range(frames))
+    return enc.header_bytes() + b"".join(write_frame(struct.pack("<IBB", i, min(i, 1), 16) + bytes(size - 14)) for i in range(frames))
 
 
 def _fill(args, tmp: Path) -> list[str]:

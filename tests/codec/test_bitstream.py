@@ -122,7 +122,7 @@ def test_header_bounds_refuse_huge_allocations():
 def _claiming(shape, n_frames, size) -> bytes:
     """A well-formed header for ``shape`` then ``n_frames`` tiny valid-looking records, padded to ``size`` bytes."""
     head = write_header(_header(shape))
-    recs = [write_frame(struct.pack("<IB", i, 0) + b"\x00" * 4) for i in range(n_frames)]
+    recs = [write_frame(struct.pack("<IBB", i, 0, 16) + b"\x00" * 3) for i in range(n_frames)]
     data = head + b"".join(recs)
     return data + b"\x00" * max(0, size - len(data))
 
@@ -148,7 +148,7 @@ def test_work_is_bounded_by_bytes():
         list(iter_decode(data))
     # a record just long enough decodes (all-zero levels) in bounded time
     h = _header(shape)
-    rec = write_frame(struct.pack("<IB", 0, 0) + b"\x00" * (h.min_record() - 13))
+    rec = write_frame(struct.pack("<IBB", 0, 0, 16) + b"\x00" * (h.min_record() - 14))
     out = Decoder(h).decode_frame(rec)
     assert out.abs().max() == 0
     assert len(rec) * UNITS_PER_BYTE >= h.work_units() >= out.numel()
@@ -202,3 +202,13 @@ def test_fuzzed_streams_raise_only_bitstream_error(cut, flips, insert, at, fix):
     _decode_fuzzed(_fix_crcs(data) if fix else data)
 
 
+
+
+@pytest.mark.parametrize("gain", [0, 15])
+def test_a_frame_gain_below_one_step_is_refused(gain):
+    """A frame's gain byte is at least 16 (one step): smaller would let levels exceed what the residual bounds allow."""
+    h = _header((2, 8, 8))
+    rec = write_frame(struct.pack("<IBB", 0, 0, gain) + b"\x00" * max(4, h.min_record() - 14))
+    with pytest.raises(BitstreamError, match="gain"):
+        Decoder(h).decode_frame(rec)
+    assert Decoder(h).decode_frame(write_frame(struct.pack("<IBB", 0, 0, 16) + b"\x00" * max(4, h.min_record() - 14))).abs().max() == 0

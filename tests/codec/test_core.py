@@ -36,15 +36,15 @@ def clip():
 def test_decoder_is_bit_identical_and_loop_is_closed(clip, mode):
     split, frames, feats = clip
     step = 2.0
-    for rdoq in (0.0, 0.5):  # without RDOQ every level is the nearest: error at most step / 2
-        enc = Encoder(tuple(feats.shape[1:]), step, Tools.of(mode=mode, rdoq=rdoq), grid=(split.stride, split.offset))
+    for rdoq, pstep in ((0.0, 1.0), (0.0, 2.5), (0.5, 2.0)):  # without RDOQ every level is the nearest: error at most half its steps
+        enc = Encoder(tuple(feats.shape[1:]), step, Tools.of(mode=mode, rdoq=rdoq, pstep=pstep), grid=(split.stride, split.offset))
         stream = encode_sequence(list(feats), enc, list(gray8(frames)))
         header, out = decode_stream(stream)
         assert header.mode == MODE_NAMES.index(mode) and len(out) == len(feats)
-        for a, b, x in zip(out, enc.reconstructions, feats):
+        for a, b, x, st in zip(out, enc.reconstructions, feats, enc.stats, strict=True):
             assert torch.equal(a, b)
-            if rdoq == 0:
-                assert (a - x).abs().max() <= step / 2 + 1e-4  # closed loop: no drift
+            if rdoq == 0:  # closed loop: no drift; a predicted frame's levels are pstep steps
+                assert (a - x).abs().max() <= step * (pstep if st.kind == "inter" else 1.0) / 2 + 1e-4
         assert enc.stats[0].kind == "intra" and any(s.kind == "inter" for s in enc.stats[1:])
 
 
@@ -120,10 +120,11 @@ def test_values_up_to_the_input_bound_are_never_clipped_when_a_channel_mean_shif
     x2 = torch.where((yy + xx) % 2 == 0, 24000.0, -24000.0)[None].clone()
     x1 = x2 - 8000
     x2[0, 0, 1], x1[0, 0, 1] = -31000.0, 31000.0
-    enc = Encoder((1, 8, 8), 1.0, Tools.of(mode="zero", rd=False))
-    _, out = decode_stream(encode_sequence([x1, x2], enc))
-    assert [s.kind for s in enc.stats] == ["intra", "inter"]
-    assert float((out[1] - x2).abs().max()) <= 0.5 and torch.equal(out[1], enc.reconstructions[1])
+    for pstep in (1.0, 2.0):  # the predicted frame's levels are pstep steps
+        enc = Encoder((1, 8, 8), 1.0, Tools.of(mode="zero", rd=False, pstep=pstep))
+        _, out = decode_stream(encode_sequence([x1, x2], enc))
+        assert [s.kind for s in enc.stats] == ["intra", "inter"]
+        assert float((out[1] - x2).abs().max()) <= pstep / 2 and torch.equal(out[1], enc.reconstructions[1])
 
 
 @pytest.mark.parametrize("shape, mblock", [((8, 16, 16), 64), ((1, 1, 1), 2), ((8, 2, 16), 2)])
@@ -190,7 +191,7 @@ def test_decoded_size_is_known_before_decoding():
     from latentmotion.codec import decoded_nbytes
 
     h = _header((1024, 128, 128))
-    recs = b"".join(write_frame(struct.pack("<IB", i, 0) + b"\x00" * (h.min_record() - 13)) for i in range(30))
+    recs = b"".join(write_frame(struct.pack("<IBB", i, 0, 16) + b"\x00" * (h.min_record() - 14)) for i in range(30))
     data = write_header(h) + recs
     assert len(data) < 400_000 and decoded_nbytes(data) == 30 * 4 * 1024 * 128 * 128  # 2 GB of output
     xs = [torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]

@@ -73,8 +73,8 @@ def _zero_stream(shape, block, mblock, n_frames, record=None) -> bytes:
     from latentmotion.codec.bitstream import write_frame
 
     enc = Encoder(shape, 1.0, Tools.of(mode="zero", block=block, mblock=mblock))
-    size = max(13, enc.header.min_record()) if record is None else record  # 13: frame header, seq and type
-    recs = [write_frame(struct.pack("<IB", i, min(i, 1)) + bytes(size - 13)) for i in range(n_frames)]
+    size = max(14, enc.header.min_record()) if record is None else record  # 14: frame header, seq, type and gain
+    recs = [write_frame(struct.pack("<IBB", i, min(i, 1), 16) + bytes(size - 14)) for i in range(n_frames)]
     return enc.header_bytes() + b"".join(recs)
 
 
@@ -110,7 +110,7 @@ def test_the_reference_encoder_meets_the_bound():
     sizes = []
     while not r.done():
         sizes.append(len(read_frame(r, h.frame_limit())) + 8)
-    assert sizes == [h.min_record()] * 3 and h.min_record() > 13
+    assert sizes == [h.min_record()] * 3 and h.min_record() > 14
     assert all(float(t.abs().max()) == 0 for t in decode_stream(stream)[1])
 
 

@@ -14,11 +14,11 @@ def test_reconstruction_is_prediction_plus_levels_plus_offset_and_quantisation_r
     xs = rng.normal(0, 3, (3, 5, 7))
     pred = rng.integers(-60, 60, xs.shape).astype(np.int64)
     dc = residual.offsets(xs, pred)
-    d, q, e = residual.quantise(xs, pred, dc, 0.5)
+    d, q, e = residual.quantise(xs, pred, dc, 0.5, residual.ONE)
     assert np.allclose(d, xs - (pred + dc[:, None, None]) / ONE) and np.isclose(e, (d * d).sum())
     assert np.array_equal(q, np.sign(d) * np.floor(np.abs(d) + 0.5))
     expect = pred + ONE * q + dc[:, None, None]
-    assert np.array_equal(residual.reconstruct(pred.copy(), q.copy(), dc), expect)
+    assert np.array_equal(residual.reconstruct(pred.copy(), q.copy(), dc, residual.ONE), expect)
     assert np.abs(expect / ONE - xs).max() <= 0.5 + 1 / ONE  # within half a step (and the offset's rounding)
 
 
@@ -27,7 +27,7 @@ def test_rdoq_only_moves_levels_towards_zero_and_never_costs_more():
     xs = rng.laplace(0, 1.2, (4, 12, 12))
     pred = np.zeros(xs.shape, np.int64)
     dc = residual.offsets(xs, pred)
-    d, q, _ = residual.quantise(xs, pred, dc, 0.5)
+    d, q, _ = residual.quantise(xs, pred, dc, 0.5, residual.ONE)
     q0, lam = q.copy(), 2.0
     residual.rdoq(syntax.new_contexts(4), syntax.levels(q, pred, 4), d, lam, 0.0)
     assert np.all(np.abs(q) <= np.abs(q0)) and np.all(q * q0 >= 0)
@@ -69,7 +69,7 @@ def test_rdoq_leaves_the_contexts_as_coding_its_levels_does():
     xs = rng.laplace(0, 1.5, (5, 10, 10))
     pred = rng.integers(-40, 40, xs.shape).astype(np.int64)
     dc = residual.offsets(xs, pred)
-    d, q, _ = residual.quantise(xs, pred, dc, 0.5)
+    d, q, _ = residual.quantise(xs, pred, dc, 0.5, residual.ONE)
     start = rng.integers(1, 2047, syntax.n_contexts(5)).astype(np.int64)  # any context state
     decided = start.copy()
     residual.rdoq(decided, syntax.levels(q, pred, 4), d, 0.6, 0.5)

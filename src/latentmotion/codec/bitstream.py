@@ -2,12 +2,13 @@
 
 Layout (all integers little-endian)::
 
-    header:  magic "LMFC" | u8 version (3) | str model | str layer | str weights
+    header:  magic "LMFC" | u8 version (4) | str model | str layer | str weights
              | u16 C, H, W | u8 dtype (0: float32) | f32 step | u8 motion mode
              | u8 block | u8 motion block | u8 search | u8 subpel | u16 intra period | f32 fps
              | u32 crc32
     frame:   u32 payload length | u32 crc32(payload) | payload
-    payload: u32 sequence number | u8 frame type | range-coded bytes
+    payload: u32 sequence number | u8 frame type | u8 gain (16..255: a level is gain / 16 steps)
+             | range-coded bytes
     str:     u16 length | utf-8 bytes (length <= 256)
 
 Every size read from a stream is bounded before anything is allocated, and
@@ -29,13 +30,13 @@ from dataclasses import dataclass
 from ..errors import LatentMotionError
 
 __all__ = [
-    "MAX_BLOCK", "MAX_CHANNELS", "MAX_ELEMENTS", "MAX_PERIOD", "MAX_SEARCH", "MAX_SIDE", "MAX_STEP", "MAX_STR", "MIN_STEP", "MODES", "MODE_NAMES",
-    "SUBPELS", "BitstreamError", "Header", "Reader", "Writer", "header_problem", "read_frame", "read_header", "step_problem", "tools_problem",
+    "MAX_BLOCK", "MAX_CHANNELS", "MAX_ELEMENTS", "MAX_GAIN", "MAX_PERIOD", "MAX_SEARCH", "MAX_SIDE", "MAX_STEP", "MAX_STR", "MIN_GAIN", "MIN_STEP", "MODES", "MODE_NAMES",
+    "SUBPELS", "BitstreamError", "Header", "Reader", "Writer", "gain_problem", "header_problem", "read_frame", "read_header", "step_problem", "tools_problem",
     "write_frame", "write_header",
 ]
 
 MAGIC = b"LMFC"
-VERSION = 3
+VERSION = 4  # 4: a gain byte in every frame (3 had none)
 MAX_STR = 256
 #: motion modes, by the header's mode byte (:mod:`latentmotion.codec.prediction` implements them)
 MODE_NAMES = ("zero", "block", "input")
@@ -46,6 +47,8 @@ MAX_CHANNELS = (1 << 16) - 1  # u16
 MAX_BLOCK = MAX_SEARCH = 64  # tile sides and the search radius (u8, bounded further for the decoder's work)
 SUBPELS = (1, 4)  # vector precisions
 MAX_PERIOD = (1 << 16) - 1  # u16
+# a frame's gain byte, in 1/16 steps: at least one step, so no level exceeds the residual in steps (<= MAX_Q)
+MIN_GAIN, MAX_GAIN = 16, 255
 # steps the header may hold: every non-zero output R * step / 16 (|R| <= 2^24) is then a normal,
 # finite float32, so no flush-to-zero or overflow setting can change a decoded value
 MIN_STEP, MAX_STEP = 2.0**-100, 2.0**100
@@ -204,6 +207,13 @@ def step_problem(step: float) -> str | None:
     """What is wrong with a quantisation step as a header holds it (float32, 2^-100 to 2^100), or None."""
     if not MIN_STEP <= _as_float32(step) <= MAX_STEP:
         return f"step {step:g} is outside the range a stream holds (2^-100 to 2^100, as float32)"
+    return None
+
+
+def gain_problem(ratio: float) -> str | None:
+    """What is wrong with a P-frame step ratio (its gain byte is ``round(16 * ratio)``), or None."""
+    if not (math.isfinite(ratio) and MIN_GAIN <= round(16 * ratio) <= MAX_GAIN):
+        return f"the P-frame step ratio must lie in 1..{MAX_GAIN / 16:g} (a frame's gain byte), got {ratio:g}"
     return None
 
 

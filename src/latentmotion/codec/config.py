@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from ..errors import InputError
-from .bitstream import MODES, tools_problem
+from .bitstream import MODES, gain_problem, tools_problem
 
 __all__ = ["MotionTools", "ResidualTools", "StreamId", "Tools"]
 
@@ -62,12 +62,17 @@ class MotionTools:
 class ResidualTools:
     """How residuals are quantised.
 
-    block: tile side of the coded-tile (skip) flags; rdoq: Lagrange multiplier of
-    rate-distortion-optimised quantisation (0: off); deadzone: rounding offsets (intra, inter)
-    before it (0.5: plain rounding); wm: extra weight of each tile's mean error in it.
+    block: tile side of the coded-tile (skip) flags; pstep: the step of predicted frames relative
+    to the stream's (intra) step, as x265's ``ipratio`` (each frame's gain byte is ``round(16 pstep)``;
+    a predicted frame inherits its reference's quality, so a coarser one costs less than it loses);
+    rdoq: Lagrange multiplier of rate-distortion-optimised quantisation (0: off; squared error in steps
+    per bit, whatever a frame's gain); deadzone:
+    rounding offsets (intra, inter) before it (0.5: plain rounding); wm: extra weight of each tile's
+    mean error in it.
     """
 
     block: int = 4
+    pstep: float = 2.0
     rdoq: float = 0.6
     deadzone: tuple[float, float] = (0.5, 0.5)
     wm: float = 0.5
@@ -84,7 +89,7 @@ class Tools:
         m, r = self.motion, self.residual
         if m.mode not in MODES:
             raise InputError(f"unknown motion mode {m.mode!r}; choose one of {', '.join(MODES)}")
-        problem = tools_problem(r.block, m.mblock, m.search, m.subpel, m.intra_period)
+        problem = tools_problem(r.block, m.mblock, m.search, m.subpel, m.intra_period) or gain_problem(r.pstep)
         if problem:
             raise InputError(problem)
 

@@ -1,9 +1,11 @@
 """The residual stage: offsets, dead-zone quantisation, rate-distortion-optimised levels, reconstruction.
 
 Convention: the decoder state ``R`` is int64 in units of ``step / ONE``
-(``ONE = 16``); a frame codes ``R = P + ONE q + o[c]`` with ``P`` the
-prediction (zeros for intra), ``q`` the levels (whole steps) and ``o`` one
-offset per channel (its mean residual, 1/ONE step). The decoder runs only
+(``ONE = 16``); a frame codes ``R = P + G q + o[c]`` with ``P`` the
+prediction (zeros for intra), ``q`` the levels, ``G`` the frame's gain
+(``ONE <= G <= MAX_GAIN``: a level is ``G / ONE`` steps; ``G = ONE`` is the
+stream's step, a larger ``G`` a coarser one, as x265's ``ipratio`` coarsens P
+frames) and ``o`` one offset per channel (its mean residual, 1/ONE step). The decoder runs only
 :func:`reconstruct`; everything else here is the encoder's choice, which the
 syntax (:mod:`latentmotion.codec.syntax`) then codes. A transform of the
 residual, or per-channel weights of its error, would go here: between
@@ -15,10 +17,12 @@ Example:
     >>> xs = np.array([[[0.2, 1.6], [-2.4, 0.1]]])  # (C, H, W), in steps
     >>> pred = np.zeros((1, 2, 2), np.int64)
     >>> dc = offsets(xs, pred)
-    >>> d, q, _ = quantise(xs, pred, dc, 0.5)
+    >>> d, q, _ = quantise(xs, pred, dc, 0.5, ONE)
     >>> q.tolist(), int(dc[0])
     ([[[0, 2], [-2, 0]]], -2)
-    >>> reconstruct(pred, q, dc).tolist()  # 1/16 steps
+    >>> quantise(xs, pred, dc, 0.5, 32)[1].tolist()  # a gain of 32: levels of two steps
+    [[[0, 1], [-1, 0]]]
+    >>> reconstruct(pred, q, dc, ONE).tolist()  # 1/16 steps
     [[[-2, 30], [-34, -2]]]
 """
 
@@ -29,11 +33,12 @@ from collections import namedtuple
 import numba as nb
 import numpy as np
 
+from .bitstream import MAX_GAIN
 from .prediction import ONE
 from .rangecoder import RangeEncoder
 from .syntax import SNAPSHOT, code_tile, count_activity, flag_bits, level_bits, level_ctx, min_level_bits, restore, snapshot
 
-__all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct"]
+__all__ = ["MAX_GAIN", "MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct"]
 
 MAX_LEVEL = 1 << 24  # |R| bound: exact in float32, and the decoder refuses more
 MAX_Q = (1 << 16) - 1  # |q| bound of the Exp-Golomb binarisation
@@ -66,9 +71,9 @@ def offsets(xs, pred):
 
 
 @nb.njit(cache=True)
-def quantise(xs, pred, dc, f):
-    """Residual ``d = xs - (pred + dc) / ONE`` (step units), its dead-zone levels ``q = sign(d) floor(|d| + f)``
-    (|q| <= MAX_Q, and |pred + ONE q + dc| <= MAX_LEVEL) and the residual's energy, in one pass (encoder only)."""
+def quantise(xs, pred, dc, f, gain):
+    """Residual ``d = (ONE xs - pred - dc) / gain`` (level units), its dead-zone levels ``q = sign(d) floor(|d| + f)``
+    (|q| <= MAX_Q, and |pred + gain q + dc| <= MAX_LEVEL) and the residual's energy in steps^2, in one pass (encoder only)."""
     d = np.empty_like(xs)
     q = np.empty(xs.shape, np.int64)
     e = 0.0
@@ -77,18 +82,19 @@ def quantise(xs, pred, dc, f):
         for i in range(xf.shape[0]):
             t = pf[i] + dc[c]
             r = xf[i] - t / ONE
-            df[i] = r
             e += r * r
+            r *= ONE / gain
+            df[i] = r
             a = int(min(np.floor(abs(r) + f), MAX_Q))
             v = a if r > 0 else (-a if r < 0 else 0)
-            qf[i] = min(max(v, -((MAX_LEVEL + t) // ONE)), (MAX_LEVEL - t) // ONE)
+            qf[i] = min(max(v, -((MAX_LEVEL + t) // gain)), (MAX_LEVEL - t) // gain)
     return d, q, e
 
 
-def reconstruct(pred: np.ndarray, q: np.ndarray, dc: np.ndarray) -> np.ndarray:
-    """The decoder state: ``R = P + ONE * q + dc[c]`` (int64, units of step / ONE), built in ``pred``'s memory
+def reconstruct(pred: np.ndarray, q: np.ndarray, dc: np.ndarray, gain: int) -> np.ndarray:
+    """The decoder state: ``R = P + gain * q + dc[c]`` (int64, units of step / ONE), built in ``pred``'s memory
     (``pred`` and ``q`` are used up: no whole-tensor temporaries, which the decoder's memory bound counts)."""
-    q *= ONE
+    q *= gain
     pred += q
     pred += dc[:, None, None]
     return pred
@@ -97,6 +103,7 @@ def reconstruct(pred: np.ndarray, q: np.ndarray, dc: np.ndarray) -> np.ndarray:
 def rdoq(probs: np.ndarray, f, d: np.ndarray, lam: float, wm: float) -> None:
     """Rate-distortion-optimised levels, in place in ``f.q`` (``f``: :class:`latentmotion.codec.syntax.Levels`).
 
+    ``d``, the squared errors and so ``lam`` are in level units (a frame's gain / ONE steps).
     Tiles are decided in coding order with the contexts as coding the tiles before them leaves them
     (``probs`` is adapted so: pass a copy). Cost: squared error + ``lam`` * bits + ``wm`` * (sum of a
     tile's errors)^2 / its size (local means steer the task more than their share of the squared error).

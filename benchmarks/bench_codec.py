@@ -6,7 +6,7 @@ and 128x90x160 tensors of bigbuckbunny.mp4's whole 1280x720 frames; encode +
 decode tensors per second per configuration, beside libx265 (the ``x265_ldp``
 anchor, QP 32) coding and decoding the same tensors in the same process.
 
-``--rd``: ``codec eval`` (intra, block and klt against the default anchors: the
+``--rd``: ``codec eval`` (intra, block, klt and kltw against the default anchors: the
 strongest x265 and SVT-AV1 set-ups on the features, and remote inference at
 the network's input size and at the clip's size) for EfficientNet-Lite0
 (``_blocks.4.add``, ``_blocks.10.add``) and torchvision's MobileNetV2
@@ -97,7 +97,7 @@ def _fmt(v) -> str:
     return "n/a" if v is None else f"{v:+.1f} %"
 
 
-HEADER = ("video", "model", "layer", "stride", "best", "vs x265_ldp PSNR", "vs x265_ldp KL", "intra vs x265_intra", "vs remote net KL", "vs remote clip KL",
+HEADER = ("video", "model", "layer", "stride", "best PSNR", "vs x265_ldp PSNR", "best KL", "vs x265_ldp KL", "intra vs x265_intra", "vs remote net KL", "vs remote clip KL",
           "floor KL", "median p")
 
 
@@ -108,11 +108,11 @@ def rd(frames: int, out: Path) -> None:
     for video in CLIPS:
         for model, layers in CUTS.items():
             for layer in layers:
-                st = EvalSettings(video=video, model=model, layer=layer, frames=frames, configs=("intra", "block", "klt"))
+                st = EvalSettings(video=video, model=model, layer=layer, frames=frames, configs=("intra", "block", "klt", "kltw"))
                 s = evaluate(st, out / f"{video}_{model}_{layer}")
                 summaries.append(s)
                 g, f, c = s["goal"], s["noise_floor"], s["confidence"]
-                rows.append((video, model, layer, s["stride"], g["best_mode"], _fmt(g["best_vs_x265_ldp_psnr"]), _fmt(g["best_vs_x265_ldp_kl"]), _fmt(g["intra_vs_x265_intra_psnr"]),
+                rows.append((video, model, layer, s["stride"], g["best_psnr_mode"], _fmt(g["best_vs_x265_ldp_psnr"]), g["best_mode"], _fmt(g["best_vs_x265_ldp_kl"]), _fmt(g["intra_vs_x265_intra_psnr"]),
                              _fmt(g["best_vs_remote_net_kl"]), _fmt(g["best_vs_remote_clip_kl"]), f"{f['kl']:.1e}", f"{c['median_top1_probability']:.2f}"))
                 print(table(rows[-1:], HEADER), flush=True)
     print()

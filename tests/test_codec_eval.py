@@ -118,7 +118,7 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
 
     from latentmotion.experiments.codec_eval import EvalSettings, evaluate
 
-    st = EvalSettings(frames=4, steps=(0.125, 0.25, 0.5, 1.0), configs=("block", "klt"), anchors=("x265_ldp", "remote_x265_net"), qps=(22, 32, 42))
+    st = EvalSettings(frames=4, steps=(0.125, 0.25, 0.5, 1.0), configs=("block", "klt", "kltw"), anchors=("x265_ldp", "remote_x265_net"), qps=(22, 32, 42))
     s = evaluate(st, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"rd.csv", "rd.png", "report.md", "summary.json"}
     assert json.loads((tmp_path / "summary.json").read_text())["goal"] == s["goal"]
@@ -126,9 +126,10 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
     assert 0 < f["kl"] < 1 and f["task_db"] > 0  # 8-bit rounding moves the softmax, a little
     assert 0 <= s["confidence"]["confident_share"] <= 1 and s["anchors"] == {"x265_ldp": [22, 32, 42], "remote_x265_net": [22, 32, 42]}
     rows = [r for r in __import__("csv").DictReader(open(tmp_path / "rd.csv"))]
-    klt = sorted((float(r["param"]), float(r["kl"]), float(r["bits_per_frame"])) for r in rows if r["config"] == "klt")
-    assert klt[0][1] < klt[-1][1] and klt[0][2] > klt[-1][2]  # a finer step: more bits, closer softmax
-    assert set(s["bd_rate_percent_kl"]) >= {"klt_vs_x265_ldp", "block_vs_remote_x265_net", "klt_vs_block"}
+    for name in ("klt", "kltw"):
+        pts = sorted((float(r["param"]), float(r["kl"]), float(r["bits_per_frame"])) for r in rows if r["config"] == name)
+        assert pts[0][1] < pts[-1][1] and pts[0][2] > pts[-1][2]  # a finer step: more bits, closer softmax
+    assert set(s["bd_rate_percent_kl"]) >= {"klt_vs_x265_ldp", "kltw_vs_x265_ldp", "block_vs_remote_x265_net", "klt_vs_block"}
     report = (tmp_path / "report.md").read_text()
     assert "Noise floor" in report and "task fidelity" in report and "remote_x265_net" in report
 
@@ -136,6 +137,14 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
 def test_a_mode_without_a_bd_rate_is_never_the_best():
     bd = {"psnr": {}, "top1_agreement": {}, "task_db": {"block_vs_x265_ldp": 10.0, "klt_vs_x265_ldp": None}}
     assert _goal(bd, ["block", "klt"], ["x265_ldp"])["best_mode"] == "block"
+
+
+def test_each_measure_s_goal_is_read_off_its_own_best_mode():
+    bd = {"psnr": {"klt_vs_x265_ldp": -26.0, "kltw_vs_x265_ldp": -10.0}, "top1_agreement": {},
+          "task_db": {"klt_vs_x265_ldp": -20.0, "kltw_vs_x265_ldp": -30.0}}
+    g = _goal(bd, ["intra", "klt", "kltw"], ["x265_ldp"])
+    assert (g["best_mode"], g["best_vs_x265_ldp_kl"], g["best_psnr_mode"], g["best_vs_x265_ldp_psnr"]) == ("kltw", -30.0, "klt", -26.0)
+    assert g["meets_ldp_psnr"] and g["meets_ldp_kl"]
     assert _goal({"psnr": {}, "top1_agreement": {}, "task_db": {}}, ["block"], [])["best_mode"] is None
 
 

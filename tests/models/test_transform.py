@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from latentmotion.errors import InputError
-from latentmotion.models.transform import ChannelTransform, load_transform, transform_path
+from latentmotion.models.transform import ChannelTransform, fisher_information, load_transform, transform_path
 
 SHIPPED = [("efficientnet_lite0", "_blocks.4.add", 40), ("efficientnet_lite0", "_blocks.10.add", 112), ("mobilenet_v2", "features.6.add", 32), ("mobilenet_v2", "features.13.add", 96)]
 
@@ -48,6 +48,55 @@ def test_coding_coordinates_keeps_motion_and_squared_error():
     e = 0.1 * torch.randn_like(f)
     z = t.encode(f)
     assert torch.allclose((t.decode(z + e) - f).pow(2).sum(), e.pow(2).sum(), rtol=1e-4)  # orthonormal: the same squared error
+
+
+def test_weighted_transform_measures_errors_by_its_metric_and_inverts():
+    """With a metric M the coordinates' squared error is d^T M d of the features' error d (summed over positions)."""
+    g = torch.Generator().manual_seed(3)
+    b = torch.randn(4, 4, generator=g)
+    m = b @ b.T + 0.1 * torch.eye(4)
+    x = _correlated()
+    t = ChannelTransform.fit(x, m)
+    assert torch.allclose(t.decode(t.encode(x)), x, atol=1e-4)
+    d = 0.01 * torch.randn(2, 4, 6, 6, generator=g)
+    f = x[:2]
+    err = (t.encode(f + d) - t.encode(f)).pow(2).sum()
+    assert torch.allclose(err, torch.einsum("nchw,cd,ndhw->", d, m, d), rtol=1e-3)
+    z = t.encode(x).transpose(0, 1).reshape(4, -1)
+    assert torch.all(t.variance[:-1] >= t.variance[1:]) and torch.allclose(z.var(1, correction=0), t.variance, rtol=1e-3, atol=1e-4)
+    plain = ChannelTransform.fit(x, torch.eye(4))  # the identity metric is the plain KLT
+    assert torch.allclose(plain.synthesis, ChannelTransform.fit(x).basis, atol=1e-5)
+
+
+class _Pool(torch.nn.Module):
+    """A cloud that reads channels 0 and 1 only (mean-pooled, then a fixed 3-class head)."""
+
+    def forward(self, f):
+        return f[:, :2].mean((2, 3)) @ torch.tensor([[1.0, -1.0, 0.5], [0.0, 2.0, -1.0]])
+
+
+def test_fisher_information_is_symmetric_psd_and_blind_where_the_cloud_is():
+    from types import SimpleNamespace
+
+    split = SimpleNamespace(edge=lambda frames: frames, cloud=_Pool())
+    frames = torch.randn(5, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    f, m = fisher_information(split, frames, torch.Generator().manual_seed(1), samples=64)
+    assert torch.equal(f, frames) and torch.allclose(m, m.T)
+    assert float(torch.linalg.eigvalsh(m).min()) > -1e-12
+    assert float(m[2].abs().max()) == 0 and float(m[:2, :2].diagonal().min()) > 0  # channel 2 never reaches the output
+    # closed form of the exact Fisher per image: J^T (diag q - q q^T) J over the 16 positions, J = W^T / 16
+    w = torch.tensor([[1.0, -1.0, 0.5], [0.0, 2.0, -1.0]], dtype=torch.float64)
+    q = torch.softmax(_Pool()(frames).double(), 1)
+    exact = sum(16 * (w / 16) @ (torch.diag(qi) - torch.outer(qi, qi)) @ (w / 16).T for qi in q)
+    assert torch.allclose(m[:2, :2], exact, rtol=0.35)  # 64 sampled classes per image estimate it
+
+
+@pytest.mark.parametrize("model,layer,channels", SHIPPED)
+def test_shipped_weighted_transforms_invert_and_differ_from_the_klt(model, layer, channels):
+    t, plain = load_transform(model, layer, weighted=True), load_transform(model, layer)
+    assert t.basis.shape == t.synthesis.shape == (channels, channels)
+    assert torch.allclose(t.synthesis.double() @ t.basis.double().T, torch.eye(channels, dtype=torch.float64), atol=1e-3)  # decode(encode(f)) = f
+    assert not torch.allclose(t.basis, plain.basis, atol=1e-2)
 
 
 @pytest.mark.parametrize("model,layer,channels", SHIPPED)

@@ -183,7 +183,7 @@ def codec_eval(
     layer: str = typer.Option(DEFAULT_LAYER),
     weights: str = typer.Option("imagenet"),
     steps: Optional[str] = typer.Option(None, help="comma-separated quantisation steps, relative to the features' RMS (default: 0.088 to 1.41 in factors of sqrt 2)"),
-    configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input, klt)"),
+    configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input, klt, kltw)"),
     anchors: Optional[str] = typer.Option(None, help="comma-separated anchors, base[-modifier...] ('' for none; default: the strongest feature anchors and remote inference, docs/codec.md)"),
     qps: str = typer.Option("", help="comma-separated QPs for every anchor (default: each anchor family's own range)"),
     seed: int = typer.Option(0),
@@ -217,15 +217,18 @@ def codec_fit_transform(
     layer: str = typer.Option("_blocks.10.add"),
     seed: int = typer.Option(0, help="seed of the random photo crops"),
     crops: int = typer.Option(16, help="random crops per photo"),
+    task_weight: float = typer.Option(0.0, help="weight the KLT by the cloud's Fisher information to this power (0: plain KLT, the `klt` files; 0.5: the `kltw` files MODEL__LAYER__task.pt)"),
 ) -> None:
-    """Fit a cut's channel transform (KLT across channels, the `klt` configuration) on photos and clips the evaluation does not use."""
+    """Fit a cut's channel transform (KLT across channels, the `klt` and `kltw` configurations) on photos and clips the evaluation does not use."""
     from ..experiments.reproduce import progress_bar
     from ..models.transform import FitSettings, fit_channel_transform, save_transform
 
     if not 1 <= crops <= 1000:
         raise InputError("--crops must lie in 1..1000")
+    if not 0 <= task_weight <= 2:
+        raise InputError("--task-weight must lie in 0..2")
     with staged_file(out) as tmp, progress_bar() as bar:
         task = bar.add_task("edge features of the fitting images", total=None)
-        t, record = fit_channel_transform(FitSettings(model, layer, seed, crops), progress=lambda n: bar.advance(task, n))
+        t, record = fit_channel_transform(FitSettings(model, layer, seed, crops, task_weight=task_weight), progress=lambda n: bar.advance(task, n))
         save_transform(t, record, tmp)
     console.print(f"{out}: KLT of {model} {layer}, {record['images']} images, first quarter of the components holds {100 * record['energy_of_first_quarter']:.0f} % of the energy")

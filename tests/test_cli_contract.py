@@ -227,7 +227,7 @@ def _long_stream(frames: int = 60) -> bytes:
     from latentmotion.codec.bitstream import write_frame
 
     enc = Encoder((1, 1024, 1024), 1.0, Tools.of(mode="zero", block=1, mblock=1))
-    size = max(13, enc.header.min_record())
+    size = max(14, enc.header.min_record())
     return enc.header_bytes() + b"".join(write_frame(struct.pack("<IBB", i, min(i, 1), 16) + bytes(size - 14)) for i in range(frames))
 
 

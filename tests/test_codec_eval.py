@@ -137,6 +137,7 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
 def test_a_mode_without_a_bd_rate_is_never_the_best():
     bd = {"psnr": {}, "top1_agreement": {}, "task_db": {"block_vs_x265_ldp": 10.0, "klt_vs_x265_ldp": None}}
     assert _goal(bd, ["block", "klt"], ["x265_ldp"])["best_mode"] == "block"
+    assert _goal({"psnr": {}, "top1_agreement": {}, "task_db": {}}, ["block"], [])["best_mode"] is None
 
 
 def test_each_measure_s_goal_is_read_off_its_own_best_mode():
@@ -145,7 +146,6 @@ def test_each_measure_s_goal_is_read_off_its_own_best_mode():
     g = _goal(bd, ["intra", "klt", "kltw"], ["x265_ldp"])
     assert (g["best_mode"], g["best_vs_x265_ldp_kl"], g["best_psnr_mode"], g["best_vs_x265_ldp_psnr"]) == ("kltw", -30.0, "klt", -26.0)
     assert g["meets_ldp_psnr"] and g["meets_ldp_kl"]
-    assert _goal({"psnr": {}, "top1_agreement": {}, "task_db": {}}, ["block"], [])["best_mode"] is None
 
 
 def test_qps_are_checked_on_each_codec_scale_and_klt_never_on_its_fitting_clips():
@@ -156,6 +156,35 @@ def test_qps_are_checked_on_each_codec_scale_and_klt_never_on_its_fitting_clips(
         check_settings(EvalSettings(anchors=("x265_ldp",), qps=(40, 52)))
     with pytest.raises(InputError, match="fitting material"):
         check_settings(EvalSettings(video="Megamind.avi", configs=("klt",)))
+    with pytest.raises(InputError, match="fitting material"):
+        check_settings(EvalSettings(video="data/TREE.AVI", configs=("kltw",)))
+
+
+def test_a_renamed_copy_of_a_fitting_clip_is_still_fitting_material(tmp_path):
+    import shutil
+
+    from latentmotion.data import video_path
+    from latentmotion.experiments.codec_eval import EvalSettings, check_settings
+
+    try:
+        src = video_path("tree.avi")
+    except InputError:
+        pytest.skip("tree.avi is not installed (make data)")
+    shutil.copyfile(src, tmp_path / "clip.avi")
+    (tmp_path / "link.avi").symlink_to(src)
+    for name in ("clip.avi", "link.avi"):
+        with pytest.raises(InputError, match="fitting material"):
+            check_settings(EvalSettings(video=str(tmp_path / name), configs=("kltw",)))
+    check_settings(EvalSettings(video=str(tmp_path / "clip.avi"), configs=("block",)))  # only the transforms care
+
+
+def test_a_missing_transform_is_refused_before_any_encode(tmp_path):
+    from latentmotion.experiments.codec_eval import EvalSettings, evaluate
+
+    done = []
+    with pytest.raises(InputError, match="no channel transform"):
+        evaluate(EvalSettings(layer="_blocks.2.add", frames=2, configs=("intra", "kltw"), anchors=()), tmp_path / "out", progress=done.append)
+    assert done == [] and not (tmp_path / "out").exists()
 
 
 def test_sweeps_refuse_repeats_and_lists_too_long_to_run():

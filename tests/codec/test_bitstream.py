@@ -203,7 +203,6 @@ def test_fuzzed_streams_raise_only_bitstream_error(cut, flips, insert, at, fix):
 
 
 
-
 @pytest.mark.parametrize("gain", [0, 15])
 def test_a_frame_gain_below_one_step_is_refused(gain):
     """A frame's gain byte is at least 16 (one step): smaller would let levels exceed what the residual bounds allow."""

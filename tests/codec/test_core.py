@@ -11,6 +11,7 @@ import latentmotion as lm
 from latentmotion.codec import MODE_NAMES, Decoder, Encoder, StreamId, Tools, decode_stream, encode_sequence
 from latentmotion.codec.bitstream import write_frame, write_header
 from latentmotion.data import fit_frame, load_image, read_frames, video_path
+from latentmotion.errors import InputError
 from latentmotion.pipeline import gray8
 
 from ..conftest import model
@@ -64,6 +65,21 @@ def test_static_content_costs_almost_nothing(clip):
     assert len(recs[3]) < 0.02 * len(recs[0])
 
 
+def test_frames_carry_the_gain_of_their_type():
+    """Intra frames code whole steps (gain 16), predicted frames pstep steps (gain round(16 pstep)); the same frame at
+    pstep 1 and 2 differs by its gain and its levels only."""
+    g = torch.Generator().manual_seed(6)
+    xs = [torch.randn(4, 8, 8, generator=g) + 0.1 * i for i in range(3)]
+    for pstep, gain in ((1.0, 16), (2.0, 32), (1.7, 27)):
+        enc = Encoder((4, 8, 8), 0.1, Tools.of(mode="zero", rd=False, pstep=pstep))
+        recs = [enc.encode(x) for x in xs]
+        assert [r[12] for r in recs] == [0, 1, 1] and [r[13] for r in recs] == [16, gain, gain]  # type, gain after u32 n, crc, seq
+    with pytest.raises(InputError, match="pstep"):
+        Tools.of(pstep=0.9)
+    with pytest.raises(InputError, match="pstep"):
+        Tools.of(pstep=float("nan"))
+
+
 def test_scene_cut_falls_back_to_intra(clip):
     split, _frames, feats = clip
     other = fit_frame(load_image("coffee"))[None]
@@ -71,8 +87,9 @@ def test_scene_cut_falls_back_to_intra(clip):
         cut = split.edge(other)[0]
     seq = [feats[0], feats[1], cut, feats[2]]
     enc = Encoder(tuple(feats.shape[1:]), 2.0, Tools.of(mode="block"))
-    encode_sequence(seq, enc)
+    stream = encode_sequence(seq, enc)
     assert [s.kind for s in enc.stats[:3]] == ["intra", "inter", "intra"]
+    assert torch.equal(torch.stack(decode_stream(stream)[1]), torch.stack(enc.reconstructions))
 
 
 @pytest.mark.parametrize("mode, kw", [("zero", {"intra_period": 1}), ("block", {})])

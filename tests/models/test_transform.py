@@ -66,6 +66,17 @@ def test_weighted_transform_measures_errors_by_its_metric_and_inverts():
     assert torch.all(t.variance[:-1] >= t.variance[1:]) and torch.allclose(z.var(1, correction=0), t.variance, rtol=1e-3, atol=1e-4)
     plain = ChannelTransform.fit(x, torch.eye(4))  # the identity metric is the plain KLT
     assert torch.allclose(plain.synthesis, ChannelTransform.fit(x).basis, atol=1e-5)
+    assert "synthesis" not in ChannelTransform.fit(x).state_dict()  # a plain KLT's state (and fingerprint) as it always was
+
+
+def test_matrix_power_against_the_eigendecomposition():
+    from latentmotion.models.transform import matrix_power
+
+    u = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64))[0]
+    m = u @ torch.diag(torch.tensor([4.0, 1.0, 0.0], dtype=torch.float64)) @ u.T
+    assert torch.allclose(matrix_power(m, 0.5) @ matrix_power(m, 0.5), m, atol=1e-9)
+    floored = torch.linalg.eigvalsh(matrix_power(m, 1.0, floor=0.01))
+    assert torch.allclose(floored, torch.tensor([0.04, 1.0, 4.0], dtype=torch.float64), atol=1e-9)  # the empty direction at 1 % of the largest
 
 
 class _Pool(torch.nn.Module):
@@ -136,3 +147,16 @@ def test_refitting_reproduces_the_shipped_file():
     shipped = load_transform("efficientnet_lite0", "_blocks.4.add")
     assert transform_path("efficientnet_lite0", "_blocks.4.add").is_file()
     assert torch.allclose(t.basis, shipped.basis, atol=1e-4) and torch.allclose(t.mean, shipped.mean, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_refitting_reproduces_the_shipped_weighted_file():
+    """The task-weighted transform too: one command and a seed (the classes drawn from the cloud's softmax are seeded)."""
+    from latentmotion.defaults import TASK_WEIGHT
+    from latentmotion.models.transform import FitSettings, fit_channel_transform
+
+    pytest.importorskip("skvideo")
+    t, record = fit_channel_transform(FitSettings("efficientnet_lite0", "_blocks.4.add", seed=0, task_weight=TASK_WEIGHT))
+    shipped = load_transform("efficientnet_lite0", "_blocks.4.add", weighted=True)
+    assert record["settings"]["task_weight"] == TASK_WEIGHT
+    assert torch.allclose(t.synthesis, shipped.synthesis, atol=1e-3) and torch.allclose(t.basis, shipped.basis, atol=1e-3)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..codec.config import MotionTools, Tools
-from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
+from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL, TASK_WEIGHT
 from ..errors import InputError
 from ..outputs import staged_file, staged_folder
 from ._app import MOTION_SKIP, app, config_options, console, parse_list, shown
@@ -212,12 +212,12 @@ def codec_eval(
 
 @codec_app.command("fit-transform")
 def codec_fit_transform(
-    out: Path = typer.Option(..., help="transform file to write (.pt); the shipped ones are src/latentmotion/models/transforms/MODEL__LAYER.pt"),
+    out: Path = typer.Option(..., help="transform file to write (.pt); the shipped ones are src/latentmotion/models/transforms/MODEL__LAYER.pt (klt) and MODEL__LAYER__task.pt (kltw)"),
     model: str = typer.Option(DEFAULT_MODEL),
     layer: str = typer.Option("_blocks.10.add"),
-    seed: int = typer.Option(0, help="seed of the random photo crops"),
+    seed: int = typer.Option(0, help="seed of the random photo crops (and of the classes drawn for the Fisher information, from the same generator)"),
     crops: int = typer.Option(16, help="random crops per photo"),
-    task_weight: float = typer.Option(0.0, help="weight the KLT by the cloud's Fisher information to this power (0: plain KLT, the `klt` files; 0.5: the `kltw` files MODEL__LAYER__task.pt)"),
+    task_weight: float = typer.Option(0.0, help=f"weight the KLT by the cloud's Fisher information to this power (0: plain KLT, the `klt` files; {TASK_WEIGHT}: the `kltw` files)"),
 ) -> None:
     """Fit a cut's channel transform (KLT across channels, the `klt` and `kltw` configurations) on photos and clips the evaluation does not use."""
     from ..experiments.reproduce import progress_bar
@@ -231,4 +231,5 @@ def codec_fit_transform(
         task = bar.add_task("edge features of the fitting images", total=None)
         t, record = fit_channel_transform(FitSettings(model, layer, seed, crops, task_weight=task_weight), progress=lambda n: bar.advance(task, n))
         save_transform(t, record, tmp)
-    console.print(f"{out}: KLT of {model} {layer}, {record['images']} images, first quarter of the components holds {100 * record['energy_of_first_quarter']:.0f} % of the energy")
+    kind = f"KLT weighted by the task (Fisher information ^ {task_weight:g})" if task_weight > 0 else "KLT"
+    console.print(f"{out}: {kind} of {model} {layer}, {record['images']} images, first quarter of the components holds {100 * record['energy_of_first_quarter']:.0f} % of the energy")

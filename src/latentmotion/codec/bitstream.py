@@ -31,7 +31,7 @@ from ..errors import LatentMotionError
 
 __all__ = [
     "MAX_BLOCK", "MAX_CHANNELS", "MAX_ELEMENTS", "MAX_GAIN", "MAX_PERIOD", "MAX_SEARCH", "MAX_SIDE", "MAX_STEP", "MAX_STR", "MIN_GAIN", "MIN_STEP", "MODES", "MODE_NAMES",
-    "SUBPELS", "BitstreamError", "Header", "Reader", "Writer", "gain_problem", "header_problem", "read_frame", "read_header", "step_problem", "tools_problem",
+    "SUBPELS", "BitstreamError", "Header", "Reader", "Writer", "header_problem", "read_frame", "read_header", "step_problem", "tools_problem",
     "write_frame", "write_header",
 ]
 
@@ -47,7 +47,8 @@ MAX_CHANNELS = (1 << 16) - 1  # u16
 MAX_BLOCK = MAX_SEARCH = 64  # tile sides and the search radius (u8, bounded further for the decoder's work)
 SUBPELS = (1, 4)  # vector precisions
 MAX_PERIOD = (1 << 16) - 1  # u16
-# a frame's gain byte, in 1/16 steps: at least one step, so no level exceeds the residual in steps (<= MAX_Q)
+# a frame's gain byte, in 1/16 steps; below one step is reserved (no encoder needs a level finer than the
+# offsets' 1/16 step grid allows, and the reference encoder's level bound assumes at least one step)
 MIN_GAIN, MAX_GAIN = 16, 255
 # steps the header may hold: every non-zero output R * step / 16 (|R| <= 2^24) is then a normal,
 # finite float32, so no flush-to-zero or overflow setting can change a decoded value
@@ -207,13 +208,6 @@ def step_problem(step: float) -> str | None:
     """What is wrong with a quantisation step as a header holds it (float32, 2^-100 to 2^100), or None."""
     if not MIN_STEP <= _as_float32(step) <= MAX_STEP:
         return f"step {step:g} is outside the range a stream holds (2^-100 to 2^100, as float32)"
-    return None
-
-
-def gain_problem(ratio: float) -> str | None:
-    """What is wrong with a P-frame step ratio (its gain byte is ``round(16 * ratio)``), or None."""
-    if not (math.isfinite(ratio) and MIN_GAIN <= round(16 * ratio) <= MAX_GAIN):
-        return f"the P-frame step ratio must lie in 1..{MAX_GAIN / 16:g} (a frame's gain byte), got {ratio:g}"
     return None
 
 

@@ -20,10 +20,11 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 from ..errors import InputError
-from .bitstream import MODES, gain_problem, tools_problem
+from .bitstream import MAX_GAIN, MIN_GAIN, MODES, tools_problem
 
 __all__ = ["MotionTools", "ResidualTools", "StreamId", "Tools"]
 
@@ -89,7 +90,7 @@ class Tools:
         m, r = self.motion, self.residual
         if m.mode not in MODES:
             raise InputError(f"unknown motion mode {m.mode!r}; choose one of {', '.join(MODES)}")
-        problem = tools_problem(r.block, m.mblock, m.search, m.subpel, m.intra_period) or gain_problem(r.pstep)
+        problem = tools_problem(r.block, m.mblock, m.search, m.subpel, m.intra_period) or _pstep_problem(r.pstep)
         if problem:
             raise InputError(problem)
 
@@ -107,3 +108,11 @@ class Tools:
     def flat(self) -> dict:
         """The inverse of :meth:`of`."""
         return {f.name: getattr(part, f.name) for part in (self.motion, self.residual) for f in fields(part)}
+
+
+def _pstep_problem(pstep: float) -> str | None:
+    """What is wrong with a P-frame step ratio (a frame's gain byte is ``round(16 pstep)``), or None."""
+    top = MAX_GAIN / MIN_GAIN
+    if not (math.isfinite(pstep) and 1 <= pstep <= top):
+        return f"pstep (the P-frame step relative to the intra step) must lie in 1..{top:g}, got {pstep:g}"
+    return None

@@ -20,8 +20,8 @@ coder (:mod:`~latentmotion.codec.rangecoder`), and the stream
 (:mod:`~latentmotion.codec.bitstream`: header, records, limits). This module
 runs them in order; the settings come from :mod:`~latentmotion.codec.config`.
 With ``rd`` on, a frame whose prediction leaves at least 80 % of its energy
-(a scene cut) is also coded intra and the cheaper of the two
-(``SSE + lambda * bits``) is kept.
+(a scene cut) is coded both intra and predicted at the intra step (the same
+vectors), and the cheaper of the two (``SSE + lambda * bits``) is kept.
 
 Example:
     >>> import torch
@@ -182,9 +182,10 @@ class Encoder:
         lam = self.tools.motion.lam * ONE * ONE
         return choose_vectors(self.ref, np.ascontiguousarray(xs * ONE), cand, h.mblock, h.subpel, lam, cstep)
 
-    def _inter(self, xs: np.ndarray, gain: int) -> tuple[bytes, np.ndarray, np.ndarray, int]:
+    def _inter(self, xs: np.ndarray, gain: int, mv: np.ndarray | None = None) -> tuple[bytes, np.ndarray, np.ndarray, int]:
+        """A predicted frame at ``gain``; ``mv``: vectors already searched for ``xs`` (else searched here)."""
         h = self.header
-        mv = self._vectors(xs)
+        mv = self._vectors(xs) if mv is None else mv
         probs = self.probs.copy()
         payload, rec, side = self._frame(xs, predict(self.ref, mv, h.mblock, h.subpel), mv, probs, gain)
         return payload, rec, probs, side
@@ -216,12 +217,13 @@ class Encoder:
         if intra or self.ref is None or (period and self.index % period == 0):
             cands = [self._intra(xs)]
         else:
-            cands = [self._inter(xs, round(ONE * self.tools.residual.pstep))]
+            mv = self._vectors(xs)
+            cands = [self._inter(xs, round(ONE * self.tools.residual.pstep), mv)]
             # intra is only worth a trial where prediction leaves much of the signal's energy (a scene cut)
             # (prediction from an unrelated frame leaves about twice the energy); there the predicted frame is
             # tried at the intra step too, so that the choice is of quality alike (what follows inherits it)
             if self.tools.motion.rd and self._pred_energy >= 0.8 * _centred_energy(xs):
-                cands = [self._inter(xs, ONE), self._intra(xs)]
+                cands = [self._inter(xs, ONE, mv), self._intra(xs)]
         costs = [_sse(xs, rec, 1.0 / ONE) + self.tools.motion.lam * 8 * len(p) for p, rec, _, _ in cands] if len(cands) > 1 else [0.0]
         payload, rec, probs, side = cands[int(np.argmin(costs))]
         if payload[0] == INTRA:

@@ -3,7 +3,7 @@
 Convention: the decoder state ``R`` is int64 in units of ``step / ONE``
 (``ONE = 16``); a frame codes ``R = P + G q + o[c]`` with ``P`` the
 prediction (zeros for intra), ``q`` the levels, ``G`` the frame's gain
-(``ONE <= G <= MAX_GAIN``: a level is ``G / ONE`` steps; ``G = ONE`` is the
+(16 to 255, :data:`latentmotion.codec.bitstream.MAX_GAIN`: a level is ``G / ONE`` steps; ``G = ONE`` is the
 stream's step, a larger ``G`` a coarser one, as x265's ``ipratio`` coarsens P
 frames) and ``o`` one offset per channel (its mean residual, 1/ONE step). The decoder runs only
 :func:`reconstruct`; everything else here is the encoder's choice, which the
@@ -33,12 +33,11 @@ from collections import namedtuple
 import numba as nb
 import numpy as np
 
-from .bitstream import MAX_GAIN
 from .prediction import ONE
 from .rangecoder import RangeEncoder
 from .syntax import SNAPSHOT, code_tile, count_activity, flag_bits, level_bits, level_ctx, min_level_bits, restore, snapshot
 
-__all__ = ["MAX_GAIN", "MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct"]
+__all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct"]
 
 MAX_LEVEL = 1 << 24  # |R| bound: exact in float32, and the decoder refuses more
 MAX_Q = (1 << 16) - 1  # |q| bound of the Exp-Golomb binarisation

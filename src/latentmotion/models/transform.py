@@ -42,15 +42,19 @@ from __future__ import annotations
 import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ..defaults import DEFAULT_MODEL
+from ..defaults import DEFAULT_MODEL, TASK_WEIGHT
 from ..errors import InputError
 from .fingerprint import weights_fingerprint
 
-__all__ = ["ChannelTransform", "FIT_VIDEOS", "FitSettings", "fisher_information", "fit_channel_transform", "load_transform", "save_transform", "transform_path"]
+if TYPE_CHECKING:
+    from .split import Split
+
+__all__ = ["ChannelTransform", "FIT_VIDEOS", "FitSettings", "fisher_information", "fit_channel_transform", "load_transform", "matrix_power", "save_transform", "transform_path"]
 
 #: Clips the transforms are fitted on (with photos): none of them is in the codec evaluation.
 FIT_VIDEOS = ("Megamind.avi", "tree.avi")
@@ -70,8 +74,8 @@ class ChannelTransform(nn.Module):
         self.register_buffer("mean", mean.float())
         self.register_buffer("basis", basis.float())
         self.register_buffer("variance", variance.float())
-        self.register_buffer("synthesis", self.basis.clone() if synthesis is None else synthesis.float())
-
+        if synthesis is not None:  # only then: a plain KLT keeps the state (and the fingerprint) it always had
+            self.register_buffer("synthesis", synthesis.float())
     @classmethod
     def fit(cls, features: torch.Tensor, metric: torch.Tensor | None = None) -> ChannelTransform:
         """The KLT of (N, C, H, W) features, every position of every sample one observation (float64 maths).
@@ -82,8 +86,7 @@ class ChannelTransform(nn.Module):
         c = features.shape[1]
         x = features.transpose(0, 1).reshape(c, -1).double()
         if metric is not None:
-            ev, u = torch.linalg.eigh(metric.double())
-            root = u @ torch.diag(ev.clamp_min(0).sqrt()) @ u.T
+            root = matrix_power(metric, 0.5)
             t = cls.fit(torch.einsum("cd,ndhw->nchw", root, features.double()))
             basis, mean = t.basis.double(), t.mean.double()
             return cls(torch.linalg.solve(root, mean), root.T @ basis, t.variance, torch.linalg.solve(root, basis))
@@ -99,18 +102,26 @@ class ChannelTransform(nn.Module):
         return torch.einsum("ck,nchw->nkhw", self.basis, features - self.mean[:, None, None])
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("ck,nkhw->nchw", self.synthesis, z) + self.mean[:, None, None]
+        synthesis = self.synthesis if hasattr(self, "synthesis") else self.basis
+        return torch.einsum("ck,nkhw->nchw", synthesis, z) + self.mean[:, None, None]
 
 
+def matrix_power(m: torch.Tensor, p: float, floor: float = 0.0) -> torch.Tensor:
+    """``m^p`` (float64) of a symmetric positive semi-definite matrix, its eigenvalues first raised to ``floor`` times the largest."""
+    ev, u = torch.linalg.eigh(m.double())
+    return u @ torch.diag(ev.clamp_min(max(0.0, floor * float(ev.max()))).pow(p)) @ u.T
 
-def fisher_information(split, frames: torch.Tensor, g: torch.Generator, samples: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+
+def fisher_information(split: Split, frames: torch.Tensor, g: torch.Generator, samples: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     """The edge features of ``frames`` and the sum over them of the cloud's Fisher information per position (C, C).
 
     Per image: ``sum over positions p of E_y[grad_p log q(y) grad_p log q(y)^T]``, ``q`` the cloud's softmax and
     ``y`` drawn from it (``samples`` draws, seeded by ``g``): no labels. ``KL(q, q(f + d)) ~ d^T M d / 2`` for an
-    error ``d`` at one position, ``M`` the per-image sum over positions divided by their number.
+    error ``d`` at one position, ``M`` this sum divided by the number of images and of positions.
     """
-    f = split.edge(frames).detach().requires_grad_(True)
+    with torch.no_grad():
+        f = split.edge(frames)
+    f.requires_grad_(True)
     logp = torch.log_softmax(split.cloud(f), 1)
     y = torch.multinomial(logp.detach().exp(), samples, replacement=True, generator=g)
     fisher = torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64)
@@ -129,12 +140,6 @@ class FitSettings:
     crops_per_photo: int = 16
     frames_per_video: int = 270  # every other frame of the first ones
     task_weight: float = 0.0  # alpha: 0 the plain KLT; > 0 weighted by the cloud's Fisher information to the power alpha
-
-
-#: the task weight of the shipped ``kltw`` transforms: on bikes _blocks.4.add and carphone _blocks.10.add (48 frames)
-#: 0.25 / 0.5 / 0.75 / 1 gave KL BD-rates against the plain KLT of -10 / -10 / -7 / +1 % and -5 / -17 / -21 / n.a. %,
-#: at a feature-PSNR cost of +2 / +6 / +14 / +24 % and +6 / +18 / +38 %
-TASK_WEIGHT = 0.5
 
 
 def transform_path(model: str, layer: str, weighted: bool = False) -> Path:
@@ -188,7 +193,7 @@ def fit_channel_transform(st: FitSettings, progress=None) -> tuple[ChannelTransf
         if progress:
             progress(len(frames))
     feats = torch.cat(feats)
-    metric = _power(fisher / len(feats), st.task_weight) if st.task_weight > 0 else None
+    metric = _task_metric(fisher / len(feats), st.task_weight) if st.task_weight > 0 else None
     t = ChannelTransform.fit(feats, metric)
     energy = torch.cumsum(t.variance, 0) / t.variance.sum()
     record = {"settings": asdict(st), "weights": weights_fingerprint(net), "images": len(feats),
@@ -196,13 +201,11 @@ def fit_channel_transform(st: FitSettings, progress=None) -> tuple[ChannelTransf
     return t, record
 
 
-def _power(m: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``m^alpha`` of a symmetric positive semi-definite matrix, its eigenvalues floored at 1e-6 of the largest
-    (a direction the cloud ignores still gets a finite step), scaled to determinant 1 (steps stay relative to the RMS)."""
-    ev, u = torch.linalg.eigh(m.double())
-    ev = ev.clamp_min(float(ev.max()) * 1e-6).pow(alpha)
-    ev = ev / ev.log().mean().exp()
-    return u @ torch.diag(ev) @ u.T
+def _task_metric(m: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``m^alpha``, its eigenvalues floored at 1e-6 of the largest (a direction the cloud ignores still gets a
+    finite step), scaled to determinant 1 (steps stay relative to the coordinates' RMS)."""
+    a = matrix_power(m, alpha, floor=1e-6)
+    return a / torch.linalg.slogdet(a)[1].div(len(a)).exp()
 
 
 def save_transform(t: ChannelTransform, record: dict, path: Path) -> None:
@@ -221,7 +224,7 @@ def load_transform(model: str, layer: str, path: Path | None = None, weights: st
     """
     path = path or transform_path(model, layer, weighted)
     if not path.is_file():
-        raise InputError(f"no channel transform for {model} {layer} ({path}); fit one with `latentmotion codec fit-transform --model {model} --layer {layer}{' --task-weight 0.5' if weighted else ''} --out FILE`")
+        raise InputError(f"no channel transform for {model} {layer} ({path}); fit one with `latentmotion codec fit-transform --model {model} --layer {layer}{f' --task-weight {TASK_WEIGHT}' if weighted else ''} --out FILE`")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         s = blob["state"]

@@ -1,10 +1,12 @@
 """Regenerate the codec's golden streams. Run only on purpose, after a deliberate bitstream change:
 
-    PYTHONPATH=src python tests/expected/codec/regenerate.py
+    PYTHONPATH=src python tests/expected/codec/regenerate.py [--new-input]
 
 Input: EfficientNet-Lite0 (trained) ``_blocks.4.add`` features of bikes.mp4
 frames 0-3, channels 0-7, rows/columns 4-19 (stored as float32 ``input.npy``,
-so that the encoder test does not depend on the network's float kernels).
+so that the encoder test does not depend on the network's float kernels; it is
+kept as it is unless ``--new-input`` asks to recompute it: with the same input,
+streams of an unchanged coding path stay byte-identical across format changes).
 For each configuration the stream and the sha256 of the stream and of the
 decoded float32 output (little-endian bytes) are written.
 """
@@ -44,14 +46,22 @@ def encode(name: str, x: np.ndarray) -> bytes:
     return encode_sequence([torch.from_numpy(t) for t in x], enc)
 
 
-def main() -> None:
+def _input() -> np.ndarray:
     import latentmotion as lm
-    from latentmotion.codec import decode_stream
     from latentmotion.pipeline import edge_features
 
     split = lm.split_model(lm.load_model("efficientnet_lite0"), "_blocks.4.add")
     x = edge_features("bikes.mp4", split, 0, 4).features[:, :8, 4:20, 4:20].numpy().astype(np.float32)
     np.save(HERE / "input.npy", x)
+    return x
+
+
+def main() -> None:
+    import sys
+
+    from latentmotion.codec import decode_stream
+
+    x = _input() if "--new-input" in sys.argv[1:] or not (HERE / "input.npy").is_file() else np.load(HERE / "input.npy")
     hashes = {}
     for name in CONFIGS:
         s = encode(name, x)

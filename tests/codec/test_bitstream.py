@@ -202,10 +202,9 @@ def test_fuzzed_streams_raise_only_bitstream_error(cut, flips, insert, at, fix):
     _decode_fuzzed(_fix_crcs(data) if fix else data)
 
 
-
 @pytest.mark.parametrize("gain", [0, 15])
 def test_a_frame_gain_below_one_step_is_refused(gain):
-    """A frame's gain byte is at least 16 (one step): smaller would let levels exceed what the residual bounds allow."""
+    """A frame's gain byte is at least 16 (one step): gains below are reserved and refused."""
     h = _header((2, 8, 8))
     rec = write_frame(struct.pack("<IBB", 0, 0, gain) + b"\x00" * max(4, h.min_record() - 14))
     with pytest.raises(BitstreamError, match="gain"):

@@ -66,8 +66,8 @@ def test_static_content_costs_almost_nothing(clip):
 
 
 def test_frames_carry_the_gain_of_their_type():
-    """Intra frames code whole steps (gain 16), predicted frames pstep steps (gain round(16 pstep)); the same frame at
-    pstep 1 and 2 differs by its gain and its levels only."""
+    """Intra frames code whole steps (gain 16), predicted frames pstep steps (gain round(16 pstep)); a pstep outside
+    1..255/16 is refused."""
     g = torch.Generator().manual_seed(6)
     xs = [torch.randn(4, 8, 8, generator=g) + 0.1 * i for i in range(3)]
     for pstep, gain in ((1.0, 16), (2.0, 32), (1.7, 27)):

@@ -15,8 +15,8 @@ from ._app import MOTION_SKIP, app, config_options, console, parse_list, shown
 
 __all__ = ["codec_app", "codec_decode", "codec_encode", "codec_eval", "codec_fit_transform"]
 
-MAX_STREAM_FILE = 1 << 30
-MAX_CLASSIFY_FRAMES = 4096  # about a minute of the default cloud on this machine's 2 cores  # a feature stream of this size would be hours of video
+MAX_STREAM_FILE = 1 << 30  # a feature stream of this size would be hours of video
+MAX_CLASSIFY_FRAMES = 4096  # about a minute of the default cloud on this machine's 2 cores
 
 
 def _memory_budget() -> int:
@@ -232,4 +232,4 @@ def codec_fit_transform(
         t, record = fit_channel_transform(FitSettings(model, layer, seed, crops, task_weight=task_weight), progress=lambda n: bar.advance(task, n))
         save_transform(t, record, tmp)
     kind = f"KLT weighted by the task (Fisher information ^ {task_weight:g})" if task_weight > 0 else "KLT"
-    console.print(f"{out}: {kind} of {model} {layer}, {record['images']} images, first quarter of the components holds {100 * record['energy_of_first_quarter']:.0f} % of the energy")
+    console.print(f"{shown(out)}: {kind} of {model} {layer}, {record['images']} images, first quarter of the components holds {100 * record['energy_of_first_quarter']:.0f} % of the energy")

@@ -182,10 +182,9 @@ class Encoder:
         lam = self.tools.motion.lam * ONE * ONE
         return choose_vectors(self.ref, np.ascontiguousarray(xs * ONE), cand, h.mblock, h.subpel, lam, cstep)
 
-    def _inter(self, xs: np.ndarray, gain: int, mv: np.ndarray | None = None) -> tuple[bytes, np.ndarray, np.ndarray, int]:
-        """A predicted frame at ``gain``; ``mv``: vectors already searched for ``xs`` (else searched here)."""
+    def _inter(self, xs: np.ndarray, gain: int, mv: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
+        """A predicted frame at ``gain`` with the vectors ``mv`` searched for ``xs``."""
         h = self.header
-        mv = self._vectors(xs) if mv is None else mv
         probs = self.probs.copy()
         payload, rec, side = self._frame(xs, predict(self.ref, mv, h.mblock, h.subpel), mv, probs, gain)
         return payload, rec, probs, side

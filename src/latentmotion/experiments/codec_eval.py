@@ -28,6 +28,7 @@ so one sweep fits every layer.
 from __future__ import annotations
 
 import csv
+import filecmp
 import functools
 import json
 from dataclasses import dataclass, field
@@ -149,18 +150,17 @@ def check_settings(st: EvalSettings) -> None:
 
 def _is_fitting_material(video: str) -> bool:
     """Whether ``video`` is one of the transforms' fitting clips, by name or by content (a renamed copy or a link)."""
-    if Path(video).name.lower() in {v.lower() for v in FIT_VIDEOS}:
-        return True
     path = Path(video)
+    if path.name.lower() in {v.lower() for v in FIT_VIDEOS}:
+        return True
     if not path.is_file():
         return False  # a bundled clip's name: not fitting material (the names were checked above)
-    size = path.stat().st_size
     for name in FIT_VIDEOS:
         try:
             fit = video_path(name)
         except InputError:  # not installed here (make data): nothing to compare with
             continue
-        if fit.stat().st_size == size and fit.read_bytes() == path.read_bytes():
+        if filecmp.cmp(fit, path, shallow=False):  # sizes first, then the bytes in chunks
             return True
     return False
 

@@ -76,6 +76,7 @@ class ChannelTransform(nn.Module):
         self.register_buffer("variance", variance.float())
         if synthesis is not None:  # only then: a plain KLT keeps the state (and the fingerprint) it always had
             self.register_buffer("synthesis", synthesis.float())
+
     @classmethod
     def fit(cls, features: torch.Tensor, metric: torch.Tensor | None = None) -> ChannelTransform:
         """The KLT of (N, C, H, W) features, every position of every sample one observation (float64 maths).
@@ -83,13 +84,13 @@ class ChannelTransform(nn.Module):
         ``metric`` (C, C, symmetric positive definite): the KLT of ``A f`` instead, ``A`` its square root,
         so that the squared error of the coordinates is ``d^T metric d`` of the features' error ``d``.
         """
-        c = features.shape[1]
-        x = features.transpose(0, 1).reshape(c, -1).double()
         if metric is not None:
             root = matrix_power(metric, 0.5)
             t = cls.fit(torch.einsum("cd,ndhw->nchw", root, features.double()))
             basis, mean = t.basis.double(), t.mean.double()
             return cls(torch.linalg.solve(root, mean), root.T @ basis, t.variance, torch.linalg.solve(root, basis))
+        c = features.shape[1]
+        x = features.transpose(0, 1).reshape(c, -1).double()
         mean = x.mean(1)
         cov = torch.cov(x - mean[:, None], correction=0)
         var, vec = torch.linalg.eigh(cov)

@@ -210,7 +210,7 @@ def test_decoded_size_is_known_before_decoding():
     h = _header((1024, 128, 128))
     recs = b"".join(write_frame(struct.pack("<IBB", i, 0, 16) + b"\x00" * (h.min_record() - 14)) for i in range(30))
     data = write_header(h) + recs
-    assert len(data) < 400_000 and decoded_nbytes(data) == 30 * 4 * 1024 * 128 * 128  # 2 GB of output
+    assert len(data) < 600_000 and decoded_nbytes(data) == 30 * 4 * 1024 * 128 * 128  # 2 GB of output
     xs = [torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(i)) for i in range(3)]
     stream = encode_sequence(xs, Encoder((2, 4, 4), 0.1, Tools.of(mode="zero")))
     assert decoded_nbytes(stream) == sum(x.numel() * 4 for x in decode_stream(stream)[1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from latentmotion.codec.prediction import ONE, choose_vectors, predict
+from latentmotion.codec.prediction import BI, ONE, choose_second, choose_vectors, compensate, predict
 
 
 def _mc_reference(ref: np.ndarray, mv: np.ndarray, block: int, s: int) -> np.ndarray:
@@ -36,6 +36,40 @@ def test_integer_motion_compensation_matches_its_definition(s):
     whole = np.zeros((2, 3, 3), np.int64)
     whole[0] = 2 * s  # two pixels right, integer: a pure shift inside the frame
     assert np.array_equal(predict(ref, whole, 4, s)[:, :, 2:], ref[:, :, :-2])
+
+
+@pytest.mark.parametrize("s", [1, 4])
+def test_two_reference_tiles_average_both_predictions_by_the_definition(s):
+    """Tiles with bi = 1 are floor((P1 + P2 + 1) / 2) of the two references' own predictions (P1 from ref with v,
+    P2 from ref2 with w), the others P1 alone; negative sums round as the arithmetic shift does."""
+    rng = np.random.default_rng(3)
+    ref, ref2 = rng.integers(-1000, 1000, (2, 3, 9, 10)).astype(np.int64)
+    mv = rng.integers(-30, 30, (5, 3, 3)).astype(np.int64)
+    mv[BI] = rng.integers(0, 2, (3, 3))
+    p1, p2 = _mc_reference(ref, mv[:2], 4, s), _mc_reference(ref2, mv[3:], 4, s)
+    flag = np.kron(mv[BI], np.ones((4, 4), np.int64))[:9, :10].astype(bool)
+    want = np.where(flag, (p1 + p2 + 1) // 2, p1)
+    assert np.array_equal(compensate(ref, ref2, mv, 4, s), want)
+    mv[BI] = 0
+    assert np.array_equal(compensate(ref, ref2, mv, 4, s), p1)
+
+
+def test_a_second_reference_is_taken_where_averaging_removes_noise():
+    """Two references, each the same content plus its own noise: the average of both predicts better than
+    either, so (at no cost for bits) every tile takes it, with w = 2 v for content moving at constant speed."""
+    rng = np.random.default_rng(8)
+    clean = rng.normal(0, 50, (4, 24, 24))
+    cur = np.roll(clean, (0, 2), (1, 2)) * ONE  # moved 2 right since ref, 4 since ref2
+    ref = ((np.roll(clean, (0, 0), (1, 2)) + rng.normal(0, 10, clean.shape)) * ONE).round().astype(np.int64)
+    ref2 = ((np.roll(clean, (0, -2), (1, 2)) + rng.normal(0, 10, clean.shape)) * ONE).round().astype(np.int64)
+    mv = np.zeros((2, 6, 6), np.int64)
+    mv[0] = 2 * 4  # the vector from ref, quarter pel
+    field = choose_second(ref, ref2, np.ascontiguousarray(cur), mv, 4, 4, 0.0, 1)
+    inner = np.s_[1:5, 1:5]  # tiles whose sources lie inside the planes
+    assert field[BI][inner].all() and (field[3][inner] == 16).all() and (field[4][inner] == 0).all()
+    err = lambda p: ((cur - p) ** 2)[:, 4:20, 4:20].sum()  # noqa: E731
+    assert err(compensate(ref, ref2, field, 4, 4)) < 0.7 * err(predict(ref, field, 4, 4))
+    assert not choose_second(ref, ref2, np.ascontiguousarray(cur), mv, 4, 4, 1e12, 1)[BI].any()  # bits at any price: never
 
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from latentmotion.codec import MAX_Q, syntax
 from latentmotion.codec import rangecoder as rc
-from latentmotion.codec.prediction import predict
+from latentmotion.codec.prediction import BI, compensate
 
 
 def _encode(q, pred, dc, mv, block):
@@ -26,9 +26,11 @@ def test_vectors_offsets_and_levels_round_trip(with_mv):
     q = rng.laplace(0, 1.5, (6, 9, 11)).round().astype(np.int64)
     q[2] = 0  # a channel with no coded tile
     q[3, 0, 0], q[3, 0, 1] = -MAX_Q, MAX_Q  # the binarisation's extremes
-    mv = rng.integers(-40, 40, (2, 3, 4)).astype(np.int64)  # motion tiles of 3 (coded-tile flags: 4)
-    ref = rng.integers(-50, 50, q.shape).astype(np.int64)
-    pred = predict(ref, mv, 3, 4) if with_mv else np.zeros_like(q)
+    mv = rng.integers(-40, 40, (5, 3, 4)).astype(np.int64)  # motion tiles of 3 (coded-tile flags: 4)
+    mv[BI] = rng.integers(0, 2, (3, 4))  # some tiles average two references, the others send no second vector
+    mv[3:] *= mv[BI]
+    ref, ref2 = rng.integers(-50, 50, (2, *q.shape)).astype(np.int64)
+    pred = compensate(ref, ref2, mv, 3, 4) if with_mv else np.zeros_like(q)
     dc = np.array([0, 5, -1, MAX_Q, -MAX_Q, 1], np.int64)  # channel offsets, extremes included
     data, probs = _encode(q, pred, dc, mv if with_mv else None, 4)
     d, probs2 = rc.decoder(data), syntax.new_contexts(6)
@@ -43,10 +45,12 @@ def test_vectors_offsets_and_levels_round_trip(with_mv):
 
 
 def test_a_vector_beyond_the_bound_is_corrupt():
-    mv = np.array([[[100]], [[0]]], np.int64)
-    data, _ = _encode(np.zeros((1, 2, 2), np.int64), np.zeros((1, 2, 2), np.int64), np.zeros(1, np.int64), mv, 2)
-    _, bad = syntax.decode_vectors(rc.decoder(data), syntax.new_contexts(1), 1, 1, 99)
-    assert bad == 1
+    for mv in ([[[100]], [[0]], [[0]], [[0]], [[0]]], [[[40]], [[0]], [[1]], [[100]], [[0]]]):  # v, or w (= 2 v + 20)
+        data, _ = _encode(np.zeros((1, 2, 2), np.int64), np.zeros((1, 2, 2), np.int64), np.zeros(1, np.int64), np.array(mv, np.int64), 2)
+        _, bad = syntax.decode_vectors(rc.decoder(data), syntax.new_contexts(1), 1, 1, 99)
+        assert bad == 1
+    _, bad = syntax.decode_vectors(rc.decoder(data), syntax.new_contexts(1), 1, 1, 100)
+    assert bad == 0
 
 
 def test_costing_adapts_exactly_as_coding():

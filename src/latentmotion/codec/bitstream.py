@@ -2,7 +2,7 @@
 
 Layout (all integers little-endian)::
 
-    header:  magic "LMFC" | u8 version (4) | str model | str layer | str weights
+    header:  magic "LMFC" | u8 version (5) | str model | str layer | str weights
              | u16 C, H, W | u8 dtype (0: float32) | f32 step | u8 motion mode
              | u8 block | u8 motion block | u8 search | u8 subpel | u16 intra period | f32 fps
              | u32 crc32
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 MAGIC = b"LMFC"
-VERSION = 4  # 4: a gain byte in every frame (3 had none)
+VERSION = 5  # 5: two references (a tile may average predictions from the last two frames); 4: a gain byte per frame
 MAX_STR = 256
 #: motion modes, by the header's mode byte (:mod:`latentmotion.codec.prediction` implements them)
 MODE_NAMES = ("zero", "block", "input")
@@ -53,11 +53,12 @@ MIN_GAIN, MAX_GAIN = 16, 255
 # steps the header may hold: every non-zero output R * step / 16 (|R| <= 2^24) is then a normal,
 # finite float32, so no flush-to-zero or overflow setting can change a decoded value
 MIN_STEP, MAX_STEP = 2.0**-100, 2.0**100
-# Work bound (docs/codec.md section 1): a frame costs one unit per element, TILE_UNITS per coded-tile flag and
-# VECTOR_UNITS per motion vector, about what each costs the decoder next to an element that is not coded
-# (measured: ~3 ns, ~50-90 ns, ~200-300 ns with its prediction); a record of n bytes may claim at most
-# n * UNITS_PER_BYTE units, which keeps a byte's worth of skipped tiles below what a byte of coded levels costs.
-TILE_UNITS, VECTOR_UNITS = 32, 64
+# Work bound (docs/codec.md section 1): a frame costs ELEMENT_UNITS per element (a prediction from each of two
+# references), TILE_UNITS per coded-tile flag and VECTOR_UNITS per motion tile (up to two vectors), about what
+# each costs the decoder next to an element that is not coded (measured: ~3 ns, ~50-90 ns, ~200-300 ns per vector
+# with its prediction); a record of n bytes may claim at most n * UNITS_PER_BYTE units, which keeps a byte's worth
+# of skipped tiles below what a byte of coded levels costs.
+ELEMENT_UNITS, TILE_UNITS, VECTOR_UNITS = 2, 32, 128
 UNITS_PER_BYTE = 1 << 12
 
 
@@ -185,14 +186,14 @@ class Header:
         return c * -(-h // self.block) * -(-w // self.block)
 
     def vectors(self) -> int:
-        """Motion vectors of one predicted frame (``mblock x mblock`` tiles shared by all channels)."""
+        """Motion tiles of one predicted frame (``mblock x mblock``, shared by all channels; one or two vectors each)."""
         _, h, w = self.shape
         return -(-h // self.mblock) * -(-w // self.mblock)
 
     def work_units(self) -> int:
         """What decoding one frame may cost: elements, plus tile flags and vectors at their weights."""
         c, h, w = self.shape
-        return c * h * w + TILE_UNITS * self.tiles() + VECTOR_UNITS * self.vectors()
+        return ELEMENT_UNITS * c * h * w + TILE_UNITS * self.tiles() + VECTOR_UNITS * self.vectors()
 
     def min_record(self) -> int:
         """Smallest frame record (bytes) that may decode to one tensor: work is bounded by bytes."""

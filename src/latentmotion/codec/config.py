@@ -46,7 +46,7 @@ class MotionTools:
     mode: ``zero``, ``block`` or ``input`` (:data:`latentmotion.codec.bitstream.MODE_NAMES`);
     mblock, search, subpel: tile side of the vectors, search radius (latent px), precision (1 or 4);
     intra_period: force intra every N frames (0: first frame only); rd: also try intra where
-    prediction fails (a scene cut); lam: Lagrange multiplier of these decisions (step-unit squared
+    prediction fails (a scene cut); bi: let tiles average predictions from the last two frames; lam: Lagrange multiplier of these decisions (step-unit squared
     error per bit).
     """
 
@@ -56,6 +56,7 @@ class MotionTools:
     subpel: int = field(default=4, metadata={"help": "motion vector precision: 1 or 4"})
     intra_period: int = field(default=0, metadata={"help": "force intra every N frames (0: first frame only)"})
     rd: bool = field(default=True, metadata={"help": "also try intra where prediction fails (a scene cut)"})
+    bi: bool = field(default=True, metadata={"help": "also predict tiles from the average of the last two frames"})
     lam: float = field(default=1.0, metadata={"help": "Lagrange multiplier of motion and frame-type decisions"})
 
 

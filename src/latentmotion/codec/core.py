@@ -47,7 +47,7 @@ from . import rangecoder, syntax
 from .bitstream import MAX_GAIN, MIN_GAIN, BitstreamError, Header, Reader, header_problem, read_frame, read_header, write_frame, write_header
 from .config import MotionTools, ResidualTools, StreamId, Tools
 from .limits import check_step
-from .prediction import MODES, ONE, Context, block_candidates, choose_vectors, input_candidates, predict
+from .prediction import FIELD_ROWS, MODES, ONE, Context, block_candidates, choose_second, choose_vectors, compensate, input_candidates
 from .residual import MAX_LEVEL, MAX_Q, offsets, quantise, rdoq, reconstruct
 
 __all__ = [
@@ -117,6 +117,7 @@ class Encoder:
         self.tools = tools
         self.ctx = Context(m.mblock, m.search, m.subpel, *grid)
         self.ref: np.ndarray | None = None  # reconstruction R of the last frame (1/ONE step)
+        self.ref2: np.ndarray | None = None  # and of the frame before it (the last one again after an intra frame)
         self._pred_energy = 0.0
         self.probs = syntax.new_contexts(shape[0])  # inter-frame contexts (reset by every intra frame)
         self.prev_frame: torch.Tensor | None = None
@@ -170,7 +171,7 @@ class Encoder:
         h = self.header
         nh, nw = -(-h.shape[1] // h.mblock), -(-h.shape[2] // h.mblock)
         if self.mode == "zero":
-            return np.zeros((2, nh, nw), np.int64)
+            return np.zeros((FIELD_ROWS, nh, nw), np.int64)
         cstep = max(1, h.shape[0] // 32)  # all channels share the motion: about 32 of them find it
         if self.mode == "input" and self.ctx.frames is not None:
             cand = input_candidates(h.shape, self.ctx)
@@ -180,13 +181,17 @@ class Encoder:
             cand = block_candidates(np.ascontiguousarray(self.ref[::k]), cur, self.ctx)
         # errors in units of step / ONE: lam scales by ONE^2
         lam = self.tools.motion.lam * ONE * ONE
-        return choose_vectors(self.ref, np.ascontiguousarray(xs * ONE), cand, h.mblock, h.subpel, lam, cstep)
+        cur = np.ascontiguousarray(xs * ONE)
+        mv = choose_vectors(self.ref, cur, cand, h.mblock, h.subpel, lam, cstep)
+        if not self.tools.motion.bi:
+            return np.concatenate([mv, np.zeros((FIELD_ROWS - 2, nh, nw), np.int64)])
+        return choose_second(self.ref, self.ref2, cur, mv, h.mblock, h.subpel, lam, cstep)
 
     def _inter(self, xs: np.ndarray, gain: int, mv: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         """A predicted frame at ``gain`` with the vectors ``mv`` searched for ``xs``."""
         h = self.header
         probs = self.probs.copy()
-        payload, rec, side = self._frame(xs, predict(self.ref, mv, h.mblock, h.subpel), mv, probs, gain)
+        payload, rec, side = self._frame(xs, compensate(self.ref, self.ref2, mv, h.mblock, h.subpel), mv, probs, gain)
         return payload, rec, probs, side
 
     def encode(self, x: torch.Tensor, frame: torch.Tensor | None = None, intra: bool = False) -> bytes:
@@ -230,7 +235,7 @@ class Encoder:
         payload = struct.pack("<I", self.index) + payload
         pad = self.header.min_record() - 8 - len(payload)
         payload += bytes(max(0, pad))  # zeros read back as the coder's own past-the-end bytes
-        self.ref, self.probs, self.prev_frame = rec, probs, frame
+        self.ref, self.ref2, self.probs, self.prev_frame = rec, rec if payload[4] == INTRA else self.ref, probs, frame
         self.index += 1
         out = _output(rec, self.header.step)
         self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, _sse(xn, out.numpy(), 1.0)))
@@ -253,6 +258,7 @@ class Decoder:
     def __init__(self, header: Header) -> None:
         self.header = header
         self.ref: np.ndarray | None = None
+        self.ref2: np.ndarray | None = None
         self.probs = syntax.new_contexts(header.shape[0])
         self.index = 0
 
@@ -296,7 +302,7 @@ class Decoder:
         d = rangecoder.decoder(np.frombuffer(payload, np.uint8, offset=r.pos))
         if kind == INTER:
             mv, bad = syntax.decode_vectors(d, probs, -(-hh // h.mblock), -(-ww // h.mblock), MAX_MV)
-            pred = predict(self.ref, mv, h.mblock, h.subpel) if not bad else None
+            pred = compensate(self.ref, self.ref2, mv, h.mblock, h.subpel) if not bad else None
         else:
             bad, pred = 0, np.zeros((c, hh, ww), np.int64)
         if not bad:
@@ -308,7 +314,7 @@ class Decoder:
         rec = reconstruct(pred, q, dc, gain)
         if rec.max(initial=0) > MAX_LEVEL or rec.min(initial=0) < -MAX_LEVEL:  # no |rec| copy
             raise BitstreamError(f"frame {seq}: reconstruction level out of range")
-        self.ref, self.probs = rec, probs if kind == INTER else syntax.new_contexts(c)
+        self.ref, self.ref2, self.probs = rec, rec if kind == INTRA else self.ref, probs if kind == INTER else syntax.new_contexts(c)
         self.index += 1
         return _output(rec, h.step)
 
@@ -356,14 +362,14 @@ def decoded_nbytes(data: bytes) -> int:
 def decode_work_nbytes(data: bytes) -> int:
     """Bytes one frame's decoding holds at most besides the outputs (its header only is read).
 
-    Per element: the int64 previous state, levels and prediction (which becomes the new state) and the
-    float32 output in the making (32 bytes, rounded up); per place the int64 activity count (8); per
-    coded-tile flag the flag and its count (16); per vector its two int64 components (16). At most 72
-    bytes per element (1 channel, block 1, mblock 1).
+    Per element: the int64 two previous states, levels, the prediction (which becomes the new state) and the
+    prediction from the second reference, and the float32 output in the making (48 bytes, rounded up); per place
+    the int64 activity count and the prediction's taps (8 + 64); per coded-tile flag the flag and its count (16);
+    per motion tile its five int64 fields (40). At most 160 bytes per element (1 channel, block 1, mblock 1).
     """
     h = read_stream_header(data)
     c, hh, ww = h.shape
-    return 32 * c * hh * ww + 8 * hh * ww + 16 * h.tiles() + 16 * h.vectors()
+    return 48 * c * hh * ww + 72 * hh * ww + 16 * h.tiles() + 40 * h.vectors()
 
 
 def decode_stream(data: bytes) -> tuple[Header, list[torch.Tensor]]:

@@ -13,6 +13,13 @@ with ``s = subpel`` (1 or 4), coordinates clamped to the tensor (border
 replicate) and ``>>`` an arithmetic shift (floor). Integers only: every
 machine computes the same prediction.
 
+Two references: a frame's motion field is ``mv`` (5, nh, nw) int64, rows
+``(vx, vy, bi, wx, wy)``. A tile with ``bi = 1`` averages the prediction
+from the last reconstruction (vector ``v``) with the one from the
+reconstruction before it (vector ``w``): ``(P1 + P2 + 1) >> 1``. Both
+references carry quantisation noise of their own, and the average halves
+its power where the content is the same (:func:`compensate`).
+
 Motion modes (index = the header's mode byte): ``zero`` (no vectors),
 ``block`` (joint block matching of the levels, :func:`latentmotion.estimation.block_match`,
 then a per-tile choice and quarter-pel refinement by prediction error),
@@ -32,11 +39,14 @@ import torch
 from ..estimation import block_match
 from .bitstream import MODE_NAMES, MODES
 
-__all__ = ["FRAC", "MODES", "MODE_NAMES", "ONE", "Context", "block_candidates", "choose_vectors", "input_candidates", "mv_pred", "predict"]
+__all__ = [
+    "BI", "FIELD_ROWS", "FRAC", "MODES", "MODE_NAMES", "ONE", "Context", "block_candidates", "choose_second", "choose_vectors", "compensate",
+    "input_candidates", "mv_pred", "predict",
+]
 
 FRAC = 4  # the decoder state holds levels in units of step / 2**FRAC (fixed point)
 ONE = 1 << FRAC
-
+BI, FIELD_ROWS = 2, 5  # a motion field's rows: vx, vy (last reference), bi flag, wx, wy (the reference before)
 
 
 @dataclass
@@ -85,22 +95,45 @@ def _taps(t, i, j, vx, vy):
 
 @nb.njit(cache=True)
 def predict(ref, mv, block, s):
-    """Motion-compensated prediction (C, H, W) int64 from the fixed-point reconstruction ref and tile vectors mv (2, nh, nw)."""
+    """Motion-compensated prediction (C, H, W) int64 from the fixed-point reconstruction ref and tile vectors mv (2+, nh, nw)."""
     C, H, W = ref.shape
     sh = 0 if s == 1 else 4
     half = (s * s) // 2
-    out = np.empty_like(ref)
-    r2 = ref.reshape(C, H * W)
-    o2 = out.reshape(C, H * W)
+    idx = np.empty((H * W, 4), np.int64)  # every pixel's taps first, then one flat pass per channel
+    wt = np.empty((H * W, 4), np.int64)
     t = _sampler(H, W, block, s)
-    idx, wt = t.idx, t.wt
     for i in range(mv.shape[1]):
         for j in range(mv.shape[2]):
             n = _taps(t, i, j, mv[0, i, j], mv[1, i, j])
-            for c in range(C):
-                rc = r2[c]
-                for k in range(n):
-                    o2[c, idx[k, 4]] = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]] + half) >> sh
+            for k in range(n):
+                p = t.idx[k, 4]
+                idx[p], wt[p] = t.idx[k, :4], t.wt[k]
+    out = np.empty_like(ref)
+    r2 = ref.reshape(C, H * W)
+    o2 = out.reshape(C, H * W)
+    for c in range(C):
+        rc, oc = r2[c], o2[c]
+        for p in range(H * W):
+            oc[p] = (wt[p, 0] * rc[idx[p, 0]] + wt[p, 1] * rc[idx[p, 1]] + wt[p, 2] * rc[idx[p, 2]] + wt[p, 3] * rc[idx[p, 3]] + half) >> sh
+    return out
+
+
+@nb.njit(cache=True)
+def compensate(ref, ref2, mv, block, s):
+    """The prediction (C, H, W) int64 of a motion field mv (5, nh, nw): :func:`predict` from ``ref`` with
+    ``v``, and on tiles with ``bi = 1`` its average with the prediction from ``ref2`` with ``w``."""
+    out = predict(ref, mv, block, s)
+    if mv.shape[1] == 0 or mv[BI].max() == 0:
+        return out
+    p2 = predict(ref2, mv[3:], block, s)
+    C, H, W = ref.shape
+    for i in range(mv.shape[1]):
+        for j in range(mv.shape[2]):
+            if mv[BI, i, j]:
+                for c in range(C):
+                    for y in range(i * block, min(i * block + block, H)):
+                        for x in range(j * block, min(j * block + block, W)):
+                            out[c, y, x] = (out[c, y, x] + p2[c, y, x] + 1) >> 1
     return out
 
 
@@ -208,6 +241,99 @@ def _choose(t, m, cand, lam):
             v = _tile_vector(t, m, i, j, mv, cand, lam)
             mv[0, i, j], mv[1, i, j] = v[0], v[1]
     return mv
+
+
+@nb.njit(cache=True)
+def _tile_pred(t, m, i, j, v, buf):
+    """The float prediction of tile (i, j) with vector v over every m.cstep-th channel, into buf (channels x pixels)."""
+    n = _taps(t, i, j, v[0], v[1])
+    idx, wt = t.idx, t.wt
+    inv = 1.0 / (t.s * t.s)
+    for k, c in enumerate(range(0, m.ref.shape[0], m.cstep)):
+        rc = m.ref[c]
+        for p in range(n):
+            buf[k, p] = (wt[p, 0] * rc[idx[p, 0]] + wt[p, 1] * rc[idx[p, 1]] + wt[p, 2] * rc[idx[p, 2]] + wt[p, 3] * rc[idx[p, 3]]) * inv
+    return n
+
+
+@nb.njit(cache=True)
+def _pair_sse(t, m, i, j, w, p1, extra, best):
+    """Error of the average of p1 (:func:`_tile_pred`) and tile (i, j)'s prediction from m.ref with w, plus ``extra``;
+    stops early at ``best`` as :func:`_tile_sse` does."""
+    n = _taps(t, i, j, w[0], w[1])
+    idx, wt = t.idx, t.wt
+    inv = 0.5 / (t.s * t.s)
+    e = 0.0
+    for k, c in enumerate(range(0, m.ref.shape[0], m.cstep)):
+        rc, cc = m.ref[c], m.cur[c]
+        for p in range(n):
+            d = cc[idx[p, 4]] - 0.5 * p1[k, p] - (wt[p, 0] * rc[idx[p, 0]] + wt[p, 1] * rc[idx[p, 1]] + wt[p, 2] * rc[idx[p, 2]] + wt[p, 3] * rc[idx[p, 3]]) * inv
+            e += d * d
+        if e * m.cstep + extra >= best:
+            break
+    return e * m.cstep + extra
+
+
+@nb.njit(cache=True)
+def _second(t, m1, m2, i, j, mv, lam, p1):
+    """Tile (i, j)'s choice between its one-reference prediction and the average with a second: (bi, w)."""
+    v = (mv[0, i, j], mv[1, i, j])
+    n = _tile_pred(t, m1, i, j, v, p1)
+    e1 = 0.0
+    for k, c in enumerate(range(0, m1.ref.shape[0], m1.cstep)):
+        for p in range(n):
+            d = m1.cur[c, t.idx[p, 4]] - p1[k, p]
+            e1 += d * d
+    pr = (2 * v[0], 2 * v[1])  # constant motion: twice as far back; the coder codes w against it
+    left = (mv[3, i, j - 1], mv[4, i, j - 1]) if j > 0 and mv[BI, i, j - 1] else pr
+    top = (mv[3, i - 1, j], mv[4, i - 1, j]) if i > 0 and mv[BI, i - 1, j] else pr
+    cands = (pr, v, left, top)
+    best = (e1 * m1.cstep, (0, 0))
+    found = False
+    for k in range(len(cands)):
+        w = cands[k]
+        e = _pair_sse(t, m2, i, j, w, p1, lam * _mv_bits(w[0], w[1], pr[0], pr[1]), best[0])
+        if e < best[0]:
+            best, found = (e, w), True
+    if not found:
+        return 0, (0, 0)
+    r = t.s
+    while r >= 1:  # whole, half, quarter pel
+        o = best[1]
+        for dy in (-r, 0, r):
+            for dx in (-r, 0, r):
+                if dx != 0 or dy != 0:
+                    w = (o[0] + dx, o[1] + dy)
+                    e = _pair_sse(t, m2, i, j, w, p1, lam * _mv_bits(w[0], w[1], pr[0], pr[1]), best[0])
+                    if e < best[0]:
+                        best = (e, w)
+        r //= 2
+    return 1, best[1]
+
+
+def choose_second(ref: np.ndarray, ref2: np.ndarray, cur: np.ndarray, mv: np.ndarray, block: int, s: int, lam: float, cstep: int) -> np.ndarray:
+    """The motion field (5, nh, nw) for the vectors mv (2, nh, nw) chosen by :func:`choose_vectors`: per tile, the
+    average with a prediction from ``ref2`` where it costs less (``SSE + lam * bits`` of ``w``, against ``2 v``).
+
+    Candidates for ``w``: ``2 v`` (constant motion), ``v``, and the left/top tiles' ``w``; then the 8 neighbours
+    at whole, half and quarter pel around the best (encoder only; floats are fine here).
+    """
+    C, H, W = ref.shape
+    t = _sampler(H, W, block, s)
+    cur2 = cur.reshape(C, H * W)
+    return _choose_second(t, Match(ref.reshape(C, H * W), cur2, cstep), Match(ref2.reshape(C, H * W), cur2, cstep), mv, lam)
+
+
+@nb.njit(cache=True)
+def _choose_second(t, m1, m2, mv, lam):
+    out = np.zeros((FIELD_ROWS, mv.shape[1], mv.shape[2]), np.int64)
+    out[:2] = mv
+    p1 = np.empty((-(-m1.ref.shape[0] // m1.cstep), t.block * t.block))
+    for i in range(mv.shape[1]):
+        for j in range(mv.shape[2]):
+            bi, w = _second(t, m1, m2, i, j, out, lam, p1)
+            out[BI, i, j], out[3, i, j], out[4, i, j] = bi, w[0], w[1]
+    return out
 
 
 def block_candidates(ref: np.ndarray, cur_levels: np.ndarray, ctx: Context) -> np.ndarray:

@@ -20,7 +20,9 @@ before ``c`` are non-zero at a place, or coded a tile, bucketed by :func:`_ab`):
   (context ``c``), then ``|q| - 3`` as Exp-Golomb order 0 (shared contexts);
 * motion-vector differences (per ``mblock x mblock`` tile, x then y, against
   :func:`latentmotion.codec.prediction.mv_pred`): ``!= 0`` (context by
-  component), sign bypass, ``|d| - 1`` Exp-Golomb (own contexts);
+  component), sign bypass, ``|d| - 1`` Exp-Golomb (own contexts); then the
+  tile's two-reference flag ``bi`` (context: left + top flags) and, if set, the
+  second vector ``w`` as differences from ``2 v`` in the same way (own contexts);
 * channel offsets (units of 1/16 step), per channel: ``!= 0`` (context ``c``),
   sign (one context), ``|o| - 1`` Exp-Golomb (own contexts).
 
@@ -31,7 +33,7 @@ Example:
     >>> import numpy as np
     >>> from latentmotion.codec import rangecoder as rc
     >>> q = np.array([[[0, 2], [-1, 0]]], np.int64)
-    >>> pred, dc, mv = np.zeros_like(q), np.array([3], np.int64), np.zeros((2, 1, 1), np.int64)
+    >>> pred, dc, mv = np.zeros_like(q), np.array([3], np.int64), np.zeros((5, 1, 1), np.int64)
     >>> e = rc.encoder(capacity(q, 2, mv))
     >>> probs = new_contexts(1)
     >>> encode_vectors(e, probs, mv); encode_offsets(e, probs, dc)
@@ -51,7 +53,7 @@ from collections import namedtuple
 import numba as nb
 import numpy as np
 
-from .prediction import FRAC, mv_pred
+from .prediction import BI, FIELD_ROWS, FRAC, mv_pred
 from .rangecoder import COST, MAX_PREFIX, PROB_INIT, adapt, adapted, dec_bit, dec_bypass, dec_eg, eg_length, enc_bit, enc_bypass, enc_eg
 
 __all__ = [
@@ -76,6 +78,7 @@ PER_CHANNEL = OFF_NZ + 1
 N_EG = MAX_PREFIX + 1
 N_MV = 2 + N_EG
 N_DC = 1 + N_EG  # offsets: sign, Exp-Golomb prefix
+N_BI = 3 + 2 + N_EG  # two-reference flag (left + top flags), second vector: != 0 per component, Exp-Golomb prefix
 
 #: one frame's levels as the syntax walks them: levels ``q`` (C, H, W), prediction ``pred`` (1/16 step),
 #: the cross-channel counts ``act`` (H, W) and ``tact`` (tiles), this channel's tile flags ``cbf``, tile side
@@ -84,7 +87,7 @@ Levels = namedtuple("Levels", "q pred act tact cbf block")
 
 def n_contexts(channels: int) -> int:
     """Size of the probability table for ``channels`` channels (levels, Exp-Golomb, motion, offsets)."""
-    return PER_CHANNEL * channels + N_EG + N_MV + N_DC
+    return PER_CHANNEL * channels + N_EG + N_MV + N_DC + N_BI
 
 
 def new_contexts(channels: int) -> np.ndarray:
@@ -92,9 +95,9 @@ def new_contexts(channels: int) -> np.ndarray:
 
 
 def capacity(q: np.ndarray, block: int, mv: np.ndarray) -> int:
-    """Bytes a frame's code can take at most: 24 per level, 32 per vector and offset, one per tile flag."""
+    """Bytes a frame's code can take at most: 24 per level, 64 per motion tile (two vectors), 32 per offset, one per tile flag."""
     c, h, w = q.shape
-    return 64 + 24 * q.size + 32 * mv.shape[1] * mv.shape[2] + c * -(-h // block) * -(-w // block) + 32 * c
+    return 64 + 24 * q.size + 64 * mv.shape[1] * mv.shape[2] + c * -(-h // block) * -(-w // block) + 32 * c
 
 
 def levels(q: np.ndarray, pred: np.ndarray, block: int) -> Levels:
@@ -106,9 +109,9 @@ def levels(q: np.ndarray, pred: np.ndarray, block: int) -> Levels:
 
 @nb.njit(cache=True)
 def _shared(probs):
-    """Where the contexts shared by all channels start in the table: level Exp-Golomb, vectors, offsets."""
-    eg = probs.shape[0] - N_EG - N_MV - N_DC
-    return eg, eg + N_EG, eg + N_EG + N_MV
+    """Where the contexts shared by all channels start in the table: level Exp-Golomb, vectors, offsets, second vectors."""
+    eg = probs.shape[0] - N_EG - N_MV - N_DC - N_BI
+    return eg, eg + N_EG, eg + N_EG + N_MV, eg + N_EG + N_MV + N_DC
 
 
 # --- contexts ----------------------------------------------------------------------------------
@@ -248,21 +251,32 @@ def _dec_signed(d, probs, nz, sgn, eg):
 
 
 @nb.njit(cache=True)
+def _bi_ctx(mv, i, j):
+    """Context of tile (i, j)'s two-reference flag: how many of its left and top tiles have it set."""
+    return (mv[BI, i, j - 1] if j > 0 else 0) + (mv[BI, i - 1, j] if i > 0 else 0)
+
+
+@nb.njit(cache=True)
 def encode_vectors(e, probs, mv):
-    """The motion field mv (2, rows, cols) int64, as differences from :func:`mv_pred`."""
-    mvb = _shared(probs)[1]
+    """The motion field mv (5, rows, cols) int64 (:mod:`latentmotion.codec.prediction`): per tile ``v`` as
+    differences from :func:`mv_pred`, the flag ``bi`` and, if set, ``w`` as differences from ``2 v``."""
+    _, mvb, _, bib = _shared(probs)
     for i in range(mv.shape[1]):
         for j in range(mv.shape[2]):
             pr = mv_pred(mv, i, j)
             for k in range(2):
                 _enc_signed(e, probs, mvb + k, -1, mvb + 2, mv[k, i, j] - pr[k])
+            enc_bit(e, probs, bib + _bi_ctx(mv, i, j), mv[BI, i, j])
+            if mv[BI, i, j]:
+                for k in range(2):
+                    _enc_signed(e, probs, bib + 3 + k, -1, bib + 5, mv[3 + k, i, j] - 2 * mv[k, i, j])
 
 
 @nb.njit(cache=True)
 def decode_vectors(d, probs, rows, cols, max_mv):
     """Inverse of :func:`encode_vectors`: (mv, 0), or (mv, 1) on corrupt data or a component beyond ``max_mv``."""
-    mv = np.zeros((2, rows, cols), np.int64)
-    mvb = _shared(probs)[1]
+    mv = np.zeros((FIELD_ROWS, rows, cols), np.int64)
+    _, mvb, _, bib = _shared(probs)
     for i in range(rows):
         for j in range(cols):
             pr = mv_pred(mv, i, j)
@@ -272,6 +286,14 @@ def decode_vectors(d, probs, rows, cols, max_mv):
                 if bad or abs(v) > max_mv:
                     return mv, 1
                 mv[k, i, j] = v
+            mv[BI, i, j] = dec_bit(d, probs, bib + _bi_ctx(mv, i, j))
+            if mv[BI, i, j]:
+                for k in range(2):
+                    v, bad = _dec_signed(d, probs, bib + 3 + k, -1, bib + 5)
+                    v += 2 * mv[k, i, j]
+                    if bad or abs(v) > max_mv:
+                        return mv, 1
+                    mv[3 + k, i, j] = v
     return mv, 0
 
 

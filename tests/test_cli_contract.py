@@ -102,6 +102,8 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--frames", "-1", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "at least 1"),
         (("--video", "{tmp}/fifo.mp4", "--out", "{out}"), "not a regular file"),
         (("--out", "{tmp}/fifo.mp4"), "not a regular file"),
+        (("--transform", "bogus", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "--transform must be"),
+        (("--transform", "klt", "--layer", "_blocks.0._bn2", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "no channel transform"),
     ],
     "codec decode": [
         (("{tmp}/header_only.lmc", "--out", "{out}"), "no frames"),
@@ -116,6 +118,9 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("{tmp}/work_bomb.lmc", "--out", "{out}"), "too short"),
         (("{tmp}/misfit.lmc", "--out", "{tmp}/fifo.mp4"), "not a regular file"),
         (("{tmp}/fifo.mp4",), "not a regular file"),
+        (("{tmp}/unknown_transform.lmc", "--out", "{out}"), "unknown channel transform"),
+        (("{tmp}/climbing_transform.lmc", "--out", "{out}"), "name no shipped channel transform"),
+        (("{tmp}/other_transform.lmc", "--out", "{out}"), "another klt transform"),
     ],
     "codec eval": [
         (("--configs", ",", "--out", "{out}"), "--configs"),
@@ -186,6 +191,9 @@ def place(tmp_path):
     (tmp_path / "factory.lmc").write_bytes(_misfit_stream("os:abort"))  # must never be imported
     (tmp_path / "vith.lmc").write_bytes(_misfit_stream("vit_h_14"))  # a huge network the stream's bytes must not make us build
     (tmp_path / "work_bomb.lmc").write_bytes(_work_bomb_stream())
+    (tmp_path / "unknown_transform.lmc").write_bytes(_misfit_stream(weights="+pca-0123"))
+    (tmp_path / "climbing_transform.lmc").write_bytes(_misfit_stream("../../tmp/x", weights="+klt-0123"))  # never a path out of the package
+    (tmp_path / "other_transform.lmc").write_bytes(_misfit_stream(weights="+klt-0123456789ab", channels=40))
     (tmp_path / "long.lmc").write_bytes(_long_stream())
     for name in ("fifo.mp4", "fifo.png"):  # never opened: a reader would block
         os.mkfifo(tmp_path / name)
@@ -198,16 +206,17 @@ def _header_only_stream() -> bytes:
     return Encoder((4, 8, 8), 1.0, Tools.of(mode="zero"), stream=StreamId(model="efficientnet_lite0", layer="_blocks.4.add")).header_bytes()
 
 
-def _misfit_stream(model: str = "efficientnet_lite0") -> bytes:
-    """A valid stream whose tensors (4, 8, 8) cannot enter the cloud model its header names."""
+def _misfit_stream(model: str = "efficientnet_lite0", weights: str = "", channels: int = 4) -> bytes:
+    """A valid stream whose tensors (4, 8, 8) cannot enter the cloud model its header names (``weights``: a suffix
+    naming a channel transform; ``channels``: 40 fit the cut, for a transform check that must fail on its own)."""
     import torch
 
     from latentmotion.codec import Encoder, StreamId, Tools, encode_sequence
     from latentmotion.models import load_model, weights_fingerprint
 
     fp = weights_fingerprint(load_model(model)) if model == "efficientnet_lite0" else ""  # right weights: the shape is what fails
-    enc = Encoder((4, 8, 8), 1.0, Tools.of(mode="zero"), stream=StreamId(model=model, layer="_blocks.4.add", weights=fp))
-    return encode_sequence([torch.zeros(4, 8, 8)], enc)
+    enc = Encoder((channels, 8, 8), 1.0, Tools.of(mode="zero"), stream=StreamId(model=model, layer="_blocks.4.add", weights=fp + weights))
+    return encode_sequence([torch.zeros(channels, 8, 8)], enc)
 
 
 def _work_bomb_stream() -> bytes:

@@ -181,6 +181,28 @@ def test_cli_encode_decode_round_trip_and_weights_check(tmp_path):
     assert r.returncode == 2 and "truncated" in r.stderr and not (tmp_path / "y.pt").exists()
 
 
+def test_cli_codes_through_the_cuts_transform_and_decodes_to_its_features(tmp_path):
+    """--transform kltw: the stream names the transform, and decoding maps the coordinates back to the cut's
+    features (close to the uncompressed ones at a fine step; the cloud classifies them as it does those)."""
+    import subprocess
+    import sys
+
+    from latentmotion.codec import read_stream_header
+    from latentmotion.models import split_model
+    from latentmotion.pipeline import edge_features
+
+    cli = [sys.executable, "-m", "latentmotion.cli", "codec"]
+    s = tmp_path / "w.lmf"
+    r = subprocess.run([*cli, "encode", "--out", str(s), "--frames", "3", "--step", "0.05", "--transform", "kltw"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "+kltw-" in read_stream_header(s.read_bytes()).weights
+    r = subprocess.run([*cli, "decode", str(s), "--out", str(tmp_path / "x.pt"), "--classify"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "kltw transform" in r.stdout, r.stderr
+    x = torch.load(tmp_path / "x.pt")
+    f = edge_features("bikes.mp4", split_model(lm.load_model("efficientnet_lite0"), "_blocks.4.add"), 0, 3).features
+    assert x.shape == f.shape and lm.psnr(x, f).min() > 30  # the features, not their coordinates
+
+
 def test_cli_eval_refuses_unknown_names_before_any_output(tmp_path):
     import subprocess
     import sys

@@ -59,6 +59,7 @@ def codec_encode(
     weights: str = typer.Option("imagenet"),
     step: float = typer.Option(4.0, help="quantisation step (quality: smaller is better)"),
     seed: int = typer.Option(0),
+    transform: str = typer.Option("none", help="code the features' coordinates in the cut's shipped channel transform: none, klt (best feature PSNR) or kltw (weighted by the task)"),
     config: dict = None,  # noqa: RUF013 (the motion options, filled by config_options)
 ) -> None:
     """Run the edge sub-model on video frames and write the coded feature stream."""
@@ -67,15 +68,25 @@ def codec_encode(
     from ..data import video_path
     from ..pipeline import check_frame_range
 
+    from ..models.transform import TRANSFORMS, load_transform, stream_weights, transform_path
+
     check_step(step)  # every option before the model loads and the video is decoded
     tools = Tools(MotionTools(**config))
+    if transform != "none" and transform not in TRANSFORMS:
+        raise InputError(f"--transform must be none or one of {', '.join(TRANSFORMS)}, got {transform!r}")
+    if transform != "none" and not transform_path(model, layer, TRANSFORMS[transform]).is_file():
+        load_transform(model, layer, weighted=TRANSFORMS[transform])  # its one-line error: none is shipped for this cut
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
     video_path(video)  # exists, and is a regular file (a FIFO would block)
     with staged_file(out) as tmp:  # --out is checked before the frames are decoded
         fingerprint, split, clip = _edge_features(video, start, frames, model, layer, weights, seed, fingerprint=True)
-        check_step(step, clip.features, max_level=MAX_Q // 2)  # a residual spans twice the values
-        enc = Encoder.from_split(split, clip.features, step, tools, StreamId(model, weights=fingerprint, fps=clip.fps))
-        stream = encode_sequence(list(clip.features), enc, list(clip.gray))
+        x = clip.features
+        if transform != "none":  # the stream names the transform, and the decoder maps the coordinates back
+            t = load_transform(model, layer, weights=fingerprint, channels=x.shape[1], weighted=TRANSFORMS[transform])
+            x, fingerprint = t.encode(x), stream_weights(fingerprint, transform, t)
+        check_step(step, x, max_level=MAX_Q // 2)  # a residual spans twice the values
+        enc = Encoder.from_split(split, x, step, tools, StreamId(model, weights=fingerprint, fps=clip.fps))
+        stream = encode_sequence(list(x), enc, list(clip.gray))
         tmp.write_bytes(stream)
     fps = clip.fps
     kinds = "".join("I" if s.kind == "intra" else "P" for s in enc.stats)
@@ -139,23 +150,27 @@ def codec_decode(
     if stream.stat().st_size > MAX_STREAM_FILE:
         raise InputError(f"stream file {stream} is {stream.stat().st_size} bytes; at most {MAX_STREAM_FILE} are read")
     data = stream.read_bytes()
-    need, budget = 2 * decoded_nbytes(data) + decode_work_nbytes(data), _memory_budget()  # the frames, their stack, one frame's work
+    from ..codec import read_stream_header
+    from ..models.transform import stream_transform
+
+    head = read_stream_header(data)
+    base, transform = stream_transform(head.model, head.layer, head.weights, head.shape[0])  # before the decode, as every check
+    copies = 2 if transform is None else 3  # the frames, their stack (and its synthesis), one frame's work
+    need, budget = copies * decoded_nbytes(data) + decode_work_nbytes(data), _memory_budget()
     if need > budget:
         raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this machine allows {budget / 2**30:.1f} GiB")
     split, task = None, None
     if classify:  # check the weights before the decode, so a mismatch costs nothing
-        from ..codec import read_stream_header
         from ..tasks import Classify
 
-        head = read_stream_header(data)
         if head.model != model:  # the stream's bytes never choose what gets built (a factory would import and run code)
             raise InputError(f"the stream names the model {head.model!r}; --classify builds only --model ({model}): pass --model {head.model} to allow it")
         frames = decoded_nbytes(data) // (4 * head.shape[0] * head.shape[1] * head.shape[2])
         if frames > MAX_CLASSIFY_FRAMES:  # the network's time is not bounded by the stream's bytes as decoding is
             raise InputError(f"the stream holds {frames} frames; --classify runs the cloud on at most {MAX_CLASSIFY_FRAMES}")
         mine, split = _model_split(head.model, head.layer, weights, seed)
-        if head.weights != mine:
-            raise InputError(f"the stream was encoded with weights {head.weights or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")
+        if base != mine:
+            raise InputError(f"the stream was encoded with weights {base or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")
         task = Classify(top_k=1)
         _check_cloud_shape(split, head, task)
     with staged_file(out) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
@@ -163,10 +178,14 @@ def codec_decode(
         if not tensors:
             raise InputError(f"stream file {stream} holds a header but no frames")
         x = torch.stack(tensors)
+        if transform is not None:  # the coordinates back to the cut's features
+            with torch.no_grad():
+                x = transform.decode(x)
         top = None if split is None else _top1(split, task, x, header)
         if tmp is not None:
             torch.save(x, tmp)  # straight to the staged file: no third copy of the tensors in memory
-    console.print(f"{shown(stream)}: {len(tensors)} tensors {tuple(x.shape[1:])} of {shown(header.model)} {shown(header.layer)}, step {header.step:g}")
+    through = "" if transform is None else f" (coded through its {shown(head.weights.partition('+')[2].partition('-')[0])} transform)"
+    console.print(f"{shown(stream)}: {len(tensors)} tensors {tuple(x.shape[1:])} of {shown(header.model)} {shown(header.layer)}, step {header.step:g}{through}")
     if out is not None:
         console.print(f"decoded tensors: {shown(out)}")
     if top is not None:

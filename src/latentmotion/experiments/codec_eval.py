@@ -43,7 +43,7 @@ from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
 from ..metrics import nrmse, psnr
 from ..models import load_model, split_model, weights_fingerprint
-from ..models.transform import FIT_VIDEOS, load_transform
+from ..models.transform import FIT_VIDEOS, TRANSFORMS, load_transform, stream_weights
 from ..pipeline import edge_features
 from ..tasks import Classify
 from .codec_anchors import DEFAULT_ANCHORS, Anchor, code_features, code_pixels, parse_anchor
@@ -66,7 +66,6 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "klt": ("block", {"subpel": 4}),
     "kltw": ("block", {"subpel": 4, "rdoq": 0.2}),
 }
-TRANSFORMED = {"klt": False, "kltw": True}  # configurations that code a channel transform's coordinates: weighted?
 STEPS = (0.088, 0.125, 0.177, 0.25, 0.354, 0.5, 0.707, 1.0, 1.41)  # x sqrt(2), down to the task fidelity of remote inference
 #: Default QPs per anchor family, each spanning the qualities our steps reach (AV1's scale runs to 63).
 QPS = {
@@ -144,7 +143,7 @@ def check_settings(st: EvalSettings) -> None:
         top = QP_MAX[a.codec]
         if any(not 0 <= q <= top for q in st.anchor_qps(a)):
             raise InputError(f"QPs of {a.name} must lie in 0..{top}")
-    if set(TRANSFORMED) & set(st.configs) and _is_fitting_material(st.video):
+    if set(TRANSFORMS) & set(st.configs) and _is_fitting_material(st.video):
         raise InputError(f"{st.video} is fitting material of the channel transforms: evaluating klt or kltw on it would flatter it")
 
 
@@ -218,11 +217,11 @@ def _code(st, name, rel, x, clip, split, fingerprint) -> tuple[list, int, Encode
 
 def _transform(st, name, channels, fingerprint):
     """The channel transform a configuration codes through and the identity its streams name, or (None, fingerprint)."""
-    if name not in TRANSFORMED:
+    if name not in TRANSFORMS:
         return None, fingerprint
     path = Path(st.transform) if st.transform and name == "klt" else None
-    t = load_transform(st.model, st.layer, path, weights=fingerprint, channels=channels, weighted=TRANSFORMED[name])
-    return t, f"{fingerprint}+{name}-{weights_fingerprint(t)[:12]}"
+    t = load_transform(st.model, st.layer, path, weights=fingerprint, channels=channels, weighted=TRANSFORMS[name])
+    return t, stream_weights(fingerprint, name, t)
 
 
 def _ours(st, rows, feats, clip, split, fingerprint, progress) -> None:

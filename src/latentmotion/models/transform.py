@@ -54,11 +54,16 @@ from .fingerprint import weights_fingerprint
 if TYPE_CHECKING:
     from .split import Split
 
-__all__ = ["ChannelTransform", "FIT_VIDEOS", "FitSettings", "fisher_information", "fit_channel_transform", "load_transform", "matrix_power", "save_transform", "transform_path"]
+__all__ = [
+    "TRANSFORMS", "ChannelTransform", "FIT_VIDEOS", "FitSettings", "fisher_information", "fit_channel_transform", "load_transform", "matrix_power",
+    "save_transform", "stream_transform", "stream_weights", "transform_path",
+]
 
 #: Clips the transforms are fitted on (with photos): none of them is in the codec evaluation.
 FIT_VIDEOS = ("Megamind.avi", "tree.avi")
 WEIGHTS_DIR = Path(__file__).with_name("transforms")
+#: the channel transforms a stream may code through, by name: weighted by the task?
+TRANSFORMS = {"klt": False, "kltw": True}
 
 
 class ChannelTransform(nn.Module):
@@ -237,3 +242,35 @@ def load_transform(model: str, layer: str, path: Path | None = None, weights: st
     if weights is not None and fitted != weights:
         raise InputError(f"{path} was fitted on weights {fitted}, but {model} has weights {weights}: refit it with `latentmotion codec fit-transform`")
     return t
+
+
+def stream_weights(fingerprint: str, name: str, t: ChannelTransform) -> str:
+    """What a stream of ``t``'s coordinates names as its weights: the network's and the transform's identity,
+    ``FINGERPRINT+NAME-TRANSFORMPRINT`` (so a decoder without this very transform refuses the stream).
+
+    Example:
+        >>> t = ChannelTransform.fit(torch.randn(4, 6, 5, 5))
+        >>> stream_weights("0123abcd", "klt", t).startswith("0123abcd+klt-")
+        True
+    """
+    return f"{fingerprint}+{name}-{weights_fingerprint(t)[:12]}"
+
+
+def stream_transform(model: str, layer: str, weights: str, channels: int) -> tuple[str, ChannelTransform | None]:
+    """A stream's network fingerprint and the shipped transform its ``weights`` names (None if it names none).
+
+    The transform is the one shipped for the stream's model and cut; InputError where the stream names an
+    unknown transform, none is shipped for the cut, or the shipped one is not the one the stream was coded with.
+    """
+    base, _, tail = weights.partition("+")
+    if not tail:
+        return base, None
+    name, _, print_ = tail.partition("-")
+    if name not in TRANSFORMS or not print_:
+        raise InputError(f"the stream names an unknown channel transform {tail!r}; known: {', '.join(TRANSFORMS)}")
+    if any(ch in model + layer for ch in "/\\") or model.startswith(".") or not model or not layer:
+        raise InputError(f"the stream's model {model!r} and layer {layer!r} name no shipped channel transform")
+    t = load_transform(model, layer, weights=base, channels=channels, weighted=TRANSFORMS[name])
+    if not weights_fingerprint(t).startswith(print_):
+        raise InputError(f"the stream was coded through another {name} transform ({print_}) than the one shipped for {model} {layer} ({weights_fingerprint(t)[:12]})")
+    return base, t

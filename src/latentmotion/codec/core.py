@@ -57,6 +57,7 @@ __all__ = [
 
 INTRA, INTER = 0, 1
 MAX_MV = 4 * 1024  # |vector| bound, 1/subpel units
+SEARCH_CHANNELS = 32  # about this many channels (the strongest, as many as every C // 32-th would be) choose the vectors
 
 
 @dataclass
@@ -172,20 +173,22 @@ class Encoder:
         nh, nw = -(-h.shape[1] // h.mblock), -(-h.shape[2] // h.mblock)
         if self.mode == "zero":
             return np.zeros((FIELD_ROWS, nh, nw), np.int64)
-        cstep = max(1, h.shape[0] // 32)  # all channels share the motion: about 32 of them find it
+        # all channels share the motion: a sample of them finds it, the strongest in the reference (measured on five
+        # 48-frame runs against every C // 32-th channel: feature PSNR BD-rate -0.5 to -2.2 %, KL -6.5 to +4.3 %)
+        c = h.shape[0]
+        sel, sel8 = _strongest(self.ref, -(-c // max(1, c // SEARCH_CHANNELS))), _strongest(self.ref, -(-c // max(1, c // 8)))
+        ref, ref2, xs_s = (np.ascontiguousarray(a[sel]) for a in (self.ref, self.ref2, xs))
+        lam = self.tools.motion.lam * ONE * ONE * len(sel) / c  # errors in units of step / ONE, summed over len(sel) of c channels
         if self.mode == "input" and self.ctx.frames is not None:
             cand = input_candidates(h.shape, self.ctx)
         else:
-            k = max(1, h.shape[0] // 8)  # integer candidates: about 8 channels are enough, refinement uses more
-            cur = np.clip(np.round(xs[::k] * ONE), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)
-            cand = block_candidates(np.ascontiguousarray(self.ref[::k]), cur, self.ctx)
-        # errors in units of step / ONE: lam scales by ONE^2
-        lam = self.tools.motion.lam * ONE * ONE
-        cur = np.ascontiguousarray(xs * ONE)
-        mv = choose_vectors(self.ref, cur, cand, h.mblock, h.subpel, lam, cstep)
+            cur = np.clip(np.round(xs[sel8] * ONE), -MAX_LEVEL, MAX_LEVEL).astype(np.int64)  # integer candidates: about 8 channels
+            cand = block_candidates(np.ascontiguousarray(self.ref[sel8]), cur, self.ctx)
+        cur = np.ascontiguousarray(xs_s * ONE)
+        mv = choose_vectors(ref, cur, cand, h.mblock, h.subpel, lam, 1)
         if not self.tools.motion.bi:
             return np.concatenate([mv, np.zeros((FIELD_ROWS - 2, nh, nw), np.int64)])
-        return choose_second(self.ref, self.ref2, cur, mv, h.mblock, h.subpel, lam, cstep)
+        return choose_second(ref, ref2, cur, mv, h.mblock, h.subpel, lam, 1)
 
     def _inter(self, xs: np.ndarray, gain: int, mv: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         """A predicted frame at ``gain`` with the vectors ``mv`` searched for ``xs``."""
@@ -241,6 +244,12 @@ class Encoder:
         self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, _sse(xn, out.numpy(), 1.0)))
         self.reconstructions.append(out)
         return write_frame(payload)
+
+
+def _strongest(ref: np.ndarray, n: int) -> np.ndarray:
+    """Indices (ascending) of the n channels of ``ref`` with the most energy (ties: the lower index)."""
+    energy = np.square(ref, dtype=np.float64).sum(axis=(1, 2))
+    return np.sort(np.argsort(-energy, kind="stable")[:n])
 
 
 def _output(levels: np.ndarray, step: float) -> torch.Tensor:

@@ -86,7 +86,9 @@ def quantise(xs, pred, dc, f, gain):
             df[i] = r
             a = int(min(np.floor(abs(r) + f), MAX_Q))
             v = a if r > 0 else (-a if r < 0 else 0)
-            qf[i] = min(max(v, -((MAX_LEVEL + t) // gain)), (MAX_LEVEL - t) // gain)
+            if abs(t) + gain * a > MAX_LEVEL:  # only then can the level bound bite (integer divisions are slow)
+                v = min(max(v, -((MAX_LEVEL + t) // gain)), (MAX_LEVEL - t) // gain)
+            qf[i] = v
     return d, q, e
 
 

@@ -129,6 +129,37 @@ def _top1(split, task, x, header) -> list[int]:
     return [r.classes[0] for r in results]
 
 
+def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weights: str, seed: int):
+    """Everything ``codec decode`` refuses, before any decoding: (transform name, transform, split, task).
+
+    The stream's transform and the memory its outputs need; with ``classify``, the model it may build, the
+    frame count, the weights and the cloud's fit to the tensors.
+    """
+    from ..codec import decode_work_nbytes, decoded_nbytes, read_stream_header
+    from ..models.transform import stream_transform
+
+    head = read_stream_header(data)
+    base, name, transform = stream_transform(head.model, head.layer, head.weights, head.shape[0])
+    need, budget = 2 * decoded_nbytes(data) + decode_work_nbytes(data), _memory_budget()  # the frames, their stack, one frame's work
+    if need > budget:
+        raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this machine allows {budget / 2**30:.1f} GiB")
+    if not classify:
+        return name, transform, None, None
+    from ..tasks import Classify
+
+    if head.model != model:  # the stream's bytes never choose what gets built (a factory would import and run code)
+        raise InputError(f"the stream names the model {head.model!r}; --classify builds only --model ({model}): pass --model {head.model} to allow it")
+    frames = decoded_nbytes(data) // (4 * head.shape[0] * head.shape[1] * head.shape[2])
+    if frames > MAX_CLASSIFY_FRAMES:  # the network's time is not bounded by the stream's bytes as decoding is
+        raise InputError(f"the stream holds {frames} frames; --classify runs the cloud on at most {MAX_CLASSIFY_FRAMES}")
+    mine, split = _model_split(head.model, head.layer, weights, seed)
+    if base != mine:
+        raise InputError(f"the stream was encoded with weights {base or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")
+    task = Classify(top_k=1)
+    _check_cloud_shape(split, head, task)
+    return name, transform, split, task
+
+
 @codec_app.command("decode")
 def codec_decode(
     stream: Path = typer.Argument(..., help="stream file from `codec encode`"),
@@ -144,47 +175,26 @@ def codec_decode(
     import torch
 
     from .._files import regular_file
-    from ..codec import decode_stream, decode_work_nbytes, decoded_nbytes
+    from ..codec import decode_stream
 
     regular_file(stream, "stream file")  # a FIFO would block the read
     if stream.stat().st_size > MAX_STREAM_FILE:
         raise InputError(f"stream file {stream} is {stream.stat().st_size} bytes; at most {MAX_STREAM_FILE} are read")
     data = stream.read_bytes()
-    from ..codec import read_stream_header
-    from ..models.transform import stream_transform
-
-    head = read_stream_header(data)
-    base, transform = stream_transform(head.model, head.layer, head.weights, head.shape[0])  # before the decode, as every check
-    copies = 2 if transform is None else 3  # the frames, their stack (and its synthesis), one frame's work
-    need, budget = copies * decoded_nbytes(data) + decode_work_nbytes(data), _memory_budget()
-    if need > budget:
-        raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this machine allows {budget / 2**30:.1f} GiB")
-    split, task = None, None
-    if classify:  # check the weights before the decode, so a mismatch costs nothing
-        from ..tasks import Classify
-
-        if head.model != model:  # the stream's bytes never choose what gets built (a factory would import and run code)
-            raise InputError(f"the stream names the model {head.model!r}; --classify builds only --model ({model}): pass --model {head.model} to allow it")
-        frames = decoded_nbytes(data) // (4 * head.shape[0] * head.shape[1] * head.shape[2])
-        if frames > MAX_CLASSIFY_FRAMES:  # the network's time is not bounded by the stream's bytes as decoding is
-            raise InputError(f"the stream holds {frames} frames; --classify runs the cloud on at most {MAX_CLASSIFY_FRAMES}")
-        mine, split = _model_split(head.model, head.layer, weights, seed)
-        if base != mine:
-            raise InputError(f"the stream was encoded with weights {base or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")
-        task = Classify(top_k=1)
-        _check_cloud_shape(split, head, task)
+    name, transform, split, task = _decode_checks(stream, data, classify, model, weights, seed)
     with staged_file(out) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
         header, tensors = decode_stream(data)
         if not tensors:
             raise InputError(f"stream file {stream} holds a header but no frames")
         x = torch.stack(tensors)
-        if transform is not None:  # the coordinates back to the cut's features
+        if transform is not None:  # the coordinates back to the cut's features, in place a few frames at a time (no third copy)
             with torch.no_grad():
-                x = transform.decode(x)
+                for i in range(0, len(x), 16):
+                    x[i : i + 16] = transform.decode(x[i : i + 16])
         top = None if split is None else _top1(split, task, x, header)
         if tmp is not None:
             torch.save(x, tmp)  # straight to the staged file: no third copy of the tensors in memory
-    through = "" if transform is None else f" (coded through its {shown(head.weights.partition('+')[2].partition('-')[0])} transform)"
+    through = "" if transform is None else f" (coded through its {name} transform)"
     console.print(f"{shown(stream)}: {len(tensors)} tensors {tuple(x.shape[1:])} of {shown(header.model)} {shown(header.layer)}, step {header.step:g}{through}")
     if out is not None:
         console.print(f"decoded tensors: {shown(out)}")

@@ -1,10 +1,11 @@
 """Closed-loop predictive coding of feature-tensor sequences, with an integer decoder state.
 
 The decoder keeps the reconstruction ``R`` of the previous frame in fixed
-point (integers in units of ``step / ONE``, ``ONE = 16``). An intra frame codes
-``R = G q + o``; a predicted frame codes tile vectors and ``R = P + G q + o``
-with ``P`` the integer motion-compensated prediction from the previous ``R``
-(:func:`latentmotion.codec.prediction.predict`), ``q`` the levels, ``G`` the
+point (integers in units of ``step / ONE``, ``ONE = 16``), and the one
+before it (``R2``). An intra frame codes ``R = G q + o``; a predicted frame codes
+tile vectors and ``R = P + G q + o`` with ``P`` the integer motion-compensated
+prediction from the previous ``R``, on some tiles averaged with one from ``R2``
+(:func:`latentmotion.codec.prediction.compensate`), ``q`` the levels, ``G`` the
 frame's gain (a level is ``G / ONE`` steps; this encoder sends ``ONE`` for
 intra frames and ``round(ONE pstep)`` for predicted ones) and ``o`` one offset
 per channel (the channel's mean residual, 1/ONE step). The
@@ -176,7 +177,8 @@ class Encoder:
         # all channels share the motion: a sample of them finds it, the strongest in the reference (measured on five
         # 48-frame runs against every C // 32-th channel: feature PSNR BD-rate -0.5 to -2.2 %, KL -6.5 to +4.3 %)
         c = h.shape[0]
-        sel, sel8 = _strongest(self.ref, -(-c // max(1, c // SEARCH_CHANNELS))), _strongest(self.ref, -(-c // max(1, c // 8)))
+        order = np.argsort(-np.square(self.ref, dtype=np.float64).sum(axis=(1, 2)), kind="stable")  # strongest first
+        sel, sel8 = (np.sort(order[: -(-c // max(1, c // n))]) for n in (SEARCH_CHANNELS, 8))
         ref, ref2, xs_s = (np.ascontiguousarray(a[sel]) for a in (self.ref, self.ref2, xs))
         lam = self.tools.motion.lam * ONE * ONE * len(sel) / c  # errors in units of step / ONE, summed over len(sel) of c channels
         if self.mode == "input" and self.ctx.frames is not None:
@@ -188,7 +190,10 @@ class Encoder:
         mv = choose_vectors(ref, cur, cand, h.mblock, h.subpel, lam, 1)
         if not self.tools.motion.bi:
             return np.concatenate([mv, np.zeros((FIELD_ROWS - 2, nh, nw), np.int64)])
-        return choose_second(ref, ref2, cur, mv, h.mblock, h.subpel, lam, 1)
+        field = choose_second(ref, ref2, cur, mv, h.mblock, h.subpel, lam, 1)
+        if np.abs(field).max() > MAX_MV:  # w starts from 2 v: out of reach with search <= 64, but never a stream the decoder refuses
+            raise RuntimeError(f"a motion vector beyond {MAX_MV} / {h.subpel} pixels")
+        return field
 
     def _inter(self, xs: np.ndarray, gain: int, mv: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         """A predicted frame at ``gain`` with the vectors ``mv`` searched for ``xs``."""
@@ -244,12 +249,6 @@ class Encoder:
         self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, _sse(xn, out.numpy(), 1.0)))
         self.reconstructions.append(out)
         return write_frame(payload)
-
-
-def _strongest(ref: np.ndarray, n: int) -> np.ndarray:
-    """Indices (ascending) of the n channels of ``ref`` with the most energy (ties: the lower index)."""
-    energy = np.square(ref, dtype=np.float64).sum(axis=(1, 2))
-    return np.sort(np.argsort(-energy, kind="stable")[:n])
 
 
 def _output(levels: np.ndarray, step: float) -> torch.Tensor:
@@ -374,11 +373,13 @@ def decode_work_nbytes(data: bytes) -> int:
     Per element: the int64 two previous states, levels, the prediction (which becomes the new state) and the
     prediction from the second reference, and the float32 output in the making (48 bytes, rounded up); per place
     the int64 activity count and the prediction's taps (8 + 64); per coded-tile flag the flag and its count (16);
-    per motion tile its five int64 fields (40). At most 160 bytes per element (1 channel, block 1, mblock 1).
+    per motion tile its five int64 fields (40); per channel three probability tables (the stream's, its copy,
+    a fresh one: 24 bytes per context) and the offset (8); the sampler of one motion tile (72 per place). At
+    most 176 bytes per element (1 channel, block 1, mblock 1) besides the tables.
     """
     h = read_stream_header(data)
     c, hh, ww = h.shape
-    return 48 * c * hh * ww + 72 * hh * ww + 16 * h.tiles() + 40 * h.vectors()
+    return 48 * c * hh * ww + 72 * hh * ww + 16 * h.tiles() + 40 * h.motion_tiles() + 24 * syntax.n_contexts(c) + 8 * c + 72 * h.mblock**2
 
 
 def decode_stream(data: bytes) -> tuple[Header, list[torch.Tensor]]:

@@ -97,9 +97,11 @@ def _taps(t, i, j, vx, vy):
 def predict(ref, mv, block, s):
     """Motion-compensated prediction (C, H, W) int64 from the fixed-point reconstruction ref and tile vectors mv (2+, nh, nw)."""
     C, H, W = ref.shape
+    if mv.shape[1] != -(-H // block) or mv.shape[2] != -(-W // block):  # every pixel's taps must be filled below
+        raise ValueError("the motion field does not tile the reference")
     sh = 0 if s == 1 else 4
     half = (s * s) // 2
-    idx = np.empty((H * W, 4), np.int64)  # every pixel's taps first, then one flat pass per channel
+    idx = np.empty((H * W, 4), np.int64)  # taps of every pixel first: then each channel is one flat, branch-free pass
     wt = np.empty((H * W, 4), np.int64)
     t = _sampler(H, W, block, s)
     for i in range(mv.shape[1]):

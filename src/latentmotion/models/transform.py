@@ -40,6 +40,7 @@ Example:
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,6 +65,7 @@ FIT_VIDEOS = ("Megamind.avi", "tree.avi")
 WEIGHTS_DIR = Path(__file__).with_name("transforms")
 #: the channel transforms a stream may code through, by name: weighted by the task?
 TRANSFORMS = {"klt": False, "kltw": True}
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]*")  # model and layer names a stream may use to find a shipped transform
 
 
 class ChannelTransform(nn.Module):
@@ -109,7 +111,9 @@ class ChannelTransform(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         synthesis = self.synthesis if hasattr(self, "synthesis") else self.basis
-        return torch.einsum("ck,nkhw->nchw", synthesis, z) + self.mean[:, None, None]
+        out = torch.einsum("ck,nkhw->nchw", synthesis, z)
+        out += self.mean[:, None, None]  # in place: the same additions, no second copy
+        return out
 
 
 def matrix_power(m: torch.Tensor, p: float, floor: float = 0.0) -> torch.Tensor:
@@ -256,21 +260,23 @@ def stream_weights(fingerprint: str, name: str, t: ChannelTransform) -> str:
     return f"{fingerprint}+{name}-{weights_fingerprint(t)[:12]}"
 
 
-def stream_transform(model: str, layer: str, weights: str, channels: int) -> tuple[str, ChannelTransform | None]:
-    """A stream's network fingerprint and the shipped transform its ``weights`` names (None if it names none).
+def stream_transform(model: str, layer: str, weights: str, channels: int) -> tuple[str, str | None, ChannelTransform | None]:
+    """A stream's network fingerprint, and the name and shipped transform its ``weights`` names (None, None if none).
 
     The transform is the one shipped for the stream's model and cut; InputError where the stream names an
-    unknown transform, none is shipped for the cut, or the shipped one is not the one the stream was coded with.
+    unknown transform, a model or layer that is no plain name (the stream's bytes never choose a path), a cut
+    with no shipped transform, or another transform than the shipped one. Decoded coordinates go back through
+    it in float32: the features are the same to rounding on every machine, not bit for bit as the codec's output.
     """
     base, _, tail = weights.partition("+")
     if not tail:
-        return base, None
+        return base, None, None
     name, _, print_ = tail.partition("-")
     if name not in TRANSFORMS or not print_:
         raise InputError(f"the stream names an unknown channel transform {tail!r}; known: {', '.join(TRANSFORMS)}")
-    if any(ch in model + layer for ch in "/\\") or model.startswith(".") or not model or not layer:
+    if not all(_PLAIN.fullmatch(s) for s in (model, layer)):
         raise InputError(f"the stream's model {model!r} and layer {layer!r} name no shipped channel transform")
     t = load_transform(model, layer, weights=base, channels=channels, weighted=TRANSFORMS[name])
-    if not weights_fingerprint(t).startswith(print_):
+    if print_ != weights_fingerprint(t)[:12]:
         raise InputError(f"the stream was coded through another {name} transform ({print_}) than the one shipped for {model} {layer} ({weights_fingerprint(t)[:12]})")
-    return base, t
+    return base, name, t

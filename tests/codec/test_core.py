@@ -68,6 +68,17 @@ def test_tiles_take_the_second_reference_and_an_intra_frame_restarts_both(clip, 
     assert encode_sequence(list(feats), single) != b"".join(records)
 
 
+def test_vectors_never_drift_beyond_what_the_decoder_accepts():
+    """A tile's candidates include its left neighbour's vector and refinement adds to it: across a 4096-wide ramp
+    (found by an attack) the vectors used to drift past MAX_MV, into a stream the decoder refused."""
+    w = 4096
+    x = torch.arange(w, dtype=torch.float32).view(1, 1, w).contiguous()
+    for tools in (Tools(), Tools.of(mode="block", bi=False, rd=False)):
+        enc = Encoder((1, 1, w), 0.2, tools)
+        _, out = decode_stream(encode_sequence([x, torch.zeros(1, 1, w)], enc))
+        assert all(torch.equal(a, b) for a, b in zip(out, enc.reconstructions, strict=True))
+
+
 def test_motion_beats_zero_on_moving_camera(clip):
     split, frames, feats = clip
     bits = {}

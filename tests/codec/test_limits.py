@@ -117,7 +117,7 @@ def test_the_bound_counts_tiles_and_vectors():
 
     big_tiles = Encoder((1, 1024, 1024), 1.0, Tools.of(mode="zero", block=1, mblock=1)).header
     coarse = Encoder((1, 1024, 1024), 1.0, Tools.of(mode="zero", block=64, mblock=64)).header
-    assert big_tiles.work_units() > 16 * coarse.work_units()
+    assert big_tiles.work_units() > 8 * coarse.work_units()
     for h in (big_tiles, coarse):
         assert h.min_record() * UNITS_PER_BYTE >= h.work_units() > (h.min_record() - 1) * UNITS_PER_BYTE
 

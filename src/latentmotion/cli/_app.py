@@ -155,7 +155,7 @@ def run_app(args: list[str] | None = None) -> None:
         _parser_exit(exc)
         if not isinstance(exc, OSError):
             raise
-        where = f": {exc.filename}" if exc.filename else ""  # disk full, permissions: the machine refused
+        where = f": {shown(exc.filename)}" if exc.filename else ""  # disk full, permissions: the machine refused (a name, one line)
         _fail(f"error: {exc.strerror or _one_line(exc)}{where}", 2)
 
 

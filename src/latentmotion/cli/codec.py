@@ -68,14 +68,14 @@ def codec_encode(
     from ..data import video_path
     from ..pipeline import check_frame_range
 
-    from ..models.transform import TRANSFORMS, load_transform, stream_weights, transform_path
+    from ..models.transform import TRANSFORMS, load_transform, stream_weights
 
     check_step(step)  # every option before the model loads and the video is decoded
     tools = Tools(MotionTools(**config))
     if transform != "none" and transform not in TRANSFORMS:
         raise InputError(f"--transform must be none or one of {', '.join(TRANSFORMS)}, got {transform!r}")
-    if transform != "none" and not transform_path(model, layer, TRANSFORMS[transform]).is_file():
-        load_transform(model, layer, weighted=TRANSFORMS[transform])  # its one-line error: none is shipped for this cut
+    if transform != "none":
+        load_transform(model, layer, weighted=TRANSFORMS[transform])  # before any work: its one-line error where none is shipped
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
     video_path(video)  # exists, and is a regular file (a FIFO would block)
     with staged_file(out) as tmp:  # --out is checked before the frames are decoded
@@ -129,18 +129,25 @@ def _top1(split, task, x, header) -> list[int]:
     return [r.classes[0] for r in results]
 
 
+SYNTHESIS_CHUNK = 16  # frames mapped back through a channel transform at a time
+
+
 def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weights: str, seed: int):
     """Everything ``codec decode`` refuses, before any decoding: (transform name, transform, split, task).
 
     The stream's transform and the memory its outputs need; with ``classify``, the model it may build, the
     frame count, the weights and the cloud's fit to the tensors.
     """
+    import contextlib
+    import io
+
     from ..codec import decode_work_nbytes, decoded_nbytes, read_stream_header
     from ..models.transform import stream_transform
 
     head = read_stream_header(data)
     base, name, transform = stream_transform(head.model, head.layer, head.weights, head.shape[0])
-    need, budget = 2 * decoded_nbytes(data) + decode_work_nbytes(data), _memory_budget()  # the frames, their stack, one frame's work
+    chunk = 0 if transform is None else 2 * SYNTHESIS_CHUNK * 4 * head.shape[0] * head.shape[1] * head.shape[2]  # a chunk's map and its temporary
+    need, budget = 2 * decoded_nbytes(data) + decode_work_nbytes(data) + chunk, _memory_budget()  # the frames, their stack, one frame's work
     if need > budget:
         raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this machine allows {budget / 2**30:.1f} GiB")
     if not classify:
@@ -156,7 +163,8 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
     if base != mine:
         raise InputError(f"the stream was encoded with weights {base or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")
     task = Classify(top_k=1)
-    _check_cloud_shape(split, head, task)
+    with contextlib.redirect_stderr(io.StringIO()):  # torch.fx prints its own report of a failing probe: one line only
+        _check_cloud_shape(split, head, task)
     return name, transform, split, task
 
 
@@ -189,8 +197,8 @@ def codec_decode(
         x = torch.stack(tensors)
         if transform is not None:  # the coordinates back to the cut's features, in place a few frames at a time (no third copy)
             with torch.no_grad():
-                for i in range(0, len(x), 16):
-                    x[i : i + 16] = transform.decode(x[i : i + 16])
+                for i in range(0, len(x), SYNTHESIS_CHUNK):
+                    x[i : i + SYNTHESIS_CHUNK] = transform.decode(x[i : i + SYNTHESIS_CHUNK])
         top = None if split is None else _top1(split, task, x, header)
         if tmp is not None:
             torch.save(x, tmp)  # straight to the staged file: no third copy of the tensors in memory

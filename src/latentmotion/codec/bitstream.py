@@ -57,9 +57,10 @@ MIN_STEP, MAX_STEP = 2.0**-100, 2.0**100
 # references), TILE_UNITS per coded-tile flag and VECTOR_UNITS per motion tile (up to two vectors), about what
 # each costs the decoder next to an element that is not coded (measured: ~3 ns, ~50-90 ns, ~200-300 ns per vector
 # with its prediction), plus CHANNEL_UNITS per channel (its probability tables and offset: what one-pixel channels
-# cost); a record of n bytes may claim at most n * UNITS_PER_BYTE units, which keeps a byte's worth of skipped
-# tiles below what a byte of coded levels costs.
-ELEMENT_UNITS, TILE_UNITS, VECTOR_UNITS, CHANNEL_UNITS = 2, 32, 128, 64
+# cost) and PLACE_UNITS per place (the interpolation taps and the average of two predictions: what one-channel
+# frames cost); a record of n bytes may claim at most n * UNITS_PER_BYTE units, which keeps a byte's worth of
+# skipped tiles below what a byte of coded levels costs.
+ELEMENT_UNITS, TILE_UNITS, VECTOR_UNITS, CHANNEL_UNITS, PLACE_UNITS = 2, 32, 128, 64, 16
 UNITS_PER_BYTE = 1 << 12
 
 
@@ -194,7 +195,7 @@ class Header:
     def work_units(self) -> int:
         """What decoding one frame may cost: elements, plus tile flags and vectors at their weights."""
         c, h, w = self.shape
-        return ELEMENT_UNITS * c * h * w + TILE_UNITS * self.tiles() + VECTOR_UNITS * self.motion_tiles() + CHANNEL_UNITS * c
+        return (ELEMENT_UNITS * c + PLACE_UNITS) * h * w + TILE_UNITS * self.tiles() + VECTOR_UNITS * self.motion_tiles() + CHANNEL_UNITS * c
 
     def min_record(self) -> int:
         """Smallest frame record (bytes) that may decode to one tensor: work is bounded by bytes."""

@@ -48,7 +48,7 @@ from . import rangecoder, syntax
 from .bitstream import MAX_GAIN, MIN_GAIN, BitstreamError, Header, Reader, header_problem, read_frame, read_header, write_frame, write_header
 from .config import MotionTools, ResidualTools, StreamId, Tools
 from .limits import check_step
-from .prediction import FIELD_ROWS, MODES, ONE, Context, block_candidates, choose_second, choose_vectors, compensate, input_candidates
+from .prediction import FIELD_ROWS, MAX_MV, MODES, ONE, Context, block_candidates, choose_second, choose_vectors, compensate, input_candidates
 from .residual import MAX_LEVEL, MAX_Q, offsets, quantise, rdoq, reconstruct
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 INTRA, INTER = 0, 1
-MAX_MV = 4 * 1024  # |vector| bound, 1/subpel units
 SEARCH_CHANNELS = 32  # about this many channels (the strongest, as many as every C // 32-th would be) choose the vectors
 
 
@@ -190,10 +189,7 @@ class Encoder:
         mv = choose_vectors(ref, cur, cand, h.mblock, h.subpel, lam, 1)
         if not self.tools.motion.bi:
             return np.concatenate([mv, np.zeros((FIELD_ROWS - 2, nh, nw), np.int64)])
-        field = choose_second(ref, ref2, cur, mv, h.mblock, h.subpel, lam, 1)
-        if np.abs(field).max() > MAX_MV:  # w starts from 2 v: out of reach with search <= 64, but never a stream the decoder refuses
-            raise RuntimeError(f"a motion vector beyond {MAX_MV} / {h.subpel} pixels")
-        return field
+        return choose_second(ref, ref2, cur, mv, h.mblock, h.subpel, lam, 1)
 
     def _inter(self, xs: np.ndarray, gain: int, mv: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         """A predicted frame at ``gain`` with the vectors ``mv`` searched for ``xs``."""
@@ -372,14 +368,14 @@ def decode_work_nbytes(data: bytes) -> int:
 
     Per element: the int64 two previous states, levels, the prediction (which becomes the new state) and the
     prediction from the second reference, and the float32 output in the making (48 bytes, rounded up); per place
-    the int64 activity count and the prediction's taps (8 + 64); per coded-tile flag the flag and its count (16);
+    the int64 activity count (8); per coded-tile flag the flag and its count (16);
     per motion tile its five int64 fields (40); per channel three probability tables (the stream's, its copy,
     a fresh one: 24 bytes per context) and the offset (8); the sampler of one motion tile (72 per place). At
-    most 176 bytes per element (1 channel, block 1, mblock 1) besides the tables.
+    most 112 bytes per element (1 channel, block 1, mblock 1) besides the tables.
     """
     h = read_stream_header(data)
     c, hh, ww = h.shape
-    return 48 * c * hh * ww + 72 * hh * ww + 16 * h.tiles() + 40 * h.motion_tiles() + 24 * syntax.n_contexts(c) + 8 * c + 72 * h.mblock**2
+    return 48 * c * hh * ww + 8 * hh * ww + 16 * h.tiles() + 40 * h.motion_tiles() + 24 * syntax.n_contexts(c) + 8 * c + 72 * h.mblock**2
 
 
 def decode_stream(data: bytes) -> tuple[Header, list[torch.Tensor]]:

@@ -40,12 +40,13 @@ from ..estimation import block_match
 from .bitstream import MODE_NAMES, MODES
 
 __all__ = [
-    "BI", "FIELD_ROWS", "FRAC", "MODES", "MODE_NAMES", "ONE", "Context", "block_candidates", "choose_second", "choose_vectors", "compensate",
+    "BI", "FIELD_ROWS", "FRAC", "MAX_MV", "MODES", "MODE_NAMES", "ONE", "Context", "block_candidates", "choose_second", "choose_vectors", "compensate",
     "input_candidates", "mv_pred", "predict",
 ]
 
 FRAC = 4  # the decoder state holds levels in units of step / 2**FRAC (fixed point)
 ONE = 1 << FRAC
+MAX_MV = 4 * 1024  # |vector component| bound, 1/subpel units (the decoder refuses more)
 BI, FIELD_ROWS = 2, 5  # a motion field's rows: vx, vy (last reference), bi flag, wx, wy (the reference before)
 
 
@@ -97,26 +98,22 @@ def _taps(t, i, j, vx, vy):
 def predict(ref, mv, block, s):
     """Motion-compensated prediction (C, H, W) int64 from the fixed-point reconstruction ref and tile vectors mv (2+, nh, nw)."""
     C, H, W = ref.shape
-    if mv.shape[1] != -(-H // block) or mv.shape[2] != -(-W // block):  # every pixel's taps must be filled below
+    if mv.shape[1] != -(-H // block) or mv.shape[2] != -(-W // block):  # every pixel must be predicted
         raise ValueError("the motion field does not tile the reference")
     sh = 0 if s == 1 else 4
     half = (s * s) // 2
-    idx = np.empty((H * W, 4), np.int64)  # taps of every pixel first: then each channel is one flat, branch-free pass
-    wt = np.empty((H * W, 4), np.int64)
-    t = _sampler(H, W, block, s)
-    for i in range(mv.shape[1]):
-        for j in range(mv.shape[2]):
-            n = _taps(t, i, j, mv[0, i, j], mv[1, i, j])
-            for k in range(n):
-                p = t.idx[k, 4]
-                idx[p], wt[p] = t.idx[k, :4], t.wt[k]
     out = np.empty_like(ref)
     r2 = ref.reshape(C, H * W)
     o2 = out.reshape(C, H * W)
-    for c in range(C):
-        rc, oc = r2[c], o2[c]
-        for p in range(H * W):
-            oc[p] = (wt[p, 0] * rc[idx[p, 0]] + wt[p, 1] * rc[idx[p, 1]] + wt[p, 2] * rc[idx[p, 2]] + wt[p, 3] * rc[idx[p, 3]] + half) >> sh
+    t = _sampler(H, W, block, s)  # one tile's taps at a time: no per-pixel tables (a one-channel frame would pay for them)
+    idx, wt = t.idx, t.wt
+    for i in range(mv.shape[1]):
+        for j in range(mv.shape[2]):
+            n = _taps(t, i, j, mv[0, i, j], mv[1, i, j])
+            for c in range(C):
+                rc = r2[c]
+                for k in range(n):
+                    o2[c, idx[k, 4]] = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]] + half) >> sh
     return out
 
 
@@ -194,7 +191,10 @@ def mv_pred(mv, i, j):
 
 @nb.njit(cache=True)
 def _try(t, m, i, j, v, pr, lam, best):
-    """(cost, vector): ``v`` if its error + lam * bits beats ``best`` = (cost, vector), else ``best``."""
+    """(cost, vector): ``v`` if its error + lam * bits beats ``best`` = (cost, vector), else ``best`` (and for a ``v``
+    beyond :data:`MAX_MV`, which the decoder refuses: neighbours' vectors plus refinement could drift there)."""
+    if abs(v[0]) > MAX_MV or abs(v[1]) > MAX_MV:
+        return best
     e = _tile_sse(t, m, i, j, v, lam * _mv_bits(v[0], v[1], pr[0], pr[1]), best[0])
     return (e, v) if e < best[0] else best
 
@@ -294,6 +294,8 @@ def _second(t, m1, m2, i, j, mv, lam, p1):
     found = False
     for k in range(len(cands)):
         w = cands[k]
+        if abs(w[0]) > MAX_MV or abs(w[1]) > MAX_MV:
+            continue
         e = _pair_sse(t, m2, i, j, w, p1, lam * _mv_bits(w[0], w[1], pr[0], pr[1]), best[0])
         if e < best[0]:
             best, found = (e, w), True
@@ -306,6 +308,8 @@ def _second(t, m1, m2, i, j, mv, lam, p1):
             for dx in (-r, 0, r):
                 if dx != 0 or dy != 0:
                     w = (o[0] + dx, o[1] + dy)
+                    if abs(w[0]) > MAX_MV or abs(w[1]) > MAX_MV:
+                        continue
                     e = _pair_sse(t, m2, i, j, w, p1, lam * _mv_bits(w[0], w[1], pr[0], pr[1]), best[0])
                     if e < best[0]:
                         best = (e, w)

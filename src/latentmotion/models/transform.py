@@ -65,7 +65,7 @@ FIT_VIDEOS = ("Megamind.avi", "tree.avi")
 WEIGHTS_DIR = Path(__file__).with_name("transforms")
 #: the channel transforms a stream may code through, by name: weighted by the task?
 TRANSFORMS = {"klt": False, "kltw": True}
-_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]*")  # model and layer names a stream may use to find a shipped transform
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]{0,99}")  # model and layer names a stream may use to find a shipped transform
 
 
 class ChannelTransform(nn.Module):
@@ -233,7 +233,11 @@ def load_transform(model: str, layer: str, path: Path | None = None, weights: st
     into the wrong features without a sound.
     """
     path = path or transform_path(model, layer, weighted)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError:  # e.g. a name too long for the file system: no such file either
+        found = False
+    if not found:
         raise InputError(f"no channel transform for {model} {layer} ({path}); fit one with `latentmotion codec fit-transform --model {model} --layer {layer}{f' --task-weight {TASK_WEIGHT}' if weighted else ''} --out FILE`")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)

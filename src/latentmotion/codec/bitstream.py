@@ -60,7 +60,7 @@ MIN_STEP, MAX_STEP = 2.0**-100, 2.0**100
 # cost) and PLACE_UNITS per place (the interpolation taps and the average of two predictions: what one-channel
 # frames cost); a record of n bytes may claim at most n * UNITS_PER_BYTE units, which keeps a byte's worth of
 # skipped tiles below what a byte of coded levels costs.
-ELEMENT_UNITS, TILE_UNITS, VECTOR_UNITS, CHANNEL_UNITS, PLACE_UNITS = 2, 32, 128, 64, 16
+ELEMENT_UNITS, TILE_UNITS, VECTOR_UNITS, CHANNEL_UNITS, PLACE_UNITS = 2, 32, 128, 64, 8
 UNITS_PER_BYTE = 1 << 12
 
 

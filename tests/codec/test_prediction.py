@@ -67,7 +67,7 @@ def test_a_second_reference_is_taken_where_averaging_removes_noise():
     field = choose_second(ref, ref2, np.ascontiguousarray(cur), mv, 4, 4, 0.0, 1)
     inner = np.s_[1:5, 1:5]  # tiles whose sources lie inside the planes
     assert field[BI][inner].all() and (field[3][inner] == 16).all() and (field[4][inner] == 0).all()
-    err = lambda p: ((cur - p) ** 2)[:, 4:20, 4:20].sum()  # noqa: E731
+    err = lambda p: ((cur - p) ** 2)[:, 4:20, 4:20].sum()
     assert err(compensate(ref, ref2, field, 4, 4)) < 0.7 * err(predict(ref, field, 4, 4))
     assert not choose_second(ref, ref2, np.ascontiguousarray(cur), mv, 4, 4, 1e12, 1)[BI].any()  # bits at any price: never
 

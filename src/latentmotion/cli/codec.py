@@ -66,9 +66,8 @@ def codec_encode(
     from ..codec import MAX_Q, Encoder, StreamId, encode_sequence
     from ..codec.limits import check_step
     from ..data import video_path
-    from ..pipeline import check_frame_range
-
     from ..models.transform import TRANSFORMS, load_transform, stream_weights
+    from ..pipeline import check_frame_range
 
     check_step(step)  # every option before the model loads and the video is decoded
     tools = Tools(MotionTools(**config))

@@ -277,6 +277,15 @@ def _pair_sse(t, m, i, j, w, p1, extra, best):
 
 
 @nb.njit(cache=True)
+def _try_pair(t, m, i, j, w, p1, pr, lam, best):
+    """:func:`_try` for a second vector ``w`` averaged with the tile's first prediction ``p1``."""
+    if abs(w[0]) > MAX_MV or abs(w[1]) > MAX_MV:
+        return best
+    e = _pair_sse(t, m, i, j, w, p1, lam * _mv_bits(w[0], w[1], pr[0], pr[1]), best[0])
+    return (e, w) if e < best[0] else best
+
+
+@nb.njit(cache=True)
 def _second(t, m1, m2, i, j, mv, lam, p1):
     """Tile (i, j)'s choice between its one-reference prediction and the average with a second: (bi, w)."""
     v = (mv[0, i, j], mv[1, i, j])
@@ -290,16 +299,11 @@ def _second(t, m1, m2, i, j, mv, lam, p1):
     left = (mv[3, i, j - 1], mv[4, i, j - 1]) if j > 0 and mv[BI, i, j - 1] else pr
     top = (mv[3, i - 1, j], mv[4, i - 1, j]) if i > 0 and mv[BI, i - 1, j] else pr
     cands = (pr, v, left, top)
-    best = (e1 * m1.cstep, (0, 0))
-    found = False
+    single = e1 * m1.cstep
+    best = (single, (0, 0))
     for k in range(len(cands)):
-        w = cands[k]
-        if abs(w[0]) > MAX_MV or abs(w[1]) > MAX_MV:
-            continue
-        e = _pair_sse(t, m2, i, j, w, p1, lam * _mv_bits(w[0], w[1], pr[0], pr[1]), best[0])
-        if e < best[0]:
-            best, found = (e, w), True
-    if not found:
+        best = _try_pair(t, m2, i, j, cands[k], p1, pr, lam, best)
+    if not best[0] < single:  # no second vector beats the one reference
         return 0, (0, 0)
     r = t.s
     while r >= 1:  # whole, half, quarter pel
@@ -307,12 +311,7 @@ def _second(t, m1, m2, i, j, mv, lam, p1):
         for dy in (-r, 0, r):
             for dx in (-r, 0, r):
                 if dx != 0 or dy != 0:
-                    w = (o[0] + dx, o[1] + dy)
-                    if abs(w[0]) > MAX_MV or abs(w[1]) > MAX_MV:
-                        continue
-                    e = _pair_sse(t, m2, i, j, w, p1, lam * _mv_bits(w[0], w[1], pr[0], pr[1]), best[0])
-                    if e < best[0]:
-                        best = (e, w)
+                    best = _try_pair(t, m2, i, j, (o[0] + dx, o[1] + dy), p1, pr, lam, best)
         r //= 2
     return 1, best[1]
 

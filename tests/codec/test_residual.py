@@ -29,7 +29,7 @@ def test_rdoq_only_moves_levels_towards_zero_and_never_costs_more():
     dc = residual.offsets(xs, pred)
     d, q, _ = residual.quantise(xs, pred, dc, 0.5, residual.ONE)
     q0, lam = q.copy(), 2.0
-    residual.rdoq(syntax.new_contexts(4), syntax.levels(q, pred, 4), d, lam, 0.0)
+    residual.rdoq(rc.encoder(syntax.capacity(q, 4, np.zeros((2, 0, 0)))), syntax.new_contexts(4), syntax.levels(q, pred, 4), d, lam, 0.0)
     assert np.all(np.abs(q) <= np.abs(q0)) and np.all(q * q0 >= 0)
 
     def cost(levels):
@@ -62,17 +62,20 @@ def test_rdoq_early_stop_bound_is_below_every_coding_of_the_tile():
         assert np.all(r.rest[:-1] <= tail + 1e-9), (r.rest[:-1] - tail).max()
 
 
-def test_rdoq_leaves_the_contexts_as_coding_its_levels_does():
-    """RDOQ decides tile by tile with the contexts the coder will have there: after the pass, its copy of the
-    table must equal the table that coding the chosen levels leaves."""
+def test_rdoq_codes_what_coding_its_levels_afterwards_would():
+    """RDOQ decides tile by tile with the contexts the coder has there and codes each tile at once: its bytes and
+    final contexts must equal those of coding the chosen levels in a separate pass."""
     rng = np.random.default_rng(4)
     xs = rng.laplace(0, 1.5, (5, 10, 10))
     pred = rng.integers(-40, 40, xs.shape).astype(np.int64)
     dc = residual.offsets(xs, pred)
     d, q, _ = residual.quantise(xs, pred, dc, 0.5, residual.ONE)
+    q0 = q.copy()
     start = rng.integers(1, 2047, syntax.n_contexts(5)).astype(np.int64)  # any context state
-    decided = start.copy()
-    residual.rdoq(decided, syntax.levels(q, pred, 4), d, 0.6, 0.5)
-    coded = start.copy()
-    syntax.encode_levels(rc.encoder(syntax.capacity(q, 4, np.zeros((2, 0, 0)))), coded, syntax.levels(q, pred, 4), 0)
+    decided, e1 = start.copy(), rc.encoder(syntax.capacity(q, 4, np.zeros((2, 0, 0))))
+    residual.rdoq(e1, decided, syntax.levels(q, pred, 4), d, 0.6, 0.5)
+    assert not np.array_equal(q, q0)  # RDOQ changed some levels: the comparison below means something
+    coded, e2 = start.copy(), rc.encoder(syntax.capacity(q, 4, np.zeros((2, 0, 0))))
+    syntax.encode_levels(e2, coded, syntax.levels(q, pred, 4), 0)
     assert np.array_equal(decided, coded)
+    assert np.array_equal(rc.finish(e1), rc.finish(e2))

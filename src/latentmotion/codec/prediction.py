@@ -95,45 +95,41 @@ def _taps(t, i, j, vx, vy):
 
 
 @nb.njit(cache=True)
-def predict(ref, mv, block, s):
-    """Motion-compensated prediction (C, H, W) int64 from the fixed-point reconstruction ref and tile vectors mv (2+, nh, nw)."""
-    C, H, W = ref.shape
-    if mv.shape[1] != -(-H // block) or mv.shape[2] != -(-W // block):  # every pixel must be predicted
-        raise ValueError("the motion field does not tile the reference")
-    sh = 0 if s == 1 else 4
-    half = (s * s) // 2
-    out = np.empty_like(ref)
-    r2 = ref.reshape(C, H * W)
-    o2 = out.reshape(C, H * W)
-    t = _sampler(H, W, block, s)  # one tile's taps at a time: no per-pixel tables (a one-channel frame would pay for them)
+def _tile_into(t, n, r2, o2, avg):
+    """The bilinear prediction of the tile whose ``n`` taps ``t`` holds, from planes r2 (C, H * W) into o2;
+    with ``avg``, the average ``(o2 + P + 1) >> 1`` with what o2 holds there."""
+    sh = 0 if t.s == 1 else 4
+    half = (t.s * t.s) // 2
     idx, wt = t.idx, t.wt
-    for i in range(mv.shape[1]):
-        for j in range(mv.shape[2]):
-            n = _taps(t, i, j, mv[0, i, j], mv[1, i, j])
-            for c in range(C):
-                rc = r2[c]
-                for k in range(n):
-                    o2[c, idx[k, 4]] = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]] + half) >> sh
-    return out
+    for c in range(r2.shape[0]):
+        rc, oc = r2[c], o2[c]
+        for k in range(n):
+            p = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]] + half) >> sh
+            oc[idx[k, 4]] = (oc[idx[k, 4]] + p + 1) >> 1 if avg else p
 
 
 @nb.njit(cache=True)
 def compensate(ref, ref2, mv, block, s):
-    """The prediction (C, H, W) int64 of a motion field mv (5, nh, nw): :func:`predict` from ``ref`` with
-    ``v``, and on tiles with ``bi = 1`` its average with the prediction from ``ref2`` with ``w``."""
-    out = predict(ref, mv, block, s)
-    if mv.shape[1] == 0 or mv[BI].max() == 0:
-        return out
-    p2 = predict(ref2, mv[3:], block, s)
+    """The prediction (C, H, W) int64 of a motion field mv (2 or 5, nh, nw): per tile the bilinear prediction from
+    ``ref`` with ``v``, and on tiles with ``bi = 1`` its average with the prediction from ``ref2`` with ``w``."""
     C, H, W = ref.shape
+    if mv.shape[1] != -(-H // block) or mv.shape[2] != -(-W // block):  # every pixel must be predicted
+        raise ValueError("the motion field does not tile the reference")
+    out = np.empty_like(ref)
+    r1, r2, o2 = ref.reshape(C, H * W), ref2.reshape(C, H * W), out.reshape(C, H * W)
+    t = _sampler(H, W, block, s)  # one tile's taps at a time: no per-pixel tables (a one-channel frame would pay for them)
     for i in range(mv.shape[1]):
         for j in range(mv.shape[2]):
-            if mv[BI, i, j]:
-                for c in range(C):
-                    for y in range(i * block, min(i * block + block, H)):
-                        for x in range(j * block, min(j * block + block, W)):
-                            out[c, y, x] = (out[c, y, x] + p2[c, y, x] + 1) >> 1
+            _tile_into(t, _taps(t, i, j, mv[0, i, j], mv[1, i, j]), r1, o2, False)
+            if mv.shape[0] > BI and mv[BI, i, j]:
+                _tile_into(t, _taps(t, i, j, mv[3, i, j], mv[4, i, j]), r2, o2, True)
     return out
+
+
+@nb.njit(cache=True)
+def predict(ref, mv, block, s):
+    """Motion-compensated prediction (C, H, W) int64 from the fixed-point reconstruction ref and tile vectors mv (2+, nh, nw), one reference."""
+    return compensate(ref, ref, mv[:2], block, s)
 
 
 #: what the motion search compares: reference and current planes (C, H * W) and the channel stride of the sum

@@ -34,7 +34,6 @@ import numba as nb
 import numpy as np
 
 from .prediction import ONE
-from .rangecoder import RangeEncoder
 from .syntax import SNAPSHOT, code_tile, count_activity, flag_bits, level_bits, level_ctx, min_level_bits, restore, snapshot
 
 __all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct"]
@@ -101,25 +100,26 @@ def reconstruct(pred: np.ndarray, q: np.ndarray, dc: np.ndarray, gain: int) -> n
     return pred
 
 
-def rdoq(probs: np.ndarray, f, d: np.ndarray, lam: float, wm: float) -> None:
-    """Rate-distortion-optimised levels, in place in ``f.q`` (``f``: :class:`latentmotion.codec.syntax.Levels`).
+def rdoq(e, probs: np.ndarray, f, d: np.ndarray, lam: float, wm: float) -> None:
+    """Rate-distortion-optimised levels, in place in ``f.q`` (``f``: :class:`latentmotion.codec.syntax.Levels`),
+    each tile coded into the range encoder ``e`` as soon as it is decided (``probs`` adapts as coding does).
 
     ``d``, the squared errors and so ``lam`` are in level units (a frame's gain / ONE steps).
-    Tiles are decided in coding order with the contexts as coding the tiles before them leaves them
-    (``probs`` is adapted so: pass a copy). Cost: squared error + ``lam`` * bits + ``wm`` * (sum of a
-    tile's errors)^2 / its size (local means steer the task more than their share of the squared error).
+    Tiles are decided in coding order with the contexts as coding the tiles before them leaves them.
+    Cost: squared error + ``lam`` * bits + ``wm`` * (sum of a tile's errors)^2 / its size (local means
+    steer the task more than their share of the squared error). The same bytes as deciding every tile
+    first and then :func:`~latentmotion.codec.syntax.encode_levels`, in one pass.
     """
-    _rdoq(probs, f, Rdo(d, lam, wm, np.empty(SNAPSHOT, np.int64), np.empty(f.block * f.block + 1)))
+    _rdoq(e, probs, f, Rdo(d, lam, wm, np.empty(SNAPSHOT, np.int64), np.empty(f.block * f.block + 1)))
 
 
 @nb.njit(cache=True)
-def _rdoq(probs, f, r):
-    e = RangeEncoder(np.zeros(6, np.int64), np.empty(0, np.uint8))  # costs only: never written
+def _rdoq(e, probs, f, r):
     for c in range(f.q.shape[0]):
         for i in range(f.cbf.shape[0]):
             for j in range(f.cbf.shape[1]):
-                _tile(e, probs, f, r, c, i, j)
-                code_tile(e, probs, f, c, i, j, 1)  # adapt the contexts as coding the tile will
+                _tile(e, probs, f, r, c, i, j)  # trials only cost (they never write to e)
+                code_tile(e, probs, f, c, i, j, 0)
         count_activity(f, c)
 
 

@@ -14,11 +14,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from latentmotion.codec import Decoder, Encoder, StreamId, Tools
 from latentmotion.errors import InputError
 from latentmotion.models import weights_fingerprint
-from latentmotion.service import EdgeOptions, ServiceError, stream_edge
+from latentmotion.models.transform import load_transform
+from latentmotion.service import EdgeOptions, ServiceError, run_edge, stream_edge
 from latentmotion.service import cloud_pb2 as pb
 from latentmotion.service.server import METHOD, record_limit
 
-from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, fingerprint, make_encoder, reference
+from .conftest import LAYER, MODEL, RecordingCoder, ServerThread, features, fingerprint, make_encoder, reference, split
 
 
 def _items(start: int, n: int):
@@ -39,6 +40,23 @@ def test_many_edges_get_the_in_process_answers_from_shared_batches(server):
     assert max(b for rep in reps for b in rep.batches) > 1  # frames of different edges shared a model call
     assert server.metric("latentmotion_frames_total") == 36
     assert server.metric("latentmotion_active_streams") == 0
+
+
+def test_an_edge_coding_transform_coordinates_gets_the_answers_of_the_features_they_map_back_to(server):
+    """A stream of kltw coordinates (its weights name the transform): the cloud maps each decoded frame back through
+    the shipped transform before the model, so the answers are those of the mapped-back reconstruction."""
+    from latentmotion.models.transform import to_coordinates
+
+    z, weights = to_coordinates(features()[:6], "kltw", MODEL, LAYER, fingerprint())
+    t = load_transform(MODEL, LAYER, weighted=True)
+    coder = RecordingCoder(lambda: Encoder(tuple(z.shape[1:]), 0.5 * float(z.pow(2).mean().sqrt()), Tools.of(mode="block"), stream=StreamId(model=MODEL, layer=LAYER)), weights)
+    items = [(x, None) for x in z]
+    rep = run_edge(server.target, coder, items, EdgeOptions(insecure=True))
+    assert not rep.lost and rep.sent == 6
+    with torch.no_grad():
+        want = [split().cloud(t.decode(coder.recon[id(it)][None])).softmax(1)[0].topk(5).indices.tolist() for it in items]
+        plain = [split().cloud(coder.recon[id(it)][None]).softmax(1)[0].topk(5).indices.tolist() for it in items]
+    assert [rep.results[s][0] for s in range(6)] == want != plain  # mapped back: coordinates themselves would answer otherwise
 
 
 async def _raw(target: str, messages, wait: float = 0.0, metadata=None) -> tuple[grpc.StatusCode, str, list]:
@@ -93,6 +111,9 @@ def _bad_clients():
         "shape mismatch": ([_open(other)], S.FAILED_PRECONDITION, "takes 40 channels"),
         "weights mismatch": ([_open(head, random_fp)], S.FAILED_PRECONDITION, "weights mismatch"),
         "no fingerprint": ([_open(head, "")], S.FAILED_PRECONDITION, "sent no fingerprint"),
+        "unknown transform": ([_open(head, fingerprint() + "+dct-0123456789ab")], S.FAILED_PRECONDITION, "unknown channel transform"),
+        "other transform": ([_open(head, fingerprint() + "+kltw-0123456789ab")], S.FAILED_PRECONDITION, "another kltw transform"),
+        "transform of other weights": ([_open(head, random_fp + "+kltw-0123456789ab")], S.FAILED_PRECONDITION, "weights mismatch"),
     }
 
 

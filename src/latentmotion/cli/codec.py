@@ -66,23 +66,17 @@ def codec_encode(
     from ..codec import MAX_Q, Encoder, StreamId, encode_sequence
     from ..codec.limits import check_step
     from ..data import video_path
-    from ..models.transform import TRANSFORMS, load_transform, stream_weights
+    from ..models.transform import check_transform_choice, to_coordinates
     from ..pipeline import check_frame_range
 
     check_step(step)  # every option before the model loads and the video is decoded
     tools = Tools(MotionTools(**config))
-    if transform != "none" and transform not in TRANSFORMS:
-        raise InputError(f"--transform must be none or one of {', '.join(TRANSFORMS)}, got {transform!r}")
-    if transform != "none":
-        load_transform(model, layer, weighted=TRANSFORMS[transform])  # before any work: its one-line error where none is shipped
+    check_transform_choice(transform, model, layer)
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
     video_path(video)  # exists, and is a regular file (a FIFO would block)
     with staged_file(out) as tmp:  # --out is checked before the frames are decoded
         fingerprint, split, clip = _edge_features(video, start, frames, model, layer, weights, seed, fingerprint=True)
-        x = clip.features
-        if transform != "none":  # the stream names the transform, and the decoder maps the coordinates back
-            t = load_transform(model, layer, weights=fingerprint, channels=x.shape[1], weighted=TRANSFORMS[transform])
-            x, fingerprint = t.encode(x), stream_weights(fingerprint, transform, t)
+        x, fingerprint = to_coordinates(clip.features, transform, model, layer, fingerprint)  # the stream names the transform
         check_step(step, x, max_level=MAX_Q // 2)  # a residual spans twice the values
         enc = Encoder.from_split(split, x, step, tools, StreamId(model, weights=fingerprint, fps=clip.fps))
         stream = encode_sequence(list(x), enc, list(clip.gray))

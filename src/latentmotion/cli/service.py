@@ -94,6 +94,7 @@ def stream(
     retries: int = typer.Option(5, help="reconnection attempts in a row"),
     seed: int = typer.Option(0, help="seed of the reconnection jitter"),
     task: str = typer.Option("", help="what the cloud does with the features: classify, segment (default: the model's own task)"),
+    transform: str = typer.Option("none", help="code the features' coordinates in the cut's shipped channel transform: none, klt or kltw (the cloud maps them back)"),
     verbose: bool = typer.Option(False, help="log every event (reconnections) as JSON lines on stderr"),
     config: dict = None,  # noqa: RUF013 (the motion options, filled by config_options)
 ) -> None:
@@ -105,7 +106,7 @@ def stream(
     tools = Tools(MotionTools(**config))  # refused here, before the model loads
     _logs(logging.INFO if verbose else logging.WARNING)  # a failure is still one line; its retries with --verbose
     opts = EdgeOptions(insecure=insecure, ca=ca, token=_token(token_file), window=window, max_retries=retries, seed=seed, task=task)
-    src = VideoSource(video, start, frames, model, layer, weights, step, tools)
+    src = VideoSource(video, start, frames, model, layer, weights, step, tools, transform)
     rep, fps = stream_video(f"{host}:{port}", src, opts, realtime)
     s = rep.summary(fps)
     console.print(

@@ -56,8 +56,8 @@ if TYPE_CHECKING:
     from .split import Split
 
 __all__ = [
-    "TRANSFORMS", "ChannelTransform", "FIT_VIDEOS", "FitSettings", "fisher_information", "fit_channel_transform", "load_transform", "matrix_power",
-    "save_transform", "stream_transform", "stream_weights", "transform_path",
+    "TRANSFORMS", "ChannelTransform", "FIT_VIDEOS", "FitSettings", "check_transform_choice", "fisher_information", "fit_channel_transform", "load_transform",
+    "matrix_power", "save_transform", "stream_transform", "stream_weights", "to_coordinates", "transform_path",
 ]
 
 #: Clips the transforms are fitted on (with photos): none of them is in the codec evaluation.
@@ -262,6 +262,23 @@ def stream_weights(fingerprint: str, name: str, t: ChannelTransform) -> str:
         True
     """
     return f"{fingerprint}+{name}-{weights_fingerprint(t)[:12]}"
+
+
+def check_transform_choice(name: str, model: str, layer: str) -> None:
+    """Refuse, before any work, an edge's ``--transform`` that is neither ``none`` nor a shipped transform of the cut."""
+    if name != "none" and name not in TRANSFORMS:
+        raise InputError(f"--transform must be none or one of {', '.join(TRANSFORMS)}, got {name!r}")
+    if name != "none":
+        load_transform(model, layer, weighted=TRANSFORMS[name])  # its one-line error where none is shipped
+
+
+def to_coordinates(x: torch.Tensor, name: str, model: str, layer: str, fingerprint: str) -> tuple[torch.Tensor, str]:
+    """What an edge codes for ``--transform name``: features x (N, C, H, W) in the cut's shipped transform, and the
+    weights a stream of them names (:func:`stream_weights`); ``none``: x and ``fingerprint`` as they are."""
+    if name == "none":
+        return x, fingerprint
+    t = load_transform(model, layer, weights=fingerprint, channels=x.shape[1], weighted=TRANSFORMS[name])
+    return t.encode(x), stream_weights(fingerprint, name, t)
 
 
 def stream_transform(model: str, layer: str, weights: str, channels: int) -> tuple[str, str | None, ChannelTransform | None]:

@@ -443,6 +443,7 @@ class VideoSource:
     weights: str = "imagenet"
     step: float = 4.0
     tools: Tools = field(default_factory=Tools)
+    transform: str = "none"  # code the features' coordinates in the cut's shipped channel transform (klt, kltw)
 
 
 def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = None, realtime: bool = False) -> tuple[EdgeReport, float]:
@@ -450,20 +451,19 @@ def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = No
     from ..codec import MAX_Q, Encoder, StreamId
     from ..codec.limits import check_step
     from ..models import load_model, split_model, weights_fingerprint
+    from ..models.transform import check_transform_choice, to_coordinates
     from ..pipeline import edge_features
 
     options = options or EdgeOptions()
     options.check(target)  # before any model or video is loaded
+    check_transform_choice(src.transform, src.model, src.layer)
     net = load_model(src.model, src.weights)
     if not options.task:  # the model's own task: a segmentation model's stream segments
         options = replace(options, task=net.task)
     split = split_model(net, src.layer)
     clip = edge_features(src.video, split, src.start, src.frames)
-    check_step(src.step, clip.features, max_level=MAX_Q // 2)  # as codec encode: no level clipped, not all zero
-    fingerprint = weights_fingerprint(net)
-    coder = LiveCoder(
-        lambda: Encoder.from_split(split, clip.features, src.step, src.tools, StreamId(src.model, weights=fingerprint, fps=clip.fps)),
-        fingerprint,
-    )
-    items = list(zip(clip.features, clip.gray, strict=True))
+    x, weights = to_coordinates(clip.features, src.transform, src.model, src.layer, weights_fingerprint(net))  # the cloud maps them back
+    check_step(src.step, x, max_level=MAX_Q // 2)  # as codec encode: no level clipped, not all zero
+    coder = LiveCoder(lambda: Encoder.from_split(split, x, src.step, src.tools, StreamId(src.model, weights=weights, fps=clip.fps)), weights)
+    items = list(zip(x, clip.gray, strict=True))
     return run_edge(target, coder, items, options, clip.fps if realtime else None), clip.fps

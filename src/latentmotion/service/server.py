@@ -17,6 +17,7 @@ unknown model or layer      NOT_FOUND / INVALID   unknown_model / bad_layer
 unknown task                INVALID_ARGUMENT      unknown_task
 task does not fit the model FAILED_PRECONDITION   task_mismatch
 weights fingerprint differs FAILED_PRECONDITION   weights_mismatch
+no such channel transform   FAILED_PRECONDITION   unknown_transform
 tensor shape does not fit   FAILED_PRECONDITION   shape_mismatch
 header or frames damaged    INVALID_ARGUMENT      bad_stream
 tensor or frame too large   RESOURCE_EXHAUSTED    too_large
@@ -71,6 +72,7 @@ class _Stream:
         self.window = asyncio.Semaphore(self.cfg.max_pending)
         self.pending = 0  # frames read and not yet answered
         self.slowed = False
+        self.transform = None  # the channel transform the stream's coordinates go back through, if it names one
 
     async def _read(self):
         """Next message; None at the end of the stream or when the server drains."""
@@ -114,11 +116,13 @@ class _Stream:
         task = stream_task(msg.open, self.cfg.top_k)
         handle = await self.server.backend.open(h.model, h.layer, self.cfg.weights)
         edge_fp = edge_weights(msg.open, h)
-        if edge_fp != handle.fingerprint:
+        network_fp = edge_fp.partition("+")[0]  # FINGERPRINT+TRANSFORM-PRINT for a stream of transform coordinates
+        if network_fp != handle.fingerprint:
             raise StreamError(
                 _S.FAILED_PRECONDITION, "weights_mismatch",
-                f"weights mismatch for {h.model}: edge {edge_fp or 'sent no fingerprint'}, cloud {handle.fingerprint} ({self.cfg.weights})",
+                f"weights mismatch for {h.model}: edge {network_fp or 'sent no fingerprint'}, cloud {handle.fingerprint} ({self.cfg.weights})",
             )
+        self.transform = await asyncio.to_thread(stream_channel_transform, h, edge_fp)
         await handle.check_shape(h.shape, task)
         return dec, handle, task
 
@@ -149,6 +153,11 @@ class _Stream:
         self.server.metrics.latency.observe(res.server_ms / 1000)
         return pb.CloudMessage(result=res), True
 
+    def _decode(self, dec: Decoder, record: bytes):
+        """One frame's tensor, mapped back through the stream's channel transform when it names one."""
+        x = dec.decode_frame(record)
+        return x if self.transform is None else self.transform.decode(x[None])[0]
+
     async def _frame(self, dec: Decoder, handle: CloudHandle, frame, task: Task, bad: int) -> tuple[Decoder, int]:
         """Decode one frame and queue its task's inference; returns the decoder to go on with and the bad-frame run."""
         t0 = time.perf_counter()
@@ -158,7 +167,7 @@ class _Stream:
         await self.window.acquire()
         self.pending += 1
         try:
-            x = await asyncio.to_thread(dec.decode_frame, frame.record)
+            x = await asyncio.to_thread(self._decode, dec, frame.record)
         except BitstreamError as exc:
             # Frames the edge sent before it saw the intra request fail too: up to a window of them is expected.
             if bad + 1 > self.cfg.max_bad_frames + self.cfg.max_pending:
@@ -221,6 +230,17 @@ def stream_task(open_msg, top_k: int) -> Task:
         return make_task(open_msg.task, top_k=open_msg.top_k or top_k)
     except UnknownNameError as exc:
         raise StreamError(_S.INVALID_ARGUMENT, "unknown_task", str(exc)) from None
+
+
+def stream_channel_transform(header, weights: str):
+    """The shipped channel transform a stream's weights name (None where they name none); a StreamError where the
+    cloud has no such transform for the stream's cut (:func:`latentmotion.models.transform.stream_transform`)."""
+    from ..models.transform import stream_transform
+
+    try:
+        return stream_transform(header.model, header.layer, weights, header.shape[0])[2]
+    except InputError as exc:
+        raise StreamError(_S.FAILED_PRECONDITION, "unknown_transform", str(exc)) from None
 
 
 def edge_weights(open_msg, header) -> str:

@@ -296,6 +296,8 @@ def _second(t, m1, m2, i, j, mv, lam, p1):
     top = (mv[3, i - 1, j], mv[4, i - 1, j]) if i > 0 and mv[BI, i - 1, j] else pr
     cands = (pr, v, left, top)
     single = e1 * m1.cstep
+    if single <= 2.0 * lam:  # every second vector costs at least 2 bits (_mv_bits): none can beat the one reference
+        return 0, (0, 0)
     best = (single, (0, 0))
     for k in range(len(cands)):
         best = _try_pair(t, m2, i, j, cands[k], p1, pr, lam, best)

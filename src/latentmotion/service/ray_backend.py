@@ -75,6 +75,30 @@ class _RayHandle(CloudHandle):
         serve.delete(self.app, _blocking=False)
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) Ray address that accepts no TCP connection within ``timeout``
+    seconds: InputError at once, where ``ray.init`` would retry for minutes. ``local`` and ``auto`` are not checked.
+
+    Example:
+        >>> check_reachable("local")
+        >>> check_reachable("127.0.0.1:1", 1.0)
+        Traceback (most recent call last):
+        ...
+        latentmotion.errors.InputError: --ray 127.0.0.1:1: no Ray cluster answers there (Connection refused)
+    """
+    import socket
+
+    if address in ("local", "auto"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--ray {address}: expected local, auto or HOST:PORT of a Ray cluster")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or type(exc).__name__})") from None
+
+
 class RayBackend:
     """Cloud sub-models on Ray Serve, one application per (model, layer, weights), LRU-bounded."""
 
@@ -85,6 +109,7 @@ class RayBackend:
         except ImportError:
             raise InputError("--ray needs Ray Serve: pip install 'latentmotion[ray]'") from None
         if not ray.is_initialized():
+            check_reachable(address)  # ray.init retries an unreachable cluster for minutes
             ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
         serve.start(proxy_location="Disabled")
         batched = serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=max_wait)(CloudModel.__call__)

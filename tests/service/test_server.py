@@ -42,6 +42,26 @@ def test_many_edges_get_the_in_process_answers_from_shared_batches(server):
     assert server.metric("latentmotion_active_streams") == 0
 
 
+def test_bytes_that_are_no_message_end_only_their_stream_as_a_bad_stream(server):
+    async def send(data: bytes):
+        async with grpc.aio.insecure_channel(server.target) as ch:
+            call = ch.stream_stream(METHOD, lambda b: b, lambda b: b)()
+            await call.initial_metadata()
+            await call.write(data)
+            await call.done_writing()
+            with pytest.raises(grpc.aio.AioRpcError):
+                async for _ in call:
+                    pass
+            return await call.code(), await call.details()
+
+    code, details = asyncio.run(send(b"\xff\xff\xff\xff not a protobuf"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "does not parse" in details
+    assert server.metric("latentmotion_errors_total", kind="bad_stream") == 1
+    coder, items = RecordingCoder(), _items(0, 2)  # the server goes on serving
+    rep = asyncio.run(stream_edge(server.target, coder, items, EdgeOptions(insecure=True)))
+    assert [rep.results[s][0] for s in range(2)] == reference(coder, items)
+
+
 def test_an_edge_coding_transform_coordinates_gets_the_answers_of_the_features_they_map_back_to(server):
     """A stream of kltw coordinates (its weights name the transform): the cloud maps each decoded frame back through
     the shipped transform before the model, so the answers are those of the mapped-back reconstruction."""

@@ -19,7 +19,7 @@ task does not fit the model FAILED_PRECONDITION   task_mismatch
 weights fingerprint differs FAILED_PRECONDITION   weights_mismatch
 no such channel transform   FAILED_PRECONDITION   unknown_transform
 tensor shape does not fit   FAILED_PRECONDITION   shape_mismatch
-header or frames damaged    INVALID_ARGUMENT      bad_stream
+damaged header/frame/msg    INVALID_ARGUMENT      bad_stream
 tensor or frame too large   RESOURCE_EXHAUSTED    too_large
 sequence gap                DATA_LOSS             sequence_gap
 no message for a while      DEADLINE_EXCEEDED     idle
@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
@@ -89,6 +90,8 @@ class _Stream:
                 raise StreamError(_S.DEADLINE_EXCEEDED, "idle", f"no message for {self.cfg.idle_timeout:g} s")
             return None
         msg = read.result()
+        if msg is _UNPARSED:
+            raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", "a message that does not parse as an EdgeMessage")
         return None if msg is grpc.aio.EOF else msg
 
     async def _open(self) -> tuple[Decoder, CloudHandle, Task]:
@@ -216,6 +219,18 @@ class _Stream:
         return n
 
 
+_UNPARSED = object()  # what _parse_edge_message makes of bytes that are no EdgeMessage
+
+
+def _parse_edge_message(data: bytes):
+    """An EdgeMessage, or ``_UNPARSED``: the stream then ends as ``bad_stream`` (an exception here would end it
+    with gRPC's UNKNOWN and no metric)."""
+    try:
+        return pb.EdgeMessage.FromString(data)
+    except DecodeError:
+        return _UNPARSED
+
+
 def record_limit(header, max_message: int) -> int:
     """Largest frame record a stream of this header may send: the codec's own bound for the
     header's shape plus a little framing when the codec offers one, else the message limit."""
@@ -320,7 +335,7 @@ class CloudServer:
             ("grpc.max_connection_idle_ms", int(cfg.idle_timeout * 1000)),
         ]
         self.server = grpc.aio.server(options=opts, maximum_concurrent_rpcs=cfg.max_streams + 16)
-        handler = grpc.stream_stream_rpc_method_handler(self.infer_stream, pb.EdgeMessage.FromString, pb.CloudMessage.SerializeToString)
+        handler = grpc.stream_stream_rpc_method_handler(self.infer_stream, _parse_edge_message, pb.CloudMessage.SerializeToString)
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Infer": handler}),))
         self.health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -35,6 +35,17 @@ def features() -> torch.Tensor:
         return split().edge(frames)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _compiled_codec():
+    """Compile the codec's kernels before any server starts: on a fresh checkout numba compiles them on first use
+    (tens of seconds), longer than the servers' idle timeouts wait for an edge's first frame."""
+    from latentmotion.codec import decode_stream, encode_sequence
+
+    x = features()[:3]
+    enc = Encoder(tuple(x.shape[1:]), 2.0, Tools.of(mode="block"), stream=StreamId(model=MODEL, layer=LAYER))
+    decode_stream(encode_sequence(list(x), enc, [None] * 3))
+
+
 def fingerprint() -> str:
     return weights_fingerprint(model(MODEL))
 

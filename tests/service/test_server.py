@@ -118,6 +118,8 @@ def _bad_clients():
     unknown = Encoder(tuple(features().shape[1:]), 2.0, Tools.of(mode="block"), stream=StreamId(model="resnet43", layer=LAYER)).header_bytes()
     factory = Encoder(tuple(features().shape[1:]), 2.0, Tools.of(mode="block"), stream=StreamId(model="os:abort", layer=LAYER)).header_bytes()  # must never be called
     random_fp = weights_fingerprint(torch.nn.Linear(2, 2))  # any other weights
+    # a header that names a transform the Open message does not: coordinates must never pass for features
+    hidden = Encoder(tuple(features().shape[1:]), 2.0, Tools.of(mode="block"), stream=StreamId(MODEL, LAYER, weights=fingerprint() + "+kltw-0123456789ab")).header_bytes()
     S = grpc.StatusCode
     return {
         "garbage header": ([_open(b"GET / HTTP/1.1\r\n\r\n" * 4)], S.INVALID_ARGUMENT, "bad magic"),
@@ -134,6 +136,8 @@ def _bad_clients():
         "unknown transform": ([_open(head, fingerprint() + "+dct-0123456789ab")], S.FAILED_PRECONDITION, "unknown channel transform"),
         "other transform": ([_open(head, fingerprint() + "+kltw-0123456789ab")], S.FAILED_PRECONDITION, "another kltw transform"),
         "transform of other weights": ([_open(head, random_fp + "+kltw-0123456789ab")], S.FAILED_PRECONDITION, "weights mismatch"),
+        "transform the Open hides": ([_open(hidden)], S.FAILED_PRECONDITION, "the stream header '"),
+        "transform of other channels": ([_open(other, fingerprint() + "+kltw-0123456789ab")], S.FAILED_PRECONDITION, "takes 40 channels"),
     }
 
 
@@ -156,7 +160,7 @@ def test_each_bad_client_ends_only_its_own_stream(server):
         assert got == code and needle in details, (name, got, details)
     assert silent[0] == grpc.StatusCode.DEADLINE_EXCEEDED and "no message for 2 s" in silent[1]
     assert not rep.lost and len(rep.results) == 12  # the well-behaved edge never noticed
-    for kind in ("bad_stream", "sequence_gap", "unknown_model", "shape_mismatch", "weights_mismatch", "idle"):
+    for kind in ("bad_stream", "sequence_gap", "unknown_model", "shape_mismatch", "weights_mismatch", "unknown_transform", "idle"):
         assert server.metric("latentmotion_errors_total", kind=kind) >= 1, kind
 
 

@@ -95,14 +95,14 @@ def _taps(t, i, j, vx, vy):
 
 
 @nb.njit(cache=True)
-def _tile_into(t, n, r2, o2, avg):
-    """The bilinear prediction of the tile whose ``n`` taps ``t`` holds, from planes r2 (C, H * W) into o2;
+def _tile_into(t, n, src, o2, avg):
+    """The bilinear prediction of the tile whose ``n`` taps ``t`` holds, from planes src (C, H * W) into o2;
     with ``avg``, the average ``(o2 + P + 1) >> 1`` with what o2 holds there."""
     sh = 0 if t.s == 1 else 4
     half = (t.s * t.s) // 2
     idx, wt = t.idx, t.wt
-    for c in range(r2.shape[0]):
-        rc, oc = r2[c], o2[c]
+    for c in range(src.shape[0]):
+        rc, oc = src[c], o2[c]
         for k in range(n):
             p = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]] + half) >> sh
             oc[idx[k, 4]] = (oc[idx[k, 4]] + p + 1) >> 1 if avg else p
@@ -115,6 +115,8 @@ def compensate(ref, ref2, mv, block, s):
     C, H, W = ref.shape
     if mv.shape[1] != -(-H // block) or mv.shape[2] != -(-W // block):  # every pixel must be predicted
         raise ValueError("the motion field does not tile the reference")
+    if mv.shape[0] != 2 and mv.shape[0] != FIELD_ROWS:  # no row read past the field (numba checks no bounds)
+        raise ValueError("a motion field has 2 or 5 rows")
     out = np.empty_like(ref)
     r1, r2, o2 = ref.reshape(C, H * W), ref2.reshape(C, H * W), out.reshape(C, H * W)
     t = _sampler(H, W, block, s)  # one tile's taps at a time: no per-pixel tables (a one-channel frame would pay for them)
@@ -296,7 +298,7 @@ def _second(t, m1, m2, i, j, mv, lam, p1):
     top = (mv[3, i - 1, j], mv[4, i - 1, j]) if i > 0 and mv[BI, i - 1, j] else pr
     cands = (pr, v, left, top)
     single = e1 * m1.cstep
-    if single <= 2.0 * lam:  # every second vector costs at least 2 bits (_mv_bits): none can beat the one reference
+    if single <= lam * _mv_bits(0, 0, 0, 0):  # every second vector costs at least these bits: none can beat the one reference
         return 0, (0, 0)
     best = (single, (0, 0))
     for k in range(len(cands)):

@@ -6,8 +6,8 @@ prediction (zeros for intra), ``q`` the levels, ``G`` the frame's gain
 (16 to 255, :data:`latentmotion.codec.bitstream.MAX_GAIN`: a level is ``G / ONE`` steps; ``G = ONE`` is the
 stream's step, a larger ``G`` a coarser one, as x265's ``ipratio`` coarsens P
 frames) and ``o`` one offset per channel (its mean residual, 1/ONE step). The decoder runs only
-:func:`reconstruct`; everything else here is the encoder's choice, which the
-syntax (:mod:`latentmotion.codec.syntax`) then codes. A transform of the
+:func:`reconstruct`; everything else here is the encoder's choice, coded by the
+syntax (:mod:`latentmotion.codec.syntax`; :func:`rdoq` codes each tile as it decides it). A transform of the
 residual, or per-channel weights of its error, would go here: between
 :func:`quantise` and the syntax on the encoder's side, in :func:`reconstruct`
 on both.

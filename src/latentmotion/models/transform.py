@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TRANSFORMS", "ChannelTransform", "FIT_VIDEOS", "FitSettings", "check_transform_choice", "fisher_information", "fit_channel_transform", "load_transform",
-    "matrix_power", "save_transform", "stream_transform", "stream_weights", "to_coordinates", "transform_path",
+    "matrix_power", "network_fingerprint", "save_transform", "stream_transform", "stream_weights", "to_coordinates", "transform_path",
 ]
 
 #: Clips the transforms are fitted on (with photos): none of them is in the codec evaluation.
@@ -265,20 +265,47 @@ def stream_weights(fingerprint: str, name: str, t: ChannelTransform) -> str:
 
 
 def check_transform_choice(name: str, model: str, layer: str) -> None:
-    """Refuse, before any work, an edge's ``--transform`` that is neither ``none`` nor a shipped transform of the cut."""
-    if name != "none" and name not in TRANSFORMS:
+    """Refuse, before any work, an edge's ``--transform`` that is neither ``none`` nor a shipped transform of the cut.
+
+    Example:
+        >>> check_transform_choice("none", "any_model", "any.layer")
+        >>> check_transform_choice("dct", "efficientnet_lite0", "_blocks.4.add")
+        Traceback (most recent call last):
+        ...
+        latentmotion.errors.InputError: --transform must be none or one of klt, kltw, got 'dct'
+    """
+    if name == "none":
+        return
+    if name not in TRANSFORMS:
         raise InputError(f"--transform must be none or one of {', '.join(TRANSFORMS)}, got {name!r}")
-    if name != "none":
-        load_transform(model, layer, weighted=TRANSFORMS[name])  # its one-line error where none is shipped
+    load_transform(model, layer, weighted=TRANSFORMS[name])  # its one-line error where none is shipped
 
 
 def to_coordinates(x: torch.Tensor, name: str, model: str, layer: str, fingerprint: str) -> tuple[torch.Tensor, str]:
     """What an edge codes for ``--transform name``: features x (N, C, H, W) in the cut's shipped transform, and the
-    weights a stream of them names (:func:`stream_weights`); ``none``: x and ``fingerprint`` as they are."""
+    weights a stream of them names (:func:`stream_weights`); ``none``: x and ``fingerprint`` as they are.
+
+    Example:
+        >>> x = torch.randn(2, 40, 7, 7)
+        >>> z, w = to_coordinates(x, "none", "efficientnet_lite0", "_blocks.4.add", "0123abcd")
+        >>> z is x, w
+        (True, '0123abcd')
+    """
+    check_transform_choice(name, model, layer)
     if name == "none":
         return x, fingerprint
     t = load_transform(model, layer, weights=fingerprint, channels=x.shape[1], weighted=TRANSFORMS[name])
     return t.encode(x), stream_weights(fingerprint, name, t)
+
+
+def network_fingerprint(weights: str) -> str:
+    """The network's fingerprint in a stream's weights (``FINGERPRINT`` or ``FINGERPRINT+NAME-PRINT``).
+
+    Example:
+        >>> network_fingerprint("0123abcd+kltw-0123456789ab"), network_fingerprint("0123abcd")
+        ('0123abcd', '0123abcd')
+    """
+    return weights.partition("+")[0]
 
 
 def stream_transform(model: str, layer: str, weights: str, channels: int) -> tuple[str, str | None, ChannelTransform | None]:
@@ -289,7 +316,7 @@ def stream_transform(model: str, layer: str, weights: str, channels: int) -> tup
     with no shipped transform, or another transform than the shipped one. Decoded coordinates go back through
     it in float32: the features are the same to rounding on every machine, not bit for bit as the codec's output.
     """
-    base, _, tail = weights.partition("+")
+    base, tail = network_fingerprint(weights), weights.partition("+")[2]
     if not tail:
         return base, None, None
     name, _, print_ = tail.partition("-")

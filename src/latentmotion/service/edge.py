@@ -464,6 +464,7 @@ def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = No
     clip = edge_features(src.video, split, src.start, src.frames)
     x, weights = to_coordinates(clip.features, src.transform, src.model, src.layer, weights_fingerprint(net))  # the cloud maps them back
     check_step(src.step, x, max_level=MAX_Q // 2)  # as codec encode: no level clipped, not all zero
-    coder = LiveCoder(lambda: Encoder.from_split(split, x, src.step, src.tools, StreamId(src.model, weights=weights, fps=clip.fps)), weights)
-    items = list(zip(x, clip.gray, strict=True))
-    return run_edge(target, coder, items, options, clip.fps if realtime else None), clip.fps
+    fps, items = clip.fps, list(zip(x, clip.gray, strict=True))
+    del clip  # with a transform, the features themselves are no longer needed
+    coder = LiveCoder(lambda: Encoder.from_split(split, x, src.step, src.tools, StreamId(src.model, weights=weights, fps=fps)), weights)
+    return run_edge(target, coder, items, options, fps if realtime else None), fps

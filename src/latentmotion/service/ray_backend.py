@@ -103,13 +103,13 @@ class RayBackend:
     """Cloud sub-models on Ray Serve, one application per (model, layer, weights), LRU-bounded."""
 
     def __init__(self, address: str, weights: str, max_batch: int = 16, max_wait: float = 0.005, max_models: int = 4, replicas: int = 1) -> None:
+        check_reachable(address)  # ray.init retries an unreachable cluster for minutes
         try:
             import ray
             from ray import serve
         except ImportError:
             raise InputError("--ray needs Ray Serve: pip install 'latentmotion[ray]'") from None
         if not ray.is_initialized():
-            check_reachable(address)  # ray.init retries an unreachable cluster for minutes
             ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
         serve.start(proxy_location="Disabled")
         batched = serve.batch(max_batch_size=max_batch, batch_wait_timeout_s=max_wait)(CloudModel.__call__)

@@ -41,14 +41,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from ..codec import BitstreamError, Decoder
 from ..errors import InputError, UnknownNameError
+from ..models.transform import network_fingerprint, stream_transform
 from ..tasks import Task, make_task
 from . import cloud_pb2 as pb
 from .auth import TokenSet, server_credentials
@@ -56,6 +57,9 @@ from .backends import CloudHandle, LocalBackend, StreamError
 from .batcher import Batcher
 from .config import ServerConfig
 from .metrics import Metrics, log_event
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["METHOD", "SERVICE", "CloudServer", "ServerConfig", "serve"]
 
@@ -119,14 +123,15 @@ class _Stream:
         task = stream_task(msg.open, self.cfg.top_k)
         handle = await self.server.backend.open(h.model, h.layer, self.cfg.weights)
         edge_fp = edge_weights(msg.open, h)
-        network_fp = edge_fp.partition("+")[0]  # FINGERPRINT+TRANSFORM-PRINT for a stream of transform coordinates
+        network_fp = network_fingerprint(edge_fp)  # FINGERPRINT+TRANSFORM-PRINT for a stream of transform coordinates
         if network_fp != handle.fingerprint:
             raise StreamError(
                 _S.FAILED_PRECONDITION, "weights_mismatch",
                 f"weights mismatch for {h.model}: edge {network_fp or 'sent no fingerprint'}, cloud {handle.fingerprint} ({self.cfg.weights})",
             )
-        self.transform = await asyncio.to_thread(stream_channel_transform, h, edge_fp)
-        await handle.check_shape(h.shape, task)
+        await handle.check_shape(h.shape, task)  # before the transform: a wrong channel count is a shape mismatch
+        if "+" in edge_fp:  # the stream's coordinates go back through a channel transform
+            self.transform = await asyncio.to_thread(stream_channel_transform, h, edge_fp)
         return dec, handle, task
 
     async def _write_loop(self) -> None:
@@ -156,7 +161,7 @@ class _Stream:
         self.server.metrics.latency.observe(res.server_ms / 1000)
         return pb.CloudMessage(result=res), True
 
-    def _decode(self, dec: Decoder, record: bytes):
+    def _decode(self, dec: Decoder, record: bytes) -> torch.Tensor:
         """One frame's tensor, mapped back through the stream's channel transform when it names one."""
         x = dec.decode_frame(record)
         return x if self.transform is None else self.transform.decode(x[None])[0]
@@ -227,7 +232,7 @@ def _parse_edge_message(data: bytes):
     with gRPC's UNKNOWN and no metric)."""
     try:
         return pb.EdgeMessage.FromString(data)
-    except DecodeError:
+    except Exception:  # noqa: BLE001  (DecodeError, or UnicodeDecodeError from the pure-Python protobuf: either way no message)
         return _UNPARSED
 
 
@@ -250,8 +255,6 @@ def stream_task(open_msg, top_k: int) -> Task:
 def stream_channel_transform(header, weights: str):
     """The shipped channel transform a stream's weights name (None where they name none); a StreamError where the
     cloud has no such transform for the stream's cut (:func:`latentmotion.models.transform.stream_transform`)."""
-    from ..models.transform import stream_transform
-
     try:
         return stream_transform(header.model, header.layer, weights, header.shape[0])[2]
     except InputError as exc:
@@ -259,8 +262,13 @@ def stream_channel_transform(header, weights: str):
 
 
 def edge_weights(open_msg, header) -> str:
-    """The edge's weights fingerprint: the Open message's, else the codec header's (when it carries one)."""
-    return open_msg.weights or getattr(header, "weights", "") or ""
+    """The edge's weights (a fingerprint, or ``FINGERPRINT+NAME-PRINT`` for channel-transform coordinates): the
+    Open message's, else the codec header's. Where both name weights they must agree: otherwise the header could
+    name a transform the Open message hides, and the model would run on coordinates."""
+    head = getattr(header, "weights", "") or ""
+    if open_msg.weights and head and open_msg.weights != head:
+        raise StreamError(_S.FAILED_PRECONDITION, "weights_mismatch", f"the Open message names weights {open_msg.weights!r}, the stream header {head!r}")
+    return open_msg.weights or head
 
 
 class CloudServer:

@@ -245,6 +245,38 @@ def test_a_full_stream_window_asks_the_edge_to_slow_down():
         srv.stop()
 
 
+def test_an_edge_that_reads_no_results_loses_its_stream_and_slot():
+    """Results the edge never reads fill its receive window, then the server's window of unanswered frames: the
+    stream must end after the idle timeout (its slot freed), not wait for ever in the full window."""
+    srv = ServerThread(idle_timeout=2.0, max_pending=2, max_batch=2)
+    enc, x = make_encoder()(), features()
+    frames = [_frame(i, enc.encode(x[i % len(x)])) for i in range(400)]
+
+    async def main():
+        options = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]  # a small receive window
+        async with grpc.aio.insecure_channel(srv.target, options=options) as ch:
+            call = ch.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)()
+            await call.initial_metadata()
+            try:
+                for m in [_open(enc.header_bytes()), *frames]:  # and never read
+                    await asyncio.wait_for(call.write(m), 10)
+            except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass  # the server stopped reading, or ended the stream
+            for _ in range(300):  # the stream ends, its slot is freed, while the edge still holds its call
+                if srv.metric("latentmotion_errors_total", kind="idle") >= 1 and srv.metric("latentmotion_active_streams") == 0:
+                    break
+                await asyncio.sleep(0.1)
+            call.cancel()
+
+    try:
+        asyncio.run(main())
+        assert srv.metric("latentmotion_errors_total", kind="idle") == 1
+        assert srv.metric("latentmotion_active_streams") == 0
+        assert srv.metric("latentmotion_frames_total") < 400  # the server did stop reading
+    finally:
+        srv.stop()
+
+
 def test_a_tensor_the_edge_cannot_code_raises_its_own_error(server):
     items = _items(0, 2) + [(torch.full(features().shape[1:], float("nan")), None)]
     with pytest.raises(InputError, match="NaN"):

@@ -22,7 +22,7 @@ tensor shape does not fit   FAILED_PRECONDITION   shape_mismatch
 damaged header/frame/msg    INVALID_ARGUMENT      bad_stream
 tensor or frame too large   RESOURCE_EXHAUSTED    too_large
 sequence gap                DATA_LOSS             sequence_gap
-no message for a while      DEADLINE_EXCEEDED     idle
+silence, or results unread  DEADLINE_EXCEEDED     idle
 server draining             UNAVAILABLE           (none)
 ==========================  ====================  =============================
 
@@ -172,7 +172,10 @@ class _Stream:
         if self.window.locked() and not self.slowed:
             self.slowed = True
             self._request(pb.Request.SLOW_DOWN, frame.seq, f"{self.cfg.max_pending} frames pending")
-        await self.window.acquire()
+        try:  # a full window frees as results are written: an edge that reads none would hold its slot for ever
+            await asyncio.wait_for(self.window.acquire(), self.cfg.idle_timeout)
+        except TimeoutError:
+            raise StreamError(_S.DEADLINE_EXCEEDED, "idle", f"{self.cfg.max_pending} results unread for {self.cfg.idle_timeout:g} s") from None
         self.pending += 1
         try:
             x = await asyncio.to_thread(self._decode, dec, frame.record)

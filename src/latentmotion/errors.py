@@ -9,7 +9,18 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["InputError", "LatentMotionError", "UnknownNameError", "WeightsUnavailableError"]
+__all__ = ["InputError", "LatentMotionError", "UnknownNameError", "WeightsUnavailableError", "shown"]
+
+
+def shown(text: object) -> str:
+    r"""``text`` fit for a terminal, a log or a remote client: one line, control and other unprintable characters
+    written as escapes (a stream's header, a path or a client's message may hold anything).
+
+    Example:
+        >>> shown("a\x00b\u202ec\nd")
+        'a\\x00b\\u202ec d'
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in " ".join(str(text).split()))
 
 
 class LatentMotionError(Exception):

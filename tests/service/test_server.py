@@ -65,9 +65,10 @@ def test_bytes_that_are_no_message_end_only_their_stream_as_a_bad_stream(server)
 def test_an_edge_coding_transform_coordinates_gets_the_answers_of_the_features_they_map_back_to(server):
     """A stream of kltw coordinates (its weights name the transform): the cloud maps each decoded frame back through
     the shipped transform before the model, so the answers are those of the mapped-back reconstruction."""
-    from latentmotion.models.transform import to_coordinates
+    from latentmotion.models.transform import edge_transform
 
-    z, weights = to_coordinates(features()[:6], "kltw", MODEL, LAYER, fingerprint())
+    to_coordinates, weights = edge_transform("kltw", MODEL, LAYER, fingerprint())
+    z = to_coordinates(features()[:6])
     t = load_transform(MODEL, LAYER, weighted=True)
     coder = RecordingCoder(lambda: Encoder(tuple(z.shape[1:]), 0.5 * float(z.pow(2).mean().sqrt()), Tools.of(mode="block"), stream=StreamId(model=MODEL, layer=LAYER)), weights)
     items = [(x, None) for x in z]
@@ -136,6 +137,8 @@ def _bad_clients():
         "unknown transform": ([_open(head, fingerprint() + "+dct-0123456789ab")], S.FAILED_PRECONDITION, "unknown channel transform"),
         "other transform": ([_open(head, fingerprint() + "+kltw-0123456789ab")], S.FAILED_PRECONDITION, "another kltw transform"),
         "transform of other weights": ([_open(head, random_fp + "+kltw-0123456789ab")], S.FAILED_PRECONDITION, "weights mismatch"),
+        "empty transform name": ([_open(head, fingerprint() + "+")], S.FAILED_PRECONDITION, "unknown channel transform ''"),
+        "weights too long": ([_open(head, "f" * 300)], S.INVALID_ARGUMENT, "Open.weights is longer than 256 bytes"),
         "transform the Open hides": ([_open(hidden)], S.FAILED_PRECONDITION, "the stream header '"),
         "transform of other channels": ([_open(other, fingerprint() + "+kltw-0123456789ab")], S.FAILED_PRECONDITION, "takes 40 channels"),
     }

@@ -23,7 +23,7 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
-from ..errors import InputError, LatentMotionError
+from ..errors import InputError, LatentMotionError, shown
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Motion in the latent space of CNNs (collaborative intelligence).")
 console = Console(markup=False, highlight=False)  # text from streams and paths is shown as it is, never as markup
@@ -95,12 +95,6 @@ def config_options(cls, skip: tuple[str, ...] = ()):
         return command
 
     return wrap
-
-
-def shown(text: object) -> str:
-    """``text`` fit for a terminal: one line, control characters written as escapes (a stream's header or a
-    path may hold anything)."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in " ".join(str(text).split()))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -38,15 +38,6 @@ def _model_split(model: str, layer: str, weights: str, seed: int = 0):
     return weights_fingerprint(net), split_model(net, layer)
 
 
-def _edge_features(video: str, start: int, frames: int, model: str, layer: str, weights: str, seed: int = 0, fingerprint: bool = False):
-    """The split and the clip's edge features (frame range checked before decoding); with ``fingerprint``, that first."""
-    from ..pipeline import edge_features
-
-    fp, split = _model_split(model, layer, weights, seed)
-    clip = edge_features(video, split, start, frames)
-    return (fp, split, clip) if fingerprint else (split, clip)
-
-
 @codec_app.command("encode")
 @config_options(MotionTools, skip=MOTION_SKIP)
 def codec_encode(
@@ -66,8 +57,8 @@ def codec_encode(
     from ..codec import MAX_Q, Encoder, StreamId, encode_sequence
     from ..codec.limits import check_step
     from ..data import video_path
-    from ..models.transform import check_transform_choice, to_coordinates
-    from ..pipeline import check_frame_range
+    from ..models.transform import check_transform_choice, edge_transform
+    from ..pipeline import check_frame_range, edge_features
 
     check_step(step)  # every option before the model loads and the video is decoded
     tools = Tools(MotionTools(**config))
@@ -75,8 +66,10 @@ def codec_encode(
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
     video_path(video)  # exists, and is a regular file (a FIFO would block)
     with staged_file(out) as tmp:  # --out is checked before the frames are decoded
-        fingerprint, split, clip = _edge_features(video, start, frames, model, layer, weights, seed, fingerprint=True)
-        x, fingerprint = to_coordinates(clip.features, transform, model, layer, fingerprint)  # the stream names the transform
+        fingerprint, split = _model_split(model, layer, weights, seed)
+        to_coordinates, fingerprint = edge_transform(transform, model, layer, fingerprint)  # before the clip: the stream names the transform
+        clip = edge_features(video, split, start, frames)
+        x = to_coordinates(clip.features)
         check_step(step, x, max_level=MAX_Q // 2)  # a residual spans twice the values
         enc = Encoder.from_split(split, x, step, tools, StreamId(model, weights=fingerprint, fps=clip.fps))
         stream = encode_sequence(list(x), enc, list(clip.gray))

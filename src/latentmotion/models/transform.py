@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,8 +57,8 @@ if TYPE_CHECKING:
     from .split import Split
 
 __all__ = [
-    "TRANSFORMS", "ChannelTransform", "FIT_VIDEOS", "FitSettings", "check_transform_choice", "fisher_information", "fit_channel_transform", "load_transform",
-    "matrix_power", "network_fingerprint", "save_transform", "stream_transform", "stream_weights", "to_coordinates", "transform_path",
+    "TRANSFORMS", "ChannelTransform", "FIT_VIDEOS", "FitSettings", "check_transform_choice", "edge_transform", "fisher_information", "fit_channel_transform", "load_transform",
+    "matrix_power", "network_fingerprint", "save_transform", "stream_transform", "stream_weights", "transform_path",
 ]
 
 #: Clips the transforms are fitted on (with photos): none of them is in the codec evaluation.
@@ -281,21 +282,22 @@ def check_transform_choice(name: str, model: str, layer: str) -> None:
     load_transform(model, layer, weighted=TRANSFORMS[name])  # its one-line error where none is shipped
 
 
-def to_coordinates(x: torch.Tensor, name: str, model: str, layer: str, fingerprint: str) -> tuple[torch.Tensor, str]:
-    """What an edge codes for ``--transform name``: features x (N, C, H, W) in the cut's shipped transform, and the
-    weights a stream of them names (:func:`stream_weights`); ``none``: x and ``fingerprint`` as they are.
+def edge_transform(name: str, model: str, layer: str, fingerprint: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """What an edge codes for ``--transform name``: the map of features (N, C, H, W) to the cut's shipped transform
+    coordinates (the identity for ``none``), and the weights a stream of them names (:func:`stream_weights`).
+    Checked against the network's ``fingerprint``: call it once the model is loaded, before any frame is decoded.
 
     Example:
+        >>> encode, w = edge_transform("none", "efficientnet_lite0", "_blocks.4.add", "0123abcd")
         >>> x = torch.randn(2, 40, 7, 7)
-        >>> z, w = to_coordinates(x, "none", "efficientnet_lite0", "_blocks.4.add", "0123abcd")
-        >>> z is x, w
+        >>> encode(x) is x, w
         (True, '0123abcd')
     """
     check_transform_choice(name, model, layer)
     if name == "none":
-        return x, fingerprint
-    t = load_transform(model, layer, weights=fingerprint, channels=x.shape[1], weighted=TRANSFORMS[name])
-    return t.encode(x), stream_weights(fingerprint, name, t)
+        return (lambda x: x), fingerprint
+    t = load_transform(model, layer, weights=fingerprint, weighted=TRANSFORMS[name])
+    return t.encode, stream_weights(fingerprint, name, t)
 
 
 def network_fingerprint(weights: str) -> str:
@@ -316,9 +318,10 @@ def stream_transform(model: str, layer: str, weights: str, channels: int) -> tup
     with no shipped transform, or another transform than the shipped one. Decoded coordinates go back through
     it in float32: the features are the same to rounding on every machine, not bit for bit as the codec's output.
     """
-    base, tail = network_fingerprint(weights), weights.partition("+")[2]
-    if not tail:
+    base = network_fingerprint(weights)
+    if base == weights:
         return base, None, None
+    tail = weights[len(base) + 1 :]
     name, _, print_ = tail.partition("-")
     if name not in TRANSFORMS or not print_:
         raise InputError(f"the stream names an unknown channel transform {tail!r}; known: {', '.join(TRANSFORMS)}")
@@ -326,5 +329,5 @@ def stream_transform(model: str, layer: str, weights: str, channels: int) -> tup
         raise InputError(f"the stream's model {model!r} and layer {layer!r} name no shipped channel transform")
     t = load_transform(model, layer, weights=base, channels=channels, weighted=TRANSFORMS[name])
     if print_ != weights_fingerprint(t)[:12]:
-        raise InputError(f"the stream was coded through another {name} transform ({print_}) than the one shipped for {model} {layer} ({weights_fingerprint(t)[:12]})")
+        raise InputError(f"the stream was coded through another {name} transform ({print_!r}) than the one shipped for {model} {layer} ({weights_fingerprint(t)[:12]})")
     return base, name, t

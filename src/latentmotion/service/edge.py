@@ -451,7 +451,7 @@ def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = No
     from ..codec import MAX_Q, Encoder, StreamId
     from ..codec.limits import check_step
     from ..models import load_model, split_model, weights_fingerprint
-    from ..models.transform import check_transform_choice, to_coordinates
+    from ..models.transform import check_transform_choice, edge_transform
     from ..pipeline import edge_features
 
     options = options or EdgeOptions()
@@ -461,8 +461,9 @@ def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = No
     if not options.task:  # the model's own task: a segmentation model's stream segments
         options = replace(options, task=net.task)
     split = split_model(net, src.layer)
+    to_coordinates, weights = edge_transform(src.transform, src.model, src.layer, weights_fingerprint(net))  # the cloud maps them back
     clip = edge_features(src.video, split, src.start, src.frames)
-    x, weights = to_coordinates(clip.features, src.transform, src.model, src.layer, weights_fingerprint(net))  # the cloud maps them back
+    x = to_coordinates(clip.features)
     check_step(src.step, x, max_level=MAX_Q // 2)  # as codec encode: no level clipped, not all zero
     fps, items = clip.fps, list(zip(x, clip.gray, strict=True))
     del clip  # with a transform, the features themselves are no longer needed

@@ -76,27 +76,35 @@ class _RayHandle(CloudHandle):
 
 
 def check_reachable(address: str, timeout: float = 5.0) -> None:
-    """Refuse a ``host:port`` (or ``ray://host:port``) Ray address that accepts no TCP connection within ``timeout``
-    seconds: InputError at once, where ``ray.init`` would retry for minutes. ``local`` and ``auto`` are not checked.
+    """Refuse a ``host:port`` (or ``ray://host:port``) Ray address where no gRPC server (a Ray head's GCS, or a Ray
+    client server) completes an HTTP/2 handshake within ``timeout`` seconds: InputError at once, where ``ray.init``
+    would retry for minutes. ``local`` and ``auto`` are not checked.
 
     Example:
         >>> check_reachable("local")
         >>> check_reachable("127.0.0.1:1", 1.0)
         Traceback (most recent call last):
         ...
-        latentmotion.errors.InputError: --ray 127.0.0.1:1: no Ray cluster answers there (Connection refused)
+        latentmotion.errors.InputError: --ray '127.0.0.1:1': no Ray cluster answers there (Connection refused)
     """
     import socket
 
     if address in ("local", "auto"):
         return
     host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InputError(f"--ray {address}: expected local, auto or HOST:PORT of a Ray cluster")
+    if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536 or not host:
+        raise InputError(f"--ray {address!r}: expected local, auto or HOST:PORT of a Ray cluster")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise InputError(f"--ray {address}: no Ray cluster answers there ({exc.strerror or type(exc).__name__})") from None
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a host name IDNA cannot encode
+        raise InputError(f"--ray {address!r}: no Ray cluster answers there ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+    channel = grpc.insecure_channel(f"{host}:{port}")  # a listener that is no gRPC server never completes the handshake
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise InputError(f"--ray {address!r}: something listens there, but no Ray cluster answers (no gRPC handshake in {timeout:g} s)") from None
+    finally:
+        channel.close()
 
 
 class RayBackend:

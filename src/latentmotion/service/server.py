@@ -48,8 +48,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from ..codec import BitstreamError, Decoder
-from ..errors import InputError, UnknownNameError
-from ..models.transform import network_fingerprint, stream_transform
+from ..codec.bitstream import MAX_STR
+from ..errors import InputError, UnknownNameError, shown
+from ..models.transform import WEIGHTS_DIR, network_fingerprint, stream_transform
 from ..tasks import Task, make_task
 from . import cloud_pb2 as pb
 from .auth import TokenSet, server_credentials
@@ -107,6 +108,9 @@ class _Stream:
             raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", "the stream ended before its Open message")
         if msg.WhichOneof("kind") != "open":
             raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", "the first message must be Open")
+        for name in ("weights", "task", "edge_id"):  # what is echoed in statuses and logs stays short
+            if len(getattr(msg.open, name).encode()) > MAX_STR:
+                raise StreamError(_S.INVALID_ARGUMENT, "bad_stream", f"Open.{name} is longer than {MAX_STR} bytes")
         self.server.metrics.bytes.inc(len(msg.open.header))
         self.header_bytes = msg.open.header
         try:
@@ -130,7 +134,7 @@ class _Stream:
                 f"weights mismatch for {h.model}: edge {network_fp or 'sent no fingerprint'}, cloud {handle.fingerprint} ({self.cfg.weights})",
             )
         await handle.check_shape(h.shape, task)  # before the transform: a wrong channel count is a shape mismatch
-        if "+" in edge_fp:  # the stream's coordinates go back through a channel transform
+        if network_fp != edge_fp:  # the weights name a channel transform the coordinates go back through
             self.transform = await asyncio.to_thread(stream_channel_transform, h, edge_fp)
         return dec, handle, task
 
@@ -260,8 +264,8 @@ def stream_channel_transform(header, weights: str):
     cloud has no such transform for the stream's cut (:func:`latentmotion.models.transform.stream_transform`)."""
     try:
         return stream_transform(header.model, header.layer, weights, header.shape[0])[2]
-    except InputError as exc:
-        raise StreamError(_S.FAILED_PRECONDITION, "unknown_transform", str(exc)) from None
+    except InputError as exc:  # the reason, without the server's install path
+        raise StreamError(_S.FAILED_PRECONDITION, "unknown_transform", str(exc).replace(f"{WEIGHTS_DIR}/", "")) from None
 
 
 def edge_weights(open_msg, header) -> str:
@@ -322,8 +326,9 @@ class CloudServer:
             except StreamError as exc:
                 if exc.kind:
                     self.metrics.errors.labels(kind=exc.kind).inc()
-                log_event("stream_error", peer=peer, code=exc.code.name, kind=exc.kind, message=str(exc))
-                await context.abort(exc.code, str(exc))
+                why = shown(exc)[:1000]  # control characters a client sent come back escaped
+                log_event("stream_error", peer=peer, code=exc.code.name, kind=exc.kind, message=why)
+                await context.abort(exc.code, why)
 
     @contextlib.contextmanager
     def _slot(self):

@@ -116,6 +116,7 @@ def test_an_edge_killed_mid_stream_ends_only_its_stream():
         (("serve", "--insecure", "--model-threads", "100000"), "--model-threads 100000 exceeds"),
         (("serve", "--insecure", "--port", "{busy}"), "Address already in use"),
         (("serve", "--insecure", "--ray", "127.0.0.1:1"), "no Ray cluster answers there"),
+        (("serve", "--insecure", "--ray", ""), "--ray needs local, auto or HOST:PORT"),
         (("stream", "--insecure", "--port", "70000"), "--port"),
         (("stream", "--insecure", "--transform", "dct"), "--transform must be none or one of klt, kltw"),
         (("stream", "--insecure", "--model", "resnet18", "--layer", "layer2.0.add", "--transform", "kltw"), "no channel transform for resnet18"),

@@ -99,6 +99,8 @@ class ServerConfig:
         for name in ("max_message", "max_elements", "max_streams", "max_pending", "max_queue", "max_batch"):
             if getattr(self, name) > (1 << 31) - 1:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)} must be below 2^31")
+        if self.ray is not None and not self.ray.strip():  # an empty address would quietly serve in process
+            raise InputError("--ray needs local, auto or HOST:PORT of a Ray cluster")
         if self.device not in ("auto", "cpu", "cuda"):
             raise InputError(f"--device {self.device!r}: choose auto, cpu or cuda")
         if self.insecure:

@@ -275,11 +275,15 @@ def check_transform_choice(name: str, model: str, layer: str) -> None:
         ...
         latentmotion.errors.InputError: --transform must be none or one of klt, kltw, got 'dct'
     """
-    if name == "none":
-        return
+    if name != "none":
+        load_transform(model, layer, weighted=_weighted(name))  # its one-line error where none is shipped
+
+
+def _weighted(name: str) -> bool:
+    """Whether the transform an edge's ``--transform name`` asks for is weighted by the task; InputError for no such name."""
     if name not in TRANSFORMS:
         raise InputError(f"--transform must be none or one of {', '.join(TRANSFORMS)}, got {name!r}")
-    load_transform(model, layer, weighted=TRANSFORMS[name])  # its one-line error where none is shipped
+    return TRANSFORMS[name]
 
 
 def edge_transform(name: str, model: str, layer: str, fingerprint: str) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
@@ -293,10 +297,9 @@ def edge_transform(name: str, model: str, layer: str, fingerprint: str) -> tuple
         >>> encode(x) is x, w
         (True, '0123abcd')
     """
-    check_transform_choice(name, model, layer)
     if name == "none":
         return (lambda x: x), fingerprint
-    t = load_transform(model, layer, weights=fingerprint, weighted=TRANSFORMS[name])
+    t = load_transform(model, layer, weights=fingerprint, weighted=_weighted(name))  # loaded once, checked against the weights
     return t.encode, stream_weights(fingerprint, name, t)
 
 

@@ -54,7 +54,7 @@ def test_header_names_the_weights():
     assert Decoder.from_header_bytes(enc.header_bytes()).header.weights == "w0"
 
 
-@pytest.mark.parametrize("old", [1, 2])
+@pytest.mark.parametrize("old", [1, 2, 5])
 def test_old_version_is_refused_with_a_message(old):
     body = bytearray(write_header(_header()))
     body[4] = old

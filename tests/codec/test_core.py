@@ -50,7 +50,7 @@ def test_decoder_is_bit_identical_and_loop_is_closed(clip, mode):
 
 
 def test_tiles_take_the_second_reference_and_an_intra_frame_restarts_both(clip, monkeypatch):
-    """Stream version 5 on a real clip: some tiles average two references, a frame forced intra mid-stream resets
+    """Two references on a real clip: some tiles average two references, a frame forced intra mid-stream resets
     both references alike on each side (the decoder stays bit-identical), and without the tool the stream differs."""
     from latentmotion.codec import core
 

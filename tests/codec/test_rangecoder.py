@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -36,7 +38,7 @@ def _decode(data, items, start):
 
 
 @settings(max_examples=80, deadline=None)
-@given(ITEMS, st.sampled_from([1, 31, rc.PROB_INIT, 2016, 2047]))
+@given(ITEMS, st.sampled_from([rc.P_MIN, 1000, rc.PROB_INIT, 32000 | 5 << 16, (rc.P_ONE - rc.P_MIN) | rc.N_MAX << 16]))
 def test_any_sequence_round_trips_from_any_probability(items, p0):
     """Extreme probabilities make long runs of 0xFF bytes and carries through them (LZMA's cache logic)."""
     start = np.full(N, p0, np.int64)
@@ -50,7 +52,7 @@ def test_any_sequence_round_trips_from_any_probability(items, p0):
 def test_carries_through_runs_of_ff_bytes_are_decoded():
     rng = np.random.default_rng(5)
     items = [(0, int(b)) for b in rng.random(20000) < 0.999]  # nearly all ones at a probability that expects zeros
-    start = np.full(N, 2047, np.int64)
+    start = np.full(N, (rc.P_ONE - rc.P_MIN) | rc.N_MAX << 16, np.int64)  # settled on zeros
     data, _ = _encode(items, start)
     assert (np.diff(np.flatnonzero(data == 0xFF)) == 1).any()  # the stream holds runs of 0xFF (carry territory)
     assert _decode(data, items, start)[0] == items
@@ -66,4 +68,33 @@ def test_adaptive_bits_approach_the_entropy_of_a_skewed_source():
 
 def test_a_prefix_longer_than_the_limit_is_reported_not_followed():
     d = rc.decoder(bytes([0xFF] * 16))
-    assert rc.dec_eg(d, np.full(N, 1, np.int64), 1) == -1  # probabilities that make every bit a 1
+    assert rc.dec_eg(d, np.full(N, rc.P_MIN, np.int64), 1) == -1  # probabilities that make every bit a 1
+
+
+def _reference_adapted(p: int, n: int, bit: int) -> tuple[int, int]:
+    """docs/codec.md section 4's adaptation rule, transcribed from the text (independent of the coder's table)."""
+    k = min(max(math.floor(math.log2(n + 2)), 2), 6)
+    p = p + ((32768 - p) >> k) if bit == 0 else p - (p >> k)
+    return min(max(p, 32), 32736), min(n + 1, 62)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 1), max_size=200), st.integers(32, 32736), st.integers(0, 62))
+def test_adaptation_follows_the_documented_rule(bits, p0, n0):
+    s, (p, n) = p0 | n0 << 16, (p0, n0)
+    for b in bits:
+        s, (p, n) = rc.adapted(s, b), _reference_adapted(p, n, b)
+        assert (rc.prob(s), rc.count(s)) == (p, n)
+
+
+def test_a_young_context_learns_a_skewed_source_faster_than_a_fixed_rate():
+    """The counting state's point: on a short run (one channel's bits in one frame) it costs fewer bits than LZMA's k = 5."""
+    rng = np.random.default_rng(2)
+    ours = fixed = 0.0
+    for _ in range(200):
+        s, p = rc.PROB_INIT, 1024  # 15-bit counting state; LZMA's 11-bit one
+        for b in (rng.random(24) < 0.08).astype(int):
+            ours += -math.log2((rc.prob(s) if b == 0 else rc.P_ONE - rc.prob(s)) / rc.P_ONE)
+            fixed += -math.log2((p if b == 0 else 2048 - p) / 2048)
+            s, p = rc.adapted(s, b), p + ((2048 - p) >> 5) if b == 0 else p - (p >> 5)
+    assert ours < 0.8 * fixed

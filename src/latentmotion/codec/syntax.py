@@ -54,7 +54,22 @@ import numba as nb
 import numpy as np
 
 from .prediction import BI, FIELD_ROWS, FRAC, mv_pred
-from .rangecoder import COST, MAX_PREFIX, PROB_INIT, adapt, adapted, dec_bit, dec_bypass, dec_eg, eg_length, enc_bit, enc_bypass, enc_eg
+from .rangecoder import (
+    MAX_PREFIX,
+    PROB_INIT,
+    adapt,
+    adapted,
+    cost,
+    count,
+    dec_bit,
+    dec_bypass,
+    dec_eg,
+    eg_length,
+    enc_bit,
+    enc_bypass,
+    enc_eg,
+    prob,
+)
 
 __all__ = [
     "SNAPSHOT", "Levels", "capacity", "code_tile", "count_activity", "decode_levels", "decode_offsets", "decode_vectors",
@@ -167,7 +182,7 @@ def _bit(e, probs, i, bit, sim):
     if sim == 0:
         enc_bit(e, probs, i, bit)
         return 0.0
-    c = COST[bit, probs[i]]
+    c = cost(bit, probs[i])
     if sim == 1:
         adapt(probs, i, bit)
     return c
@@ -394,12 +409,14 @@ def decode_levels(d, probs, pred, block):
 @nb.njit(cache=True)
 def _cheapest(probs, lo, hi, bit, n):
     """Fewest bits that ``bit`` can cost in contexts lo..hi-1 after up to n adaptations towards it."""
-    p = probs[lo]
-    for i in range(lo + 1, hi):  # the most favourable context: cost falls as p moves away from the bit
-        p = max(p, probs[i]) if bit == 0 else min(p, probs[i])
+    p, k = prob(probs[lo]), count(probs[lo])
+    for i in range(lo + 1, hi):  # the most favourable probability (cost falls as p moves away from the bit),
+        p = max(p, prob(probs[i])) if bit == 0 else min(p, prob(probs[i]))
+        k = min(k, count(probs[i]))  # adapting as fast as the youngest context: adaptation is monotone in p
+    s = p | (k << 16)
     for _ in range(n):
-        p = adapted(p, bit)
-    return COST[bit, p]
+        s = adapted(s, bit)
+    return cost(bit, s)
 
 
 @nb.njit(cache=True)
@@ -417,7 +434,7 @@ def min_level_bits(probs, c, n):
 @nb.njit(cache=True)
 def flag_bits(probs, f, c, i, j, flag):
     """Bits of tile (i, j)'s coded-tile flag set to ``flag``."""
-    return COST[flag, probs[cbf_ctx(f, c, i, j)]]
+    return cost(flag, probs[cbf_ctx(f, c, i, j)])
 
 
 @nb.njit(cache=True)

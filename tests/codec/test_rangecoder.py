@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from latentmotion.codec import rangecoder as rc
@@ -80,6 +81,9 @@ def _reference_adapted(p: int, n: int, bit: int) -> tuple[int, int]:
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 1), max_size=200), st.integers(32, 32736), st.integers(0, 62))
+@example([0, 0], 32736, 0)  # the upper clamp
+@example([1, 1], 32, 0)  # the lower clamp
+@example([1, 0, 1], 1000, 61)  # the count saturates at 62
 def test_adaptation_follows_the_documented_rule(bits, p0, n0):
     s, (p, n) = p0 | n0 << 16, (p0, n0)
     for b in bits:
@@ -98,3 +102,62 @@ def test_a_young_context_learns_a_skewed_source_faster_than_a_fixed_rate():
             fixed += -math.log2((p if b == 0 else 2048 - p) / 2048)
             s, p = rc.adapted(s, b), p + ((2048 - p) >> 5) if b == 0 else p - (p >> 5)
     assert ours < 0.8 * fixed
+
+
+class _Section4Decoder:
+    """docs/codec.md section 4's decoding, transcribed from the page in plain Python integers."""
+
+    def __init__(self, data: bytes, contexts: int):
+        self.data, self.pos, self.range = data, 4, 0xFFFFFFFF
+        self.code = int.from_bytes(data[:4].ljust(4, b"\0"), "big")
+        self.p, self.n = [16384] * contexts, [0] * contexts
+
+    def _byte(self) -> int:
+        b = self.data[self.pos] if self.pos < len(self.data) else 0
+        self.pos += 1
+        return b
+
+    def _normalise(self) -> None:
+        while self.range < 1 << 24:
+            self.range = (self.range << 8) & 0xFFFFFFFF
+            self.code = ((self.code << 8) | self._byte()) & 0xFFFFFFFF
+
+    def bit(self, i: int) -> int:
+        bound = (self.range >> 15) * self.p[i]
+        if self.code < bound:
+            self.range, bit = bound, 0
+        else:
+            self.code, self.range, bit = self.code - bound, self.range - bound, 1
+        k = min(max(math.floor(math.log2(self.n[i] + 2)), 2), 6)
+        self.p[i] = self.p[i] + ((32768 - self.p[i]) >> k) if bit == 0 else self.p[i] - (self.p[i] >> k)
+        self.p[i], self.n[i] = min(max(self.p[i], 32), 32736), min(self.n[i] + 1, 62)
+        self._normalise()
+        return bit
+
+    def bypass(self) -> int:
+        self.range >>= 1
+        bit = int(self.code >= self.range)
+        if bit:
+            self.code -= self.range
+        self._normalise()
+        return bit
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(min_size=0, max_size=64), st.lists(st.integers(-1, 3), min_size=1, max_size=400))
+def test_decoder_agrees_with_the_page_on_any_bytes(data, ops):
+    """Any bytes, read as adaptive bits of 4 contexts (op 0..3) and bypass bits (-1): the coder and a decoder
+    written from the page read the same bits and end in the same state (the bound formula included)."""
+    ref, d, probs = _Section4Decoder(data, 4), rc.decoder(data), np.full(4, rc.PROB_INIT, np.int64)
+    for op in ops:
+        assert (rc.dec_bypass(d) if op < 0 else rc.dec_bit(d, probs, op)) == (ref.bypass() if op < 0 else ref.bit(op))
+    assert (int(d.st[0]), int(d.st[1])) == (ref.code, ref.range)
+    assert [(rc.prob(s), rc.count(s)) for s in probs] == list(zip(ref.p, ref.n, strict=True))
+
+
+def test_output_past_the_capacity_is_refused_not_written():
+    e, probs = rc.encoder(4), np.full(1, rc.PROB_INIT, np.int64)
+    for b in np.random.default_rng(3).integers(0, 2, 400):
+        rc.enc_bypass(e, int(b))
+    with pytest.raises(RuntimeError, match="exceeds its capacity"):
+        rc.finish(e)

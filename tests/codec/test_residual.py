@@ -39,6 +39,11 @@ def test_rdoq_only_moves_levels_towards_zero_and_never_costs_more():
     assert cost(q) < cost(q0)
 
 
+def _states(rng, n: int) -> np.ndarray:
+    """Any context states: probabilities within the coder's clamp, any counts (young and settled)."""
+    return (rng.integers(rc.P_MIN, rc.P_ONE - rc.P_MIN + 1, n) | rng.integers(0, rc.N_MAX + 1, n) << 16).astype(np.int64)
+
+
 def test_rdoq_early_stop_bound_is_below_every_coding_of_the_tile():
     """The RDOQ trial stops on ``_skip_bounds``: rest[k] must not exceed what coding levels k.. costs, for any levels
     (here random ones, costed one by one with adapting contexts as the coder does) and any context state."""
@@ -47,7 +52,7 @@ def test_rdoq_early_stop_bound_is_below_every_coding_of_the_tile():
     e = rc.encoder(0)
     for _ in range(200):
         d = rng.normal(0, rng.uniform(0.3, 4), (1, block, block))
-        probs = rng.integers(1, 2047, syntax.n_contexts(1)).astype(np.int64)
+        probs = _states(rng, syntax.n_contexts(1))
         q = np.rint(d).astype(np.int64) + rng.integers(-1, 2, d.shape) * (rng.random(d.shape) < 0.3)
         f = syntax.levels(q, np.zeros_like(q), block)
         r = residual.Rdo(d, lam, 0.5, np.empty(syntax.SNAPSHOT, np.int64), np.empty(block * block + 1))
@@ -71,7 +76,7 @@ def test_rdoq_codes_what_coding_its_levels_afterwards_would():
     dc = residual.offsets(xs, pred)
     d, q, _ = residual.quantise(xs, pred, dc, 0.5, residual.ONE)
     q0 = q.copy()
-    start = rng.integers(1, 2047, syntax.n_contexts(5)).astype(np.int64)  # any context state
+    start = _states(rng, syntax.n_contexts(5))  # any context state
     decided, e1 = start.copy(), rc.encoder(syntax.capacity(q, 4, np.zeros((2, 0, 0))))
     residual.rdoq(e1, decided, syntax.levels(q, pred, 4), d, 0.6, 0.5)
     assert not np.array_equal(q, q0)  # RDOQ changed some levels: the comparison below means something

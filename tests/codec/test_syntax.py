@@ -80,3 +80,19 @@ def test_levels_where_earlier_channels_have_levels_cost_less():
         return len(_encode(q, np.zeros_like(q), np.zeros(c, np.int64), None, 4)[0])
 
     assert nbytes(shared) < 0.85 * nbytes(moved)
+
+
+def test_cheapest_is_below_what_a_bit_can_cost_after_any_adaptations():
+    """``_cheapest`` bounds RDOQ's early stop: for any states of the contexts (young or settled) and any n bits coded
+    in any of them, in any direction, ``bit`` must cost at least the bound in every context at every point."""
+    rng = np.random.default_rng(7)
+    for _ in range(1500):
+        m, bit, n = int(rng.integers(2, 6)), int(rng.integers(0, 2)), int(rng.integers(1, 40))
+        probs = (rng.integers(rc.P_MIN, rc.P_ONE - rc.P_MIN + 1, m) | rng.integers(0, rc.N_MAX + 1, m) << 16).astype(np.int64)
+        bound = syntax._cheapest(probs, 0, m, bit, n)
+        toward = rng.random() < 0.8  # mostly towards the bit: the direction that cheapens it
+        for _ in range(n):
+            assert min(rc.cost(bit, s) for s in probs) >= bound - 1e-12
+            i = int(rng.integers(0, m))
+            probs[i] = rc.adapted(probs[i], bit if toward or rng.random() < 0.5 else 1 - bit)
+        assert min(rc.cost(bit, s) for s in probs) >= bound - 1e-12

@@ -408,7 +408,8 @@ def decode_levels(d, probs, pred, block):
 
 @nb.njit(cache=True)
 def _cheapest(probs, lo, hi, bit, n):
-    """Fewest bits that ``bit`` can cost in contexts lo..hi-1 after up to n adaptations towards it."""
+    """Fewest bits that ``bit`` can cost in contexts lo..hi-1 after up to n adaptations of them (states within the
+    coder's clamp, as every real state is)."""
     p, k = prob(probs[lo]), count(probs[lo])
     for i in range(lo + 1, hi):  # the most favourable probability (cost falls as p moves away from the bit),
         p = max(p, prob(probs[i])) if bit == 0 else min(p, prob(probs[i]))

@@ -6,6 +6,7 @@ import struct
 import tracemalloc
 import zlib
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -210,3 +211,44 @@ def test_a_frame_gain_below_one_step_is_refused(gain):
     with pytest.raises(BitstreamError, match="gain"):
         Decoder(h).decode_frame(rec)
     assert Decoder(h).decode_frame(write_frame(struct.pack("<IBB", 0, 0, 16) + b"\x00" * max(4, h.min_record() - 14))).abs().max() == 0
+
+
+def _one_level_a_tile(shape: tuple[int, int, int], block: int) -> np.ndarray:
+    """Levels with a single 1 in every tile: every tile coded, its other levels zeros (cheap in adapted contexts)."""
+    q = np.zeros(shape, np.int64)
+    q[:, ::block, ::block] = 1
+    return q
+
+
+def test_a_record_must_pay_for_the_levels_its_coded_tiles_hold():
+    """Since stream version 6 a likely zero level can cost under 0.003 bits: a record of the smallest size could code
+    every tile of a large frame, each coded level costing a decoder about ten times a skipped one. The decoder
+    refuses a record whose coded tiles hold more than CODED_PER_BYTE levels a byte."""
+    from latentmotion.codec import rangecoder as rc
+    from latentmotion.codec import syntax
+    from latentmotion.codec.bitstream import CODED_PER_BYTE
+
+    shape, block = (16, 64, 64), 4
+    h = _header(shape=shape)
+    q = _one_level_a_tile(shape, block)
+    e, probs = rc.encoder(syntax.capacity(q, block, np.zeros((2, 0, 0)))), syntax.new_contexts(shape[0])
+    syntax.encode_offsets(e, probs, np.zeros(shape[0], np.int64))
+    syntax.encode_levels(e, probs, syntax.levels(q.copy(), np.zeros(shape, np.int64), block), 0)
+    body = struct.pack("<IBB", 0, 0, 16) + rc.finish(e).tobytes()
+    assert 8 + len(body) < q.size / CODED_PER_BYTE  # the content fits in fewer bytes than the rule asks
+    body += bytes(max(0, h.min_record() - 8 - len(body)))  # as short as the work bound allows
+    with pytest.raises(BitstreamError, match="coded tiles hold more levels"):
+        Decoder(h).decode_frame(write_frame(body))
+    body += bytes(-(-q.size // CODED_PER_BYTE) - 8 - len(body))  # padded to what its coded levels ask: decodes
+    assert np.array_equal(Decoder(h).decode_frame(write_frame(body)).numpy(), q.astype(np.float32) * np.float32(h.step))
+
+
+def test_the_encoder_pads_a_record_to_what_its_coded_levels_ask():
+    from latentmotion.codec.bitstream import CODED_PER_BYTE
+
+    shape, step = (16, 64, 64), 0.5
+    x = torch.from_numpy(_one_level_a_tile(shape, 4).astype(np.float32) * step)
+    enc = Encoder(shape, step, Tools.of(mode="zero", rdoq=0.0), StreamId(weights="w"))
+    record = enc.encode(x)
+    assert len(record) >= x.numel() / CODED_PER_BYTE > enc.header.min_record()
+    assert torch.equal(Decoder(enc.header).decode_frame(record), enc.reconstructions[0])  # the decoder accepts it

@@ -39,7 +39,7 @@ def test_vectors_offsets_and_levels_round_trip(with_mv):
         assert bad == 0 and np.array_equal(mv2, mv)
     dc2, bad = syntax.decode_offsets(d, probs2, 6)
     assert bad == 0 and np.array_equal(dc2, dc)
-    q2, bad = syntax.decode_levels(d, probs2, pred, 4)
+    q2, bad = syntax.decode_levels(d, probs2, pred, 4, q.size)
     assert bad == 0 and np.array_equal(q2, q)
     assert np.array_equal(probs, probs2)  # both sides adapted their contexts alike
 

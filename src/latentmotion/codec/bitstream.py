@@ -31,7 +31,7 @@ from ..errors import LatentMotionError
 
 __all__ = [
     "MAX_BLOCK", "MAX_CHANNELS", "MAX_ELEMENTS", "MAX_GAIN", "MAX_PERIOD", "MAX_SEARCH", "MAX_SIDE", "MAX_STEP", "MAX_STR", "MIN_GAIN", "MIN_STEP", "MODES", "MODE_NAMES",
-    "SUBPELS", "BitstreamError", "Header", "Reader", "Writer", "header_problem", "read_frame", "read_header", "step_problem", "tools_problem",
+    "CODED_PER_BYTE", "SUBPELS", "BitstreamError", "Header", "Reader", "Writer", "header_problem", "read_frame", "read_header", "step_problem", "tools_problem",
     "write_frame", "write_header",
 ]
 
@@ -62,6 +62,10 @@ MIN_STEP, MAX_STEP = 2.0**-100, 2.0**100
 # skipped tiles below what a byte of coded levels costs.
 ELEMENT_UNITS, TILE_UNITS, VECTOR_UNITS, CHANNEL_UNITS, PLACE_UNITS = 2, 32, 128, 64, 8
 UNITS_PER_BYTE = 1 << 12
+#: a record of n bytes may code at most n * CODED_PER_BYTE levels in coded tiles: a coded level costs a decoder
+#: about ten times an element that is not coded, and since stream version 6 a likely level can cost under 0.003
+#: bits, so that without this bound a record of the smallest size could hold a frame whose every tile is coded
+CODED_PER_BYTE = 128
 
 
 class BitstreamError(LatentMotionError):

@@ -45,7 +45,7 @@ import torch
 
 from ..errors import InputError
 from . import rangecoder, syntax
-from .bitstream import MAX_GAIN, MIN_GAIN, BitstreamError, Header, Reader, header_problem, read_frame, read_header, write_frame, write_header
+from .bitstream import CODED_PER_BYTE, MAX_GAIN, MIN_GAIN, BitstreamError, Header, Reader, header_problem, read_frame, read_header, write_frame, write_header
 from .config import MotionTools, ResidualTools, StreamId, Tools
 from .limits import check_step
 from .prediction import FIELD_ROWS, MAX_MV, MODES, ONE, Context, block_candidates, choose_second, choose_vectors, compensate, input_candidates
@@ -163,7 +163,10 @@ class Encoder:
             rdoq(e, probs, levels, d, r.rdoq * (ONE / gain) ** 2, r.wm)
         else:
             syntax.encode_levels(e, probs, levels, 0)
-        return bytes([INTRA if mv is None else INTER, gain]) + rangecoder.finish(e).tobytes(), reconstruct(pred, q, dc, gain), 8 * side
+        payload = bytes([INTRA if mv is None else INTER, gain]) + rangecoder.finish(e).tobytes()
+        # a record pays for its coded levels (CODED_PER_BYTE): zeros read back as the coder's own past-the-end bytes
+        payload += bytes(max(0, -(-syntax.coded_levels(q, r.block) // CODED_PER_BYTE) - 12 - len(payload)))
+        return payload, reconstruct(pred, q, dc, gain), 8 * side
 
     def _intra(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:
         probs = syntax.new_contexts(xs.shape[0])
@@ -314,7 +317,9 @@ class Decoder:
         if not bad:
             dc, bad = syntax.decode_offsets(d, probs, c)
         if not bad:
-            q, bad = syntax.decode_levels(d, probs, pred, h.block)
+            q, bad = syntax.decode_levels(d, probs, pred, h.block, CODED_PER_BYTE * (len(payload) + 8))
+        if bad == 2:
+            raise BitstreamError(f"frame {seq}: its coded tiles hold more levels than its {len(payload) + 8} bytes allow ({CODED_PER_BYTE} a byte)")
         if bad:
             raise BitstreamError(f"frame {seq}: entropy-coded data is corrupt")
         rec = reconstruct(pred, q, dc, gain)

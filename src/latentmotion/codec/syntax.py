@@ -41,7 +41,7 @@ Example:
     >>> d, probs = rc.decoder(rc.finish(e)), new_contexts(1)
     >>> mv2, bad = decode_vectors(d, probs, 1, 1, 64)
     >>> dc2, bad = decode_offsets(d, probs, 1)
-    >>> q2, bad = decode_levels(d, probs, pred, 2)
+    >>> q2, bad = decode_levels(d, probs, pred, 2, q.size)  # at most q.size levels in coded tiles
     >>> bool((q2 == q).all()), int(dc2[0]), bad
     (True, 3, 0)
 """
@@ -352,6 +352,25 @@ def code_tile(e, probs, f, c, i, j, sim):
 
 
 @nb.njit(cache=True)
+def coded_levels(q, block):
+    """How many levels the coded tiles of ``q`` hold (a tile is coded when any of its levels is non-zero)."""
+    n = 0
+    for c in range(q.shape[0]):
+        for y0 in range(0, q.shape[1], block):
+            for x0 in range(0, q.shape[2], block):
+                y1, x1 = min(y0 + block, q.shape[1]), min(x0 + block, q.shape[2])
+                for y in range(y0, y1):
+                    for x in range(x0, x1):
+                        if q[c, y, x] != 0:
+                            n += (y1 - y0) * (x1 - x0)
+                            break
+                    else:
+                        continue
+                    break
+    return n
+
+
+@nb.njit(cache=True)
 def count_activity(f, c):
     """Add channel c's non-zero levels and coded tiles to the cross-channel counts (after its last tile)."""
     for y in range(f.q.shape[1]):
@@ -376,11 +395,12 @@ def encode_levels(e, probs, f, sim):
 
 
 @nb.njit(cache=True)
-def decode_levels(d, probs, pred, block):
-    """Inverse of :func:`encode_levels` given the prediction: (q, 0), or (q, 1) on corrupt data.
+def decode_levels(d, probs, pred, block, max_coded):
+    """Inverse of :func:`encode_levels` given the prediction: (q, 0), or (q, 1) on corrupt data, (q, 2) once the
+    coded tiles hold more than ``max_coded`` levels.
 
     Reading past the end is not an error (the encoder cuts trailing zero bytes); work is bounded by
-    the caller (elements per byte of the record).
+    the caller (elements and coded levels per byte of the record).
     """
     C, H, W = pred.shape
     f = Levels(np.zeros((C, H, W), np.int64), pred, np.zeros((H, W), np.int64), np.zeros(((H + block - 1) // block, (W + block - 1) // block), np.int64),
@@ -393,6 +413,9 @@ def decode_levels(d, probs, pred, block):
                 if flag == 0:
                     continue
                 y0, x0 = i * block, j * block
+                max_coded -= (min(y0 + block, H) - y0) * (min(x0 + block, W) - x0)
+                if max_coded < 0:
+                    return f.q, 2
                 for y in range(y0, min(y0 + block, H)):
                     for x in range(x0, min(x0 + block, W)):
                         v, bad = _dec_level(d, probs, c, level_ctx(f, c, y, x))

@@ -156,7 +156,7 @@ def test_decoder_agrees_with_the_page_on_any_bytes(data, ops):
 
 
 def test_output_past_the_capacity_is_refused_not_written():
-    e, probs = rc.encoder(4), np.full(1, rc.PROB_INIT, np.int64)
+    e = rc.encoder(4)
     for b in np.random.default_rng(3).integers(0, 2, 400):
         rc.enc_bypass(e, int(b))
     with pytest.raises(RuntimeError, match="exceeds its capacity"):

@@ -30,9 +30,32 @@ from dataclasses import dataclass
 from ..errors import LatentMotionError
 
 __all__ = [
-    "MAX_BLOCK", "MAX_CHANNELS", "MAX_ELEMENTS", "MAX_GAIN", "MAX_PERIOD", "MAX_SEARCH", "MAX_SIDE", "MAX_STEP", "MAX_STR", "MIN_GAIN", "MIN_STEP", "MODES", "MODE_NAMES",
-    "CODED_PER_BYTE", "SUBPELS", "BitstreamError", "Header", "Reader", "Writer", "header_problem", "read_frame", "read_header", "step_problem", "tools_problem",
-    "write_frame", "write_header",
+    "CODED_PER_BYTE",
+    "MAX_BLOCK",
+    "MAX_CHANNELS",
+    "MAX_ELEMENTS",
+    "MAX_GAIN",
+    "MAX_PERIOD",
+    "MAX_SEARCH",
+    "MAX_SIDE",
+    "MAX_STEP",
+    "MAX_STR",
+    "MIN_GAIN",
+    "MIN_STEP",
+    "MODES",
+    "MODE_NAMES",
+    "SUBPELS",
+    "BitstreamError",
+    "Header",
+    "Reader",
+    "Writer",
+    "header_problem",
+    "read_frame",
+    "read_header",
+    "step_problem",
+    "tools_problem",
+    "write_frame",
+    "write_header",
 ]
 
 MAGIC = b"LMFC"

@@ -237,10 +237,14 @@ def test_a_record_must_pay_for_the_levels_its_coded_tiles_hold():
     body = struct.pack("<IBB", 0, 0, 16) + rc.finish(e).tobytes()
     assert 8 + len(body) < q.size / CODED_PER_BYTE  # the content fits in fewer bytes than the rule asks
     body += bytes(max(0, h.min_record() - 8 - len(body)))  # as short as the work bound allows
+    dec = Decoder(h)
     with pytest.raises(BitstreamError, match="coded tiles hold more levels"):
-        Decoder(h).decode_frame(write_frame(body))
-    body += bytes(-(-q.size // CODED_PER_BYTE) - 8 - len(body))  # padded to what its coded levels ask: decodes
-    assert np.array_equal(Decoder(h).decode_frame(write_frame(body)).numpy(), q.astype(np.float32) * np.float32(h.step))
+        dec.decode_frame(write_frame(body))
+    need = -(-q.size // CODED_PER_BYTE)  # record bytes its coded levels ask
+    with pytest.raises(BitstreamError, match="coded tiles hold more levels"):  # one byte short
+        dec.decode_frame(write_frame(body + bytes(need - 9 - len(body))))
+    body += bytes(need - 8 - len(body))  # padded to what its coded levels ask: the same decoder takes it as frame 0
+    assert np.array_equal(dec.decode_frame(write_frame(body)).numpy(), q.astype(np.float32) * np.float32(h.step))
 
 
 def test_the_encoder_pads_a_record_to_what_its_coded_levels_ask():

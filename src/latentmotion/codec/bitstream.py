@@ -85,8 +85,9 @@ MIN_STEP, MAX_STEP = 2.0**-100, 2.0**100
 # skipped tiles below what a byte of coded levels costs.
 ELEMENT_UNITS, TILE_UNITS, VECTOR_UNITS, CHANNEL_UNITS, PLACE_UNITS = 2, 32, 128, 64, 8
 UNITS_PER_BYTE = 1 << 12
-#: a record of n bytes may code at most n * CODED_PER_BYTE levels in coded tiles: a coded level costs a decoder
-#: about ten times an element that is not coded, and since stream version 6 a likely level can cost under 0.003
+#: a record of n bytes (its 8-byte frame header included) may code at most n * CODED_PER_BYTE levels in coded
+#: tiles: a coded level costs a decoder about ten times an element that is not coded, and since stream version 6
+#: a likely zero level can cost under 0.003
 #: bits, so that without this bound a record of the smallest size could hold a frame whose every tile is coded
 CODED_PER_BYTE = 128
 

@@ -165,7 +165,7 @@ class Encoder:
             syntax.encode_levels(e, probs, levels, 0)
         payload = bytes([INTRA if mv is None else INTER, gain]) + rangecoder.finish(e).tobytes()
         # a record pays for its coded levels (CODED_PER_BYTE): zeros read back as the coder's own past-the-end bytes
-        payload += bytes(max(0, -(-syntax.coded_levels(q, r.block) // CODED_PER_BYTE) - 12 - len(payload)))
+        payload += bytes(max(0, -(-syntax.coded_levels(levels) // CODED_PER_BYTE) - 12 - len(payload)))
         return payload, reconstruct(pred, q, dc, gain), 8 * side
 
     def _intra(self, xs: np.ndarray) -> tuple[bytes, np.ndarray, np.ndarray, int]:

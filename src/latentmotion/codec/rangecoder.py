@@ -61,6 +61,7 @@ __all__ = [
     "encoder",
     "finish",
     "prob",
+    "state",
 ]
 
 PROB_BITS = 15
@@ -118,6 +119,12 @@ def _finish(e):
 
 
 @nb.njit(cache=True)
+def state(p, n):
+    """The context state of probability ``p`` (of a 0, in 1/P_ONE) and count ``n``: ``p | n << 16``."""
+    return p | (n << 16)
+
+
+@nb.njit(cache=True)
 def prob(s):
     """The probability of a 0 (in 1/P_ONE) that context state ``s`` holds."""
     return s & 0xFFFF
@@ -132,16 +139,16 @@ def count(s):
 @nb.njit(cache=True)
 def adapted(s, bit):
     """A context state ``s`` after coding ``bit``: the coder's one adaptation rule."""
-    p, n = s & 0xFFFF, s >> 16
+    p, n = prob(s), count(s)
     k = _SHIFT[n]
     p = p + ((P_ONE - p) >> k) if bit == 0 else p - (p >> k)
-    return min(max(p, P_MIN), P_ONE - P_MIN) | (min(n + 1, N_MAX) << 16)
+    return state(min(max(p, P_MIN), P_ONE - P_MIN), min(n + 1, N_MAX))
 
 
 @nb.njit(cache=True)
 def cost(bit, s):
     """Bits that coding ``bit`` in context state ``s`` costs (encoder only: a float estimate)."""
-    return COST[bit, (s & 0xFFFF) >> 4]
+    return COST[bit, prob(s) >> 4]
 
 
 @nb.njit(cache=True)
@@ -195,7 +202,7 @@ def _enc_norm(e):
 def enc_bit(e, probs, i, bit):
     """Code ``bit`` with context ``i`` of ``probs`` (adapted)."""
     st = e.st
-    bound = (st[1] >> PROB_BITS) * (probs[i] & 0xFFFF)
+    bound = (st[1] >> PROB_BITS) * prob(probs[i])
     if bit == 0:
         st[1] = bound
     else:
@@ -259,7 +266,7 @@ def _dec_norm(d):
 def dec_bit(d, probs, i):
     """Inverse of :func:`enc_bit`."""
     st = d.st
-    bound = (st[1] >> PROB_BITS) * (probs[i] & 0xFFFF)
+    bound = (st[1] >> PROB_BITS) * prob(probs[i])
     if st[0] < bound:
         st[1] = bound
         bit = 0

@@ -69,10 +69,11 @@ from .rangecoder import (
     enc_bypass,
     enc_eg,
     prob,
+    state,
 )
 
 __all__ = [
-    "SNAPSHOT", "Levels", "capacity", "code_tile", "count_activity", "decode_levels", "decode_offsets", "decode_vectors",
+    "SNAPSHOT", "Levels", "capacity", "code_tile", "coded_levels", "count_activity", "decode_levels", "decode_offsets", "decode_vectors",
     "encode_levels", "encode_offsets", "encode_vectors", "flag_bits", "level_bits", "level_ctx", "levels", "min_level_bits", "n_contexts",
     "new_contexts", "restore", "snapshot",
 ]
@@ -352,21 +353,14 @@ def code_tile(e, probs, f, c, i, j, sim):
 
 
 @nb.njit(cache=True)
-def coded_levels(q, block):
-    """How many levels the coded tiles of ``q`` hold (a tile is coded when any of its levels is non-zero)."""
+def coded_levels(f):
+    """How many levels the coded tiles of a coded frame's walk state ``f`` hold: each tile's count of coded
+    channels (``f.tact``, which coding the levels leaves) times its size."""
+    H, W, b = f.q.shape[1], f.q.shape[2], f.block
     n = 0
-    for c in range(q.shape[0]):
-        for y0 in range(0, q.shape[1], block):
-            for x0 in range(0, q.shape[2], block):
-                y1, x1 = min(y0 + block, q.shape[1]), min(x0 + block, q.shape[2])
-                for y in range(y0, y1):
-                    for x in range(x0, x1):
-                        if q[c, y, x] != 0:
-                            n += (y1 - y0) * (x1 - x0)
-                            break
-                    else:
-                        continue
-                    break
+    for i in range(f.tact.shape[0]):
+        for j in range(f.tact.shape[1]):
+            n += f.tact[i, j] * (min(b * i + b, H) - b * i) * (min(b * j + b, W) - b * j)
     return n
 
 
@@ -437,7 +431,7 @@ def _cheapest(probs, lo, hi, bit, n):
     for i in range(lo + 1, hi):  # the most favourable probability (cost falls as p moves away from the bit),
         p = max(p, prob(probs[i])) if bit == 0 else min(p, prob(probs[i]))
         k = min(k, count(probs[i]))  # adapting as fast as the youngest context: adaptation is monotone in p
-    s = p | (k << 16)
+    s = state(p, k)
     for _ in range(n):
         s = adapted(s, bit)
     return cost(bit, s)

@@ -56,7 +56,7 @@ def test_rdoq_early_stop_bound_is_below_every_coding_of_the_tile():
         q = np.rint(d).astype(np.int64) + rng.integers(-1, 2, d.shape) * (rng.random(d.shape) < 0.3)
         f = syntax.levels(q, np.zeros_like(q), block)
         r = residual.Rdo(d, lam, 0.5, np.empty(syntax.SNAPSHOT, np.int64), np.empty(block * block + 1))
-        residual._skip_bounds(probs, f, r, c, 0, 0)  # the mean term (wm) is not in the bounds
+        residual._skip_bounds(f, r, c, 0, 0, syntax.min_level_bits(probs, c, block * block), 0.0)  # the mean term (wm) is not in the bounds
         p, costs = probs.copy(), []
         for y in range(block):
             for x in range(block):
@@ -65,6 +65,24 @@ def test_rdoq_early_stop_bound_is_below_every_coding_of_the_tile():
                 costs.append((d[c, y, x] - q[c, y, x]) ** 2 + lam * syntax.level_bits(e, p, c, ctx, q[c, y, x], 1))
         tail = np.cumsum(costs[::-1])[::-1]
         assert np.all(r.rest[:-1] <= tail + 1e-9), (r.rest[:-1] - tail).max()
+
+
+def test_a_skipped_tile_leaves_the_level_contexts_as_they_were():
+    """RDOQ keeps a channel's fewest level bits (the early-stop bound) until a tile codes levels: that holds only if
+    coding a skipped tile adapts nothing but its flag's context."""
+    rng = np.random.default_rng(5)
+    q = rng.integers(-2, 3, (2, 8, 8)).astype(np.int64)
+    q[1, :4, 4:] = 0  # channel 1's tile (0, 1) is skipped
+    f = syntax.levels(q, np.zeros_like(q), 4)
+    probs = _states(rng, syntax.n_contexts(2))
+    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        syntax.code_tile(rc.encoder(0), probs, f, 0, i, j, 1)
+    syntax.count_activity(f, 0)
+    syntax.code_tile(rc.encoder(0), probs, f, 1, 0, 0, 1)
+    before = probs.copy()
+    syntax.code_tile(rc.encoder(0), probs, f, 1, 0, 1, 1)
+    changed = np.flatnonzero(probs != before)
+    assert changed.tolist() == [syntax.cbf_ctx(f, 1, 0, 1)]
 
 
 def test_rdoq_codes_what_coding_its_levels_afterwards_would():

@@ -63,35 +63,49 @@ class Context:
 
 
 #: the sampler of one motion tile: its pixels' 4 clamped source offsets ``(y * W + x)`` and own offset (``idx``,
-#: block^2 x 5), their bilinear weights (``wt``, block^2 x 4), the plane's size, the tile side, the precision
+#: block^2 x 5), the bilinear weights, the same for every pixel of a tile (``wt``, 4), the plane's size, the tile
+#: side, the precision
 Taps = namedtuple("Taps", "idx wt H W block s")
 
 
 @nb.njit(cache=True)
 def _sampler(H, W, block, s):
-    return Taps(np.empty((block * block, 5), np.int64), np.empty((block * block, 4), np.int64), H, W, block, s)
+    return Taps(np.empty((block * block, 5), np.int64), np.empty(4, np.int64), H, W, block, s)
 
 
 @nb.njit(cache=True)
 def _taps(t, i, j, vx, vy):
-    """Fill ``t`` for tile (i, j) and vector (vx, vy); returns the tile's pixel count."""
-    H, W, block, s, idx, wt = t.H, t.W, t.block, t.s, t.idx, t.wt
+    """Fill ``t`` for tile (i, j) and vector (vx, vy); returns the tile's pixel count.
+
+    The whole-pel offsets and the fractions ``fx = -vx mod s``, ``fy = -vy mod s`` are the same at every pixel of
+    the tile, and so are the weights.
+    """
+    H, W, block, s, idx = t.H, t.W, t.block, t.s, t.idx
+    oy, ox = (-vy) // s, (-vx) // s  # floor(sy / s) = y + oy for sy = s y - vy (Python's floor division)
+    fy, fx = -vy - s * oy, -vx - s * ox
+    t.wt[0], t.wt[1], t.wt[2], t.wt[3] = (s - fx) * (s - fy), fx * (s - fy), (s - fx) * fy, fx * fy
     k = 0
     for y in range(i * block, min(i * block + block, H)):
-        sy = s * y - vy
-        iy = sy // s  # floor division: defined for negative sy
-        fy = sy - s * iy
-        y0, y1 = min(max(iy, 0), H - 1), min(max(iy + 1, 0), H - 1)
+        y0, y1 = min(max(y + oy, 0), H - 1), min(max(y + oy + 1, 0), H - 1)
         for x in range(j * block, min(j * block + block, W)):
-            sx = s * x - vx
-            ix = sx // s
-            fx = sx - s * ix
-            x0, x1 = min(max(ix, 0), W - 1), min(max(ix + 1, 0), W - 1)
+            x0, x1 = min(max(x + ox, 0), W - 1), min(max(x + ox + 1, 0), W - 1)
             idx[k, 0], idx[k, 1], idx[k, 2], idx[k, 3] = y0 * W + x0, y0 * W + x1, y1 * W + x0, y1 * W + x1
             idx[k, 4] = y * W + x
-            wt[k, 0], wt[k, 1], wt[k, 2], wt[k, 3] = (s - fx) * (s - fy), fx * (s - fy), (s - fx) * fy, fx * fy
             k += 1
     return k
+
+
+@nb.njit(inline="always")
+def _tap_sum(rc, idx, k, wt):
+    """``wt0 A + wt1 B + wt2 C + wt3 D`` at pixel k, summed in that order, leaving out the taps of zero weight
+    (whole-pel vectors, and fractions along one axis only, are common): the same value, integer or float."""
+    if wt[3] != 0:
+        return wt[0] * rc[idx[k, 0]] + wt[1] * rc[idx[k, 1]] + wt[2] * rc[idx[k, 2]] + wt[3] * rc[idx[k, 3]]
+    if wt[2] != 0:
+        return wt[0] * rc[idx[k, 0]] + wt[2] * rc[idx[k, 2]]
+    if wt[1] != 0:
+        return wt[0] * rc[idx[k, 0]] + wt[1] * rc[idx[k, 1]]
+    return wt[0] * rc[idx[k, 0]]
 
 
 @nb.njit(cache=True)
@@ -104,7 +118,7 @@ def _tile_into(t, n, src, o2, avg):
     for c in range(src.shape[0]):
         rc, oc = src[c], o2[c]
         for k in range(n):
-            p = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]] + half) >> sh
+            p = (_tap_sum(rc, idx, k, wt) + half) >> sh
             oc[idx[k, 4]] = (oc[idx[k, 4]] + p + 1) >> 1 if avg else p
 
 
@@ -152,7 +166,7 @@ def _tile_sse(t, m, i, j, v, extra, best):
     for c in range(0, m.ref.shape[0], m.cstep):
         rc, cc = m.ref[c], m.cur[c]
         for k in range(n):
-            p = (wt[k, 0] * rc[idx[k, 0]] + wt[k, 1] * rc[idx[k, 1]] + wt[k, 2] * rc[idx[k, 2]] + wt[k, 3] * rc[idx[k, 3]]) * inv
+            p = _tap_sum(rc, idx, k, wt) * inv
             d = cc[idx[k, 4]] - p
             e += d * d
         if e * m.cstep + extra >= best:
@@ -252,7 +266,7 @@ def _tile_pred(t, m, i, j, v, buf):
     for k, c in enumerate(range(0, m.ref.shape[0], m.cstep)):
         rc = m.ref[c]
         for p in range(n):
-            buf[k, p] = (wt[p, 0] * rc[idx[p, 0]] + wt[p, 1] * rc[idx[p, 1]] + wt[p, 2] * rc[idx[p, 2]] + wt[p, 3] * rc[idx[p, 3]]) * inv
+            buf[k, p] = _tap_sum(rc, idx, p, wt) * inv
     return n
 
 
@@ -267,7 +281,7 @@ def _pair_sse(t, m, i, j, w, p1, extra, best):
     for k, c in enumerate(range(0, m.ref.shape[0], m.cstep)):
         rc, cc = m.ref[c], m.cur[c]
         for p in range(n):
-            d = cc[idx[p, 4]] - 0.5 * p1[k, p] - (wt[p, 0] * rc[idx[p, 0]] + wt[p, 1] * rc[idx[p, 1]] + wt[p, 2] * rc[idx[p, 2]] + wt[p, 3] * rc[idx[p, 3]]) * inv
+            d = cc[idx[p, 4]] - 0.5 * p1[k, p] - _tap_sum(rc, idx, p, wt) * inv
             e += d * d
         if e * m.cstep + extra >= best:
             break

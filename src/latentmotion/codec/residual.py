@@ -115,27 +115,36 @@ def rdoq(e, probs: np.ndarray, f, d: np.ndarray, lam: float, wm: float) -> None:
 
 @nb.njit(cache=True)
 def _rdoq(e, probs, f, r):
+    H, W, b = f.q.shape[1], f.q.shape[2], f.block
     for c in range(f.q.shape[0]):
+        known = -1  # the tile size whose fewest level bits ``fewest`` holds for the channel's level contexts as they are
+        fewest = 0.0
         for i in range(f.cbf.shape[0]):
             for j in range(f.cbf.shape[1]):
-                _tile(e, probs, f, r, c, i, j)  # trials only cost (they never write to e)
+                y0, x0 = i * b, j * b
+                y1, x1 = min(y0 + b, H), min(x0 + b, W)
+                if _any(f.q, c, y0, y1, x0, x1):  # levels only move towards zero: else nothing to decide
+                    n = (y1 - y0) * (x1 - x0)
+                    if known != n:  # scanning the level contexts costs as much as a trial: once per change of them
+                        known, fewest = n, min_level_bits(probs, c, n)
+                    _tile(e, probs, f, r, c, i, j, fewest)  # trials only cost (they never write to e)
                 code_tile(e, probs, f, c, i, j, 0)
+                if f.cbf[i, j]:  # its levels adapted the level contexts (a skipped tile codes only its flag)
+                    known = -1
         count_activity(f, c)
 
 
 @nb.njit(cache=True)
-def _skip_bounds(probs, f, r, c, i, j):
-    """The cost of skipping tile (i, j), and in ``r.rest[k]`` a lower bound of what coding its levels k.. costs.
+def _skip_bounds(f, r, c, i, j, b, j_skip):
+    """The cost of skipping tile (i, j) (``j_skip``: its flag's), and in ``r.rest[k]`` a lower bound of what coding its levels k.. costs.
 
     Level k costs at least min(d^2, (|d| - a)^2 + lam * b), a >= 1 the nearest integer and b the
-    fewest bits of any non-zero level; zeros cost at least nothing. Once the trial's cost so far plus
+    fewest bits of any non-zero level (:func:`~latentmotion.codec.syntax.min_level_bits`); zeros cost at least nothing. Once the trial's cost so far plus
     ``rest`` reaches the skip cost, the tile is skipped whatever the remaining levels are.
     """
     y0, x0 = i * f.block, j * f.block
     y1, x1 = min(y0 + f.block, f.q.shape[1]), min(x0 + f.block, f.q.shape[2])
     n = (y1 - y0) * (x1 - x0)
-    b = min_level_bits(probs, c, n)
-    j_skip = r.lam * flag_bits(probs, f, c, i, j, 0)
     k = 0
     sr = 0.0
     for y in range(y0, y1):
@@ -162,15 +171,14 @@ def _any(q, c, y0, y1, x0, x1):
 
 
 @nb.njit(cache=True)
-def _tile(e, probs, f, r, c, i, j):
+def _tile(e, probs, f, r, c, i, j, fewest):
     """One tile's levels (greedy in coding order, each |q|, |q| - 1 or 0, bits from the live contexts),
-    then the whole tile against skipping it; the contexts the trial adapts are restored after it."""
+    then the whole tile against skipping it; the contexts the trial adapts are restored after it.
+    ``fewest``: :func:`~latentmotion.codec.syntax.min_level_bits` for the tile."""
     q = f.q
     y0, x0 = i * f.block, j * f.block
     y1, x1 = min(y0 + f.block, q.shape[1]), min(x0 + f.block, q.shape[2])
-    if not _any(q, c, y0, y1, x0, x1):  # levels only move towards zero: nothing to decide
-        return
-    j_skip = _skip_bounds(probs, f, r, c, i, j)
+    j_skip = _skip_bounds(f, r, c, i, j, fewest, r.lam * flag_bits(probs, f, c, i, j, 0))
     nt = (y1 - y0) * (x1 - x0)
     se = 0.0  # the tile's error sum so far: its mean weighs wm extra
     margin = 1e-9 * (1.0 + j_skip)  # bounds summed in another order: decide early only when clear

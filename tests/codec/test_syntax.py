@@ -53,6 +53,19 @@ def test_a_vector_beyond_the_bound_is_corrupt():
     assert bad == 0
 
 
+def test_activity_counts_what_every_channel_coded():
+    """The cross-channel counts after a walk: per place, how many channels hold a non-zero level; per tile, how many
+    coded it (count_activity reads only coded tiles: a skipped tile must hold no level)."""
+    rng = np.random.default_rng(3)
+    q = rng.laplace(0, 0.6, (7, 10, 9)).round().astype(np.int64)
+    q[:, :5, :5] *= rng.random((7, 1, 1)) < 0.5  # whole tiles skipped in some channels
+    f = syntax.levels(q, np.zeros_like(q), 5)
+    syntax.encode_levels(rc.encoder(0), syntax.new_contexts(7), f, 2)
+    assert np.array_equal(f.act, (q != 0).sum(0))
+    tiles = (q.reshape(7, 2, 5, 9)[..., :5] != 0).any(axis=(2, 3)), (q.reshape(7, 2, 5, 9)[..., 5:] != 0).any(axis=(2, 3))
+    assert np.array_equal(f.tact, np.stack(tiles, -1).sum(0))
+
+
 def test_costing_adapts_exactly_as_coding():
     """The residual stage decides with sim=1 costs: they must leave the contexts as coding leaves them."""
     rng = np.random.default_rng(2)

@@ -118,25 +118,25 @@ def _finish(e):
     return e.out[:n].copy()
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def state(p, n):
     """The context state of probability ``p`` (of a 0, in 1/P_ONE) and count ``n``: ``p | n << 16``."""
     return p | (n << 16)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def prob(s):
     """The probability of a 0 (in 1/P_ONE) that context state ``s`` holds."""
     return s & 0xFFFF
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def count(s):
     """How many bits context state ``s`` has coded (saturating at N_MAX)."""
     return s >> 16
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def adapted(s, bit):
     """A context state ``s`` after coding ``bit``: the coder's one adaptation rule."""
     p, n = prob(s), count(s)
@@ -145,13 +145,13 @@ def adapted(s, bit):
     return state(min(max(p, P_MIN), P_ONE - P_MIN), min(n + 1, N_MAX))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def cost(bit, s):
     """Bits that coding ``bit`` in context state ``s`` costs (encoder only: a float estimate)."""
     return COST[bit, prob(s) >> 4]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def adapt(probs, i, bit):
     """Move context i's probability towards the bit just coded."""
     probs[i] = adapted(probs[i], bit)
@@ -198,7 +198,7 @@ def _enc_norm(e):
         _shift_low(e)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def enc_bit(e, probs, i, bit):
     """Code ``bit`` with context ``i`` of ``probs`` (adapted)."""
     st = e.st

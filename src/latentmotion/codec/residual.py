@@ -34,7 +34,7 @@ import numba as nb
 import numpy as np
 
 from .prediction import ONE
-from .syntax import SNAPSHOT, code_tile, count_activity, flag_bits, level_bits, level_ctx, min_level_bits, restore, snapshot
+from .syntax import SNAPSHOT, any_level, code_tile, count_activity, flag_bits, level_bits, level_ctx, min_level_bits, restore, snapshot
 
 __all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct"]
 
@@ -123,7 +123,7 @@ def _rdoq(e, probs, f, r):
             for j in range(f.cbf.shape[1]):
                 y0, x0 = i * b, j * b
                 y1, x1 = min(y0 + b, H), min(x0 + b, W)
-                if _any(f.q, c, y0, y1, x0, x1):  # levels only move towards zero: else nothing to decide
+                if any_level(f.q, c, y0, y1, x0, x1):  # levels only move towards zero: else nothing to decide
                     n = (y1 - y0) * (x1 - x0)
                     if known != n:  # scanning the level contexts costs as much as a trial: once per change of them
                         known, fewest = n, min_level_bits(probs, c, n)
@@ -134,7 +134,7 @@ def _rdoq(e, probs, f, r):
         count_activity(f, c)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _skip_bounds(f, r, c, i, j, b, j_skip):
     """The cost of skipping tile (i, j) (``j_skip``: its flag's), and in ``r.rest[k]`` a lower bound of what coding its levels k.. costs.
 
@@ -161,16 +161,7 @@ def _skip_bounds(f, r, c, i, j, b, j_skip):
     return j_skip + r.wm * sr * sr / n  # the mean term; not in the bounds, which stay lower bounds
 
 
-@nb.njit(cache=True)
-def _any(q, c, y0, y1, x0, x1):
-    for y in range(y0, y1):
-        for x in range(x0, x1):
-            if q[c, y, x] != 0:
-                return True
-    return False
-
-
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _tile(e, probs, f, r, c, i, j, fewest):
     """One tile's levels (greedy in coding order, each |q|, |q| - 1 or 0, bits from the live contexts),
     then the whole tile against skipping it; the contexts the trial adapts are restored after it.

@@ -73,7 +73,7 @@ from .rangecoder import (
 )
 
 __all__ = [
-    "SNAPSHOT", "Levels", "capacity", "code_tile", "coded_levels", "count_activity", "decode_levels", "decode_offsets", "decode_vectors",
+    "SNAPSHOT", "Levels", "any_level", "capacity", "code_tile", "coded_levels", "count_activity", "decode_levels", "decode_offsets", "decode_vectors",
     "encode_levels", "encode_offsets", "encode_vectors", "flag_bits", "level_bits", "level_ctx", "levels", "min_level_bits", "n_contexts",
     "new_contexts", "restore", "snapshot",
 ]
@@ -123,7 +123,7 @@ def levels(q: np.ndarray, pred: np.ndarray, block: int) -> Levels:
     return Levels(q, pred, np.zeros((h, w), np.int64), np.zeros((nh, nw), np.int64), np.zeros((nh, nw), np.int64), block)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _shared(probs):
     """Where the contexts shared by all channels start in the table: level Exp-Golomb, vectors, offsets, second vectors."""
     eg = probs.shape[0] - N_EG - N_MV - N_DC - N_BI
@@ -131,9 +131,11 @@ def _shared(probs):
 
 
 # --- contexts ----------------------------------------------------------------------------------
+# The per-level and per-tile helpers are inlined (inline="always"): a call that passes the walk state's arrays
+# cost more than their work (RDOQ took 1.8x as long with them as calls).
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _ab(count, c):
     """Bucket of how many of the c earlier channels are non-zero at a place, or coded a tile (integers only)."""
     if c == 0:
@@ -145,13 +147,13 @@ def _ab(count, c):
     return 3 if 10 * count < 3 * c else 4
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _pb(p):
     a = (abs(p) + (1 << (FRAC - 1))) >> FRAC  # |P| in whole steps, rounded
     return 0 if a == 0 else (1 if a == 1 else (2 if a < 4 else 3))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def level_ctx(f, c, y, x):
     """Contexts of the level at (c, y, x): (n, sign context 3 sl + st of left and top, pb, ab)."""
     q = f.q
@@ -168,7 +170,7 @@ def level_ctx(f, c, y, x):
     return n, s, _pb(f.pred[c, y, x]), _ab(f.act[y, x], c)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def cbf_ctx(f, c, i, j):
     """Coded-tile flag context (index into the table): left + top flags of this channel (0 outside) and the tile's activity."""
     cbf = f.cbf
@@ -178,7 +180,7 @@ def cbf_ctx(f, c, i, j):
 # --- bits, coded (sim 0) or costed (sim 1: adapting as coding would; sim 2: not adapting) ----------
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _bit(e, probs, i, bit, sim):
     if sim == 0:
         enc_bit(e, probs, i, bit)
@@ -189,7 +191,7 @@ def _bit(e, probs, i, bit, sim):
     return c
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _eg_bits(e, probs, base, v, sim):
     if sim == 0:
         enc_eg(e, probs, base, v)
@@ -201,7 +203,7 @@ def _eg_bits(e, probs, base, v, sim):
     return c + _bit(e, probs, base + nbits, 0, sim) + nbits
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def level_bits(e, probs, c, ctx, v, sim):
     """Code (sim 0) or cost (sim 1, 2) level ``v`` of channel ``c`` with contexts ``ctx`` (:func:`level_ctx`)."""
     n, s, pb, ab = ctx
@@ -333,16 +335,22 @@ def decode_offsets(d, probs, C):
     return dc, 0
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
+def any_level(q, c, y0, y1, x0, x1):
+    """Whether channel c of q has a non-zero level in rows y0..y1-1, columns x0..x1-1."""
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            if q[c, y, x] != 0:
+                return True
+    return False
+
+
+@nb.njit(cache=True, inline="always")
 def code_tile(e, probs, f, c, i, j, sim):
     """Code (sim 0) or cost (sim 1, 2) tile (i, j) of channel c: its flag, and its levels if any is non-zero."""
     y0, x0 = i * f.block, j * f.block
     y1, x1 = min(y0 + f.block, f.q.shape[1]), min(x0 + f.block, f.q.shape[2])
-    flag = 0
-    for y in range(y0, y1):
-        for x in range(x0, x1):
-            if f.q[c, y, x] != 0:
-                flag = 1
+    flag = 1 if any_level(f.q, c, y0, y1, x0, x1) else 0
     cost = _bit(e, probs, cbf_ctx(f, c, i, j), flag, sim)
     f.cbf[i, j] = flag
     if flag:
@@ -367,13 +375,15 @@ def coded_levels(f):
 @nb.njit(cache=True)
 def count_activity(f, c):
     """Add channel c's non-zero levels and coded tiles to the cross-channel counts (after its last tile)."""
-    for y in range(f.q.shape[1]):
-        for x in range(f.q.shape[2]):
-            if f.q[c, y, x] != 0:
-                f.act[y, x] += 1
+    H, W, b = f.q.shape[1], f.q.shape[2], f.block
     for i in range(f.cbf.shape[0]):
         for j in range(f.cbf.shape[1]):
-            f.tact[i, j] += f.cbf[i, j]
+            if f.cbf[i, j]:  # a skipped tile's levels are all zero: most tiles of a predicted frame
+                f.tact[i, j] += 1
+                for y in range(i * b, min(i * b + b, H)):
+                    for x in range(j * b, min(j * b + b, W)):
+                        if f.q[c, y, x] != 0:
+                            f.act[y, x] += 1
 
 
 @nb.njit(cache=True)
@@ -449,7 +459,7 @@ def min_level_bits(probs, c, n):
     return b + min(_cheapest(probs, lo, hi, 0, n), _cheapest(probs, lo, hi, 1, n))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def flag_bits(probs, f, c, i, j, flag):
     """Bits of tile (i, j)'s coded-tile flag set to ``flag``."""
     return cost(flag, probs[cbf_ctx(f, c, i, j)])

@@ -262,7 +262,7 @@ def _dec_norm(d):
         st[0] = ((st[0] << 8) | _next_byte(d)) & 0xFFFFFFFF
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def dec_bit(d, probs, i):
     """Inverse of :func:`enc_bit`."""
     st = d.st

@@ -221,7 +221,7 @@ def level_bits(e, probs, c, ctx, v, sim):
     return cost
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def _dec_level(d, probs, c, ctx):
     """Inverse of level_bits (sim 0): (level, 0), or (0, 1) on a too long Exp-Golomb prefix."""
     n, s, pb, ab = ctx

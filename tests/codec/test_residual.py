@@ -67,22 +67,30 @@ def test_rdoq_early_stop_bound_is_below_every_coding_of_the_tile():
         assert np.all(r.rest[:-1] <= tail + 1e-9), (r.rest[:-1] - tail).max()
 
 
-def test_a_skipped_tile_leaves_the_level_contexts_as_they_were():
-    """RDOQ keeps a channel's fewest level bits (the early-stop bound) until a tile codes levels: that holds only if
-    coding a skipped tile adapts nothing but its flag's context."""
+def test_a_skipped_tile_leaves_the_early_stop_bound_as_it_was():
+    """RDOQ keeps a channel's fewest level bits (its early-stop bound) until a tile codes levels: coding a skipped
+    tile, as RDOQ codes it (sim 0), must adapt nothing but that tile's flag context, so the bound stays exact."""
     rng = np.random.default_rng(5)
-    q = rng.integers(-2, 3, (2, 8, 8)).astype(np.int64)
-    q[1, :4, 4:] = 0  # channel 1's tile (0, 1) is skipped
+    q = rng.integers(-2, 3, (2, 12, 12)).astype(np.int64)
+    for i, j in ((0, 1), (1, 0), (1, 1), (2, 2)):
+        q[1, 4 * i:4 * i + 4, 4 * j:4 * j + 4] = 0  # channel 1 skips these tiles
     f = syntax.levels(q, np.zeros_like(q), 4)
     probs = _states(rng, syntax.n_contexts(2))
-    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        syntax.code_tile(rc.encoder(0), probs, f, 0, i, j, 1)
+    e = rc.encoder(syntax.capacity(q, 4, np.zeros((2, 0, 0))))
+    for i in range(3):  # channel 0 first, as the walk codes it
+        for j in range(3):
+            syntax.code_tile(e, probs, f, 0, i, j, 0)
     syntax.count_activity(f, 0)
-    syntax.code_tile(rc.encoder(0), probs, f, 1, 0, 0, 1)
-    before = probs.copy()
-    syntax.code_tile(rc.encoder(0), probs, f, 1, 0, 1, 1)
-    changed = np.flatnonzero(probs != before)
-    assert changed.tolist() == [syntax.cbf_ctx(f, 1, 0, 1)]
+    skipped = 0
+    for i in range(3):
+        for j in range(3):
+            before, bound = probs.copy(), syntax.min_level_bits(probs, 1, 16)
+            syntax.code_tile(e, probs, f, 1, i, j, 0)
+            if not f.cbf[i, j]:
+                skipped += 1
+                assert set(np.flatnonzero(probs != before).tolist()) <= {syntax.cbf_ctx(f, 1, i, j)}
+                assert syntax.min_level_bits(probs, 1, 16) == bound
+    assert skipped == 4
 
 
 def test_rdoq_codes_what_coding_its_levels_afterwards_would():

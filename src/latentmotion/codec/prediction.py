@@ -95,10 +95,12 @@ def _taps(t, i, j, vx, vy):
     return k
 
 
-@nb.njit(inline="always")
+@nb.njit(cache=True, inline="always")
 def _tap_sum(rc, idx, k, wt):
     """``wt0 A + wt1 B + wt2 C + wt3 D`` at pixel k, summed in that order, leaving out the taps of zero weight
-    (whole-pel vectors, and fractions along one axis only, are common): the same value, integer or float."""
+    (whole-pel vectors, and fractions along one axis only, are common). ``wt`` must be bilinear weights as
+    :func:`_taps` sets them (``wt0 > 0``; ``wt3 = 0`` with ``wt2 != 0`` means ``wt1 = 0``). The same value in
+    integers; in floats too for finite planes, up to the sign of a zero sum."""
     if wt[3] != 0:
         return wt[0] * rc[idx[k, 0]] + wt[1] * rc[idx[k, 1]] + wt[2] * rc[idx[k, 2]] + wt[3] * rc[idx[k, 3]]
     if wt[2] != 0:

@@ -135,12 +135,14 @@ def _rdoq(e, probs, f, r):
 
 
 @nb.njit(cache=True, inline="always")
-def _skip_bounds(f, r, c, i, j, b, j_skip):
-    """The cost of skipping tile (i, j) (``j_skip``: its flag's), and in ``r.rest[k]`` a lower bound of what coding its levels k.. costs.
+def _skip_bounds(f, r, c, i, j, fewest, j_skip):
+    """The cost of skipping tile (i, j), given ``j_skip`` = its flag's cost (lam * bits), and in ``r.rest[k]`` a
+    lower bound of what coding its levels k.. costs.
 
-    Level k costs at least min(d^2, (|d| - a)^2 + lam * b), a >= 1 the nearest integer and b the
-    fewest bits of any non-zero level (:func:`~latentmotion.codec.syntax.min_level_bits`); zeros cost at least nothing. Once the trial's cost so far plus
-    ``rest`` reaches the skip cost, the tile is skipped whatever the remaining levels are.
+    Level k costs at least min(d^2, (|d| - a)^2 + lam * fewest), a >= 1 the nearest integer and ``fewest`` the
+    fewest bits of any non-zero level (:func:`~latentmotion.codec.syntax.min_level_bits`); zeros cost at least
+    nothing. Once the trial's cost so far plus ``rest`` reaches the skip cost, the tile is skipped whatever the
+    remaining levels are.
     """
     y0, x0 = i * f.block, j * f.block
     y1, x1 = min(y0 + f.block, f.q.shape[1]), min(x0 + f.block, f.q.shape[2])
@@ -153,7 +155,7 @@ def _skip_bounds(f, r, c, i, j, b, j_skip):
             a = abs(r.d[c, y, x])
             j_skip += a * a
             t = max(1.0, np.floor(a + 0.5))
-            r.rest[k] = min(a * a, (a - t) * (a - t) + r.lam * b)
+            r.rest[k] = min(a * a, (a - t) * (a - t) + r.lam * fewest)
             k += 1
     r.rest[n] = 0.0
     for k in range(n - 1, -1, -1):

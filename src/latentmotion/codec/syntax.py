@@ -374,7 +374,9 @@ def coded_levels(f):
 
 @nb.njit(cache=True)
 def count_activity(f, c):
-    """Add channel c's non-zero levels and coded tiles to the cross-channel counts (after its last tile)."""
+    """Add channel c's non-zero levels and coded tiles to the cross-channel counts, after its last tile: ``f.cbf``
+    must hold channel c's flags as coding set them (a tile's levels are read only where its flag is 1, which coding
+    sets exactly where the tile holds a non-zero level; the decoder's skipped tiles stay zero)."""
     H, W, b = f.q.shape[1], f.q.shape[2], f.block
     for i in range(f.cbf.shape[0]):
         for j in range(f.cbf.shape[1]):

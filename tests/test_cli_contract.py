@@ -102,6 +102,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--frames", "-1", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "at least 1"),
         (("--video", "{tmp}/fifo.mp4", "--out", "{out}"), "not a regular file"),
         (("--out", "{tmp}/fifo.mp4"), "not a regular file"),
+        (("--video", "{tmp}/afile", "--out", "{tmp}/afile"), "is the command's input"),  # would replace the video it reads
         (("--transform", "bogus", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "--transform must be"),
         (("--transform", "klt", "--layer", "_blocks.0._bn2", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "no channel transform"),
     ],
@@ -121,6 +122,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("{tmp}/unknown_transform.lmc", "--out", "{out}"), "unknown channel transform"),
         (("{tmp}/climbing_transform.lmc", "--out", "{out}"), "name no shipped channel transform"),
         (("{tmp}/other_transform.lmc", "--out", "{out}"), "another klt transform"),
+        (("{tmp}/misfit.lmc", "--out", "{tmp}/misfit.lmc"), "is the command's input"),  # would replace the stream it reads
     ],
     "codec eval": [
         (("--configs", ",", "--out", "{out}"), "--configs"),
@@ -411,3 +413,39 @@ def test_force_replaces_the_old_folder_whole(place):
     assert r.returncode == 0, r.stderr[-2000:]
     assert sorted(p.name for p in (place / "old").iterdir()) == ["fig4.png"]
     assert not [p for p in place.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_write_of_the_decoded_tensors_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """torch.save reports a full disk as a RuntimeError (its zip writer's), not an OSError: still one line, exit 2."""
+    import torch
+
+    from latentmotion.cli import _app
+
+    (tmp_path / "s.lmc").write_bytes(_misfit_stream())
+
+    def full_disk(*_a, **_k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(SystemExit) as exc:
+        _app.run_app(["codec", "decode", str(tmp_path / "s.lmc"), "--out", str(tmp_path / "x.pt")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: cannot write") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.lmc"]
+
+
+def test_decode_counts_each_frames_tensor_object_against_memory(tmp_path, monkeypatch):
+    """Tiny frames cost their tensor objects more than their values: a stream of many is refused by what those hold."""
+    import torch
+
+    from latentmotion.cli import codec as cli_codec
+    from latentmotion.codec import Encoder, Tools, decode_work_nbytes, decoded_nbytes, encode_sequence
+    from latentmotion.errors import InputError
+
+    data = encode_sequence(list(torch.zeros(3000, 1, 1, 1)), Encoder((1, 1, 1), 0.1, Tools.of(mode="zero")))
+    values = 2 * decoded_nbytes(data) + decode_work_nbytes(data)
+    monkeypatch.setattr(cli_codec, "_memory_budget", lambda: values + 3000 * cli_codec.TENSOR_OVERHEAD - 1)
+    with pytest.raises(InputError, match="needs"):
+        cli_codec._decode_checks(tmp_path / "s.lmc", data, False, "", "", 0)
+    monkeypatch.setattr(cli_codec, "_memory_budget", lambda: values + 3000 * cli_codec.TENSOR_OVERHEAD)
+    cli_codec._decode_checks(tmp_path / "s.lmc", data, False, "", "", 0)

@@ -188,15 +188,19 @@ def _publish(stage: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_file(path: Path | str) -> Iterator[Path]:
+def staged_file(path: Path | str, inputs: tuple[Path | str, ...] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
 
     The destination is checked first: a folder, a FIFO, a device, a missing
-    parent folder or an unwritable one raise :class:`InputError` before the
-    block runs.
+    parent folder, an unwritable one or one of the command's ``inputs`` (which
+    the output would replace) raise :class:`InputError` before the block runs.
     """
     path = _absolute(path)
     _sweep_stale(path)
+    for src in inputs:
+        with contextlib.suppress(OSError):  # an input that does not exist is its own command's error
+            if os.path.samefile(src, path):
+                raise InputError(f"--out {path} is the command's input {src}: give another file name")
     kind = file_kind(path)
     if kind == "folder":
         raise InputError(f"--out {path} is a folder; give a file name")

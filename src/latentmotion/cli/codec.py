@@ -16,6 +16,7 @@ from ._app import MOTION_SKIP, app, config_options, console, parse_list, shown
 __all__ = ["codec_app", "codec_decode", "codec_encode", "codec_eval", "codec_fit_transform"]
 
 MAX_STREAM_FILE = 1 << 30  # a feature stream of this size would be hours of video
+TENSOR_OVERHEAD = 1024  # bytes a decoded frame's tensor object holds besides its values (about 500 measured)
 MAX_CLASSIFY_FRAMES = 4096  # about a minute of the default cloud on this machine's 2 cores
 
 
@@ -64,8 +65,8 @@ def codec_encode(
     tools = Tools(MotionTools(**config))
     check_transform_choice(transform, model, layer)
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
-    video_path(video)  # exists, and is a regular file (a FIFO would block)
-    with staged_file(out) as tmp:  # --out is checked before the frames are decoded
+    source = video_path(video)  # exists, and is a regular file (a FIFO would block)
+    with staged_file(out, inputs=(source,)) as tmp:  # --out is checked before the frames are decoded
         fingerprint, split = _model_split(model, layer, weights, seed)
         to_coordinates, fingerprint = edge_transform(transform, model, layer, fingerprint)  # before the clip: the stream names the transform
         clip = edge_features(video, split, start, frames)
@@ -133,7 +134,9 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
     head = read_stream_header(data)
     base, name, transform = stream_transform(head.model, head.layer, head.weights, head.shape[0])
     chunk = 0 if transform is None else 2 * SYNTHESIS_CHUNK * 4 * head.shape[0] * head.shape[1] * head.shape[2]  # a chunk's map and its temporary
-    need, budget = 2 * decoded_nbytes(data) + decode_work_nbytes(data) + chunk, _memory_budget()  # the frames, their stack, one frame's work
+    frames = decoded_nbytes(data) // (4 * head.shape[0] * head.shape[1] * head.shape[2])
+    # the frames, their stack, one frame's work, and each frame's tensor object (about 0.5 KB: it dominates tiny frames)
+    need, budget = 2 * decoded_nbytes(data) + decode_work_nbytes(data) + chunk + TENSOR_OVERHEAD * frames, _memory_budget()
     if need > budget:
         raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this machine allows {budget / 2**30:.1f} GiB")
     if not classify:
@@ -142,7 +145,6 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
 
     if head.model != model:  # the stream's bytes never choose what gets built (a factory would import and run code)
         raise InputError(f"the stream names the model {head.model!r}; --classify builds only --model ({model}): pass --model {head.model} to allow it")
-    frames = decoded_nbytes(data) // (4 * head.shape[0] * head.shape[1] * head.shape[2])
     if frames > MAX_CLASSIFY_FRAMES:  # the network's time is not bounded by the stream's bytes as decoding is
         raise InputError(f"the stream holds {frames} frames; --classify runs the cloud on at most {MAX_CLASSIFY_FRAMES}")
     mine, split = _model_split(head.model, head.layer, weights, seed)
@@ -176,7 +178,7 @@ def codec_decode(
         raise InputError(f"stream file {stream} is {stream.stat().st_size} bytes; at most {MAX_STREAM_FILE} are read")
     data = stream.read_bytes()
     name, transform, split, task = _decode_checks(stream, data, classify, model, weights, seed)
-    with staged_file(out) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
+    with staged_file(out, inputs=(stream,)) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
         header, tensors = decode_stream(data)
         if not tensors:
             raise InputError(f"stream file {stream} holds a header but no frames")
@@ -187,7 +189,10 @@ def codec_decode(
                     x[i : i + SYNTHESIS_CHUNK] = transform.decode(x[i : i + SYNTHESIS_CHUNK])
         top = None if split is None else _top1(split, task, x, header)
         if tmp is not None:
-            torch.save(x, tmp)  # straight to the staged file: no third copy of the tensors in memory
+            try:
+                torch.save(x, tmp)  # straight to the staged file: no third copy of the tensors in memory
+            except (OSError, RuntimeError) as exc:  # torch's writer reports a full disk as a RuntimeError
+                raise InputError(f"cannot write {out}: {getattr(exc, 'strerror', None) or 'the write failed (is the disk full?)'}") from None
     through = "" if transform is None else f" (coded through its {name} transform)"
     console.print(f"{shown(stream)}: {len(tensors)} tensors {tuple(x.shape[1:])} of {shown(header.model)} {shown(header.layer)}, step {header.step:g}{through}")
     if out is not None:

@@ -134,9 +134,10 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
     head = read_stream_header(data)
     base, name, transform = stream_transform(head.model, head.layer, head.weights, head.shape[0])
     chunk = 0 if transform is None else 2 * SYNTHESIS_CHUNK * 4 * head.shape[0] * head.shape[1] * head.shape[2]  # a chunk's map and its temporary
-    frames = decoded_nbytes(data) // (4 * head.shape[0] * head.shape[1] * head.shape[2])
+    values = decoded_nbytes(data)  # reads every record's length: once
+    frames = values // (4 * head.shape[0] * head.shape[1] * head.shape[2])
     # the frames, their stack, one frame's work, and each frame's tensor object (about 0.5 KB: it dominates tiny frames)
-    need, budget = 2 * decoded_nbytes(data) + decode_work_nbytes(data) + chunk + TENSOR_OVERHEAD * frames, _memory_budget()
+    need, budget = 2 * values + decode_work_nbytes(data) + chunk + TENSOR_OVERHEAD * frames, _memory_budget()
     if need > budget:
         raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this machine allows {budget / 2**30:.1f} GiB")
     if not classify:

@@ -41,7 +41,7 @@ from .bitstream import MODE_NAMES, MODES
 
 __all__ = [
     "BI", "FIELD_ROWS", "FRAC", "MAX_MV", "MODES", "MODE_NAMES", "ONE", "Context", "block_candidates", "choose_second", "choose_vectors", "compensate",
-    "input_candidates", "mv_pred", "predict",
+    "input_candidates", "mv_pred", "predict", "tile_box",
 ]
 
 FRAC = 4  # the decoder state holds levels in units of step / 2**FRAC (fixed point)
@@ -68,6 +68,19 @@ class Context:
 Taps = namedtuple("Taps", "idx wt H W block s")
 
 
+@nb.njit(cache=True, inline="always")
+def tile_box(H, W, block, i, j):
+    """Rows y0..y1-1 and columns x0..x1-1 of tile (i, j) of an H x W plane cut into ``block`` x ``block`` tiles
+    (the last row and column of tiles cut short): ``(y0, y1, x0, x1)``.
+
+    Example:
+        >>> tile_box(10, 9, 4, 2, 2)
+        (8, 10, 8, 9)
+    """
+    y0, x0 = i * block, j * block
+    return y0, min(y0 + block, H), x0, min(x0 + block, W)
+
+
 @nb.njit(cache=True)
 def _sampler(H, W, block, s):
     return Taps(np.empty((block * block, 5), np.int64), np.empty(4, np.int64), H, W, block, s)
@@ -85,9 +98,10 @@ def _taps(t, i, j, vx, vy):
     fy, fx = -vy - s * oy, -vx - s * ox
     t.wt[0], t.wt[1], t.wt[2], t.wt[3] = (s - fx) * (s - fy), fx * (s - fy), (s - fx) * fy, fx * fy
     k = 0
-    for y in range(i * block, min(i * block + block, H)):
+    ty0, ty1, tx0, tx1 = tile_box(H, W, block, i, j)
+    for y in range(ty0, ty1):
         y0, y1 = min(max(y + oy, 0), H - 1), min(max(y + oy + 1, 0), H - 1)
-        for x in range(j * block, min(j * block + block, W)):
+        for x in range(tx0, tx1):
             x0, x1 = min(max(x + ox, 0), W - 1), min(max(x + ox + 1, 0), W - 1)
             idx[k, 0], idx[k, 1], idx[k, 2], idx[k, 3] = y0 * W + x0, y0 * W + x1, y1 * W + x0, y1 * W + x1
             idx[k, 4] = y * W + x

@@ -33,7 +33,7 @@ from collections import namedtuple
 import numba as nb
 import numpy as np
 
-from .prediction import ONE
+from .prediction import ONE, tile_box
 from .syntax import SNAPSHOT, any_level, code_tile, count_activity, flag_bits, level_bits, level_ctx, min_level_bits, restore, snapshot
 
 __all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct"]
@@ -115,14 +115,12 @@ def rdoq(e, probs: np.ndarray, f, d: np.ndarray, lam: float, wm: float) -> None:
 
 @nb.njit(cache=True)
 def _rdoq(e, probs, f, r):
-    H, W, b = f.q.shape[1], f.q.shape[2], f.block
     for c in range(f.q.shape[0]):
         known = -1  # the tile size whose fewest level bits ``fewest`` holds for the channel's level contexts as they are
         fewest = 0.0
         for i in range(f.cbf.shape[0]):
             for j in range(f.cbf.shape[1]):
-                y0, x0 = i * b, j * b
-                y1, x1 = min(y0 + b, H), min(x0 + b, W)
+                y0, y1, x0, x1 = tile_box(f.q.shape[1], f.q.shape[2], f.block, i, j)
                 if any_level(f.q, c, y0, y1, x0, x1):  # levels only move towards zero: else nothing to decide
                     n = (y1 - y0) * (x1 - x0)
                     if known != n:  # scanning the level contexts costs as much as a trial: once per change of them
@@ -144,8 +142,7 @@ def _skip_bounds(f, r, c, i, j, fewest, j_skip):
     nothing. Once the trial's cost so far plus ``rest`` reaches the skip cost, the tile is skipped whatever the
     remaining levels are.
     """
-    y0, x0 = i * f.block, j * f.block
-    y1, x1 = min(y0 + f.block, f.q.shape[1]), min(x0 + f.block, f.q.shape[2])
+    y0, y1, x0, x1 = tile_box(f.q.shape[1], f.q.shape[2], f.block, i, j)
     n = (y1 - y0) * (x1 - x0)
     k = 0
     sr = 0.0
@@ -169,8 +166,7 @@ def _tile(e, probs, f, r, c, i, j, fewest):
     then the whole tile against skipping it; the contexts the trial adapts are restored after it.
     ``fewest``: :func:`~latentmotion.codec.syntax.min_level_bits` for the tile."""
     q = f.q
-    y0, x0 = i * f.block, j * f.block
-    y1, x1 = min(y0 + f.block, q.shape[1]), min(x0 + f.block, q.shape[2])
+    y0, y1, x0, x1 = tile_box(q.shape[1], q.shape[2], f.block, i, j)
     j_skip = _skip_bounds(f, r, c, i, j, fewest, r.lam * flag_bits(probs, f, c, i, j, 0))
     nt = (y1 - y0) * (x1 - x0)
     se = 0.0  # the tile's error sum so far: its mean weighs wm extra

@@ -53,7 +53,7 @@ from collections import namedtuple
 import numba as nb
 import numpy as np
 
-from .prediction import BI, FIELD_ROWS, FRAC, mv_pred
+from .prediction import BI, FIELD_ROWS, FRAC, mv_pred, tile_box
 from .rangecoder import (
     MAX_PREFIX,
     PROB_INIT,
@@ -348,8 +348,7 @@ def any_level(q, c, y0, y1, x0, x1):
 @nb.njit(cache=True, inline="always")
 def code_tile(e, probs, f, c, i, j, sim):
     """Code (sim 0) or cost (sim 1, 2) tile (i, j) of channel c: its flag, and its levels if any is non-zero."""
-    y0, x0 = i * f.block, j * f.block
-    y1, x1 = min(y0 + f.block, f.q.shape[1]), min(x0 + f.block, f.q.shape[2])
+    y0, y1, x0, x1 = tile_box(f.q.shape[1], f.q.shape[2], f.block, i, j)
     flag = 1 if any_level(f.q, c, y0, y1, x0, x1) else 0
     cost = _bit(e, probs, cbf_ctx(f, c, i, j), flag, sim)
     f.cbf[i, j] = flag
@@ -364,11 +363,11 @@ def code_tile(e, probs, f, c, i, j, sim):
 def coded_levels(f):
     """How many levels the coded tiles of a coded frame's walk state ``f`` hold: each tile's count of coded
     channels (``f.tact``, which coding the levels leaves) times its size."""
-    H, W, b = f.q.shape[1], f.q.shape[2], f.block
     n = 0
     for i in range(f.tact.shape[0]):
         for j in range(f.tact.shape[1]):
-            n += f.tact[i, j] * (min(b * i + b, H) - b * i) * (min(b * j + b, W) - b * j)
+            y0, y1, x0, x1 = tile_box(f.q.shape[1], f.q.shape[2], f.block, i, j)
+            n += f.tact[i, j] * (y1 - y0) * (x1 - x0)
     return n
 
 
@@ -377,13 +376,13 @@ def count_activity(f, c):
     """Add channel c's non-zero levels and coded tiles to the cross-channel counts, after its last tile: ``f.cbf``
     must hold channel c's flags as coding set them (a tile's levels are read only where its flag is 1, which coding
     sets exactly where the tile holds a non-zero level; the decoder's skipped tiles stay zero)."""
-    H, W, b = f.q.shape[1], f.q.shape[2], f.block
     for i in range(f.cbf.shape[0]):
         for j in range(f.cbf.shape[1]):
             if f.cbf[i, j]:  # a skipped tile's levels are all zero: most tiles of a predicted frame
                 f.tact[i, j] += 1
-                for y in range(i * b, min(i * b + b, H)):
-                    for x in range(j * b, min(j * b + b, W)):
+                y0, y1, x0, x1 = tile_box(f.q.shape[1], f.q.shape[2], f.block, i, j)
+                for y in range(y0, y1):
+                    for x in range(x0, x1):
                         if f.q[c, y, x] != 0:
                             f.act[y, x] += 1
 
@@ -418,12 +417,12 @@ def decode_levels(d, probs, pred, block, max_coded):
                 f.cbf[i, j] = flag
                 if flag == 0:
                     continue
-                y0, x0 = i * block, j * block
-                max_coded -= (min(y0 + block, H) - y0) * (min(x0 + block, W) - x0)
+                y0, y1, x0, x1 = tile_box(H, W, block, i, j)
+                max_coded -= (y1 - y0) * (x1 - x0)
                 if max_coded < 0:
                     return f.q, 2
-                for y in range(y0, min(y0 + block, H)):
-                    for x in range(x0, min(x0 + block, W)):
+                for y in range(y0, y1):
+                    for x in range(x0, x1):
                         v, bad = _dec_level(d, probs, c, level_ctx(f, c, y, x))
                         if bad:
                             return f.q, 1

@@ -7,7 +7,7 @@ import torch
 
 from latentmotion.errors import InputError
 from latentmotion.experiments.codec_anchors import SIDE_BITS, code_features, code_pixels, parse_anchor, tile, untile
-from latentmotion.experiments.codec_eval import _bd, _bd_table, _envelope, _goal
+from latentmotion.experiments.codec_eval import _bd, _bd_table, _envelope, _goal, _span
 
 
 def test_tiling_pads_to_multiples_of_8_and_inverts():
@@ -105,11 +105,21 @@ def test_bd_on_task_fidelity_uses_only_points_at_or_below_the_noise_floor():
     assert full["b_vs_a"] != pytest.approx(-50.0, abs=0.5)
 
 
+def test_bd_span_is_where_both_curves_reach_below_the_noise_floor():
+    rows = [{"config": c, "kbps": r, "task_db": d} for c, pts in (("remote", ((30, -1), (60, 4), (200, 8))), ("ours", ((50, 5), (100, 10), (400, 30))))
+            for r, d in pts]
+    assert _span(rows, "remote", "ours", "task_db") == [5.0, 8.0]  # ours stops short of remote's low end: only its costly top compares
+    assert _span(rows, "ours", "remote", "task_db", floor_db=9) is None  # one point of ours below the floor: no curve, no span
+    rows += [{"config": "ours", "kbps": 20, "task_db": -3}]
+    assert _span(rows, "remote", "ours", "task_db", floor_db=20) == [-1.0, 8.0]
+
+
 def test_goal_against_remote_inference_is_the_less_favourable_codec_at_each_size():
     bd = {"psnr": {"block_vs_x265_ldp": -30.0}, "top1_agreement": {},
           "task_db": {"block_vs_x265_ldp": -20.0, "block_vs_remote_x265_net": -60.0, "block_vs_remote_svtav1_net": -40.0, "block_vs_remote_x265_clip": -70.0}}
     g = _goal(bd, ["intra", "block"], ["x265_ldp", "remote_x265_net", "remote_svtav1_net", "remote_x265_clip"])
     assert g["best_mode"] == "block" and g["best_vs_remote_net_kl"] == -40.0 and g["best_vs_remote_clip_kl"] == -70.0
+    assert g["remote_net_anchor"] == "remote_svtav1_net" and g["remote_clip_anchor"] == "remote_x265_clip"
     assert g["meets_ldp_psnr"] and not g["meets_ldp_kl"] and not g["meets_remote_net"] and g["meets_remote_clip"]
 
 
@@ -130,6 +140,8 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
         pts = sorted((float(r["param"]), float(r["kl"]), float(r["bits_per_frame"])) for r in rows if r["config"] == name)
         assert pts[0][1] < pts[-1][1] and pts[0][2] > pts[-1][2]  # a finer step: more bits, closer softmax
     assert set(s["bd_rate_percent_kl"]) >= {"klt_vs_x265_ldp", "kltw_vs_x265_ldp", "block_vs_remote_x265_net", "klt_vs_block"}
+    span = s["bd_span_kl_db"]["block_vs_remote_x265_net"]
+    assert span is None or span[0] < span[1] <= f["task_db"]  # only below the floor's quality
     report = (tmp_path / "report.md").read_text()
     assert "Noise floor" in report and "task fidelity" in report and "remote_x265_net" in report
 

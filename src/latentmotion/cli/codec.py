@@ -211,7 +211,7 @@ def codec_eval(
     model: str = typer.Option(DEFAULT_MODEL),
     layer: str = typer.Option(DEFAULT_LAYER),
     weights: str = typer.Option("imagenet"),
-    steps: Optional[str] = typer.Option(None, help="comma-separated quantisation steps, relative to the features' RMS (default: 0.088 to 1.41 in factors of sqrt 2)"),
+    steps: Optional[str] = typer.Option(None, help="comma-separated quantisation steps, relative to the features' RMS (default: 0.088 to 2.83 in factors of sqrt 2)"),
     configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input, klt, kltw)"),
     anchors: Optional[str] = typer.Option(None, help="comma-separated anchors, base[-modifier...] ('' for none; default: the strongest feature anchors and remote inference, docs/codec.md)"),
     qps: str = typer.Option("", help="comma-separated QPs for every anchor (default: each anchor family's own range)"),

@@ -109,3 +109,40 @@ def test_cheapest_is_below_what_a_bit_can_cost_after_any_adaptations():
             i = int(rng.integers(0, m))
             probs[i] = rc.adapted(probs[i], bit if toward or rng.random() < 0.5 else 1 - bit)
         assert min(rc.cost(bit, s) for s in probs) >= bound - 1e-12
+
+
+def test_inheritance_matches_the_rule_written_out():
+    """syntax.inherit against section 5's rule in plain Python, on tables of random states (young, settled, unused)."""
+    rng = np.random.default_rng(3)
+    C = 4
+    probs = syntax.new_contexts(C)
+    for i in range(syntax.PER_CHANNEL * C):
+        if rng.random() < 0.5:
+            probs[i] = rc.state(int(rng.integers(rc.P_MIN, rc.P_ONE - rc.P_MIN)), int(rng.integers(0, rc.N_MAX + 1)))
+    for c in range(C):
+        want = probs.copy()
+        if c > 0:
+            for k in range(syntax.OFF_NZ):  # every level context, not the offset flag
+                own, prev = int(probs[syntax.PER_CHANNEL * c + k]), int(probs[syntax.PER_CHANNEL * (c - 1) + k])
+                if rc.count(own) == 0 and rc.count(prev) > 0:
+                    want[syntax.PER_CHANNEL * c + k] = rc.state(rc.prob(prev), min(rc.count(prev), 8))
+        syntax.inherit(probs, c)
+        assert np.array_equal(probs, want)
+
+
+def test_a_channel_like_the_one_before_it_costs_fewer_bits_with_inheritance():
+    """Three identical sparse channels. Channels 1 and 2 see the same activity buckets (every earlier channel non-zero
+    where they are), so without inheritance channel 2 would cost exactly what channel 1 costs; it starts from
+    channel 1's learned states instead."""
+    rng = np.random.default_rng(4)
+    one = (rng.random((1, 16, 16)) < 0.05) * rng.integers(1, 3, (1, 16, 16))
+    q = np.concatenate([one, one, one]).astype(np.int64)
+    probs = syntax.new_contexts(3)
+    f = syntax.levels(q, np.zeros_like(q), 4)
+    e = rc.encoder(syntax.capacity(q, 4, np.zeros((2, 0, 0))))
+    costs = []
+    for c in range(3):
+        syntax.inherit(probs, c)
+        costs.append(sum(syntax.code_tile(e, probs, f, c, i, j, 1) for i in range(4) for j in range(4)))
+        syntax.count_activity(f, c)
+    assert costs[2] < 0.8 * costs[1]

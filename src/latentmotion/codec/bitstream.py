@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 MAGIC = b"LMFC"
-VERSION = 6  # 6: context states that count their bits (young contexts adapt fast); 5: two references (a tile may average predictions from the last two frames); 4: a gain byte per frame
+VERSION = 7  # 7: a channel's unused level contexts start from the previous channel's states; 6: context states that count their bits (young contexts adapt fast); 5: two references (a tile may average predictions from the last two frames); 4: a gain byte per frame
 MAX_STR = 256
 #: motion modes, by the header's mode byte (:mod:`latentmotion.codec.prediction` implements them)
 MODE_NAMES = ("zero", "block", "input")

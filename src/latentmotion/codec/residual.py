@@ -34,7 +34,7 @@ import numba as nb
 import numpy as np
 
 from .prediction import ONE, tile_box
-from .syntax import SNAPSHOT, any_level, code_tile, count_activity, flag_bits, level_bits, level_ctx, min_level_bits, restore, snapshot
+from .syntax import SNAPSHOT, any_level, code_tile, count_activity, flag_bits, inherit, level_bits, level_ctx, min_level_bits, restore, snapshot
 
 __all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct"]
 
@@ -116,6 +116,7 @@ def rdoq(e, probs: np.ndarray, f, d: np.ndarray, lam: float, wm: float) -> None:
 @nb.njit(cache=True)
 def _rdoq(e, probs, f, r):
     for c in range(f.q.shape[0]):
+        inherit(probs, c)  # before the bound and any trial: they see the states coding starts from
         known = -1  # the tile size whose fewest level bits ``fewest`` holds for the channel's level contexts as they are
         fewest = 0.0
         for i in range(f.cbf.shape[0]):

@@ -74,7 +74,7 @@ from .rangecoder import (
 
 __all__ = [
     "SNAPSHOT", "Levels", "any_level", "capacity", "code_tile", "coded_levels", "count_activity", "decode_levels", "decode_offsets", "decode_vectors",
-    "encode_levels", "encode_offsets", "encode_vectors", "flag_bits", "level_bits", "level_ctx", "levels", "min_level_bits", "n_contexts",
+    "encode_levels", "encode_offsets", "encode_vectors", "flag_bits", "inherit", "level_bits", "level_ctx", "levels", "min_level_bits", "n_contexts",
     "new_contexts", "restore", "snapshot",
 ]
 
@@ -95,6 +95,7 @@ N_EG = MAX_PREFIX + 1
 N_MV = 2 + N_EG
 N_DC = 1 + N_EG  # offsets: sign, Exp-Golomb prefix
 N_BI = 3 + 2 + N_EG  # two-reference flag (left + top flags), second vector: != 0 per component, Exp-Golomb prefix
+INHERIT_CAP = 8  # an inherited context adapts as one that has coded 8 bits (shift 3): it keeps what it inherited, but not for long
 
 #: one frame's levels as the syntax walks them: levels ``q`` (C, H, W), prediction ``pred`` (1/16 step),
 #: the cross-channel counts ``act`` (H, W) and ``tact`` (tiles), this channel's tile flags ``cbf``, tile side
@@ -335,6 +336,32 @@ def decode_offsets(d, probs, C):
     return dc, 0
 
 
+@nb.njit(cache=True)
+def inherit(probs, c):
+    """Before channel c's first tile in a frame: each of its level contexts (coded-tile flags to ``|q| > 2``) that
+    has coded no bit yet takes the state of the same context of channel c - 1, its count capped at INHERIT_CAP.
+
+    Neighbouring channels' statistics are alike (KLT coordinates of similar variance; features of one layer), and
+    a context starting from 1/2 pays for learning what the channel before already knows: at coarse steps most of a
+    channel's contexts see only a few bits per frame.
+
+    Example:
+        >>> from latentmotion.codec.rangecoder import count, prob, state
+        >>> probs = new_contexts(2)
+        >>> probs[SIG] = state(30000, 20)  # channel 0 learned: significance is rare
+        >>> inherit(probs, 1)
+        >>> prob(probs[PER_CHANNEL + SIG]), count(probs[PER_CHANNEL + SIG]), count(probs[PER_CHANNEL + SIG + 1])
+        (30000, 8, 0)
+    """
+    if c == 0:
+        return
+    base = PER_CHANNEL * c
+    for k in range(OFF_NZ):  # not the offset flag: offsets are coded before any channel's levels
+        prev = probs[base - PER_CHANNEL + k]
+        if count(probs[base + k]) == 0 and count(prev) > 0:
+            probs[base + k] = state(prob(prev), min(count(prev), INHERIT_CAP))
+
+
 @nb.njit(cache=True, inline="always")
 def any_level(q, c, y0, y1, x0, x1):
     """Whether channel c of q has a non-zero level in rows y0..y1-1, columns x0..x1-1."""
@@ -392,6 +419,7 @@ def encode_levels(e, probs, f, sim):
     """Every channel's tiles in order (sim as :func:`code_tile`); the bits, when costed."""
     cost = 0.0
     for c in range(f.q.shape[0]):
+        inherit(probs, c)  # in every sim (sim 2 too changes these states): costs are those of the states coding starts from
         for i in range(f.cbf.shape[0]):
             for j in range(f.cbf.shape[1]):
                 cost += code_tile(e, probs, f, c, i, j, sim)
@@ -411,6 +439,7 @@ def decode_levels(d, probs, pred, block, max_coded):
     f = Levels(np.zeros((C, H, W), np.int64), pred, np.zeros((H, W), np.int64), np.zeros(((H + block - 1) // block, (W + block - 1) // block), np.int64),
                np.zeros(((H + block - 1) // block, (W + block - 1) // block), np.int64), block)
     for c in range(C):
+        inherit(probs, c)
         for i in range(f.cbf.shape[0]):
             for j in range(f.cbf.shape[1]):
                 flag = dec_bit(d, probs, cbf_ctx(f, c, i, j))

@@ -140,6 +140,8 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
         pts = sorted((float(r["param"]), float(r["kl"]), float(r["bits_per_frame"])) for r in rows if r["config"] == name)
         assert pts[0][1] < pts[-1][1] and pts[0][2] > pts[-1][2]  # a finer step: more bits, closer softmax
     assert set(s["bd_rate_percent_kl"]) >= {"klt_vs_x265_ldp", "kltw_vs_x265_ldp", "block_vs_remote_x265_net", "klt_vs_block"}
+    g = s["goal"]
+    assert s["bootstrap"]["seed"] == st.seed and (g["best_vs_x265_ldp_kl"] is None) == ("best_vs_x265_ldp_kl_interval" not in g)
     span = s["bd_span_kl_db"]["block_vs_remote_x265_net"]
     assert span is None or span[0] < span[1] <= f["task_db"]  # only below the floor's quality
     report = (tmp_path / "report.md").read_text()

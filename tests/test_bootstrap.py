@@ -64,3 +64,19 @@ def test_kl_interval_holds_the_estimate_and_widens_with_noisier_frames():
         return hi - lo
 
     assert widths(0.1) < widths(4.0)  # gamma shape 10 (frames alike) against 0.25 (a few frames dominate the mean)
+
+
+def test_kl_interval_against_remote_inference_takes_the_stronger_codec_in_each_resample():
+    rng = np.random.default_rng(2)
+    pts = [rng.gamma(1.0, s, 48) for s in (0.2, 0.1, 0.05, 0.02)]
+    rates = {"x265_ldp": [100, 200, 400, 800], "remote_x265_net": [100, 200, 400, 800], "remote_svtav1_net": [50, 100, 200, 400], "kltw": [50, 100, 200, 400]}
+    rows, floor = _rows({n: pts for n in rates}, rates)
+    goal = {"best_mode": "kltw", "best_vs_x265_ldp_kl": -50.0, "best_vs_remote_net_kl": 0.0}
+    iv = kl_intervals(rows, floor, goal, seed=0)
+    assert iv["best_vs_remote_net_kl_interval"] == pytest.approx([0.0, 0.0], abs=0.5)  # not -50: SVT-AV1 ties with us
+
+
+def test_a_clip_of_too_few_blocks_gets_no_interval():
+    pts = [np.full(24, k) for k in (0.2, 0.1, 0.05, 0.02)]  # 3 blocks of 8 frames
+    rows, floor = _rows({"x265_ldp": pts, "kltw": pts}, {"x265_ldp": [100, 200, 400, 800], "kltw": [50, 100, 200, 400]})
+    assert kl_intervals(rows, floor, {"best_mode": "kltw", "best_vs_x265_ldp_kl": -50.0}, seed=0) == {}

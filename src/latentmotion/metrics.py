@@ -8,7 +8,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["HEVC_PSNR_RANGE_DB", "hevc_band", "kl_divergence", "nrmse", "nrmse_from_psnr", "psnr", "psnr_from_nrmse"]
+__all__ = ["HEVC_PSNR_RANGE_DB", "hevc_band", "kl_divergence", "nrmse", "nrmse_from_psnr", "psnr", "psnr_from_nrmse", "task_db"]
 
 #: PSNR range of HEVC's motion-compensated prediction quoted by the paper ([20], Table III).
 HEVC_PSNR_RANGE_DB = (27.0, 41.0)
@@ -111,3 +111,13 @@ def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tenso
     lp = torch.log_softmax(ref_logits.to(torch.float64), 1)
     lq = torch.log_softmax(logits.to(torch.float64), 1)
     return (lp.exp() * (lp - lq)).sum(1).clamp_min(0)
+
+
+def task_db(kl: float) -> float:
+    """Task fidelity in decibels, ``-10 log10 KL`` of a mean KL divergence (KL floored at 1e-30: 300 dB).
+
+    Example:
+        >>> task_db(0.01), task_db(0.0)
+        (20.0, 300.0)
+    """
+    return -10 * math.log10(max(kl, 1e-30))

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["block_resamples", "interval"]
+__all__ = ["MIN_BLOCKS", "block_resamples", "interval"]
+
+#: fewer blocks than this in a clip give no interval: with one block every resample is a rotation of the same
+#: frames (the mean never moves), with two or three the resamples are too few to spread as the frames do
+MIN_BLOCKS = 4
 
 
 def block_resamples(n: int, block: int, reps: int, seed: int) -> np.ndarray:
@@ -36,7 +40,8 @@ def block_resamples(n: int, block: int, reps: int, seed: int) -> np.ndarray:
 
 def interval(values: list[float | None], level: float = 0.9, max_missing: float = 0.1) -> list[float] | None:
     """The central ``level`` interval ``[low, high]`` of bootstrap values; None if more than ``max_missing`` of them
-    are missing (a resample whose curves allowed no value), or none are given.
+    are missing (a resample whose curves allowed no value), or none are given. Missing values are left out (up to
+    ``max_missing`` of them: they could shift the percentiles that much).
 
     Example:
         >>> interval([float(v) for v in range(101)])

@@ -41,12 +41,12 @@ from ..codec import Encoder, MotionTools, StreamId, Tools, decode_stream, encode
 from ..data import fit_frame, read_frames, video_path
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
-from ..metrics import kl_divergence, nrmse, psnr
+from ..metrics import kl_divergence, nrmse, psnr, task_db
 from ..models import load_model, split_model, weights_fingerprint
 from ..models.transform import FIT_VIDEOS, TRANSFORMS, load_transform, stream_weights
 from ..pipeline import edge_features
 from ..tasks import Classify
-from .bootstrap import block_resamples, interval
+from .bootstrap import MIN_BLOCKS, block_resamples, interval
 from .codec_anchors import DEFAULT_ANCHORS, Anchor, code_features, code_pixels, parse_anchor
 
 __all__ = ["BOOTSTRAP", "CONFIGS", "CONFIDENT", "STEPS", "EvalSettings", "check_settings", "evaluate", "kl_intervals", "report_section", "verdict"]
@@ -324,22 +324,27 @@ def _span(rows, ref, a, key, floor_db=None) -> list[float] | None:
 
 def kl_intervals(rows: _Rows, floor_kl: np.ndarray, goal: dict, seed: int) -> dict:
     """The goal's KL BD-rates under a block bootstrap of the frames (``BOOTSTRAP``): ``{key + "_interval": [low, high]}``
-    for ``best_vs_x265_ldp_kl`` and the two remote-inference keys, where they have a value.
+    for ``best_vs_x265_ldp_kl`` and the two remote-inference keys, where they have a value; nothing for clips of fewer
+    than ``MIN_BLOCKS`` blocks.
 
     Every curve and the noise floor are resampled on the same frames, and only points at or below the resampled
-    floor count, as for the BD-rate itself.
+    floor count, as for the BD-rate itself; against remote inference each resample takes the larger BD-rate of the
+    codecs at that size, as the goal does. The best mode stays the one the whole clip chose.
     """
-    refs = {"best_vs_x265_ldp_kl": "x265_ldp", "best_vs_remote_net_kl": goal.get("remote_net_anchor"), "best_vs_remote_clip_kl": goal.get("remote_clip_anchor")}
-    refs = {k: ref for k, ref in refs.items() if ref and goal.get(k) is not None}
-    if not refs:
+    names = list(dict.fromkeys(r["config"] for r in rows.rows))
+    refs = {"best_vs_x265_ldp_kl": ["x265_ldp"]} | {  # remote inference: the larger BD-rate of the codecs at each size, as the goal takes it
+        f"best_vs_remote_{size}_kl": [a for a in names if a.startswith("remote_") and a.split("-")[0].endswith(size)] for size in ("net", "clip")}
+    refs = {k: v for k, v in refs.items() if v and goal.get(k) is not None}
+    kl = np.stack(rows.kl_frames)
+    if not refs or kl.shape[1] < MIN_BLOCKS * BOOTSTRAP["block"]:
         return {}
-    kl, draws = np.stack(rows.kl_frames), {k: [] for k in refs}
+    draws = {k: [] for k in refs}
     for idx in block_resamples(kl.shape[1], BOOTSTRAP["block"], BOOTSTRAP["reps"], seed):
-        db = -10 * np.log10(np.maximum(kl[:, idx].mean(1), 1e-30))
-        resampled = [{**r, "task_db": float(d)} for r, d in zip(rows.rows, db, strict=True)]
-        floor_db = -10 * np.log10(max(float(floor_kl[idx].mean()), 1e-30))
-        for k, ref in refs.items():
-            draws[k].append(_bd(*_curve(resampled, ref, "task_db", floor_db), *_curve(resampled, goal["best_mode"], "task_db", floor_db)))
+        resampled = [{**r, "task_db": task_db(float(k))} for r, k in zip(rows.rows, kl[:, idx].mean(1), strict=True)]
+        floor_db = task_db(float(floor_kl[idx].mean()))
+        for k, anchors in refs.items():
+            bds = [_bd(*_curve(resampled, a, "task_db", floor_db), *_curve(resampled, goal["best_mode"], "task_db", floor_db)) for a in anchors]
+            draws[k].append(None if None in bds else max(bds))
     return {f"{k}_interval": interval(v, BOOTSTRAP["level"]) for k, v in draws.items()}
 
 
@@ -400,7 +405,7 @@ def _summarise(rows, st, fps, split, weights, rms, floor, conf) -> dict:
         "steps_relative": list(st.steps),
         "anchors": {a: list(st.anchor_qps(parse_anchor(a))) for a in anchors},
         "seed": st.seed,
-        "bootstrap": {**BOOTSTRAP, "seed": st.seed},
+        "bootstrap": {**BOOTSTRAP, "seed": st.seed, "blocks": -(-st.frames // BOOTSTRAP["block"]), "min_blocks": MIN_BLOCKS},
         "encoder_overrides": st.extra,
         "confidence": conf,
         "noise_floor": floor,
@@ -456,9 +461,13 @@ def verdict(summary: dict) -> str:
         f"against remote inference on task fidelity: {_percent(g['best_vs_remote_net_kl'])}{_within(g, 'best_vs_remote_net_kl')} at the network's input size{_over(summary, 'net')}, "
         f"{_percent(g['best_vs_remote_clip_kl'])}{_within(g, 'best_vs_remote_clip_kl')} at the clip's size{_over(summary, 'clip')} (goal -50 %: "
         f"{met(g['meets_remote_net'])}, {met(g['meets_remote_clip'])}); `intra` against `x265_intra`: {_percent(g['intra_vs_x265_intra_psnr'])} "
-        f"(goal 0 %: {met(g['meets_intra'])}). Brackets: 90 % intervals of a block bootstrap of the frames. Noise floor (8-bit input): KL {f['kl']:.2e} ({f['task_db']:.1f} dB), top-1 agreement {f['top1_agreement']:.3f}. "
+        f"(goal 0 %: {met(g['meets_intra'])}).{_bracket_note(g)} Noise floor (8-bit input): KL {f['kl']:.2e} ({f['task_db']:.1f} dB), top-1 agreement {f['top1_agreement']:.3f}. "
         "Every decoder output was bit-identical to the encoder's reconstruction (checked on each stream)."
     )
+
+
+def _bracket_note(goal: dict) -> str:
+    return " Brackets: 90 % intervals of a block bootstrap of the frames." if any(k.endswith("_interval") and v for k, v in goal.items()) else ""
 
 
 def _within(goal: dict, key: str) -> str:

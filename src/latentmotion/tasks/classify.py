@@ -30,14 +30,13 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
 
-from ..metrics import kl_divergence
+from ..metrics import kl_divergence, task_db
 
 __all__ = ["Classification", "Classify"]
 
@@ -88,7 +87,7 @@ class Classify:
         ref5, dec5 = reference.topk(k, 1).indices, decoded.topk(k, 1).indices
         return {
             "kl": kl,
-            "task_db": -10 * math.log10(max(kl, 1e-30)),
+            "task_db": task_db(kl),
             "top1_agreement": float(agree.float().mean()),
             "top1_confident": float(agree[confident].float().mean()) if confident.any() else float("nan"),
             "top5_overlap": float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(dec5, ref5, strict=True)])),

@@ -110,3 +110,30 @@ def test_rdoq_codes_what_coding_its_levels_afterwards_would():
     syntax.encode_levels(e2, coded, syntax.levels(q, pred, 4), 0)
     assert np.array_equal(decided, coded)
     assert np.array_equal(rc.finish(e1), rc.finish(e2))
+
+
+def _offset_cost(xs, pred, c, o, lam, wm, gain, probs, e):
+    m = (xs[c] * ONE - pred[c]).mean()
+    return (1 + wm) * xs[c].size * ((m - o) / gain) ** 2 + lam * syntax.offset_bits(e, probs, c, o)
+
+
+def test_shrunk_offsets_are_the_cheapest_between_zero_and_the_mean():
+    """Brute force over every offset from 0 to the rounded mean: the shrunk one costs least, and lam 0 keeps the mean."""
+    rng = np.random.default_rng(5)
+    C, gain, wm = 24, 22, 0.5
+    xs = rng.normal(0, 0.05, (C, 6, 6)) + rng.normal(0, 0.3, (C, 1, 1))  # channel means of a few sixteenths of a step
+    pred = rng.integers(-8, 8, xs.shape).astype(np.int64)
+    probs = syntax.new_contexts(C)
+    e = rc.encoder(syntax.capacity(xs, 4, np.zeros((2, 0, 0))))
+    for lam in (0.0, 0.3, 3.0):
+        dc = residual.offsets(xs, pred)
+        got = dc.copy()
+        residual.shrink_offsets(e, probs, xs, pred, got, lam, wm, gain)
+        if lam == 0:
+            assert np.array_equal(got, dc)
+        for c in range(C):
+            cands = range(min(0, dc[c]), max(0, dc[c]) + 1)
+            best = min(_offset_cost(xs, pred, c, o, lam, wm, gain, probs, e) for o in cands)
+            assert got[c] * dc[c] >= 0 and abs(got[c]) <= abs(dc[c])  # towards 0, never past it
+            assert _offset_cost(xs, pred, c, got[c], lam, wm, gain, probs, e) <= best + 1e-9
+    assert (got == 0).sum() > (dc == 0).sum()  # a heavy lam zeroes offsets the mean alone would send

@@ -116,16 +116,16 @@ def test_inheritance_matches_the_rule_written_out():
     rng = np.random.default_rng(3)
     C = 4
     probs = syntax.new_contexts(C)
-    for i in range(syntax.PER_CHANNEL * C):
+    for i in range(138 * C):
         if rng.random() < 0.5:
             probs[i] = rc.state(int(rng.integers(rc.P_MIN, rc.P_ONE - rc.P_MIN)), int(rng.integers(0, rc.N_MAX + 1)))
     for c in range(C):
         want = probs.copy()
         if c > 0:
-            for k in range(syntax.OFF_NZ):  # every level context, not the offset flag
-                own, prev = int(probs[syntax.PER_CHANNEL * c + k]), int(probs[syntax.PER_CHANNEL * (c - 1) + k])
+            for k in range(137):  # docs/codec.md's numbers: contexts 138c + k, k = 0..136 (not the offset flag, 137)
+                own, prev = int(probs[138 * c + k]), int(probs[138 * (c - 1) + k])
                 if rc.count(own) == 0 and rc.count(prev) > 0:
-                    want[syntax.PER_CHANNEL * c + k] = rc.state(rc.prob(prev), min(rc.count(prev), 8))
+                    want[138 * c + k] = rc.state(rc.prob(prev), min(rc.count(prev), 8))
         syntax.inherit(probs, c)
         assert np.array_equal(probs, want)
 
@@ -146,3 +146,12 @@ def test_a_channel_like_the_one_before_it_costs_fewer_bits_with_inheritance():
         costs.append(sum(syntax.code_tile(e, probs, f, c, i, j, 1) for i in range(4) for j in range(4)))
         syntax.count_activity(f, c)
     assert costs[2] < 0.8 * costs[1]
+
+
+def test_offset_bits_of_fresh_contexts_are_the_binarisation_length():
+    """Every fresh context codes a bit at p = 1/2, one bit each: flag, sign, Exp-Golomb prefix and suffix."""
+    probs = syntax.new_contexts(2)
+    e = rc.encoder(64)
+    got = [syntax.offset_bits(e, probs, 1, v) for v in (0, 1, -1, 2, -3, 4, 7)]
+    assert got == pytest.approx([1, 3, 3, 5, 5, 7, 7], abs=0.01)  # |v| - 1 = 0: '0'; 1, 2: '10' + 1 bit; 3..6: '110' + 2 bits
+    assert np.array_equal(probs, syntax.new_contexts(2))  # costed, not adapted

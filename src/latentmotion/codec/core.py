@@ -49,7 +49,7 @@ from .bitstream import CODED_PER_BYTE, MAX_GAIN, MIN_GAIN, BitstreamError, Heade
 from .config import MotionTools, ResidualTools, StreamId, Tools
 from .limits import check_step
 from .prediction import FIELD_ROWS, MAX_MV, MODES, ONE, Context, block_candidates, choose_second, choose_vectors, compensate, input_candidates
-from .residual import MAX_LEVEL, MAX_Q, offsets, quantise, rdoq, reconstruct
+from .residual import MAX_LEVEL, MAX_Q, offsets, quantise, rdoq, reconstruct, shrink_offsets
 
 __all__ = [
     "MAX_MV", "MAX_Q", "Decoder", "Encoder", "FrameStats", "MotionTools", "ResidualTools", "StreamId", "Tools",
@@ -147,20 +147,23 @@ class Encoder:
         """Residual and syntax of one frame about ``pred``, levels of ``gain / ONE`` steps: (payload, reconstruction,
         side bits); ``probs`` adapts."""
         r = self.tools.residual
+        lam = r.rdoq * (ONE / gain) ** 2  # level units: rdoq weighs squared error in steps, whatever the gain
+        e = rangecoder.encoder(syntax.capacity(xs, r.block, np.zeros((2, 0, 0)) if mv is None else mv))  # (sizes only)
+        if mv is not None:
+            syntax.encode_vectors(e, probs, mv)
         dc = offsets(xs, pred)
+        if r.rdoq > 0:
+            shrink_offsets(e, probs, xs, pred, dc, lam, r.wm, gain)
         d, q, energy = quantise(xs, pred, dc, r.deadzone[mv is not None], gain)
         if mv is not None:
             self._pred_energy = energy
-        e = rangecoder.encoder(syntax.capacity(q, r.block, np.zeros((2, 0, 0)) if mv is None else mv))
-        if mv is not None:
-            syntax.encode_vectors(e, probs, mv)
         side = int(e.st[4])
         syntax.encode_offsets(e, probs, dc)
         levels = syntax.levels(q, pred, r.block)
         if r.rdoq > 0:  # decides each tile with the contexts the coder has there, and codes it
             # lam stays the same in steps whatever the gain (rdoq weighs level units): a coarser P step with
             # lam following it (x265's way) lost 11 % in KL BD-rate on bikes, this way gains 17 %
-            rdoq(e, probs, levels, d, r.rdoq * (ONE / gain) ** 2, r.wm)
+            rdoq(e, probs, levels, d, lam, r.wm)
         else:
             syntax.encode_levels(e, probs, levels, 0)
         payload = bytes([INTRA if mv is None else INTER, gain]) + rangecoder.finish(e).tobytes()

@@ -34,7 +34,7 @@ import numba as nb
 import numpy as np
 
 from .prediction import ONE, tile_box
-from .syntax import SNAPSHOT, any_level, code_tile, count_activity, flag_bits, inherit, level_bits, level_ctx, min_level_bits, restore, snapshot
+from .syntax import SNAPSHOT, any_level, code_tile, count_activity, flag_bits, inherit, level_bits, level_ctx, min_level_bits, offset_bits, restore, snapshot
 
 __all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct"]
 
@@ -66,6 +66,36 @@ def offsets(xs, pred):
         m = min(max(np.floor(t / xf.shape[0] + 0.5), np.ceil(lo), -MAX_Q), np.floor(hi), MAX_Q)
         dc[c] = int(m)
     return dc
+
+
+@nb.njit(cache=True)
+def shrink_offsets(e, probs, xs, pred, dc, lam, wm, gain):
+    """Move each channel's offset ``dc[c]`` towards 0 (in place) where the bits saved outweigh the error of the channel's
+    mean left behind (encoder only; rate-distortion, as RDOQ weighs levels).
+
+    Cost in level units (``gain / ONE`` steps), as :func:`rdoq`'s: ``(1 + wm) N ((m - o) / gain)^2 + lam bits(o)``, ``m``
+    the mean of ``ONE xs - pred`` over the channel's ``N`` elements (a mean error counts in RDOQ's squared error and in
+    its tile-mean term alike), ``bits`` those of :func:`~latentmotion.codec.syntax.offset_bits` with the contexts as
+    they are. Candidates: ``0`` and the 32 values from ``dc[c]`` towards 0. At coarse steps a channel's mean moves by
+    a fraction of a step from frame to frame, and offsets of 1-3 sixteenths cost more bits than their error is worth.
+    """
+    n = xs[0].size
+    for c in range(xs.shape[0]):
+        if dc[c] == 0:
+            continue
+        m = 0.0
+        xf, pf = xs[c].ravel(), pred[c].ravel()
+        for i in range(n):
+            m += xf[i] * ONE - pf[i]
+        m /= n
+        sgn = 1 if dc[c] > 0 else -1
+        best, best_cost = 0, (1 + wm) * n * (m / gain) ** 2 + lam * offset_bits(e, probs, c, 0)
+        for k in range(min(abs(dc[c]), 32)):
+            o = dc[c] - sgn * k
+            cst = (1 + wm) * n * ((m - o) / gain) ** 2 + lam * offset_bits(e, probs, c, o)
+            if cst < best_cost:
+                best, best_cost = o, cst
+        dc[c] = best
 
 
 @nb.njit(cache=True)

@@ -74,7 +74,7 @@ from .rangecoder import (
 
 __all__ = [
     "SNAPSHOT", "Levels", "any_level", "capacity", "code_tile", "coded_levels", "count_activity", "decode_levels", "decode_offsets", "decode_vectors",
-    "encode_levels", "encode_offsets", "encode_vectors", "flag_bits", "inherit", "level_bits", "level_ctx", "levels", "min_level_bits", "n_contexts",
+    "encode_levels", "encode_offsets", "encode_vectors", "flag_bits", "inherit", "level_bits", "level_ctx", "levels", "min_level_bits", "n_contexts", "offset_bits",
     "new_contexts", "restore", "snapshot",
 ]
 
@@ -325,6 +325,16 @@ def encode_offsets(e, probs, dc):
 
 
 @nb.njit(cache=True)
+def offset_bits(e, probs, c, v):
+    """Bits offset ``v`` of channel ``c`` would cost with the contexts as they are (costed, not adapted; ``e`` untouched)."""
+    dcb = _shared(probs)[2]
+    b = _bit(e, probs, PER_CHANNEL * c + OFF_NZ, 1 if v != 0 else 0, 2)
+    if v == 0:
+        return b
+    return b + _bit(e, probs, dcb, 1 if v < 0 else 0, 2) + _eg_bits(e, probs, dcb + 1, abs(v) - 1, 2)
+
+
+@nb.njit(cache=True)
 def decode_offsets(d, probs, C):
     """Inverse of :func:`encode_offsets`: (dc, 0), or (dc, 1) on corrupt data."""
     dc = np.zeros(C, np.int64)
@@ -416,10 +426,11 @@ def count_activity(f, c):
 
 @nb.njit(cache=True)
 def encode_levels(e, probs, f, sim):
-    """Every channel's tiles in order (sim as :func:`code_tile`); the bits, when costed."""
+    """Every channel's tiles in order (sim as :func:`code_tile`); the bits, when costed. Each channel's
+    :func:`inherit` changes ``probs`` in every sim, sim 2 too (it is part of coding, not an adaptation to bits)."""
     cost = 0.0
     for c in range(f.q.shape[0]):
-        inherit(probs, c)  # in every sim (sim 2 too changes these states): costs are those of the states coding starts from
+        inherit(probs, c)
         for i in range(f.cbf.shape[0]):
             for j in range(f.cbf.shape[1]):
                 cost += code_tile(e, probs, f, c, i, j, sim)

@@ -400,6 +400,16 @@ def test_interruption_exits_130_or_143_and_publishes_nothing(args, sig, code, pl
     _interrupt(args, sig, code, place)
 
 
+@pytest.mark.parametrize("sig,word,code", [(signal.SIGINT, "interrupted", 130), (signal.SIGTERM, "terminated", 143)])
+def test_a_signal_during_shutdown_after_the_output_still_exits_by_it(sig, word, code):
+    """A signal raised from an exit hook, after the command printed its result: the word and the code, no traceback."""
+    prog = (f"import atexit, os; atexit.register(lambda: os.kill(os.getpid(), {int(sig)})); "
+            "from latentmotion.cli._app import run_app; run_app(['models'])")
+    r = subprocess.run([sys.executable, "-c", prog], check=False, capture_output=True, text=True, timeout=120, env=_env())
+    assert r.returncode == code and "efficientnet_lite0" in r.stdout  # the output came out whole first
+    assert r.stderr.strip().splitlines()[-1] == word and "Traceback" not in r.stderr and "Exception ignored" not in r.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("args,sig,code", INTERRUPT[2:], ids=["encode-SIGINT", "flow-SIGTERM"])
 def test_interruption_more_commands(args, sig, code, place):

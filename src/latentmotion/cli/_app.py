@@ -11,10 +11,14 @@
   system call``), the exit still follows the signal.
 * Outputs go through :mod:`latentmotion.outputs` (staged, then renamed), so an
   error or an interruption leaves ``--out`` as it was.
+* Once a command has finished, a signal during the interpreter's shutdown (about a
+  second of library clean-up) still prints its word and exits by it, at once: no
+  exception is raised into that clean-up.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -46,6 +50,22 @@ _received: list[int] = []  # signals taken by _raise_interrupted in this run
 def _raise_interrupted(signum: int, _frame) -> None:
     _received.append(signum)
     raise Interrupted(signum)
+
+
+def _exit_at_once(signum: int, _frame) -> None:
+    """After the command: the output is out; flush it, say the word, exit by the signal (no exception into shutdown)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a broken pipe: nothing left to say on it
+            pass
+    os.write(2, f"{Interrupted(signum).word}\n".encode())
+    os._exit(128 + signum)
+
+
+def _settle() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_at_once)
 
 
 def parse_list(text: str, convert: Callable[[str], T], option: str, kind: str = "values") -> list[T]:
@@ -134,6 +154,7 @@ def run_app(args: list[str] | None = None) -> None:
         code = app(args=args, standalone_mode=False)  # Typer returns an exit code it chose (130 for a KeyboardInterrupt)
         if code == 130:
             _fail("interrupted", 130)
+        _settle()
         if isinstance(code, int) and code:
             sys.exit(code)
     except Interrupted as exc:
@@ -158,7 +179,8 @@ def _parser_exit(exc: Exception) -> None:
     name = type(exc).__name__
     if name == "NoArgsIsHelpError":
         _fail(exc.format_message(), 2)  # type: ignore[attr-defined]
-    if name == "Exit":
+    if name == "Exit":  # --help and the like: finished
+        _settle()
         sys.exit(exc.exit_code)  # type: ignore[attr-defined]
     if name == "Abort":  # an interactive prompt was cancelled
         _fail("interrupted", 130)

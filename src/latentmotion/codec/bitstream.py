@@ -2,7 +2,7 @@
 
 Layout (all integers little-endian)::
 
-    header:  magic "LMFC" | u8 version (6) | str model | str layer | str weights
+    header:  magic "LMFC" | u8 version (7) | str model | str layer | str weights
              | u16 C, H, W | u8 dtype (0: float32) | f32 step | u8 motion mode
              | u8 block | u8 motion block | u8 search | u8 subpel | u16 intra period | f32 fps
              | u32 crc32

@@ -207,3 +207,23 @@ def test_sweeps_refuse_repeats_and_lists_too_long_to_run():
                 dict(steps=tuple(0.01 * (i + 1) for i in range(33)))):
         with pytest.raises(InputError):
             check_settings(EvalSettings(anchors=("x265_ldp",), **bad))
+
+
+def test_a_step_out_of_the_features_range_is_refused_before_any_encode(tmp_path, monkeypatch):
+    from latentmotion.experiments import codec_eval
+
+    monkeypatch.setattr(codec_eval, "_code", lambda *a, **k: pytest.fail("encoded before refusing the step"))
+    st = codec_eval.EvalSettings(frames=2, steps=(1.0, 2.0, 4.0, 1e-25), configs=("zero",), anchors=())
+    with pytest.raises(InputError, match=r"--steps 1e-25 .*too small"):
+        codec_eval.evaluate(st, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_remote_inference_at_the_clips_size_is_refused_past_its_pixel_budget(monkeypatch):
+    from latentmotion.experiments import codec_eval
+
+    monkeypatch.setattr(codec_eval, "REMOTE_CLIP_PIXELS", 640 * 272 * 4)  # bikes.mp4: 640x272
+    codec_eval.check_settings(codec_eval.EvalSettings(frames=4, anchors=("remote_x265_clip",)))
+    with pytest.raises(InputError, match="fewer --frames"):
+        codec_eval.check_settings(codec_eval.EvalSettings(frames=5, anchors=("remote_x265_clip",)))
+    codec_eval.check_settings(codec_eval.EvalSettings(frames=5, anchors=("remote_x265_net",)))  # 224x224 crops: no such cost

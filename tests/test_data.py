@@ -84,3 +84,31 @@ def test_a_local_file_wins_over_a_bundled_photo_of_the_same_name(tmp_path, monke
     skimage.io.imsave(tmp_path / "apple.jpg", np.full((20, 30, 3), 200, np.uint8), check_contrast=False)
     monkeypatch.setattr(data, "_data_folders", lambda source: [])
     assert tuple(data.load_image("apple.jpg").shape) == (3, 20, 30)
+
+
+def test_video_length_is_counted_from_packets_as_decoding_counts_it():
+    import av
+
+    from latentmotion.data import video_info, video_path
+
+    path = video_path("bikes.mp4")
+    with av.open(str(path)) as c:
+        decoded = sum(1 for _ in c.decode(video=0))
+    assert video_info(path)[0] == decoded == 250
+
+
+def test_fitted_frames_read_one_at_a_time_equal_the_batch_fit():
+    import torch
+
+    from latentmotion.data import fit_frame, read_frames, video_path
+
+    path = video_path("bikes.mp4")
+    assert torch.equal(read_frames(path, [3, 0, 7], size=64), fit_frame(read_frames(path, [3, 0, 7]), 64))
+
+
+def test_a_video_of_frames_over_the_pixel_budget_is_refused_before_decoding(monkeypatch):
+    from latentmotion import data
+
+    monkeypatch.setattr(data, "MAX_VIDEO_PIXELS", 640 * 271)  # bikes.mp4 is 640x272
+    with pytest.raises(InputError, match="larger than"):
+        data.video_info(data.video_path("bikes.mp4"))

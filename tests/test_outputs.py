@@ -199,3 +199,19 @@ def test_a_symlink_to_a_special_file_is_refused(tmp_path):
     with pytest.raises(InputError, match="not a regular file"):
         write_atomic(tmp_path / "link", b"x")
     assert (tmp_path / "link").is_symlink() and _entries(tmp_path) == ["fifo", "link"]
+
+
+def test_force_never_replaces_a_folder_that_holds_an_input_or_the_current_folder(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    clip = out / "clip.mp4"
+    clip.write_bytes(b"video")
+    with pytest.raises(InputError, match="input"), staged_folder(out, force=True, inputs=(clip,)):
+        pass
+    monkeypatch.chdir(out / "sub")
+    with pytest.raises(InputError, match="current folder"), staged_folder(out, force=True):
+        pass
+    monkeypatch.chdir(tmp_path)
+    with staged_folder(out, force=True, inputs=(tmp_path / "elsewhere.mp4",)) as stage:  # neither: replaced as before
+        (stage / "report.md").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]

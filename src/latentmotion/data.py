@@ -168,8 +168,17 @@ def video_path(name: str = "bikes.mp4") -> Path:
     raise InputError(f"video {name!r} is neither a file nor one of {', '.join(VIDEOS)}")
 
 
+#: largest frame a video may have (8K UHD, 7680x4320, fits): one decoded frame as float32 RGB is 400 MB there
+MAX_VIDEO_PIXELS = 1 << 25
+
+
 def video_info(path: str | Path) -> tuple[int, float, tuple[int, int]]:
-    """(frame count, frames per second, (H, W)) of a video, counted by decoding."""
+    """(frame count, frames per second, (H, W)) of a video; InputError for frames over ``MAX_VIDEO_PIXELS``.
+
+    The count is of the container's non-empty video packets, read without decoding (a small file of large frames
+    took 10 ms a frame to count by decoding); the header's frame count is not trusted (``tree.avi`` claims 444 of
+    its 68). A packet that decodes to no frame shows up as a frame out of range in :func:`read_frames`.
+    """
     frames = 0
     import av
 
@@ -178,19 +187,26 @@ def video_info(path: str | Path) -> tuple[int, float, tuple[int, int]]:
             s = c.streams.video[0]
             fps = float(s.average_rate or 25)
             size = (s.codec_context.height, s.codec_context.width)
-            for _ in c.decode(s):
-                frames += 1
+            if size[0] * size[1] > MAX_VIDEO_PIXELS:
+                raise InputError(f"{path}: frames of {size[1]}x{size[0]} are larger than {MAX_VIDEO_PIXELS} pixels")
+            for packet in c.demux(s):
+                frames += packet.size > 0
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"cannot decode video {path}: {exc}") from None
     return frames, fps, size
 
 
-def read_frames(path: str | Path, indices: Sequence[int], uint8: bool = False) -> torch.Tensor:
+def read_frames(path: str | Path, indices: Sequence[int], uint8: bool = False, size: int | None = None) -> torch.Tensor:
     """Decode frames by index (0-based) as (N, 3, H, W) float in [0, 1], in the order asked.
 
     With ``uint8`` the frames stay as decoded, (N, 3, H, W) uint8 (a quarter of the memory;
-    ``frames.float() / 255`` is exactly the float result).
+    ``frames.float() / 255`` is exactly the float result). With ``size`` (float only) each frame is
+    :func:`fit_frame` to ``size`` x ``size`` as it is decoded: only one frame is ever held at full size.
     """
+    if uint8 and size:
+        raise ValueError("read_frames fits float frames only")
     import av
 
     want = [int(i) for i in indices]
@@ -206,6 +222,8 @@ def read_frames(path: str | Path, indices: Sequence[int], uint8: bool = False) -
                 if i in want:
                     rgb = frame.to_ndarray(format="rgb24")
                     got[i] = torch.from_numpy(rgb).permute(2, 0, 1).contiguous() if uint8 else _to_tensor(rgb)
+                    if size:
+                        got[i] = fit_frame(got[i], size)
                 if i >= last:
                     break
     except Exception as exc:

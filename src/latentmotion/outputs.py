@@ -125,25 +125,32 @@ def _absolute(out: Path | str) -> Path:
     return Path(os.path.realpath(p)) if p.is_symlink() else p
 
 
-def _check_folder_out(out: Path, force: bool) -> None:
+def _check_folder_out(out: Path, force: bool, inputs: tuple[Path | str, ...]) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise InputError(f"--out {out} exists and is not empty; pass --force to replace it")
+    if out.is_dir():  # replacing it deletes what it holds: never the command's inputs, nor the folder it runs in
+        real = Path(os.path.realpath(out))
+        for what, src in (("the current folder", Path.cwd()), *(("the command's input", Path(i)) for i in inputs)):
+            inside = Path(os.path.realpath(src))
+            if inside == real or real in inside.parents:
+                raise InputError(f"--out {out} holds {what} {src}: replacing it would delete it; give another folder")
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path | str, force: bool = False) -> Iterator[Path]:
+def staged_folder(out: Path | str, force: bool = False, inputs: tuple[Path | str, ...] = ()) -> Iterator[Path]:
     """Yield an empty staging folder; publish it as ``out`` when the block succeeds.
 
     Refuses (:class:`InputError`, before the block runs) an ``out`` that is a
-    file, a non-empty folder without ``force``, or that cannot be created.
+    file, a non-empty folder without ``force``, an existing folder that holds one of
+    the command's ``inputs`` or the current folder, or that cannot be created.
     On any exception, ``KeyboardInterrupt`` included, the staging folder and
     any parent folders created for it are removed and ``out`` is untouched.
     """
     out = _absolute(out)
     _sweep_stale(out)  # first: it may bring back an old ``out``
-    _check_folder_out(out, force)
+    _check_folder_out(out, force, inputs)
     made = _make_parents(out)
     stage = _sibling(out, "staging")
     try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import fit_frame, read_frames, to_gray, video_info, video_path
+from .data import read_frames, to_gray, video_info, video_path
 from .errors import InputError
 from .models import Split
 
@@ -65,5 +65,5 @@ def edge_features(video: str, split: Split, start: int = 0, count: int = 24, siz
     path = video_path(video)
     total, fps, _ = video_info(path)
     check_frame_range(start, count, total, path.name)
-    frames = fit_frame(read_frames(path, range(start, start + count)), size)
+    frames = read_frames(path, range(start, start + count), size=size)
     return Clip(frames, gray8(frames), split.edge(frames), fps, total)

@@ -232,7 +232,7 @@ def codec_eval(
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
     st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
     check_settings(st)
-    with staged_folder(out, force) as stage, progress_bar() as bar:
+    with staged_folder(out, force, inputs=(video,)) as stage, progress_bar() as bar:
         task = bar.add_task("encoding", total=len(cfgs) * len(step_list) + sum(len(st.anchor_qps(parse_anchor(a))) for a in anchor_list))
         summary = evaluate(st, stage, progress=lambda n: bar.advance(task, n))
     console.print(verdict(summary))

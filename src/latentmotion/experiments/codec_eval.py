@@ -37,8 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..codec import Encoder, MotionTools, StreamId, Tools, decode_stream, encode_sequence
-from ..data import fit_frame, read_frames, video_path
+from ..codec import MAX_Q, Encoder, MotionTools, StreamId, Tools, decode_stream, encode_sequence
+from ..codec.limits import check_step
+from ..data import fit_frame, read_frames, video_info, video_path
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
 from ..metrics import kl_divergence, nrmse, psnr, task_db
@@ -80,6 +81,9 @@ QPS = {
 }
 QP_MAX = {"x265": 51, "svtav1": 63}
 MAX_POINTS = 32  # steps or QPs of one sweep: each is an encode of the whole clip
+#: remote inference at the clip's size holds the clip's frames (uint8, 3 bytes a pixel) and codes all of them at every
+#: QP of each such anchor: 2^28 pixels is 96 frames of 2560x1080 (768 MB)
+REMOTE_CLIP_PIXELS = 1 << 28
 CONFIDENT = Classify.confident  # top-1 agreement is also reported on frames whose uncompressed top class has at least this probability
 #: the block bootstrap of the goal's KL BD-rates (:mod:`latentmotion.experiments.bootstrap`): resamples, frames per block, interval
 BOOTSTRAP = {"reps": 200, "block": 8, "level": 0.9}
@@ -151,6 +155,11 @@ def check_settings(st: EvalSettings) -> None:
             raise InputError(f"QPs of {a.name} must lie in 0..{top}")
     if set(TRANSFORMS) & set(st.configs) and _is_fitting_material(st.video):
         raise InputError(f"{st.video} is fitting material of the channel transforms: evaluating klt or kltw on it would flatter it")
+    if any(a.target == "clip" for a in anchors):
+        _, _, (h, w) = video_info(video_path(st.video))  # reads packets only
+        if st.frames * h * w > REMOTE_CLIP_PIXELS:
+            raise InputError(f"remote inference at the clip's size would code {st.frames} frames of {w}x{h} ({st.frames * h * w} pixels, "
+                             f"more than {REMOTE_CLIP_PIXELS}): use fewer --frames or leave out the *_clip anchors")
 
 
 def _is_fitting_material(video: str) -> bool:
@@ -213,8 +222,7 @@ def _remote(path: str, start: int, count: int, anchor: str, qp: int, size: int) 
 def _code(st, name, rel, x, clip, split, fingerprint) -> tuple[list, int, Encoder]:
     """Encode tensors with one configuration at one relative step; (decoded tensors, stream bits, encoder)."""
     mode, kw = CONFIGS[name]
-    rms = float(x.pow(2).mean().sqrt())
-    enc = Encoder.from_split(split, x, rel * rms, Tools.of(mode=mode, search=st.search, **kw, **st.extra), StreamId(st.model, weights=fingerprint, fps=clip.fps))
+    enc = Encoder.from_split(split, x, rel * _rms(x), Tools.of(mode=mode, search=st.search, **kw, **st.extra), StreamId(st.model, weights=fingerprint, fps=clip.fps))
     stream = encode_sequence(list(x), enc, list(clip.gray))
     _, dec = decode_stream(stream)
     if not all(torch.equal(a, b) for a, b in zip(dec, enc.reconstructions, strict=True)):
@@ -231,11 +239,28 @@ def _transform(st, name, channels, fingerprint):
     return t, stream_weights(fingerprint, name, t)
 
 
+def _rms(x: torch.Tensor) -> float:
+    """What the relative steps are relative to: the root mean square of the coded tensors."""
+    return float(x.pow(2).mean().sqrt())
+
+
+def _check_steps(st, name: str, x: torch.Tensor) -> None:
+    """Refuse, before any encode, a relative step that makes no sense for the tensors a configuration codes."""
+    rms = _rms(x)
+    for rel in st.steps:
+        try:
+            check_step(rel * rms, x, MAX_Q // 2)
+        except InputError as exc:
+            raise InputError(f"--steps {rel:g} (times the RMS {rms:.3g} of what {name} codes): {exc}") from None
+
+
 def _ours(st, rows, feats, clip, split, fingerprint, progress) -> None:
     transforms = {name: _transform(st, name, feats.shape[1], fingerprint) for name in st.configs}  # all checked before any encode
+    coded = {name: feats if t is None else t.encode(feats) for name, (t, _) in transforms.items()}
+    for name, x in coded.items():
+        _check_steps(st, name, x)
     for name in st.configs:
-        t, fp = transforms[name]
-        x = feats if t is None else t.encode(feats)
+        (t, fp), x = transforms[name], coded[name]
         for rel in st.steps:
             dec, bits, enc = _code(st, name, rel, x, clip, split, fp)
             dec = torch.stack(dec)

@@ -174,7 +174,7 @@ def _random_crops(img: torch.Tensor, n: int, g: torch.Generator, size: int = 224
 
 def _fit_frames(st: FitSettings, g: torch.Generator):
     """Batches of fitting images: photo crops, then every other frame of the fitting clips."""
-    from ..data import OPENCV_PHOTOS, SKIMAGE_PHOTOS, fit_frame, load_image, read_frames, video_info, video_path
+    from ..data import OPENCV_PHOTOS, SKIMAGE_PHOTOS, load_image, read_frames, video_info, video_path
 
     for name in OPENCV_PHOTOS + SKIMAGE_PHOTOS:
         yield _random_crops(load_image(name), st.crops_per_photo, g)
@@ -182,7 +182,7 @@ def _fit_frames(st: FitSettings, g: torch.Generator):
         path = video_path(name)
         n = min(st.frames_per_video, video_info(path)[0])
         for i in range(0, n, 64):
-            yield fit_frame(read_frames(path, range(i, min(i + 64, n), 2)), 224)
+            yield read_frames(path, range(i, min(i + 64, n), 2), size=224)
 
 
 def fit_channel_transform(st: FitSettings, progress=None) -> tuple[ChannelTransform, dict]:

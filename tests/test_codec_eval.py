@@ -143,6 +143,7 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
     g = s["goal"]
     assert s["bootstrap"]["seed"] == st.seed and not any(k.endswith("_interval") for k in g)  # 4 frames: no block bootstrap
     assert set(s["bd_span_kl_db"]) == {f"{a}_vs_{r}" for a in ("block", "klt", "kltw") for r in ("x265_ldp", "remote_x265_net")}
+    assert all(v[0] < v[1] <= f["task_db"] for v in s["bd_span_kl_db"].values() if v)  # only below the floor's quality
     report = (tmp_path / "report.md").read_text()
     assert "Noise floor" in report and "task fidelity" in report and "remote_x265_net" in report
 

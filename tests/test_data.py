@@ -112,3 +112,30 @@ def test_a_video_of_frames_over_the_pixel_budget_is_refused_before_decoding(monk
     monkeypatch.setattr(data, "MAX_VIDEO_PIXELS", 640 * 271)  # bikes.mp4 is 640x272
     with pytest.raises(InputError, match="larger than"):
         data.video_info(data.video_path("bikes.mp4"))
+
+
+def test_a_video_whose_frames_change_size_is_refused_one_line(tmp_path):
+    """Two raw HEVC streams joined: the header says 64x64, later frames are larger (the pixel budget is checked per frame)."""
+    import io
+
+    import av
+
+    from latentmotion.data import read_frames
+
+    def raw(w, h, n):
+        buf = io.BytesIO()
+        with av.open(buf, "w", format="hevc") as c:
+            s = c.add_stream("libx265", rate=25)
+            s.width, s.height, s.pix_fmt, s.options = w, h, "yuv420p", {"x265-params": "log-level=none"}
+            for i in range(n):
+                for p in s.encode(av.VideoFrame.from_ndarray(np.full((h, w, 3), 40 * i, np.uint8), format="rgb24")):
+                    c.mux(p)
+            for p in s.encode():
+                c.mux(p)
+        return buf.getvalue()
+
+    path = tmp_path / "mixed.hevc"
+    path.write_bytes(raw(64, 64, 2) + raw(128, 96, 2))
+    assert read_frames(path, [0, 1]).shape == (2, 3, 64, 64)
+    with pytest.raises(InputError, match="frame 2 is 128x96"):
+        read_frames(path, [0, 2])

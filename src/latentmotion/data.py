@@ -217,15 +217,22 @@ def read_frames(path: str | Path, indices: Sequence[int], uint8: bool = False, s
     count = 0
     try:
         with av.open(str(path)) as c:
+            cc = c.streams.video[0].codec_context
+            first = (cc.height, cc.width)  # what video_info checked: every frame read must be of this size
             for i, frame in enumerate(c.decode(video=0)):
                 count = i + 1
                 if i in want:
+                    if frame.width * frame.height > MAX_VIDEO_PIXELS or (frame.height, frame.width) != first:
+                        raise InputError(f"{path}: frame {i} is {frame.width}x{frame.height}, the video's first {first[1]}x{first[0]} "
+                                         f"(frames change size, or exceed {MAX_VIDEO_PIXELS} pixels)")
                     rgb = frame.to_ndarray(format="rgb24")
                     got[i] = torch.from_numpy(rgb).permute(2, 0, 1).contiguous() if uint8 else _to_tensor(rgb)
                     if size:
-                        got[i] = fit_frame(got[i], size)
+                        got[i] = fit_frame(got[i], size).clone()  # not a view: the full frame is let go
                 if i >= last:
                     break
+    except InputError:
+        raise
     except Exception as exc:
         raise InputError(f"cannot decode video {path}: {exc}") from None
     missing = [i for i in want if i not in got]

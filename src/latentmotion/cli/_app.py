@@ -59,8 +59,12 @@ def _exit_at_once(signum: int, _frame) -> None:
             stream.flush()
         except (OSError, ValueError):  # closed, or a broken pipe: nothing left to say on it
             pass
-    os.write(2, f"{Interrupted(signum).word}\n".encode())
-    os._exit(128 + signum)
+    try:
+        os.write(2, f"{Interrupted(signum).word}\n".encode())
+    except OSError:  # stderr closed or a broken pipe: the code still says it
+        pass
+    finally:
+        os._exit(128 + signum)
 
 
 def _settle() -> None:

@@ -220,6 +220,7 @@ def codec_eval(
 ) -> None:
     """Rate-distortion and task fidelity (KL, with its noise floor) of every configuration and anchor; BD-rates; report."""
     from ..codec.limits import check_step
+    from ..data import video_path
     from ..experiments.codec_anchors import DEFAULT_ANCHORS, parse_anchor
     from ..experiments.codec_eval import STEPS, EvalSettings, check_settings, evaluate, verdict
     from ..experiments.reproduce import progress_bar
@@ -232,7 +233,7 @@ def codec_eval(
     check_frame_range(start, frames, start + frames, video)  # the clip's length is checked by the pipeline
     st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
     check_settings(st)
-    with staged_folder(out, force, inputs=(video,)) as stage, progress_bar() as bar:
+    with staged_folder(out, force, inputs=(video_path(video),)) as stage, progress_bar() as bar:
         task = bar.add_task("encoding", total=len(cfgs) * len(step_list) + sum(len(st.anchor_qps(parse_anchor(a))) for a in anchor_list))
         summary = evaluate(st, stage, progress=lambda n: bar.advance(task, n))
     console.print(verdict(summary))

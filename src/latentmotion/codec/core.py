@@ -8,7 +8,7 @@ prediction from the previous ``R``, on some tiles averaged with one from ``R2``
 (:func:`latentmotion.codec.prediction.compensate`), ``q`` the levels, ``G`` the
 frame's gain (a level is ``G / ONE`` steps; this encoder sends ``ONE`` for
 intra frames and ``round(ONE pstep)`` for predicted ones) and ``o`` one offset
-per channel (the channel's mean residual, 1/ONE step). The
+per channel (the channel's mean residual, 1/ONE step, or nearer 0 where that pays). The
 output tensor is ``float32(R) * (float32(step) / ONE)``: one IEEE multiply, the
 same on every machine.
 
@@ -152,11 +152,10 @@ class Encoder:
         if mv is not None:
             syntax.encode_vectors(e, probs, mv)
         dc = offsets(xs, pred)
-        if r.rdoq > 0:
-            shrink_offsets(e, probs, xs, pred, dc, lam, r.wm, gain)
+        added = shrink_offsets(e, probs, xs, pred, dc, lam, r.wm, gain) if r.rdoq > 0 else 0.0
         d, q, energy = quantise(xs, pred, dc, r.deadzone[mv is not None], gain)
         if mv is not None:
-            self._pred_energy = energy
+            self._pred_energy = energy - added  # the prediction's error about the channels' true means
         side = int(e.st[4])
         syntax.encode_offsets(e, probs, dc)
         levels = syntax.levels(q, pred, r.block)

@@ -5,7 +5,8 @@ Convention: the decoder state ``R`` is int64 in units of ``step / ONE``
 prediction (zeros for intra), ``q`` the levels, ``G`` the frame's gain
 (16 to 255, :data:`latentmotion.codec.bitstream.MAX_GAIN`: a level is ``G / ONE`` steps; ``G = ONE`` is the
 stream's step, a larger ``G`` a coarser one, as x265's ``ipratio`` coarsens P
-frames) and ``o`` one offset per channel (its mean residual, 1/ONE step). The decoder runs only
+frames) and ``o`` one offset per channel (its mean residual, 1/ONE step, moved towards 0 where
+that pays: :func:`shrink_offsets`). The decoder runs only
 :func:`reconstruct`; everything else here is the encoder's choice, coded by the
 syntax (:mod:`latentmotion.codec.syntax`; :func:`rdoq` codes each tile as it decides it). A transform of the
 residual, or per-channel weights of its error, would go here: between
@@ -36,7 +37,7 @@ import numpy as np
 from .prediction import ONE, tile_box
 from .syntax import SNAPSHOT, any_level, code_tile, count_activity, flag_bits, inherit, level_bits, level_ctx, min_level_bits, offset_bits, restore, snapshot
 
-__all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct"]
+__all__ = ["MAX_LEVEL", "MAX_Q", "ONE", "offsets", "quantise", "rdoq", "reconstruct", "shrink_offsets"]
 
 MAX_LEVEL = 1 << 24  # |R| bound: exact in float32, and the decoder refuses more
 MAX_Q = (1 << 16) - 1  # |q| bound of the Exp-Golomb binarisation
@@ -76,10 +77,16 @@ def shrink_offsets(e, probs, xs, pred, dc, lam, wm, gain):
     Cost in level units (``gain / ONE`` steps), as :func:`rdoq`'s: ``(1 + wm) N ((m - o) / gain)^2 + lam bits(o)``, ``m``
     the mean of ``ONE xs - pred`` over the channel's ``N`` elements (a mean error counts in RDOQ's squared error and in
     its tile-mean term alike), ``bits`` those of :func:`~latentmotion.codec.syntax.offset_bits` with the contexts as
-    they are. Candidates: ``0`` and the 32 values from ``dc[c]`` towards 0. At coarse steps a channel's mean moves by
-    a fraction of a step from frame to frame, and offsets of 1-3 sixteenths cost more bits than their error is worth.
+    they are at the frame's start (the shared sign and Exp-Golomb contexts adapt between channels when coded: a small
+    approximation). Candidates: ``0`` and the 32 values from ``dc[c]`` towards 0. At coarse steps a channel's mean
+    moves by a fraction of a step from frame to frame, and offsets of 1-3 sixteenths cost more bits than their error
+    is worth.
+
+    Returns the energy (steps^2) the shrinking adds to the residual: its mean part, ``N ((m - o) / ONE)^2`` against
+    ``N ((m - dc[c]) / ONE)^2`` (what the scene-cut test must leave out: it judges the prediction, not the offsets).
     """
     n = xs[0].size
+    added = 0.0
     for c in range(xs.shape[0]):
         if dc[c] == 0:
             continue
@@ -95,7 +102,9 @@ def shrink_offsets(e, probs, xs, pred, dc, lam, wm, gain):
             cst = (1 + wm) * n * ((m - o) / gain) ** 2 + lam * offset_bits(e, probs, c, o)
             if cst < best_cost:
                 best, best_cost = o, cst
+        added += n * (((m - best) / ONE) ** 2 - ((m - dc[c]) / ONE) ** 2)
         dc[c] = best
+    return added
 
 
 @nb.njit(cache=True)

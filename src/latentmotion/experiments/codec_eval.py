@@ -358,11 +358,11 @@ def kl_intervals(rows: _Rows, floor_kl: np.ndarray, goal: dict, seed: int) -> di
     """
     names = list(dict.fromkeys(r["config"] for r in rows.rows))
     refs = {"best_vs_x265_ldp_kl": ["x265_ldp"]} | {  # remote inference: the larger BD-rate of the codecs at each size, as the goal takes it
-        f"best_vs_remote_{size}_kl": [a for a in names if a.startswith("remote_") and a.split("-")[0].endswith(size)] for size in ("net", "clip")}
+        f"best_vs_remote_{size}_kl": _remote_anchors(names, size) for size in ("net", "clip")}
     refs = {k: v for k, v in refs.items() if v and goal.get(k) is not None}
-    kl = np.stack(rows.kl_frames)
-    if not refs or kl.shape[1] < MIN_BLOCKS * BOOTSTRAP["block"]:
+    if not refs or len(rows.kl_frames[0]) < MIN_BLOCKS * BOOTSTRAP["block"]:
         return {}
+    kl = np.stack(rows.kl_frames)
     draws = {k: [] for k in refs}
     for idx in block_resamples(kl.shape[1], BOOTSTRAP["block"], BOOTSTRAP["reps"], seed):
         resampled = [{**r, "task_db": task_db(float(k))} for r, k in zip(rows.rows, kl[:, idx].mean(1), strict=True)]
@@ -371,6 +371,11 @@ def kl_intervals(rows: _Rows, floor_kl: np.ndarray, goal: dict, seed: int) -> di
             bds = [_bd(*_curve(resampled, a, "task_db", floor_db), *_curve(resampled, goal["best_mode"], "task_db", floor_db)) for a in anchors]
             draws[k].append(None if None in bds else max(bds))
     return {f"{k}_interval": interval(v, BOOTSTRAP["level"]) for k, v in draws.items()}
+
+
+def _remote_anchors(names, size: str) -> list[str]:
+    """The remote-inference anchors among ``names`` that send video at ``size`` (``net`` or ``clip``)."""
+    return [a for a in names if a.startswith("remote_") and a.split("-")[0].endswith(size)]
 
 
 def _best(table: dict, modes: list[str]) -> str | None:
@@ -397,7 +402,7 @@ def _goal(bd: dict, ours: list[str], anchors: list[str]) -> dict:
         "intra_vs_x265_intra_psnr": bd["psnr"].get("intra_vs_x265_intra"),
     }
     for size in ("net", "clip"):  # against the stronger remote codec at each size: the larger (less favourable) BD-rate
-        vals = {a: bd["task_db"].get(f"{best}_vs_{a}") for a in anchors if a.startswith("remote_") and a.split("-")[0].endswith(size)}
+        vals = {a: bd["task_db"].get(f"{best}_vs_{a}") for a in _remote_anchors(anchors, size)}
         worst = None if not vals or None in vals.values() else max(vals, key=vals.get)
         g[f"best_vs_remote_{size}_kl"], g[f"remote_{size}_anchor"] = (None, None) if worst is None else (vals[worst], worst)
     le = lambda k, t: g[k] is not None and g[k] <= t  # noqa: E731
@@ -430,7 +435,7 @@ def _summarise(rows, st, fps, split, weights, rms, floor, conf) -> dict:
         "steps_relative": list(st.steps),
         "anchors": {a: list(st.anchor_qps(parse_anchor(a))) for a in anchors},
         "seed": st.seed,
-        "bootstrap": {**BOOTSTRAP, "seed": st.seed, "blocks": -(-st.frames // BOOTSTRAP["block"]), "min_blocks": MIN_BLOCKS},
+        "bootstrap": {**BOOTSTRAP, "seed": st.seed, "min_frames": MIN_BLOCKS * BOOTSTRAP["block"]},
         "encoder_overrides": st.extra,
         "confidence": conf,
         "noise_floor": floor,

@@ -113,7 +113,7 @@ def demo(st: DemoSettings, out: Path, force: bool = False) -> DemoResult:
     from ..outputs import staged_folder
 
     out = Path(out)
-    with staged_folder(out, force) as stage:
+    with staged_folder(out, force, inputs=(st.image,)) as stage:  # a photo's file, if it is one
         src = load_image(st.image)
         m = load_model(st.model, weights=st.weights, seed=st.seed)
         s = split_model(m, st.layer)

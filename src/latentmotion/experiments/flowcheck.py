@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import fit_frame, read_frames, video_path
+from ..data import read_frames, video_path
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
 from ..estimation import block_match, check_search
@@ -174,7 +174,7 @@ def stats_table(stats: dict) -> list[tuple]:
 
 def video_pair(video: str, a: int, b: int, size: int = FRAME_SIDE) -> torch.Tensor:
     """Frames ``a`` and ``b`` of ``video`` as (2, 3, size, size) in [0, 1]."""
-    return fit_frame(read_frames(video_path(video), [a, b]), size)
+    return read_frames(video_path(video), [a, b], size=size)
 
 
 FLOW_TABLE_HEADER = ("field", "mean EPE (input px)", "median EPE", "within one latent px", "n")
@@ -215,7 +215,7 @@ def flow_report(st: FlowSettings, out: Path, force: bool = False) -> str:
     from .report import md_table
 
     out = Path(out)
-    with staged_folder(out, force) as stage:
+    with staged_folder(out, force, inputs=(video_path(st.video),)) as stage:
         m = load_model(st.model, weights=st.weights, seed=st.seed)
         split = split_model(m, st.layer)
         pair = video_pair(st.video, *st.frames)

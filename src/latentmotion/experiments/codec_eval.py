@@ -311,7 +311,7 @@ def evaluate(st: EvalSettings, out: Path, progress=None) -> dict:
         w.writeheader()
         w.writerows(rows.rows)
     floor, floor_kl = noise_floor(rows, clip.frames)
-    summary = _summarise(rows.rows, st, clip.fps, split, model.weights, float(feats.pow(2).mean().sqrt()), floor, confidence(rows))
+    summary = _summarise(rows.rows, st, clip.fps, split, model.weights, _rms(feats), floor, confidence(rows))
     summary["goal"].update(kl_intervals(rows, floor_kl, summary["goal"], st.seed))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     _plot(rows.rows, out / "rd.png", st, floor)

@@ -459,3 +459,32 @@ def test_decode_counts_each_frames_tensor_object_against_memory(tmp_path, monkey
         cli_codec._decode_checks(tmp_path / "s.lmc", data, False, "", "", 0)
     monkeypatch.setattr(cli_codec, "_memory_budget", lambda: values + 3000 * cli_codec.TENSOR_OVERHEAD)
     cli_codec._decode_checks(tmp_path / "s.lmc", data, False, "", "", 0)
+
+
+def test_decoded_tensors_larger_than_the_free_disk_are_refused_before_decoding(tmp_path, monkeypatch, capsys):
+    """A few hundred bytes of all-skip frames decode to megabytes: where the disk cannot hold them, the decode is
+    refused before it starts (one line, exit 2, nothing left), and one byte more of room lets it through."""
+    import shutil
+
+    import torch
+
+    from latentmotion.cli import _app
+    from latentmotion.codec import Encoder, Tools, decode_stream, decoded_nbytes, encode_sequence
+
+    data = encode_sequence(list(torch.zeros(64, 8, 32, 32)), Encoder((8, 32, 32), 0.1, Tools.of(mode="zero")))
+    (tmp_path / "s.lmc").write_bytes(data)
+    need = decoded_nbytes(data) + (1 << 20)
+    assert len(data) * 1000 < decoded_nbytes(data)  # the stream is tiny against what it decodes to
+    usage = shutil.disk_usage(tmp_path)
+    decoded = []
+    monkeypatch.setattr("latentmotion.codec.decode_stream", lambda d: decoded.append(1) or decode_stream(d))
+    args = ["codec", "decode", str(tmp_path / "s.lmc"), "--out", str(tmp_path / "x.pt")]
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=need - 1))
+    with pytest.raises(SystemExit) as exc:
+        _app.run_app(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("error: cannot write") and "GiB free" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.lmc"] and not decoded
+    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=need))
+    _app.run_app(args)  # returns: exit 0
+    assert torch.load(tmp_path / "x.pt").shape == (64, 8, 32, 32) and decoded

@@ -41,7 +41,7 @@ from pathlib import Path
 from ._files import file_kind
 from .errors import InputError
 
-__all__ = ["staged_file", "staged_folder", "write_atomic"]
+__all__ = ["check_room", "staged_file", "staged_folder", "write_atomic"]
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -195,12 +195,14 @@ def _publish(stage: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_file(path: Path | str, inputs: tuple[Path | str, ...] = ()) -> Iterator[Path]:
+def staged_file(path: Path | str, inputs: tuple[Path | str, ...] = (), nbytes: int = 0) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
 
     The destination is checked first: a folder, a FIFO, a device, a missing
-    parent folder, an unwritable one or one of the command's ``inputs`` (which
-    the output would replace) raise :class:`InputError` before the block runs.
+    parent folder, an unwritable one, one of the command's ``inputs`` (which
+    the output would replace) or a file system with less than ``nbytes`` free
+    (the size the caller will write, when it knows it) raise :class:`InputError`
+    before the block runs.
     """
     path = _absolute(path)
     _sweep_stale(path)
@@ -215,6 +217,7 @@ def staged_file(path: Path | str, inputs: tuple[Path | str, ...] = ()) -> Iterat
         raise InputError(f"--out {path} is not a regular file (it is a {kind}); only a regular file is replaced")
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
+    check_room(path, nbytes)
     tmp = _sibling(path, "part")
     try:
         tmp.touch()
@@ -226,6 +229,21 @@ def staged_file(path: Path | str, inputs: tuple[Path | str, ...] = ()) -> Iterat
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_room(path: Path, nbytes: int) -> None:
+    """InputError where the file system that would hold ``path`` has less than ``nbytes`` free: a result too large
+    for the disk is refused before the work that makes it, not after it has filled the disk.
+
+    Example:
+        >>> check_room(Path("."), 1 << 80)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        latentmotion.errors.InputError: cannot write .: it needs 1.13e+15 GiB and its file system has ... GiB free
+    """
+    free = shutil.disk_usage(path.parent if not path.is_dir() else path).free
+    if nbytes > free:
+        raise InputError(f"cannot write {path}: it needs {nbytes / 2**30:.3g} GiB and its file system has {free / 2**30:.3g} GiB free")
 
 
 def write_atomic(path: Path | str, data: bytes) -> None:

@@ -121,7 +121,8 @@ SYNTHESIS_CHUNK = 16  # frames mapped back through a channel transform at a time
 
 
 def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weights: str, seed: int):
-    """Everything ``codec decode`` refuses, before any decoding: (transform name, transform, split, task).
+    """Everything ``codec decode`` refuses, before any decoding: (transform name, transform, split, task, the decoded
+    values' bytes).
 
     The stream's transform and the memory its outputs need; with ``classify``, the model it may build, the
     frame count, the weights and the cloud's fit to the tensors.
@@ -142,7 +143,7 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
     if need > budget:
         raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this machine allows {budget / 2**30:.1f} GiB")
     if not classify:
-        return name, transform, None, None
+        return name, transform, None, None, values
     from ..tasks import Classify
 
     if head.model != model:  # the stream's bytes never choose what gets built (a factory would import and run code)
@@ -155,7 +156,7 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
     task = Classify(top_k=1)
     with contextlib.redirect_stderr(io.StringIO()):  # torch.fx prints its own report of a failing probe: one line only
         _check_cloud_shape(split, head, task)
-    return name, transform, split, task
+    return name, transform, split, task, values
 
 
 @codec_app.command("decode")
@@ -179,8 +180,9 @@ def codec_decode(
     if stream.stat().st_size > MAX_STREAM_FILE:
         raise InputError(f"stream file {stream} is {stream.stat().st_size} bytes; at most {MAX_STREAM_FILE} are read")
     data = stream.read_bytes()
-    name, transform, split, task = _decode_checks(stream, data, classify, model, weights, seed)
-    with staged_file(out, inputs=(stream,)) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
+    name, transform, split, task, values = _decode_checks(stream, data, classify, model, weights, seed)
+    room = values + (1 << 20)  # the file: the values and torch's archive around them (well under a MiB)
+    with staged_file(out, inputs=(stream,), nbytes=room) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
         header, tensors = decode_stream(data)
         if not tensors:
             raise InputError(f"stream file {stream} holds a header but no frames")

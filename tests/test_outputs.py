@@ -215,3 +215,27 @@ def test_force_never_replaces_a_folder_that_holds_an_input_or_the_current_folder
     with staged_folder(out, force=True, inputs=(tmp_path / "elsewhere.mp4",)) as stage:  # neither: replaced as before
         (stage / "report.md").write_text("new")
     assert sorted(p.name for p in out.iterdir()) == ["report.md"]
+
+
+def test_force_follows_links_when_it_looks_for_inputs_inside_the_folder(tmp_path):
+    """Links resolved both ways: an ``out`` that links to the folder holding the clip, and a clip given through a
+    link elsewhere whose target lies inside ``out``, are refused; a link inside ``out`` to a clip elsewhere is not
+    what replacing ``out`` deletes, so it is allowed (and the clip survives)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    clip = real / "clip.mp4"
+    clip.write_bytes(b"video")
+    (tmp_path / "out").symlink_to(real)
+    with pytest.raises(InputError, match="input"), staged_folder(tmp_path / "out", force=True, inputs=(clip,)):
+        pass
+    (tmp_path / "alias.mp4").symlink_to(clip)
+    with pytest.raises(InputError, match="input"), staged_folder(real, force=True, inputs=(tmp_path / "alias.mp4",)):
+        pass
+    assert clip.read_bytes() == b"video"
+    elsewhere = tmp_path / "clip2.mp4"
+    elsewhere.write_bytes(b"video2")
+    (real / "link.mp4").symlink_to(elsewhere)
+    clip.unlink()
+    with staged_folder(real, force=True, inputs=(real / "link.mp4",)) as stage:
+        (stage / "report.md").write_text("new")
+    assert sorted(p.name for p in real.iterdir()) == ["report.md"] and elsewhere.read_bytes() == b"video2"

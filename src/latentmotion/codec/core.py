@@ -152,7 +152,10 @@ class Encoder:
         if mv is not None:
             syntax.encode_vectors(e, probs, mv)
         dc = offsets(xs, pred)
-        added = shrink_offsets(e, probs, xs, pred, dc, lam, r.wm, gain) if r.rdoq > 0 else 0.0
+        # offsets are side information, weighed as motion vectors are (motion.lam), not by RDOQ's lam: kltw's RDOQ lam
+        # is a third of klt's, and its offsets then cost more than their error was worth
+        side_lam = self.tools.motion.lam * (ONE / gain) ** 2
+        added = shrink_offsets(e, probs, xs, pred, dc, side_lam, r.wm, gain) if r.rdoq > 0 else 0.0
         d, q, energy = quantise(xs, pred, dc, r.deadzone[mv is not None], gain)
         if mv is not None:
             self._pred_energy = energy - added  # the prediction's error about the channels' true means

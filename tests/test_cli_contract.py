@@ -463,7 +463,8 @@ def test_decode_counts_each_frames_tensor_object_against_memory(tmp_path, monkey
 
 def test_decoded_tensors_larger_than_the_free_disk_are_refused_before_decoding(tmp_path, monkeypatch, capsys):
     """A few hundred bytes of all-skip frames decode to megabytes: where the disk cannot hold them, the decode is
-    refused before it starts (one line, exit 2, nothing left), and one byte more of room lets it through."""
+    refused before it starts (one line, exit 2, nothing left), and one byte more of room lets it through. The room
+    asked about is that of the folder the file lands in: through a link, the link's target's folder."""
     import shutil
 
     import torch
@@ -475,16 +476,24 @@ def test_decoded_tensors_larger_than_the_free_disk_are_refused_before_decoding(t
     (tmp_path / "s.lmc").write_bytes(data)
     need = decoded_nbytes(data) + (1 << 20)
     assert len(data) * 1000 < decoded_nbytes(data)  # the stream is tiny against what it decodes to
-    usage = shutil.disk_usage(tmp_path)
-    decoded = []
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "x.pt").symlink_to(tmp_path / "disk" / "x.pt")  # --out through a link into another folder
+    usage, asked, decoded = shutil.disk_usage(tmp_path), [], []
+
+    def disk_usage(path, free):
+        asked.append(Path(path))
+        return usage._replace(free=free)
+
     monkeypatch.setattr("latentmotion.codec.decode_stream", lambda d: decoded.append(1) or decode_stream(d))
     args = ["codec", "decode", str(tmp_path / "s.lmc"), "--out", str(tmp_path / "x.pt")]
-    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=need - 1))
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: disk_usage(p, need - 1))
     with pytest.raises(SystemExit) as exc:
         _app.run_app(args)
     err = capsys.readouterr().err
-    assert exc.value.code == 2 and err.startswith("error: cannot write") and "GiB free" in err and err.count("\n") == 1, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.lmc"] and not decoded
-    monkeypatch.setattr(shutil, "disk_usage", lambda _p: usage._replace(free=need))
+    assert exc.value.code == 2 and err.startswith("error: cannot write") and "MiB free" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "s.lmc", "x.pt"] and not any((tmp_path / "disk").iterdir()) and not decoded
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: disk_usage(p, need))
     _app.run_app(args)  # returns: exit 0
+    assert asked == [tmp_path / "disk"] * 2
     assert torch.load(tmp_path / "x.pt").shape == (64, 8, 32, 32) and decoded
+    assert (tmp_path / "disk" / "x.pt").stat().st_size <= need

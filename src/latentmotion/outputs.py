@@ -41,7 +41,7 @@ from pathlib import Path
 from ._files import file_kind
 from .errors import InputError
 
-__all__ = ["check_room", "staged_file", "staged_folder", "write_atomic"]
+__all__ = ["staged_file", "staged_folder", "write_atomic"]
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -217,7 +217,8 @@ def staged_file(path: Path | str, inputs: tuple[Path | str, ...] = (), nbytes: i
         raise InputError(f"--out {path} is not a regular file (it is a {kind}); only a regular file is replaced")
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
-    check_room(path, nbytes)
+    if nbytes:
+        _check_room(path, nbytes)
     tmp = _sibling(path, "part")
     try:
         tmp.touch()
@@ -231,22 +232,31 @@ def staged_file(path: Path | str, inputs: tuple[Path | str, ...] = (), nbytes: i
         tmp.unlink(missing_ok=True)
 
 
-def check_room(path: Path, nbytes: int) -> None:
-    """InputError where the file system that would hold ``path`` has less than ``nbytes`` free: a result too large
-    for the disk is refused before the work that makes it, not after it has filled the disk.
+def _check_room(path: Path, nbytes: int) -> None:
+    """InputError where the file system of ``path``'s folder (``path`` absolute, links followed: :func:`_absolute`)
+    has less than ``nbytes`` free: a result too large for the disk is refused before the work that makes it, not
+    after it has filled the disk. The staged file sits beside ``path``, and an old ``path`` stays until the rename.
+    """
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+    if nbytes > free:
+        raise InputError(f"cannot write {path}: it needs {_size(nbytes)} and its file system has {_size(free)} free")
+
+
+def _size(n: int) -> str:
+    """A byte count in the unit that fits it.
 
     Example:
-        >>> check_room(Path("."), 1 << 80)  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        latentmotion.errors.InputError: cannot write .: it needs 1.13e+15 GiB and its file system has ... GiB free
+        >>> _size(512), _size(3 << 20), _size(27_600_000_000), _size(1 << 80)
+        ('512 B', '3.0 MiB', '25.7 GiB', '1099511627776.0 TiB')
     """
-    free = shutil.disk_usage(path.parent if not path.is_dir() else path).free
-    if nbytes > free:
-        raise InputError(f"cannot write {path}: it needs {nbytes / 2**30:.3g} GiB and its file system has {free / 2**30:.3g} GiB free")
+    unit = next((u for u in range(4, 0, -1) if n >= 1 << (10 * u)), 0)
+    return f"{n} B" if unit == 0 else f"{n / (1 << (10 * unit)):.1f} {'KMGT'[unit - 1]}iB"
 
 
 def write_atomic(path: Path | str, data: bytes) -> None:
     """Write ``data`` to ``path`` through :func:`staged_file`."""
-    with staged_file(path) as tmp:
+    with staged_file(path, nbytes=len(data)) as tmp:
         tmp.write_bytes(data)

@@ -122,19 +122,33 @@ def test_scene_cut_falls_back_to_intra(clip):
     assert torch.equal(torch.stack(decode_stream(stream)[1]), torch.stack(enc.reconstructions))
 
 
-@pytest.mark.parametrize("rdoq, units", [(0.0, 0.5), (None, 1.5)])
-@pytest.mark.parametrize("mode, kw", [("zero", {"intra_period": 1}), ("block", {})])
-def test_channel_means_survive_a_step_coarser_than_every_value(mode, kw, rdoq, units):
-    """Per-channel offsets (in 1/16 step): channels whose values all lie inside the dead zone keep their means
-    to within half an offset unit, in intra and predicted frames (without offsets every level is 0). With RDOQ
-    (the default) an offset may move one unit towards 0 where the bits saved outweigh the mean's error: 1.5 units."""
+def _mean_errors(mode, **kw) -> float:
+    """Largest error of a decoded channel mean, in offset units (1/16 step), on channels inside the dead zone."""
     g = torch.Generator().manual_seed(5)
     off = torch.linspace(-0.45, 0.45, 8)[:, None, None]
     xs = [off + 0.05 * torch.randn(8, 16, 16, generator=g) for _ in range(4)]
-    tools = Tools.of(mode=mode, **kw, **({} if rdoq is None else {"rdoq": rdoq}))
-    _, out = decode_stream(encode_sequence(xs, Encoder((8, 16, 16), 1.0, tools)))
-    for x, y in zip(xs, out, strict=True):
-        assert float((x.mean((1, 2)) - y.mean((1, 2))).abs().max()) <= units / 16 + 1e-6
+    _, out = decode_stream(encode_sequence(xs, Encoder((8, 16, 16), 1.0, Tools.of(mode=mode, **kw))))
+    return max(float((x.mean((1, 2)) - y.mean((1, 2))).abs().max()) * 16 for x, y in zip(xs, out, strict=True))
+
+
+@pytest.mark.parametrize("mode, kw", [("zero", {"intra_period": 1}), ("block", {})])
+def test_channel_means_survive_a_step_coarser_than_every_value(mode, kw):
+    """Per-channel offsets (in 1/16 step): channels whose values all lie inside the dead zone keep their means
+    to within half an offset unit, in intra and predicted frames (without offsets every level is 0), whatever
+    RDOQ's lambda, when offsets are nearly free (the side-information lambda ``lam`` tiny) or RDOQ is off."""
+    for rdoq in (0.0, 0.2, 0.6):
+        assert _mean_errors(mode, **kw, rdoq=rdoq, lam=1e-3) <= 0.5 + 1e-4
+
+
+def test_offsets_shrink_by_the_side_information_lambda():
+    """With the default ``lam`` an offset moves towards 0 where its bits outweigh its error (some mean is off by more
+    than half a unit), but no further than the trade allows: the chosen offset costs at most what the rounded mean
+    costs, so ``(1 + wm) N (e / 16)^2 <= (1 + wm) N (0.5 / 16)^2 + lam B`` with ``B`` the rounded mean's bits (< 32)."""
+    t = Tools.of(mode="zero", intra_period=1)
+    e = _mean_errors("zero", intra_period=1)
+    bound = 16 * (0.25 / 256 + t.motion.lam * 32 / ((1 + t.residual.wm) * 256)) ** 0.5
+    assert 0.5 < e <= bound
+    assert _mean_errors("zero", intra_period=1, rdoq=0.2) == e  # RDOQ's lambda does not move the offsets
 
 
 def test_intra_period_forced_intra_and_bad_parameters(clip):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import typer
 
@@ -120,9 +120,18 @@ def _top1(split, task, x, header) -> list[int]:
 SYNTHESIS_CHUNK = 16  # frames mapped back through a channel transform at a time
 
 
-def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weights: str, seed: int):
-    """Everything ``codec decode`` refuses, before any decoding: (transform name, transform, split, task, the decoded
-    values' bytes).
+class _DecodePlan(NamedTuple):
+    """What ``codec decode`` will do, settled before any decoding."""
+
+    name: str | None  # the stream's channel transform, if any
+    transform: object  # its ChannelTransform, or None
+    split: object  # the cloud's split (with --classify), or None
+    task: object  # the task scoring the cloud's output (with --classify), or None
+    nbytes: int  # the decoded values' bytes
+
+
+def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weights: str, seed: int) -> _DecodePlan:
+    """Everything ``codec decode`` refuses, before any decoding, and what it will then do.
 
     The stream's transform and the memory its outputs need; with ``classify``, the model it may build, the
     frame count, the weights and the cloud's fit to the tensors.
@@ -143,7 +152,7 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
     if need > budget:
         raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this machine allows {budget / 2**30:.1f} GiB")
     if not classify:
-        return name, transform, None, None, values
+        return _DecodePlan(name, transform, None, None, values)
     from ..tasks import Classify
 
     if head.model != model:  # the stream's bytes never choose what gets built (a factory would import and run code)
@@ -156,7 +165,7 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
     task = Classify(top_k=1)
     with contextlib.redirect_stderr(io.StringIO()):  # torch.fx prints its own report of a failing probe: one line only
         _check_cloud_shape(split, head, task)
-    return name, transform, split, task, values
+    return _DecodePlan(name, transform, split, task, values)
 
 
 @codec_app.command("decode")

@@ -134,21 +134,22 @@ def _mean_errors(mode, **kw) -> float:
 @pytest.mark.parametrize("mode, kw", [("zero", {"intra_period": 1}), ("block", {})])
 def test_channel_means_survive_a_step_coarser_than_every_value(mode, kw):
     """Per-channel offsets (in 1/16 step): channels whose values all lie inside the dead zone keep their means
-    to within half an offset unit, in intra and predicted frames (without offsets every level is 0), whatever
-    RDOQ's lambda, when offsets are nearly free (the side-information lambda ``lam`` tiny) or RDOQ is off."""
-    for rdoq in (0.0, 0.2, 0.6):
-        assert _mean_errors(mode, **kw, rdoq=rdoq, lam=1e-3) <= 0.5 + 1e-4
+    to within half an offset unit, in intra and predicted frames (without offsets every level is 0), with RDOQ
+    off, and at its default lambda, where these offsets are worth their bits."""
+    for rdoq in (0.0, 0.6):
+        assert _mean_errors(mode, **kw, rdoq=rdoq) <= 0.5 + 1e-4
 
 
-def test_offsets_shrink_by_the_side_information_lambda():
-    """With the default ``lam`` an offset moves towards 0 where its bits outweigh its error (some mean is off by more
+def test_offsets_shrink_by_rdoqs_lambda():
+    """With a heavy RDOQ lambda an offset moves towards 0 where its bits outweigh its error (some mean is off by more
     than half a unit), but no further than the trade allows: the chosen offset costs at most what the rounded mean
-    costs, so ``(1 + wm) N (e / 16)^2 <= (1 + wm) N (0.5 / 16)^2 + lam B`` with ``B`` the rounded mean's bits (< 32)."""
-    t = Tools.of(mode="zero", intra_period=1)
-    e = _mean_errors("zero", intra_period=1)
-    bound = 16 * (0.25 / 256 + t.motion.lam * 32 / ((1 + t.residual.wm) * 256)) ** 0.5
+    costs, so ``(1 + wm) N (e / 16)^2 <= (1 + wm) N (0.5 / 16)^2 + rdoq B`` with ``B`` the rounded mean's bits (< 32).
+    The motion decisions' lambda does not move them."""
+    t = Tools.of(mode="zero", intra_period=1, rdoq=3.0)
+    e = _mean_errors("zero", intra_period=1, rdoq=3.0)
+    bound = 16 * (0.25 / 256 + t.residual.rdoq * 32 / ((1 + t.residual.wm) * 256)) ** 0.5
     assert 0.5 < e <= bound
-    assert _mean_errors("zero", intra_period=1, rdoq=0.2) == e  # RDOQ's lambda does not move the offsets
+    assert _mean_errors("zero", intra_period=1, rdoq=3.0, lam=0.01) == e
 
 
 def test_intra_period_forced_intra_and_bad_parameters(clip):

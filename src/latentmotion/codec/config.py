@@ -46,8 +46,8 @@ class MotionTools:
     mode: ``zero``, ``block`` or ``input`` (:data:`latentmotion.codec.bitstream.MODE_NAMES`);
     mblock, search, subpel: tile side of the vectors, search radius (latent px), precision (1 or 4);
     intra_period: force intra every N frames (0: first frame only); rd: also try intra where
-    prediction fails (a scene cut); bi: let tiles average predictions from the last two frames; lam: Lagrange multiplier of these decisions and of the channel offsets' (side
-    information; step-unit squared error per bit; the offsets' are taken only with RDOQ on, ``ResidualTools.rdoq > 0``).
+    prediction fails (a scene cut); bi: let tiles average predictions from the last two frames; lam: Lagrange multiplier of these decisions (step-unit squared
+    error per bit).
     """
 
     mode: str = field(default="block", metadata={"help": "motion mode: zero, block or input"})
@@ -57,7 +57,7 @@ class MotionTools:
     intra_period: int = field(default=0, metadata={"help": "force intra every N frames (0: first frame only)"})
     rd: bool = field(default=True, metadata={"help": "also try intra where prediction fails (a scene cut)"})
     bi: bool = field(default=True, metadata={"help": "also predict tiles from the average of the last two frames"})
-    lam: float = field(default=1.0, metadata={"help": "Lagrange multiplier of motion, frame-type and (with RDOQ) channel-offset decisions"})
+    lam: float = field(default=1.0, metadata={"help": "Lagrange multiplier of motion and frame-type decisions"})
 
 
 @dataclass(frozen=True)

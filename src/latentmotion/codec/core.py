@@ -153,7 +153,7 @@ class Encoder:
             syntax.encode_vectors(e, probs, mv)
         dc = offsets(xs, pred)
         # RDOQ's lambda, not the motion decisions': an offset's error is a residual's error, and kltw's low lambda says its
-        # (task-weighted) errors cost more (the motion lambda here lost kltw 2-15 points of KL BD-rate on 5 of 7 runs)
+        # (task-weighted) errors cost more (the motion lambda here lost kltw 2-15 points of KL BD-rate on 6 of 8 runs)
         added = shrink_offsets(e, probs, xs, pred, dc, lam, r.wm, gain) if r.rdoq > 0 else 0.0
         d, q, energy = quantise(xs, pred, dc, r.deadzone[mv is not None], gain)
         if mv is not None:

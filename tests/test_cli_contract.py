@@ -497,3 +497,27 @@ def test_decoded_tensors_larger_than_the_free_disk_are_refused_before_decoding(t
     assert asked == [tmp_path / "disk"] * 2
     assert torch.load(tmp_path / "x.pt").shape == (64, 8, 32, 32) and decoded
     assert (tmp_path / "disk" / "x.pt").stat().st_size <= need
+
+
+def test_a_signal_swallowed_by_a_ctypes_callback_is_raised_again_once_back_in_python(capsys):
+    """numba compiles through llvmlite's ctypes callbacks: a signal whose exception is raised inside one was
+    printed as "Exception ignored" with a traceback, and lost. It is signalled again and raised in Python."""
+    import ctypes
+
+    from latentmotion.cli import _app
+
+    old = signal.signal(signal.SIGTERM, _app._raise_interrupted), sys.unraisablehook
+    sys.unraisablehook = _app._raise_again
+    after = []
+    try:
+        callback = ctypes.CFUNCTYPE(None)(lambda: os.kill(os.getpid(), signal.SIGTERM))
+        with pytest.raises(_app.Interrupted) as exc:
+            callback()
+            for _ in range(1000):  # signalled again 10 ms later: taken at the next bytecode boundary after it
+                after.append(1)
+                time.sleep(0.001)
+        assert exc.value.code == 143 and len(after) < 1000
+    finally:
+        signal.signal(signal.SIGTERM, old[0])
+        sys.unraisablehook = old[1]
+    assert "Exception ignored" not in capsys.readouterr().err

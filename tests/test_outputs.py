@@ -239,3 +239,19 @@ def test_force_follows_links_when_it_looks_for_inputs_inside_the_folder(tmp_path
     with staged_folder(real, force=True, inputs=(real / "link.mp4",)) as stage:
         (stage / "report.md").write_text("new")
     assert sorted(p.name for p in real.iterdir()) == ["report.md"] and elsewhere.read_bytes() == b"video2"
+
+
+def test_a_name_near_the_file_systems_limit_is_written_and_its_stale_staging_swept(tmp_path):
+    """A 253-byte file name is valid, though ``.NAME.part-PID`` would not be: the staging sibling cuts the name and
+    tells it apart by its hash; a sibling a killed process left is still found and removed."""
+    out = tmp_path / ("b" * 250 + ".pt")
+    write_atomic(out, b"x")
+    assert out.read_bytes() == b"x" and _entries(tmp_path) == [out.name]
+    from latentmotion.outputs import _sibling
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True).stdout.strip()
+    stale = _sibling(out, "part", int(dead))
+    assert len(stale.name) < 255 < len(f".{out.name}.part-{dead}")
+    stale.write_bytes(b"left")
+    write_atomic(out, b"y")
+    assert out.read_bytes() == b"y" and _entries(tmp_path) == [out.name]

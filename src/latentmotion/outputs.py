@@ -32,6 +32,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import glob
+import hashlib
 import os
 import shutil
 import signal
@@ -47,7 +49,16 @@ _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _sibling(out: Path, tag: str, pid: int | None = None) -> Path:
-    return out.with_name(f".{out.name}.{tag}-{os.getpid() if pid is None else pid}")
+    return out.with_name(f".{_stage_name(out)}.{tag}-{os.getpid() if pid is None else pid}")
+
+
+def _stage_name(out: Path) -> str:
+    """``out``'s name in its staging siblings: a long name is cut and told apart by its hash, so that a sibling
+    (a dot, the name, ``.staging-`` and a pid) fits the file system's 255 bytes wherever ``out``'s name does."""
+    raw = os.fsencode(out.name)
+    if len(raw) <= 200:
+        return out.name
+    return f"{out.name[:40]}~{hashlib.sha256(raw).hexdigest()[:16]}"
 
 
 def _alive(pid: int) -> bool:
@@ -72,7 +83,7 @@ def _sweep_stale(out: Path) -> None:
     if not out.parent.is_dir():
         return
     for tag in ("staging", "part", "old"):
-        for p in out.parent.glob(f".{out.name}.{tag}-*"):
+        for p in out.parent.glob(f".{glob.escape(_stage_name(out))}.{tag}-*"):
             pid = p.name.rsplit("-", 1)[-1]
             if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
                 continue

@@ -8,7 +8,8 @@
   signal: when its exception comes out as another one (raised where a numba
   kernel returns: ``SystemError ... returned a result with an exception set``;
   or turned by a library into its own error, such as PyAV's ``Interrupted
-  system call``), the exit still follows the signal.
+  system call``), the exit still follows the signal; when it is swallowed (raised
+  inside a ctypes callback, as numba's compiler makes them), it is signalled again.
 * Outputs go through :mod:`latentmotion.outputs` (staged, then renamed), so an
   error or an interruption leaves ``--out`` as it was.
 * Once a command has finished, a signal during the interpreter's shutdown (about a
@@ -50,6 +51,19 @@ _received: list[int] = []  # signals taken by _raise_interrupted in this run
 def _raise_interrupted(signum: int, _frame) -> None:
     _received.append(signum)
     raise Interrupted(signum)
+
+
+def _raise_again(unraisable) -> None:
+    """``sys.unraisablehook``: an :class:`Interrupted` raised where it cannot propagate (a ctypes callback, such as
+    llvmlite's while numba compiles, swallows it) is signalled again a moment later, from a thread, to be raised once
+    control is back in Python, where every ``finally`` runs (raised now, it would land in this hook or the callback
+    again); anything else goes to the default hook."""
+    if isinstance(unraisable.exc_value, Interrupted):
+        import threading
+
+        threading.Timer(0.01, os.kill, (os.getpid(), unraisable.exc_value.code - 128)).start()
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _exit_at_once(signum: int, _frame) -> None:
@@ -153,6 +167,7 @@ def run_app(args: list[str] | None = None) -> None:
     _received.clear()
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    sys.unraisablehook = _raise_again
     try:
         _load_heavy_modules()
         code = app(args=args, standalone_mode=False)  # Typer returns an exit code it chose (130 for a KeyboardInterrupt)

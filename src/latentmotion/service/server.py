@@ -363,6 +363,18 @@ class CloudServer:
             raise InputError(f"cannot listen on {addr}: {str(exc).splitlines()[0]}") from None
         if not port:
             raise InputError(f"cannot listen on {addr} (port in use or bad host)")
+        try:
+            await self._preload_and_start()
+        except InputError:  # the port is bound (and the server maybe started): stop it while the loop runs
+            await self.server.stop(None)
+            raise
+        self.port = port
+        log_event("listening", address=f"{cfg.host}:{port}", tls=not cfg.insecure, auth=self.tokens is not None, ray=cfg.ray or "")
+        return port
+
+    async def _preload_and_start(self) -> None:
+        """Warm the preloaded models, start serving, then the metrics endpoint (:class:`InputError` where one fails)."""
+        cfg = self.config
         for spec in cfg.preload:
             try:
                 handle = await self.backend.open(*spec.split(":"), cfg.weights)
@@ -375,9 +387,6 @@ class CloudServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if cfg.metrics_port is not None:
             self._metrics_http = _start_metrics(self.metrics, cfg.host, cfg.metrics_port)
-        self.port = port
-        log_event("listening", address=f"{cfg.host}:{port}", tls=not cfg.insecure, auth=self.tokens is not None, ray=cfg.ray or "")
-        return port
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Stop accepting streams, let open ones answer every frame received, stop. True when all ended in time."""

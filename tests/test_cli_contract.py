@@ -521,3 +521,23 @@ def test_a_signal_swallowed_by_a_ctypes_callback_is_raised_again_once_back_in_py
         signal.signal(signal.SIGTERM, old[0])
         sys.unraisablehook = old[1]
     assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_the_decode_budget_follows_the_process_limits(monkeypatch):
+    """Half the physical memory, unless an address-space limit (less what the process maps) or a cgroup's room is
+    smaller: under ``ulimit -v`` a decode the machine could hold crashed with MemoryError instead of a refusal."""
+    import resource
+
+    from latentmotion.cli import codec as cli_codec
+
+    free = cli_codec._memory_budget()
+    mapped = cli_codec._proc_status_bytes("VmSize")
+    assert mapped > 0 and cli_codec._proc_status_bytes("NoSuchField") == 0
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda r: (mapped + (1 << 30), resource.RLIM_INFINITY) if r == resource.RLIMIT_AS else real(r))
+    assert (1 << 30) - (64 << 20) <= cli_codec._memory_budget() <= 1 << 30  # what is left under the limit
+    monkeypatch.setattr(resource, "getrlimit", real)
+    monkeypatch.setattr(cli_codec, "_cgroup_room", lambda: 12345)
+    assert cli_codec._memory_budget() == min(free, 12345)
+    monkeypatch.setattr(cli_codec, "_cgroup_room", lambda: -5)  # a group already over its limit: nothing
+    assert cli_codec._memory_budget() == 0

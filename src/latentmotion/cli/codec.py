@@ -21,10 +21,40 @@ MAX_CLASSIFY_FRAMES = 4096  # about a minute of the default cloud on this machin
 
 
 def _memory_budget() -> int:
-    """Half of this machine's physical memory: what a decode may hold."""
+    """What a decode may hold: half of this machine's physical memory, or less where the process is limited (its
+    address-space or data limit, less what it already maps; a cgroup's memory.max, less what the group uses)."""
     import os
+    import resource
 
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    for limit, field in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
+        soft = resource.getrlimit(limit)[0]
+        if soft != resource.RLIM_INFINITY:
+            budget = min(budget, soft - _proc_status_bytes(field))
+    cgroup = _cgroup_room()
+    return max(0, budget if cgroup is None else min(budget, cgroup))
+
+
+def _proc_status_bytes(field: str) -> int:
+    """A ``kB`` field of /proc/self/status in bytes (0 where there is none: not Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next((int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":")), 0)
+    except OSError:
+        return 0
+
+
+def _cgroup_room() -> int | None:
+    """The cgroup v2 ``memory.max`` of this process less its ``memory.current``; None where unlimited or unknown."""
+    from pathlib import Path
+
+    try:
+        rel = next(line.split(":", 2)[2].strip() for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
+        group = Path("/sys/fs/cgroup") / rel.lstrip("/")
+        limit = (group / "memory.max").read_text().strip()
+        return None if limit == "max" else int(limit) - int((group / "memory.current").read_text())
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
 
 
 codec_app = typer.Typer(no_args_is_help=True, help="Motion-compensated predictive coding of feature-tensor sequences.")
@@ -150,7 +180,7 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
     # the frames, their stack, one frame's work, and each frame's tensor object (about 0.5 KB: it dominates tiny frames)
     need, budget = 2 * values + decode_work_nbytes(data) + chunk + TENSOR_OVERHEAD * frames, _memory_budget()
     if need > budget:
-        raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this machine allows {budget / 2**30:.1f} GiB")
+        raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this process may hold {budget / 2**30:.1f} GiB")
     if not classify:
         return _DecodePlan(name, transform, None, None, values)
     from ..tasks import Classify

@@ -530,14 +530,33 @@ def test_the_decode_budget_follows_the_process_limits(monkeypatch):
 
     from latentmotion.cli import codec as cli_codec
 
+    monkeypatch.setattr(cli_codec, "_cgroup_room", lambda: None)  # this runner's own limits must not decide
+    real = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda r: (resource.RLIM_INFINITY,) * 2 if r in (resource.RLIMIT_AS, resource.RLIMIT_DATA) else real(r))
     free = cli_codec._memory_budget()
     mapped = cli_codec._proc_status_bytes("VmSize")
     assert mapped > 0 and cli_codec._proc_status_bytes("NoSuchField") == 0
-    real = resource.getrlimit
-    monkeypatch.setattr(resource, "getrlimit", lambda r: (mapped + (1 << 30), resource.RLIM_INFINITY) if r == resource.RLIMIT_AS else real(r))
+    unlimited = resource.getrlimit
+    monkeypatch.setattr(resource, "getrlimit", lambda r: (mapped + (1 << 30), resource.RLIM_INFINITY) if r == resource.RLIMIT_AS else unlimited(r))
     assert (1 << 30) - (64 << 20) <= cli_codec._memory_budget() <= 1 << 30  # what is left under the limit
-    monkeypatch.setattr(resource, "getrlimit", real)
+    monkeypatch.setattr(resource, "getrlimit", unlimited)
     monkeypatch.setattr(cli_codec, "_cgroup_room", lambda: 12345)
     assert cli_codec._memory_budget() == min(free, 12345)
     monkeypatch.setattr(cli_codec, "_cgroup_room", lambda: -5)  # a group already over its limit: nothing
     assert cli_codec._memory_budget() == 0
+
+
+def test_the_cgroup_room_is_the_least_over_the_group_and_its_parents(tmp_path, monkeypatch):
+    """cgroup v2: each limited group's memory.max less its use without reclaimable page cache; the tightest wins."""
+    from latentmotion.cli import codec as cli_codec
+
+    root = tmp_path / "fs"
+    for rel, limit, current, inactive in (("a", "1000000", 900000, 850000), ("a/b", "max", 10, 0), ("a/b/c", "500000", 300000, 0)):
+        (root / rel).mkdir(parents=True)
+        (root / rel / "memory.max").write_text(limit + "\n")
+        (root / rel / "memory.current").write_text(f"{current}\n")
+        (root / rel / "memory.stat").write_text(f"anon 5\ninactive_file {inactive}\nactive_file 3\n")
+    (tmp_path / "cgroup").write_text("0::/a/b/c\n")
+    assert cli_codec._cgroup_room(tmp_path / "cgroup", root) == min(1000000 - (900000 - 850000), 500000 - 300000)
+    (tmp_path / "cgroup").write_text("12:memory:/x\n")  # cgroup v1 only: no unified line
+    assert cli_codec._cgroup_room(tmp_path / "cgroup", root) is None

@@ -255,3 +255,17 @@ def test_a_name_near_the_file_systems_limit_is_written_and_its_stale_staging_swe
     stale.write_bytes(b"left")
     write_atomic(out, b"y")
     assert out.read_bytes() == b"y" and _entries(tmp_path) == [out.name]
+
+
+def test_a_name_with_glob_characters_sweeps_only_its_own_staging(tmp_path):
+    """``a[1].pt``'s stale siblings are found by an escaped pattern: ``.a1.pt.part-PID`` (another file's, which
+    ``[1]`` unescaped would match) is left alone."""
+    from latentmotion.outputs import _sibling
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True, text=True).stdout)
+    out = tmp_path / "a[1].pt"
+    decoy, stale = tmp_path / f".a1.pt.part-{dead}", _sibling(out, "part", dead)
+    decoy.write_bytes(b"not ours")
+    stale.write_bytes(b"ours")
+    write_atomic(out, b"x")
+    assert _entries(tmp_path) == sorted([decoy.name, out.name]) and decoy.read_bytes() == b"not ours"

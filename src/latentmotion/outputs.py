@@ -7,7 +7,8 @@ Conventions:
   ``force`` an existing ``out`` is replaced whole, swapped in one step on
   Linux (``renameat2``), elsewhere moved aside then removed: old and new
   files are never mixed.
-* A single file is written to ``.<name>.part-<pid>`` beside it and renamed.
+* A single file is written to ``.<name>.part-<pid>`` beside it and renamed (a name
+  over 200 bytes is cut to 40 characters and a hash of it in these siblings).
 * Only a regular file (``staged_file``) or a folder (``staged_folder``) is
   ever replaced: a FIFO, a device or a socket given as ``out`` is refused. A
   symbolic link is followed: what it points to is replaced, the link stays.

@@ -61,9 +61,15 @@ def _raise_again(unraisable) -> None:
     if isinstance(unraisable.exc_value, Interrupted):
         import threading
 
-        threading.Timer(0.01, os.kill, (os.getpid(), unraisable.exc_value.code - 128)).start()
+        try:
+            threading.Timer(0.01, os.kill, (os.getpid(), unraisable.exc_value.code - 128)).start()
+        except RuntimeError:  # the interpreter is shutting down: no thread, and the exit follows anyway
+            pass
         return
-    sys.__unraisablehook__(unraisable)
+    _previous_hook[0](unraisable)
+
+
+_previous_hook = [sys.unraisablehook]  # what run_app's hook hands other exceptions to, and puts back
 
 
 def _exit_at_once(signum: int, _frame) -> None:
@@ -167,7 +173,14 @@ def run_app(args: list[str] | None = None) -> None:
     _received.clear()
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
-    sys.unraisablehook = _raise_again
+    _previous_hook[0], sys.unraisablehook = sys.unraisablehook, _raise_again
+    try:
+        _run(args)
+    finally:
+        sys.unraisablehook = _previous_hook[0]
+
+
+def _run(args: list[str] | None) -> None:
     try:
         _load_heavy_modules()
         code = app(args=args, standalone_mode=False)  # Typer returns an exit code it chose (130 for a KeyboardInterrupt)

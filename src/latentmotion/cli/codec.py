@@ -44,17 +44,27 @@ def _proc_status_bytes(field: str) -> int:
         return 0
 
 
-def _cgroup_room() -> int | None:
-    """The cgroup v2 ``memory.max`` of this process less its ``memory.current``; None where unlimited or unknown."""
-    from pathlib import Path
-
+def _cgroup_room(proc: str | Path = "/proc/self/cgroup", root: str | Path = "/sys/fs/cgroup") -> int | None:
+    """Room under the cgroup v2 ``memory.max`` of this process's group and of every group above it: the limit less
+    what the group uses, its reclaimable page cache (``inactive_file``) not counted; None where none is limited."""
     try:
-        rel = next(line.split(":", 2)[2].strip() for line in Path("/proc/self/cgroup").read_text().splitlines() if line.startswith("0::"))
-        group = Path("/sys/fs/cgroup") / rel.lstrip("/")
-        limit = (group / "memory.max").read_text().strip()
-        return None if limit == "max" else int(limit) - int((group / "memory.current").read_text())
-    except (OSError, StopIteration, ValueError, IndexError):
+        rel = next(line.split(":", 2)[2].strip() for line in Path(proc).read_text().splitlines() if line.startswith("0::"))
+    except (OSError, StopIteration, IndexError):
         return None
+    rooms: list[int] = []
+    top = Path(root)
+    group = top / rel.lstrip("/")
+    while group != top and top in group.parents:
+        try:
+            limit = (group / "memory.max").read_text().strip()
+            if limit != "max":
+                stat = dict(line.split() for line in (group / "memory.stat").read_text().splitlines() if line.count(" ") == 1)
+                used = int((group / "memory.current").read_text()) - int(stat.get("inactive_file", 0))
+                rooms.append(int(limit) - used)
+        except (OSError, ValueError):
+            pass  # a group without the memory controller, or files of another shape: no limit known there
+        group = group.parent
+    return min(rooms) if rooms else None
 
 
 codec_app = typer.Typer(no_args_is_help=True, help="Motion-compensated predictive coding of feature-tensor sequences.")

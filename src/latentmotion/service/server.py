@@ -365,8 +365,9 @@ class CloudServer:
             raise InputError(f"cannot listen on {addr} (port in use or bad host)")
         try:
             await self._preload_and_start()
-        except InputError:  # the port is bound (and the server maybe started): stop it while the loop runs
+        except BaseException:  # an error or a signal: stop the bound (maybe started) server and the models while the loop runs
             await self.server.stop(None)
+            await self.backend.close()
             raise
         self.port = port
         log_event("listening", address=f"{cfg.host}:{port}", tls=not cfg.insecure, auth=self.tokens is not None, ray=cfg.ray or "")

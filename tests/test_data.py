@@ -139,3 +139,24 @@ def test_a_video_whose_frames_change_size_is_refused_one_line(tmp_path):
     assert read_frames(path, [0, 1]).shape == (2, 3, 64, 64)
     with pytest.raises(InputError, match="frame 2 is 128x96"):
         read_frames(path, [0, 2])
+
+
+def test_a_file_without_a_suffix_is_read_as_a_file_and_a_missing_path_is_named_as_one(tmp_path, monkeypatch):
+    """``/etc/passwd`` was told "unknown image ... (or give an image file path)": an existing file is read as an
+    image whatever its name (and refused as one), a path that does not exist is said to be missing, and a bare
+    name is still looked up among the bundled photos."""
+    from latentmotion.errors import InputError, UnknownNameError
+
+    text = tmp_path / "notes"
+    text.write_text("not an image")
+    with pytest.raises(InputError, match="cannot read image"):
+        load_image(text)
+    png = tmp_path / "photo.png"
+    skimage.io.imsave(png, np.zeros((6, 8, 3), np.uint8), check_contrast=False)
+    png.rename(tmp_path / "photo")
+    assert load_image(tmp_path / "photo").shape == (3, 6, 8)
+    with pytest.raises(InputError, match="does not exist"):
+        load_image(tmp_path / "missing" / "photo")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnknownNameError, match="unknown image 'nosuch'"):
+        load_image("nosuch")

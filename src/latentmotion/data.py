@@ -87,7 +87,7 @@ def load_image(name_or_path: str | Path) -> torch.Tensor:
     p = Path(name_or_path)
     if str(name_or_path) in OPENCV_PHOTOS and not p.exists():  # a file of that name here wins, as for videos
         p = _locate(str(name_or_path), _OPENCV_DOC)
-    if p.suffix and p.exists():
+    if p.exists() and (p.suffix or str(name_or_path) not in SKIMAGE_PHOTOS):  # a file, with or without a suffix
         import skimage.io
 
         check_image_size(p)
@@ -96,7 +96,7 @@ def load_image(name_or_path: str | Path) -> torch.Tensor:
         except Exception as exc:
             raise InputError(f"cannot read image {p}: {exc}") from None
         return _to_tensor(arr)
-    if p.suffix:
+    if p.suffix or len(p.parts) > 1:  # a path, not a name
         raise InputError(f"image file {p} does not exist")
     import skimage.data
 

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -19,7 +20,7 @@ from .data import read_frames, to_gray, video_info, video_path
 from .errors import InputError
 from .models import Split
 
-__all__ = ["Clip", "check_frame_range", "edge_features", "gray8"]
+__all__ = ["Clip", "check_clip_range", "check_frame_range", "edge_features", "gray8"]
 
 
 @dataclass
@@ -52,6 +53,12 @@ def check_frame_range(start: int, count: int, total: int, name: str) -> None:
         raise InputError(f"frames must start at 0 or later and number at least 1, got start {start}, count {count}")
     if start + count > total:
         raise InputError(f"frames {start}..{start + count - 1} out of range: {name} has {total} frames")
+
+
+def check_clip_range(path: Path, start: int, count: int) -> None:
+    """Refuse a frame range past the clip at ``path`` before any model loads: its length is its packets counted,
+    nothing decoded (check the numbers themselves with :func:`check_frame_range` before the video is opened)."""
+    check_frame_range(start, count, video_info(path)[0], path.name)
 
 
 @torch.no_grad()

@@ -97,17 +97,17 @@ def codec_encode(
     """Run the edge sub-model on video frames and write the coded feature stream."""
     from ..codec import MAX_Q, Encoder, StreamId, encode_sequence
     from ..codec.limits import check_step
-    from ..data import video_info, video_path
+    from ..data import video_path
     from ..models.transform import check_transform_choice, edge_transform
-    from ..pipeline import check_frame_range, edge_features
+    from ..pipeline import check_clip_range, check_frame_range, edge_features
 
     check_step(step)  # every option before the model loads and the video is decoded
     tools = Tools(MotionTools(**config))
     check_transform_choice(transform, model, layer)
     check_frame_range(start, frames, start + frames, video)  # the numbers themselves, before the video is opened
     source = video_path(video)  # exists, and is a regular file (a FIFO would block)
-    check_frame_range(start, frames, video_info(source)[0], source.name)  # its packets counted: before the model loads
-    with staged_file(out, inputs=(source,)) as tmp:  # --out is checked before the frames are decoded
+    with staged_file(out, inputs=(source,)) as tmp:  # --out is checked before the frames are counted
+        check_clip_range(source, start, frames)  # before the model loads
         fingerprint, split = _model_split(model, layer, weights, seed)
         to_coordinates, fingerprint = edge_transform(transform, model, layer, fingerprint)  # before the clip: the stream names the transform
         clip = edge_features(video, split, start, frames)
@@ -272,11 +272,11 @@ def codec_eval(
 ) -> None:
     """Rate-distortion and task fidelity (KL, with its noise floor) of every configuration and anchor; BD-rates; report."""
     from ..codec.limits import check_step
-    from ..data import video_info, video_path
+    from ..data import video_path
     from ..experiments.codec_anchors import DEFAULT_ANCHORS, parse_anchor
     from ..experiments.codec_eval import STEPS, EvalSettings, check_settings, evaluate, verdict
     from ..experiments.reproduce import progress_bar
-    from ..pipeline import check_frame_range
+    from ..pipeline import check_clip_range, check_frame_range
 
     step_list = STEPS if steps is None else tuple(check_step(s) for s in parse_list(steps, float, "--steps", "numbers"))
     qp_list = tuple(parse_list(qps, int, "--qps", "integers")) if qps.strip() else ()
@@ -284,7 +284,7 @@ def codec_eval(
     anchor_list = DEFAULT_ANCHORS if anchors is None else tuple(a.strip() for a in anchors.split(",") if a.strip())
     check_frame_range(start, frames, start + frames, video)  # the numbers themselves, before the video is opened
     source = video_path(video)
-    check_frame_range(start, frames, video_info(source)[0], source.name)  # its packets counted: before the model loads
+    check_clip_range(source, start, frames)  # before the model loads
     st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
     check_settings(st)
     with staged_folder(out, force, inputs=(source,)) as stage, progress_bar() as bar:

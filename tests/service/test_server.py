@@ -129,6 +129,8 @@ def _bad_clients():
         "garbage frames": ([_open(head)] + [_frame(i, b"\x00garbage" * 9) for i in range(40)], S.INVALID_ARGUMENT, "bad stream: frame"),
         "oversized frame": ([_open(head), _frame(0, bytes(record_limit(Decoder.from_header_bytes(head).header, 4 << 20) + 1))], S.RESOURCE_EXHAUSTED, "exceeds"),
         "sequence gap": ([_open(head), _frame(0, recs[0]), _frame(2, recs[1])], S.DATA_LOSS, "expected frame 1, got 2"),
+        # the frame after the last uint64 is 0, not 2**64 (which no Frame can carry)
+        "gap after the last sequence number": ([_open(head), _frame(2**64 - 1, recs[0]), _frame(1, recs[1])], S.DATA_LOSS, "expected frame 0, got 1"),
         "unknown model": ([_open(unknown)], S.NOT_FOUND, "did you mean 'resnet34'"),
         "factory model": ([_open(factory)], S.NOT_FOUND, "loads factories only when --models lists them"),
         "shape mismatch": ([_open(other)], S.FAILED_PRECONDITION, "takes 40 channels"),

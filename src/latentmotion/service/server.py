@@ -67,6 +67,7 @@ __all__ = ["METHOD", "SERVICE", "CloudServer", "ServerConfig", "serve"]
 SERVICE = "latentmotion.service.v1.Cloud"
 METHOD = f"/{SERVICE}/Infer"
 _S = grpc.StatusCode
+SEQ_SPAN = 1 << 64  # Frame.seq is a uint64: sequence numbers run on modulo 2**64
 
 
 class _Stream:
@@ -220,7 +221,7 @@ class _Stream:
                     raise StreamError(_S.RESOURCE_EXHAUSTED, "too_large", f"frame {f.seq} of {len(f.record)} bytes exceeds {limit} for shape {dec.header.shape}")
                 self.server.metrics.bytes.inc(len(f.record))
                 dec, bad = await self._frame(dec, handle, f, task, bad)
-                expected, n = f.seq + 1, n + 1
+                expected, n = (f.seq + 1) % SEQ_SPAN, n + 1  # uint64: the frame after 2**64 - 1 is 0
             self.out.put_nowait(None)
             await writer  # every frame read gets its answer before the stream closes
         finally:

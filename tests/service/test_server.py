@@ -146,6 +146,14 @@ def _bad_clients():
     }
 
 
+def test_sequence_numbers_run_on_past_the_last_uint64(server):
+    enc = make_encoder()()
+    seqs = [2**64 - 2, 2**64 - 1, 0, 1]
+    msgs = [_open(enc.header_bytes())] + [_frame(q, enc.encode(x)) for q, x in zip(seqs, features()[:4], strict=True)]
+    code, details, replies = asyncio.run(_raw(server.target, msgs))
+    assert code == grpc.StatusCode.OK, details
+    assert [r.result.seq for r in replies if r.WhichOneof("kind") == "result"] == seqs
+
 def test_each_bad_client_ends_only_its_own_stream(server):
     cases = _bad_clients()
 
@@ -348,3 +356,12 @@ def test_an_edge_gives_up_on_a_cloud_that_accepts_and_never_answers():
 
     rep, took = asyncio.run(main())
     assert sorted(rep.lost) == [0, 1, 2] and not rep.results and took < 20
+
+
+def test_a_frame_range_past_the_clip_is_refused_before_the_edge_loads_its_model(monkeypatch):
+    from latentmotion import models
+    from latentmotion.service import VideoSource, stream_video
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model loaded before the range was checked"))
+    with pytest.raises(InputError, match="out of range: bikes.mp4 has 250 frames"):
+        stream_video("127.0.0.1:1", VideoSource(video="bikes.mp4", start=200, frames=51), EdgeOptions(insecure=True))

@@ -450,13 +450,16 @@ def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = No
     """Run the edge sub-model on a clip, code its features and stream them; returns the report and the clip's fps."""
     from ..codec import MAX_Q, Encoder, StreamId
     from ..codec.limits import check_step
+    from ..data import video_path
     from ..models import load_model, split_model, weights_fingerprint
     from ..models.transform import check_transform_choice, edge_transform
-    from ..pipeline import edge_features
+    from ..pipeline import check_clip_range, check_frame_range, edge_features
 
     options = options or EdgeOptions()
     options.check(target)  # before any model or video is loaded
     check_transform_choice(src.transform, src.model, src.layer)
+    check_frame_range(src.start, src.frames, src.start + src.frames, src.video)  # the numbers, then the clip's length:
+    check_clip_range(video_path(src.video), src.start, src.frames)  # a range past the clip is refused before the model loads
     net = load_model(src.model, src.weights)
     if not options.task:  # the model's own task: a segmentation model's stream segments
         options = replace(options, task=net.task)

@@ -3,7 +3,7 @@
 One stream per edge (``latentmotion.service.v1.Cloud/Infer``): an ``Open``
 message with the codec header, the edge's weights fingerprint and its task
 (:mod:`latentmotion.tasks`: ``classify`` when unset), then frames with
-consecutive sequence numbers. Each stream has its own decoder; decoded
+consecutive sequence numbers (modulo 2**64). Each stream has its own decoder; decoded
 tensors of all streams meet in the backend's batches, and each frame's result
 is its stream's task's (``Task.result``, written by ``Task.express``). Whatever a client sends
 can end only its own stream, with a gRPC status naming the problem:

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 import latentmotion.models as models
-from latentmotion.service.backends import ModelCache, ServedModel, StreamError, load_cloud
+from latentmotion.service.backends import LocalBackend, ModelCache, ServedModel, StreamError, load_cloud, probe_output
+from latentmotion.service.batcher import Batcher
 
 from .conftest import LAYER, MODEL, features, split
 
@@ -44,6 +45,37 @@ def test_served_model_falls_back_when_tracing_changes_the_output():
     assert served.graph is None
     x = torch.randn(4, 2, 3, 3)
     assert torch.equal(served(x), x.flatten(1) * 4)
+
+
+def test_a_shape_the_cloud_cannot_take_is_refused_with_nothing_on_stderr(capfd):
+    """torch.fx prints twenty lines of its own when a traced line fails: a server's log must not carry them per Open."""
+    nominal = tuple(features().shape[1:])
+    for net in (split().cloud.eval(), ServedModel(split().cloud, nominal, trace=False)):
+        why, out = probe_output(net, nominal, (nominal[0], 1, 1))
+        assert out is None and "cannot take tensors of shape" in why
+    assert capfd.readouterr().err == ""
+
+
+def test_a_backend_traces_a_bounded_number_of_splits_and_serves_the_rest_eager():
+    """TorchScript keeps what every trace compiles: Opens that churn the model cache must not trace without end."""
+    eager = split().cloud.eval()
+    x = features()[:3]
+    nominal = tuple(x.shape[1:])
+    loaded = []
+
+    def load(m, layer, w):
+        loaded.append(layer)
+        return copy.deepcopy(eager), "fp", nominal
+
+    async def main():
+        backend = LocalBackend(Batcher(max_batch=4, max_wait=0.01), max_models=1, load=load, traces=2)
+        return [await backend.open(MODEL, f"l{i % 2}", "w") for i in range(4)]  # one slot: every Open evicts the other
+
+    handles = asyncio.run(main())
+    assert loaded == ["l0", "l1", "l0", "l1"]
+    assert [h.net.graph is not None for h in handles] == [True, True, False, False]
+    with torch.no_grad():
+        assert torch.allclose(handles[3].net(x), eager(x), atol=1e-5)
 
 
 def test_preparing_splits_loads_each_network_once_and_one_at_a_time(monkeypatch):

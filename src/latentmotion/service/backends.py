@@ -74,6 +74,7 @@ def load_cloud(model: str, layer: str, weights: str) -> tuple[nn.Module, str, tu
         raise StreamError(grpc.StatusCode.INVALID_ARGUMENT, "bad_layer", str(exc)) from None
 
 
+TRACES = 8  # splits a LocalBackend traces in its life (LocalBackend says why)
 _TRACING = threading.Lock()  # catch_warnings is process-wide: two loads tracing at once would undo each other's filter
 
 
@@ -86,7 +87,7 @@ class ServedModel(nn.Module):
     and the whole forward runs in C++ without taking the GIL per operator, so
     the server's decode and gRPC threads do not stall it. Other shapes run the
     eager module. When tracing fails or changes the output, only the eager
-    module is used.
+    module is used, and so it is with ``trace=False``.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
@@ -96,11 +97,14 @@ class ServedModel(nn.Module):
         (True, True)
     """
 
-    def __init__(self, net: nn.Module, nominal: tuple[int, int, int], device: str = "cpu") -> None:
+    def __init__(self, net: nn.Module, nominal: tuple[int, int, int], device: str = "cpu", trace: bool = True) -> None:
         super().__init__()
         self.net, self.nominal = net.to(device).eval().to(memory_format=torch.channels_last), tuple(nominal)
-        self.graph = None
-        x = torch.randn(2, *nominal, device=device).contiguous(memory_format=torch.channels_last)
+        self.graph = self._traced(device) if trace else None
+
+    def _traced(self, device: str):
+        """The frozen graph of ``net`` at the nominal shape, or None where tracing fails or changes the output."""
+        x = torch.randn(2, *self.nominal, device=device).contiguous(memory_format=torch.channels_last)
         try:
             with _TRACING, torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # TorchScript's deprecation notices
@@ -108,7 +112,7 @@ class ServedModel(nn.Module):
                 ok = torch.allclose(graph(x), self.net(x), rtol=1e-3, atol=1e-4)
         except Exception:  # noqa: BLE001  (a module tracing cannot follow keeps its eager path)
             ok = False
-        self.graph = graph if ok else None
+        return graph if ok else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -127,12 +131,21 @@ def probe_output(net: nn.Module, nominal: tuple[int, int, int], shape: tuple[int
     if shape[0] != nominal[0] or shape[1] * shape[2] > MAX_AREA_FACTOR * nominal[1] * nominal[2]:
         return f"the cloud sub-model takes {nominal[0]} channels and at most {MAX_AREA_FACTOR}x the area of {nominal}, not tensors of shape {shape}", None
     try:
-        out = net(torch.zeros(1, *shape, device=device))
+        out = _quiet_call(net, torch.zeros(1, *shape, device=device))
     except Exception as exc:  # noqa: BLE001  (a shape the model cannot take fails in many ways)
         return f"the cloud sub-model cannot take tensors of shape {shape}: {str(exc).splitlines()[0][:200]}", None
     if not isinstance(out, torch.Tensor):
         return f"the cloud sub-model returns {type(out).__name__}, not one tensor", None
     return "", tuple(out.shape[1:])
+
+
+def _quiet_call(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``net(x)`` without the report torch.fx prints to stderr when a line of a traced module fails (twenty lines per
+    hostile Open in a server's JSON-lines log; redirecting stderr would swallow other threads' lines too): a
+    ``GraphModule`` runs its ``forward``, not its call wrapper, and a :class:`ServedModel` its eager module."""
+    if isinstance(net, ServedModel):
+        net, x = net.net, x.contiguous(memory_format=torch.channels_last)
+    return net.forward(x) if isinstance(net, torch.fx.GraphModule) else net(x)
 
 
 def fit_problem(probed: tuple[str, tuple[int, ...] | None], task: Task | None) -> tuple[str, str]:
@@ -213,8 +226,8 @@ class ModelCache:
 
 
 class _LocalHandle(CloudHandle):
-    def __init__(self, net: nn.Module, fingerprint: str, nominal: tuple[int, int, int], batcher: Batcher) -> None:
-        self.net, self.fingerprint, self.nominal, self.batcher = ServedModel(net, nominal, batcher.device), fingerprint, nominal, batcher
+    def __init__(self, net: ServedModel, fingerprint: str, nominal: tuple[int, int, int], batcher: Batcher) -> None:
+        self.net, self.fingerprint, self.nominal, self.batcher = net, fingerprint, nominal, batcher
         self._shapes: dict[tuple, tuple] = {}
 
     async def probe(self, shape: tuple[int, int, int]) -> tuple[str, tuple[int, ...] | None]:
@@ -228,11 +241,22 @@ class _LocalHandle(CloudHandle):
 
 
 class LocalBackend:
-    """The cloud sub-model in this process, batched by a :class:`Batcher`."""
+    """The cloud sub-model in this process, batched by a :class:`Batcher`.
 
-    def __init__(self, batcher: Batcher, max_models: int = 4, load: Callable[[str, str, str], tuple] = load_cloud) -> None:
-        self.batcher = batcher
-        self.cache = ModelCache(lambda m, l, w: _LocalHandle(*load(m, l, w), batcher), max_models)
+    TorchScript never frees what a trace compiles (measured: about 28 MB per traced and frozen cloud half of
+    EfficientNet-Lite0, cut at five layers in turn), and Opens naming more keys than the cache holds make it
+    prepare splits again and again. So the backend traces at most ``traces`` splits in its life; later ones run
+    the eager module (about 1.4x slower), and no stream of Opens can grow the server without bound.
+    """
+
+    def __init__(self, batcher: Batcher, max_models: int = 4, load: Callable[[str, str, str], tuple] = load_cloud, traces: int = TRACES) -> None:
+        self.batcher, self.load, self.traces_left = batcher, load, traces
+        self.cache = ModelCache(self._handle, max_models)
+
+    def _handle(self, model: str, layer: str, weights: str) -> _LocalHandle:
+        net, fingerprint, nominal = self.load(model, layer, weights)  # the cache makes one at a time: no race on the count
+        trace, self.traces_left = self.traces_left > 0, max(0, self.traces_left - 1)
+        return _LocalHandle(ServedModel(net, nominal, self.batcher.device, trace), fingerprint, nominal, self.batcher)
 
     async def open(self, model: str, layer: str, weights: str) -> CloudHandle:
         return await self.cache.get(model, layer, weights)

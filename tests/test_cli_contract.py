@@ -448,16 +448,17 @@ def test_decode_counts_each_frames_tensor_object_against_memory(tmp_path, monkey
     """Tiny frames cost their tensor objects more than their values: a stream of many is refused by what those hold."""
     import torch
 
+    from latentmotion import _memory
     from latentmotion.cli import codec as cli_codec
     from latentmotion.codec import Encoder, Tools, decode_work_nbytes, decoded_nbytes, encode_sequence
     from latentmotion.errors import InputError
 
     data = encode_sequence(list(torch.zeros(3000, 1, 1, 1)), Encoder((1, 1, 1), 0.1, Tools.of(mode="zero")))
     values = 2 * decoded_nbytes(data) + decode_work_nbytes(data)
-    monkeypatch.setattr(cli_codec, "_memory_budget", lambda: values + 3000 * cli_codec.TENSOR_OVERHEAD - 1)
+    monkeypatch.setattr(_memory, "memory_budget", lambda: values + 3000 * cli_codec.TENSOR_OVERHEAD - 1)
     with pytest.raises(InputError, match="needs"):
         cli_codec._decode_checks(tmp_path / "s.lmc", data, False, "", "", 0)
-    monkeypatch.setattr(cli_codec, "_memory_budget", lambda: values + 3000 * cli_codec.TENSOR_OVERHEAD)
+    monkeypatch.setattr(_memory, "memory_budget", lambda: values + 3000 * cli_codec.TENSOR_OVERHEAD)
     cli_codec._decode_checks(tmp_path / "s.lmc", data, False, "", "", 0)
 
 
@@ -521,42 +522,3 @@ def test_a_signal_swallowed_by_a_ctypes_callback_is_raised_again_once_back_in_py
         signal.signal(signal.SIGTERM, old[0])
         sys.unraisablehook = old[1]
     assert "Exception ignored" not in capsys.readouterr().err
-
-
-def test_the_decode_budget_follows_the_process_limits(monkeypatch):
-    """Half the physical memory, unless an address-space limit (less what the process maps) or a cgroup's room is
-    smaller: under ``ulimit -v`` a decode the machine could hold crashed with MemoryError instead of a refusal."""
-    import resource
-
-    from latentmotion.cli import codec as cli_codec
-
-    monkeypatch.setattr(cli_codec, "_cgroup_room", lambda: None)  # this runner's own limits must not decide
-    real = resource.getrlimit
-    monkeypatch.setattr(resource, "getrlimit", lambda r: (resource.RLIM_INFINITY,) * 2 if r in (resource.RLIMIT_AS, resource.RLIMIT_DATA) else real(r))
-    free = cli_codec._memory_budget()
-    mapped = cli_codec._proc_status_bytes("VmSize")
-    assert mapped > 0 and cli_codec._proc_status_bytes("NoSuchField") == 0
-    unlimited = resource.getrlimit
-    monkeypatch.setattr(resource, "getrlimit", lambda r: (mapped + (1 << 30), resource.RLIM_INFINITY) if r == resource.RLIMIT_AS else unlimited(r))
-    assert (1 << 30) - (64 << 20) <= cli_codec._memory_budget() <= 1 << 30  # what is left under the limit
-    monkeypatch.setattr(resource, "getrlimit", unlimited)
-    monkeypatch.setattr(cli_codec, "_cgroup_room", lambda: 12345)
-    assert cli_codec._memory_budget() == min(free, 12345)
-    monkeypatch.setattr(cli_codec, "_cgroup_room", lambda: -5)  # a group already over its limit: nothing
-    assert cli_codec._memory_budget() == 0
-
-
-def test_the_cgroup_room_is_the_least_over_the_group_and_its_parents(tmp_path, monkeypatch):
-    """cgroup v2: each limited group's memory.max less its use without reclaimable page cache; the tightest wins."""
-    from latentmotion.cli import codec as cli_codec
-
-    root = tmp_path / "fs"
-    for rel, limit, current, inactive in (("a", "1000000", 900000, 850000), ("a/b", "max", 10, 0), ("a/b/c", "500000", 300000, 0)):
-        (root / rel).mkdir(parents=True)
-        (root / rel / "memory.max").write_text(limit + "\n")
-        (root / rel / "memory.current").write_text(f"{current}\n")
-        (root / rel / "memory.stat").write_text(f"anon 5\ninactive_file {inactive}\nactive_file 3\n")
-    (tmp_path / "cgroup").write_text("0::/a/b/c\n")
-    assert cli_codec._cgroup_room(tmp_path / "cgroup", root) == min(1000000 - (900000 - 850000), 500000 - 300000)
-    (tmp_path / "cgroup").write_text("12:memory:/x\n")  # cgroup v1 only: no unified line
-    assert cli_codec._cgroup_room(tmp_path / "cgroup", root) is None

@@ -210,35 +210,43 @@ def read_frames(path: str | Path, indices: Sequence[int], uint8: bool = False, s
     import av
 
     want = [int(i) for i in indices]
-    if any(i < 0 for i in want):
-        raise InputError(f"frame indices must be non-negative, got {want}")
-    got: dict[int, torch.Tensor] = {}
-    last = max(want) if want else -1
-    count = 0
+    if not want or any(i < 0 for i in want):
+        raise InputError(f"frame indices must be non-negative, and at least one, got {want}")
+    slots: dict[int, list[int]] = {}  # frame index -> its places in the output (an index may be asked twice)
+    for k, i in enumerate(want):
+        slots.setdefault(i, []).append(k)
+    out, last, count = None, max(want), 0
     try:
         with av.open(str(path)) as c:
             cc = c.streams.video[0].codec_context
             first = (cc.height, cc.width)  # what video_info checked: every frame read must be of this size
             for i, frame in enumerate(c.decode(video=0)):
                 count = i + 1
-                if i in want:
+                if i in slots:
                     if frame.width * frame.height > MAX_VIDEO_PIXELS or (frame.height, frame.width) != first:
                         raise InputError(f"{path}: frame {i} is {frame.width}x{frame.height}, the video's first {first[1]}x{first[0]} "
                                          f"(frames change size, or exceed {MAX_VIDEO_PIXELS} pixels)")
-                    rgb = frame.to_ndarray(format="rgb24")
-                    got[i] = torch.from_numpy(rgb).permute(2, 0, 1).contiguous() if uint8 else _to_tensor(rgb)
-                    if size:
-                        got[i] = fit_frame(got[i], size).clone()  # not a view: the full frame is let go
+                    t = _frame_tensor(frame, uint8, size)
+                    if out is None:  # filled in place: no list of frames beside their stack
+                        out = torch.empty((len(want), *t.shape), dtype=t.dtype)
+                    for k in slots.pop(i):
+                        out[k] = t
                 if i >= last:
                     break
     except InputError:
         raise
     except Exception as exc:
         raise InputError(f"cannot decode video {path}: {exc}") from None
-    missing = [i for i in want if i not in got]
-    if missing:
-        raise InputError(f"frame {missing[0]} is out of range: {path} has {count} frames")
-    return torch.stack([got[i] for i in want])
+    if slots:
+        raise InputError(f"frame {min(slots)} is out of range: {path} has {count} frames")
+    return out
+
+
+def _frame_tensor(frame, uint8: bool, size: int | None) -> torch.Tensor:
+    """One decoded frame as read_frames returns it: (3, H, W) uint8, or float in [0, 1], fitted to ``size``."""
+    rgb = frame.to_ndarray(format="rgb24")
+    t = torch.from_numpy(rgb).permute(2, 0, 1).contiguous() if uint8 else _to_tensor(rgb)
+    return fit_frame(t, size) if size else t
 
 
 def fit_frame(frames: torch.Tensor, size: int = 224) -> torch.Tensor:

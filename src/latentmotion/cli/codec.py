@@ -7,6 +7,7 @@ from typing import NamedTuple, Optional
 
 import typer
 
+from .. import _memory
 from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL, TASK_WEIGHT
 from ..errors import InputError
@@ -18,53 +19,6 @@ __all__ = ["codec_app", "codec_decode", "codec_encode", "codec_eval", "codec_fit
 MAX_STREAM_FILE = 1 << 30  # a feature stream of this size would be hours of video
 TENSOR_OVERHEAD = 1024  # bytes a decoded frame's tensor object holds besides its values (about 500 measured)
 MAX_CLASSIFY_FRAMES = 4096  # about a minute of the default cloud on this machine's 2 cores
-
-
-def _memory_budget() -> int:
-    """What a decode may hold: half of this machine's physical memory, or less where the process is limited (its
-    address-space or data limit, less what it already maps; a cgroup's memory.max, less what the group uses)."""
-    import os
-    import resource
-
-    budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-    for limit, field in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
-        soft = resource.getrlimit(limit)[0]
-        if soft != resource.RLIM_INFINITY:
-            budget = min(budget, soft - _proc_status_bytes(field))
-    cgroup = _cgroup_room()
-    return max(0, budget if cgroup is None else min(budget, cgroup))
-
-
-def _proc_status_bytes(field: str) -> int:
-    """A ``kB`` field of /proc/self/status in bytes (0 where there is none: not Linux)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next((int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":")), 0)
-    except OSError:
-        return 0
-
-
-def _cgroup_room(proc: str | Path = "/proc/self/cgroup", root: str | Path = "/sys/fs/cgroup") -> int | None:
-    """Room under the cgroup v2 ``memory.max`` of this process's group and of every group above it: the limit less
-    what the group uses, its reclaimable page cache (``inactive_file``) not counted; None where none is limited."""
-    try:
-        rel = next(line.split(":", 2)[2].strip() for line in Path(proc).read_text().splitlines() if line.startswith("0::"))
-    except (OSError, StopIteration, IndexError):
-        return None
-    rooms: list[int] = []
-    top = Path(root)
-    group = top / rel.lstrip("/")
-    while group != top and top in group.parents:
-        try:
-            limit = (group / "memory.max").read_text().strip()
-            if limit != "max":
-                stat = dict(line.split() for line in (group / "memory.stat").read_text().splitlines() if line.count(" ") == 1)
-                used = int((group / "memory.current").read_text()) - int(stat.get("inactive_file", 0))
-                rooms.append(int(limit) - used)
-        except (OSError, ValueError):
-            pass  # a group without the memory controller, or files of another shape: no limit known there
-        group = group.parent
-    return min(rooms) if rooms else None
 
 
 codec_app = typer.Typer(no_args_is_help=True, help="Motion-compensated predictive coding of feature-tensor sequences.")
@@ -176,9 +130,6 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
     The stream's transform and the memory its outputs need; with ``classify``, the model it may build, the
     frame count, the weights and the cloud's fit to the tensors.
     """
-    import contextlib
-    import io
-
     from ..codec import decode_work_nbytes, decoded_nbytes, read_stream_header
     from ..models.transform import stream_transform
 
@@ -188,7 +139,7 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
     values = decoded_nbytes(data)  # reads every record's length: once
     frames = values // (4 * head.shape[0] * head.shape[1] * head.shape[2])
     # the frames, their stack, one frame's work, and each frame's tensor object (about 0.5 KB: it dominates tiny frames)
-    need, budget = 2 * values + decode_work_nbytes(data) + chunk + TENSOR_OVERHEAD * frames, _memory_budget()
+    need, budget = 2 * values + decode_work_nbytes(data) + chunk + TENSOR_OVERHEAD * frames, _memory.memory_budget()
     if need > budget:
         raise InputError(f"stream {stream} needs {need / 2**30:.1f} GiB to decode; this process may hold {budget / 2**30:.1f} GiB")
     if not classify:
@@ -203,8 +154,7 @@ def _decode_checks(stream: Path, data: bytes, classify: bool, model: str, weight
     if base != mine:
         raise InputError(f"the stream was encoded with weights {base or '(unnamed)'}, but --weights {weights} are {mine}: decoding with other weights is refused")
     task = Classify(top_k=1)
-    with contextlib.redirect_stderr(io.StringIO()):  # torch.fx prints its own report of a failing probe: one line only
-        _check_cloud_shape(split, head, task)
+    _check_cloud_shape(split, head, task)  # quiet: probe_output keeps torch.fx's report of a failing line off stderr
     return _DecodePlan(name, transform, split, task, values)
 
 
@@ -276,7 +226,7 @@ def codec_eval(
     from ..experiments.codec_anchors import DEFAULT_ANCHORS, parse_anchor
     from ..experiments.codec_eval import STEPS, EvalSettings, check_settings, evaluate, verdict
     from ..experiments.reproduce import progress_bar
-    from ..pipeline import check_clip_range, check_frame_range
+    from ..pipeline import check_frame_range
 
     step_list = STEPS if steps is None else tuple(check_step(s) for s in parse_list(steps, float, "--steps", "numbers"))
     qp_list = tuple(parse_list(qps, int, "--qps", "integers")) if qps.strip() else ()
@@ -284,9 +234,8 @@ def codec_eval(
     anchor_list = DEFAULT_ANCHORS if anchors is None else tuple(a.strip() for a in anchors.split(",") if a.strip())
     check_frame_range(start, frames, start + frames, video)  # the numbers themselves, before the video is opened
     source = video_path(video)
-    check_clip_range(source, start, frames)  # before the model loads
     st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
-    check_settings(st)
+    check_settings(st)  # and the frames past the clip: before the model loads
     with staged_folder(out, force, inputs=(source,)) as stage, progress_bar() as bar:
         task = bar.add_task("encoding", total=len(cfgs) * len(step_list) + sum(len(st.anchor_qps(parse_anchor(a))) for a in anchor_list))
         summary = evaluate(st, stage, progress=lambda n: bar.advance(task, n))

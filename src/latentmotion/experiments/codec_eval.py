@@ -39,13 +39,13 @@ import torch
 
 from ..codec import MAX_Q, Encoder, MotionTools, StreamId, Tools, decode_stream, encode_sequence
 from ..codec.limits import check_step
-from ..data import fit_frame, read_frames, video_info, video_path
+from ..data import fit_frame, read_frames, video_path
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
 from ..metrics import kl_divergence, nrmse, psnr, task_db
 from ..models import load_model, split_model, weights_fingerprint
 from ..models.transform import FIT_VIDEOS, TRANSFORMS, load_transform, stream_weights
-from ..pipeline import edge_features
+from ..pipeline import check_clip_range, edge_features
 from ..tasks import Classify
 from .bootstrap import MIN_BLOCKS, block_resamples, interval
 from .codec_anchors import DEFAULT_ANCHORS, Anchor, code_features, code_pixels, parse_anchor
@@ -135,7 +135,7 @@ def _bd(rate_a, dist_a, rate_b, dist_b, method: str = "akima") -> float | None:
 
 
 def check_settings(st: EvalSettings) -> None:
-    """Refuse unknown configurations or anchors and too few steps (before any work or output)."""
+    """Refuse unknown configurations or anchors, too few steps and frames past the clip (before any work or output)."""
     for c in st.configs:
         if c not in CONFIGS:
             raise InputError(f"unknown codec configuration {c!r}; choose from {', '.join(CONFIGS)}")
@@ -155,11 +155,10 @@ def check_settings(st: EvalSettings) -> None:
             raise InputError(f"QPs of {a.name} must lie in 0..{top}")
     if set(TRANSFORMS) & set(st.configs) and _is_fitting_material(st.video):
         raise InputError(f"{st.video} is fitting material of the channel transforms: evaluating klt or kltw on it would flatter it")
-    if any(a.target == "clip" for a in anchors):
-        _, _, (h, w) = video_info(video_path(st.video))  # reads packets only
-        if st.frames * h * w > REMOTE_CLIP_PIXELS:
-            raise InputError(f"remote inference at the clip's size would code {st.frames} frames of {w}x{h} ({st.frames * h * w} pixels, "
-                             f"more than {REMOTE_CLIP_PIXELS}): use fewer --frames or leave out the *_clip anchors")
+    _, _, (h, w) = check_clip_range(video_path(st.video), st.start, st.frames)  # reads packets only
+    if any(a.target == "clip" for a in anchors) and st.frames * h * w > REMOTE_CLIP_PIXELS:
+        raise InputError(f"remote inference at the clip's size would code {st.frames} frames of {w}x{h} ({st.frames * h * w} pixels, "
+                         f"more than {REMOTE_CLIP_PIXELS}): use fewer --frames or leave out the *_clip anchors")
 
 
 def _is_fitting_material(video: str) -> bool:

@@ -57,7 +57,8 @@ def test_a_shape_the_cloud_cannot_take_is_refused_with_nothing_on_stderr(capfd):
 
 
 def test_a_backend_traces_a_bounded_number_of_splits_and_serves_the_rest_eager():
-    """TorchScript keeps what every trace compiles: Opens that churn the model cache must not trace without end."""
+    """TorchScript keeps what every trace compiles: Opens that churn the model cache must not trace without end, and
+    a split prepared again takes its earlier graph instead of spending the budget."""
     eager = split().cloud.eval()
     x = features()[:3]
     nominal = tuple(x.shape[1:])
@@ -69,13 +70,16 @@ def test_a_backend_traces_a_bounded_number_of_splits_and_serves_the_rest_eager()
 
     async def main():
         backend = LocalBackend(Batcher(max_batch=4, max_wait=0.01), max_models=1, load=load, traces=2)
-        return [await backend.open(MODEL, f"l{i % 2}", "w") for i in range(4)]  # one slot: every Open evicts the other
+        return [await backend.open(MODEL, layer, "w") for layer in ("l0", "l1", "l0", "l1", "l2", "l0")]  # one slot: each Open evicts
 
     handles = asyncio.run(main())
-    assert loaded == ["l0", "l1", "l0", "l1"]
-    assert [h.net.graph is not None for h in handles] == [True, True, False, False]
+    assert loaded == ["l0", "l1", "l0", "l1", "l2", "l0"]
+    graphs = [h.net.graph for h in handles]
+    assert graphs[0] is not None and graphs[1] is not None and graphs[0] is not graphs[1]
+    assert graphs[2] is graphs[0] and graphs[3] is graphs[1] and graphs[5] is graphs[0]  # reused, not traced again
+    assert graphs[4] is None  # a third split: the budget is spent, it runs eager
     with torch.no_grad():
-        assert torch.allclose(handles[3].net(x), eager(x), atol=1e-5)
+        assert torch.allclose(handles[4].net(x), eager(x), atol=1e-5) and torch.allclose(handles[2].net(x), eager(x), atol=1e-4)
 
 
 def test_preparing_splits_loads_each_network_once_and_one_at_a_time(monkeypatch):

@@ -245,18 +245,27 @@ class LocalBackend:
 
     TorchScript never frees what a trace compiles (measured: about 28 MB per traced and frozen cloud half of
     EfficientNet-Lite0, cut at five layers in turn), and Opens naming more keys than the cache holds make it
-    prepare splits again and again. So the backend traces at most ``traces`` splits in its life; later ones run
-    the eager module (about 1.4x slower), and no stream of Opens can grow the server without bound.
+    prepare splits again and again. So a split evicted and prepared again takes the graph traced for it before
+    (kept by model, layer and weights fingerprint: it is never freed anyway), and the backend traces at most
+    ``traces`` distinct splits in its life; later ones run the eager module (about 1.4x slower). No stream of
+    Opens can grow the server without bound, nor take the graph of a split it served before.
     """
 
     def __init__(self, batcher: Batcher, max_models: int = 4, load: Callable[[str, str, str], tuple] = load_cloud, traces: int = TRACES) -> None:
         self.batcher, self.load, self.traces_left = batcher, load, traces
+        self.graphs: dict[tuple[str, str, str], object] = {}  # (model, layer, fingerprint) -> its traced graph, or None
         self.cache = ModelCache(self._handle, max_models)
 
     def _handle(self, model: str, layer: str, weights: str) -> _LocalHandle:
         net, fingerprint, nominal = self.load(model, layer, weights)  # the cache makes one at a time: no race on the count
-        trace, self.traces_left = self.traces_left > 0, max(0, self.traces_left - 1)
-        return _LocalHandle(ServedModel(net, nominal, self.batcher.device, trace), fingerprint, nominal, self.batcher)
+        key = (model, layer, fingerprint)
+        if key in self.graphs or self.traces_left <= 0:
+            served = ServedModel(net, nominal, self.batcher.device, trace=False)
+            served.graph = self.graphs.get(key)
+        else:
+            served = ServedModel(net, nominal, self.batcher.device)
+            self.graphs[key], self.traces_left = served.graph, self.traces_left - 1
+        return _LocalHandle(served, fingerprint, nominal, self.batcher)
 
     async def open(self, model: str, layer: str, weights: str) -> CloudHandle:
         return await self.cache.get(model, layer, weights)

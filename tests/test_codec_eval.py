@@ -228,3 +228,28 @@ def test_remote_inference_at_the_clips_size_is_refused_past_its_pixel_budget(mon
     with pytest.raises(InputError, match="fewer --frames"):
         codec_eval.check_settings(codec_eval.EvalSettings(frames=5, anchors=("remote_x265_clip",)))
     codec_eval.check_settings(codec_eval.EvalSettings(frames=5, anchors=("remote_x265_net",)))  # 224x224 crops: no such cost
+
+
+def test_a_range_past_the_clip_is_refused_before_the_model_loads(tmp_path, monkeypatch):
+    from latentmotion.experiments import codec_eval
+
+    monkeypatch.setattr(codec_eval, "load_model", lambda *a, **k: pytest.fail("the model loaded before the range was checked"))
+    with pytest.raises(InputError, match="out of range: bikes.mp4 has 250 frames"):
+        codec_eval.evaluate(codec_eval.EvalSettings(start=240, frames=20, configs=("zero",), anchors=()), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_memory_an_evaluation_needs_counts_the_remote_frames_it_keeps(monkeypatch):
+    """Each remote anchor's QPs keep the clip's decoded frames (uint8, as coded): at the clip's size they dominate."""
+    from latentmotion import _memory
+    from latentmotion.experiments import codec_eval
+    from latentmotion.pipeline import frame_nbytes
+
+    base = 96 * (1 + codec_eval.FEATURE_COPIES) * frame_nbytes()
+    monkeypatch.setattr(_memory, "memory_budget", lambda: base)
+    codec_eval.check_settings(codec_eval.EvalSettings(frames=96, anchors=("x265_ldp",)))
+    with pytest.raises(InputError, match="96 frames of bikes.mp4 would take"):
+        codec_eval.check_settings(codec_eval.EvalSettings(frames=96, anchors=("x265_ldp", "remote_x265_clip")))
+    clip = 96 * (6 * 3 * 272 * 640 + 12 * 272 * 640)  # six QPs of 640x272 frames kept, and one coding at work
+    monkeypatch.setattr(_memory, "memory_budget", lambda: base + clip)
+    codec_eval.check_settings(codec_eval.EvalSettings(frames=96, anchors=("x265_ldp", "remote_x265_clip")))

@@ -165,3 +165,14 @@ def test_subpixel_refinement_gets_closer_to_a_fractional_shift():
 def test_bad_input(args, match):
     with pytest.raises(lm.InputError, match=match):
         block_match(*args)
+
+
+def test_flow_refuses_a_frame_past_the_clip_before_its_model_loads(tmp_path, monkeypatch):
+    from latentmotion import models
+    from latentmotion.errors import InputError
+    from latentmotion.experiments.flowcheck import FlowSettings, flow_report, search_settings
+
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model loaded before the frames were checked"))
+    with pytest.raises(InputError, match="out of range: bikes.mp4 has 250 frames"):
+        flow_report(FlowSettings(frames=(0, 999), search=search_settings("code")), tmp_path / "f")
+    assert not (tmp_path / "f").exists()

@@ -8,7 +8,6 @@ Example:
 from __future__ import annotations
 
 import os
-import resource
 from pathlib import Path
 
 __all__ = ["cgroup_room", "memory_budget", "proc_status_bytes"]
@@ -17,6 +16,8 @@ __all__ = ["cgroup_room", "memory_budget", "proc_status_bytes"]
 def memory_budget() -> int:
     """What a command may hold: half of this machine's physical memory, or less where the process is limited (its
     address-space or data limit, less what it already maps; a cgroup's memory.max, less what the group uses)."""
+    import resource  # POSIX only: imported here, so that importing this module works everywhere
+
     budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
     for limit, field in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
         soft = resource.getrlimit(limit)[0]

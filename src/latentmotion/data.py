@@ -210,8 +210,10 @@ def read_frames(path: str | Path, indices: Sequence[int], uint8: bool = False, s
     import av
 
     want = [int(i) for i in indices]
-    if not want or any(i < 0 for i in want):
-        raise InputError(f"frame indices must be non-negative, and at least one, got {want}")
+    if not want:
+        raise InputError("no frames asked for")
+    if min(want) < 0:
+        raise InputError(f"frame indices must be non-negative, got {min(want)}")
     slots: dict[int, list[int]] = {}  # frame index -> its places in the output (an index may be asked twice)
     for k, i in enumerate(want):
         slots.setdefault(i, []).append(k)

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,12 +22,15 @@ from .data import read_frames, to_gray, video_info, video_path
 from .errors import InputError
 from .models import Split
 
-__all__ = ["Clip", "check_clip_range", "check_frame_range", "edge_features", "gray8"]
+__all__ = ["Clip", "check_clip_range", "check_frame_range", "check_memory", "edge_features", "frame_nbytes", "gray8", "in_batches"]
 
-#: what a command holds per frame of a clip, in fitted float frames: the frame itself, its edge features and the
-#: codec's copies of them (coordinates, reconstructions; cuts at stride 4 and deeper carry at most the input's values)
+#: the first gate, before any model loads: fitted float frames a command holds per frame of a clip (the frame, and
+#: room for its features at the default cuts); :func:`edge_features` checks again once the features' size is known
 FRAME_COPIES = 4
-EDGE_BATCH = 16  # frames per edge pass: the edge's activations stay those of a few frames however long the clip
+#: what encoding holds of each frame's features: the features, their coordinates in a channel transform, the
+#: codec's reconstructions
+FEATURE_COPIES = 3
+EDGE_BATCH = 16  # frames per network pass: the activations stay those of a few frames however long the clip
 
 
 @dataclass
@@ -61,9 +65,21 @@ def check_frame_range(start: int, count: int, total: int, name: str) -> None:
         raise InputError(f"frames {start}..{start + count - 1} out of range: {name} has {total} frames")
 
 
-def check_clip_range(path: Path, start: int, count: int, size: int = 224) -> tuple[int, float, tuple[int, int]]:
+def frame_nbytes(size: int = 224) -> int:
+    """Bytes of one fitted float frame (3 x size x size float32)."""
+    return 3 * size * size * 4
+
+
+def check_memory(need: int, what: str) -> None:
+    """Refuse work that would hold ``need`` bytes where this process may hold less (:func:`latentmotion._memory.memory_budget`)."""
+    budget = _memory.memory_budget()
+    if need > budget:
+        raise InputError(f"{what} would take about {need / 2**30:.1f} GiB; this process may hold {budget / 2**30:.1f} GiB: ask for fewer frames")
+
+
+def check_clip_range(path: Path, start: int, count: int, per_frame: Callable[[int, int], int] | None = None) -> tuple[int, float, tuple[int, int]]:
     """Refuse, before any model loads, a frame range past the clip at ``path`` or more frames than this process can
-    hold at ``size`` x ``size`` (:data:`FRAME_COPIES` float frames each); returns the clip's
+    hold, ``per_frame(H, W)`` bytes each (default :data:`FRAME_COPIES` fitted float frames); returns the clip's
     :func:`~latentmotion.data.video_info` ``(frames, fps, (H, W))``.
 
     The length is the clip's packets counted, nothing decoded; ``InputError`` also for a file that is no video or
@@ -71,25 +87,32 @@ def check_clip_range(path: Path, start: int, count: int, size: int = 224) -> tup
     """
     info = video_info(path)
     check_frame_range(start, count, info[0], path.name)
-    need, budget = count * FRAME_COPIES * 3 * size * size * 4, _memory.memory_budget()
-    if need > budget:
-        raise InputError(f"{count} frames of {path.name} would take about {need / 2**30:.1f} GiB; this process may hold "
-                         f"{budget / 2**30:.1f} GiB: ask for fewer frames")
+    each = FRAME_COPIES * frame_nbytes() if per_frame is None else per_frame(*info[2])
+    check_memory(count * each, f"{count} frames of {path.name}")
     return info
 
 
+def in_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """``fn(x)`` computed :data:`EDGE_BATCH` (or ``n``) frames at a time: a network's activations stay those of a few
+    frames however long the clip (the same values as one pass for per-frame networks in eval mode)."""
+    n = n or EDGE_BATCH
+    return torch.cat([fn(x[i : i + n]) for i in range(0, len(x), n)])
+
+
 @torch.no_grad()
-def edge_features(video: str, split: Split, start: int = 0, count: int = 24, size: int = 224) -> Clip:
+def edge_features(video: str, split: Split, start: int = 0, count: int = 24, size: int = 224, feature_copies: int = FEATURE_COPIES) -> Clip:
     """Decode frames ``start .. start + count - 1`` of ``video`` and run the edge sub-model.
 
     ``video`` is a file path or the name of a bundled clip (``bikes.mp4``,
     ``carphone_pristine.mp4``). The range is checked against the clip's length
-    and the memory the frames need (:func:`check_clip_range`) before any frame
-    is decoded, so a huge ``count`` fails at once; the edge then runs
-    :data:`EDGE_BATCH` frames at a time (the same values as one pass).
+    and, before any frame is decoded, against the memory the frames and
+    ``feature_copies`` copies of their features need (a cut's features may
+    hold several times the input's values), so a huge ``count`` fails at once;
+    the edge then runs :data:`EDGE_BATCH` frames at a time.
     """
     path = video_path(video)
-    total, fps, _ = check_clip_range(path, start, count, size)
+    total, fps, _ = check_clip_range(path, start, count)
+    feature = split.edge(torch.zeros(1, 3, size, size)).numel() * 4  # one frame's features, in bytes
+    check_memory(count * (frame_nbytes(size) + feature_copies * feature), f"{count} frames of {path.name} and their features")
     frames = read_frames(path, range(start, start + count), size=size)
-    features = torch.cat([split.edge(frames[i : i + EDGE_BATCH]) for i in range(0, count, EDGE_BATCH)])
-    return Clip(frames, gray8(frames), features, fps, total)
+    return Clip(frames, gray8(frames), in_batches(split.edge, frames), fps, total)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import filecmp
-import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from ..errors import InputError
 from ..metrics import kl_divergence, nrmse, psnr, task_db
 from ..models import load_model, split_model, weights_fingerprint
 from ..models.transform import FIT_VIDEOS, TRANSFORMS, load_transform, stream_weights
-from ..pipeline import check_clip_range, edge_features
+from ..pipeline import check_clip_range, edge_features, frame_nbytes, in_batches
 from ..tasks import Classify
 from .bootstrap import MIN_BLOCKS, block_resamples, interval
 from .codec_anchors import DEFAULT_ANCHORS, Anchor, code_features, code_pixels, parse_anchor
@@ -84,6 +83,9 @@ MAX_POINTS = 32  # steps or QPs of one sweep: each is an encode of the whole cli
 #: remote inference at the clip's size holds the clip's frames (uint8, 3 bytes a pixel) and codes all of them at every
 #: QP of each such anchor: 2^28 pixels is 96 frames of 2560x1080 (768 MB)
 REMOTE_CLIP_PIXELS = 1 << 28
+#: what an evaluation holds of each frame's features: the features, a coded copy per channel transform, and at each
+#: step the encoder's reconstructions, the decoded list, their stack and its inverse transform, and an anchor's mosaic
+FEATURE_COPIES = 8
 CONFIDENT = Classify.confident  # top-1 agreement is also reported on frames whose uncompressed top class has at least this probability
 #: the block bootstrap of the goal's KL BD-rates (:mod:`latentmotion.experiments.bootstrap`): resamples, frames per block, interval
 BOOTSTRAP = {"reps": 200, "block": 8, "level": 0.9}
@@ -155,10 +157,24 @@ def check_settings(st: EvalSettings) -> None:
             raise InputError(f"QPs of {a.name} must lie in 0..{top}")
     if set(TRANSFORMS) & set(st.configs) and _is_fitting_material(st.video):
         raise InputError(f"{st.video} is fitting material of the channel transforms: evaluating klt or kltw on it would flatter it")
-    _, _, (h, w) = check_clip_range(video_path(st.video), st.start, st.frames)  # reads packets only
+    _, _, (h, w) = check_clip_range(video_path(st.video), st.start, st.frames, _frame_budget(st, anchors))  # reads packets only
     if any(a.target == "clip" for a in anchors) and st.frames * h * w > REMOTE_CLIP_PIXELS:
         raise InputError(f"remote inference at the clip's size would code {st.frames} frames of {w}x{h} ({st.frames * h * w} pixels, "
                          f"more than {REMOTE_CLIP_PIXELS}): use fewer --frames or leave out the *_clip anchors")
+
+
+def _frame_budget(st: EvalSettings, anchors: list[Anchor]):
+    """Bytes an evaluation holds per frame of an H x W clip: the fitted frame with room for :data:`FEATURE_COPIES`
+    features at the default cuts (``edge_features`` checks the cut's own size once the model is known), the remote
+    frames kept for the clip (uint8, as coded: :func:`_remote`), and one remote coding at work (the raw frames and the
+    coder's pictures, about 12 bytes a pixel)."""
+    remote = [a for a in anchors if a.remote for _ in st.anchor_qps(a)]
+
+    def per_frame(h: int, w: int) -> int:
+        kept = sum(3 * (224 * 224 if a.target == "net" else h * w) for a in remote)
+        return (1 + FEATURE_COPIES) * frame_nbytes() + kept + (12 * h * w if remote else 0)
+
+    return per_frame
 
 
 def _is_fitting_material(video: str) -> bool:
@@ -187,13 +203,13 @@ class _Rows:
 
     def __init__(self, st, split, feats, task: Classify | None = None):
         self.st, self.split, self.feats, self.task = st, split, feats, task or Classify()
-        self.outputs = split.cloud(feats)
+        self.outputs = in_batches(split.cloud, feats)
         self.rows: list[dict] = []
         self.kl_frames: list[np.ndarray] = []  # each row's KL per frame: the bootstrap resamples them
 
     def scores(self, dec: torch.Tensor) -> tuple[dict, np.ndarray]:
         """Distortion and task fidelity of decoded tensors against the uncompressed ones, and each frame's KL."""
-        out = self.split.cloud(dec)
+        out = in_batches(self.split.cloud, dec)
         s = {"psnr": float(psnr(dec, self.feats).mean()), "nrmse": float(nrmse(dec, self.feats).mean()), **self.task.score(self.outputs, out)}
         return s, kl_divergence(self.outputs, out).numpy()
 
@@ -205,17 +221,29 @@ class _Rows:
         self.kl_frames.append(kl)
 
 
-@functools.lru_cache(maxsize=24)
-def _remote(path: str, start: int, count: int, anchor: str, qp: int, size: int) -> tuple[torch.Tensor, int]:
-    """Frames as the cloud sees them after remote coding (cropped and resized as the edge does), and the bits.
+#: remote inference's decoded frames (uint8, as coded) and bits, of one clip at a time: they do not depend on the model
+#: or the cut, so the runs of one clip share them; keyed by (path, start, count) and then (anchor, qp)
+_REMOTE: dict = {"clip": None, "coded": {}}
 
-    Cached: the frames do not depend on the model or the cut, so the runs of one clip share them.
-    """
-    a = parse_anchor(anchor)
-    raw = read_frames(path, range(start, start + count), uint8=True)
-    frames = (fit_frame(raw.float() / 255, size) * 255).round().to(torch.uint8) if a.target == "net" else raw
-    dec, bits = code_pixels(frames, a, qp)
-    return fit_frame(dec.float() / 255, size), bits
+
+def _remote(path: str, start: int, count: int, anchor: str, qp: int, size: int) -> tuple[torch.Tensor, int]:
+    """Frames of a remote anchor as coded and decoded (uint8: the network's input size for ``*_net``, the clip's own
+    for ``*_clip``), and the bits; :func:`_remote_edge` crops and resizes them as the edge does."""
+    if _REMOTE["clip"] != (path, start, count):  # another clip: what was kept of the last one goes
+        _REMOTE["clip"], _REMOTE["coded"] = (path, start, count), {}
+    key = (anchor, qp)
+    if key not in _REMOTE["coded"]:
+        a = parse_anchor(anchor)
+        frames = read_frames(path, range(start, start + count), size=size if a.target == "net" else None, uint8=a.target != "net")
+        if a.target == "net":  # fitted one frame at a time, rounded to 8 bits as a camera would send them
+            frames = (frames * 255).round().to(torch.uint8)
+        _REMOTE["coded"][key] = code_pixels(frames, a, qp)
+    return _REMOTE["coded"][key]
+
+
+def _remote_edge(split, dec: torch.Tensor, size: int) -> torch.Tensor:
+    """The edge's tensors of remotely coded frames, cropped and resized as the edge does, a few frames at a time."""
+    return in_batches(lambda d: split.edge(fit_frame(d.float() / 255, size)), dec)
 
 
 def _code(st, name, rel, x, clip, split, fingerprint) -> tuple[list, int, Encoder]:
@@ -274,8 +302,8 @@ def _anchors(st, rows, feats, clip, split, progress) -> None:
         a = parse_anchor(name)
         for qp in st.anchor_qps(a):
             if a.remote:
-                frames, bits = _remote(str(video_path(st.video)), st.start, st.frames, a.name, qp, clip.frames.shape[-1])
-                dec = split.edge(frames)
+                coded, bits = _remote(str(video_path(st.video)), st.start, st.frames, a.name, qp, clip.frames.shape[-1])
+                dec = _remote_edge(split, coded, clip.frames.shape[-1])
             else:
                 dec, bits = code_features(feats, a, qp)
             rows.add(a.name, qp, dec, bits, clip.fps, intra_share=float("nan"), side_share=float("nan"))
@@ -285,7 +313,7 @@ def _anchors(st, rows, feats, clip, split, progress) -> None:
 
 def noise_floor(rows: _Rows, frames: torch.Tensor) -> tuple[dict, np.ndarray]:
     """What the task measure reads with no coding: the edge's input frames rounded to 8 bits (and its KL per frame)."""
-    return rows.scores(rows.split.edge((frames * 255).round() / 255))
+    return rows.scores(in_batches(lambda f: rows.split.edge((f * 255).round() / 255), frames))
 
 
 def confidence(rows: _Rows) -> dict:
@@ -299,7 +327,7 @@ def evaluate(st: EvalSettings, out: Path, progress=None) -> dict:
     check_settings(st)
     model = load_model(st.model, st.weights, st.seed)
     split = split_model(model, st.layer)
-    clip = edge_features(st.video, split, st.start, st.frames)
+    clip = edge_features(st.video, split, st.start, st.frames, feature_copies=FEATURE_COPIES)
     feats = clip.features
     rows = _Rows(st, split, feats)
     _ours(st, rows, feats, clip, split, weights_fingerprint(model), progress)

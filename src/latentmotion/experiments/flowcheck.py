@@ -173,8 +173,13 @@ def stats_table(stats: dict) -> list[tuple]:
 
 
 def video_pair(video: str, a: int, b: int, size: int = FRAME_SIDE) -> torch.Tensor:
-    """Frames ``a`` and ``b`` of ``video`` as (2, 3, size, size) in [0, 1]."""
-    return read_frames(video_path(video), [a, b], size=size)
+    """Frames ``a`` and ``b`` of ``video`` as (2, 3, size, size) in [0, 1]; a frame past the clip is refused from its
+    packets counted, before anything is decoded."""
+    from ..pipeline import check_clip_range
+
+    path = video_path(video)
+    check_clip_range(path, max(a, b), 1)
+    return read_frames(path, [a, b], size=size)
 
 
 FLOW_TABLE_HEADER = ("field", "mean EPE (input px)", "median EPE", "within one latent px", "n")
@@ -216,9 +221,9 @@ def flow_report(st: FlowSettings, out: Path, force: bool = False) -> str:
 
     out = Path(out)
     with staged_folder(out, force, inputs=(video_path(st.video),)) as stage:
+        pair = video_pair(st.video, *st.frames)  # before the model loads: a bad frame index costs no model
         m = load_model(st.model, weights=st.weights, seed=st.seed)
         split = split_model(m, st.layer)
-        pair = video_pair(st.video, *st.frames)
         res = analyse_pair(pair, split, st.search, None if st.channels is None else list(st.channels))
         (bi, ri), (bl, rl) = st.search["input"], st.search["latent"]
         where = f"{Path(st.video).name} frames {st.frames[0]}, {st.frames[1]}"

@@ -253,3 +253,18 @@ def test_the_memory_an_evaluation_needs_counts_the_remote_frames_it_keeps(monkey
     clip = 96 * (6 * 3 * 272 * 640 + 12 * 272 * 640)  # six QPs of 640x272 frames kept, and one coding at work
     monkeypatch.setattr(_memory, "memory_budget", lambda: base + clip)
     codec_eval.check_settings(codec_eval.EvalSettings(frames=96, anchors=("x265_ldp", "remote_x265_clip")))
+
+
+def test_remote_frames_are_kept_for_one_clip_only(monkeypatch):
+    """What the remote anchors keep is counted for the clip being evaluated: another clip's, or a run without remote
+    anchors, must not carry them."""
+    from latentmotion.experiments import codec_eval
+
+    monkeypatch.setattr(codec_eval, "_REMOTE", {"clip": ("a.mp4", 0, 8), "coded": {("remote_x265_net", 22, 224): "frames"}})
+    codec_eval._keep_remote(("a.mp4", 0, 8))
+    assert codec_eval._REMOTE["coded"]  # the same clip: kept for its next run
+    codec_eval._keep_remote(("a.mp4", 0, 9))
+    assert codec_eval._REMOTE == {"clip": ("a.mp4", 0, 9), "coded": {}}
+    codec_eval._REMOTE["coded"][("remote_x265_net", 22, 224)] = "frames"
+    codec_eval._keep_remote(None)
+    assert codec_eval._REMOTE == {"clip": None, "coded": {}}

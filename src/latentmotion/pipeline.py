@@ -100,19 +100,21 @@ def in_batches(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n: i
 
 
 @torch.no_grad()
-def edge_features(video: str, split: Split, start: int = 0, count: int = 24, size: int = 224, feature_copies: int = FEATURE_COPIES) -> Clip:
+def edge_features(video: str, split: Split, start: int = 0, count: int = 24, size: int = 224, feature_copies: int = FEATURE_COPIES,
+                  extra_per_frame: int = 0) -> Clip:
     """Decode frames ``start .. start + count - 1`` of ``video`` and run the edge sub-model.
 
     ``video`` is a file path or the name of a bundled clip (``bikes.mp4``,
     ``carphone_pristine.mp4``). The range is checked against the clip's length
     and, before any frame is decoded, against the memory the frames and
     ``feature_copies`` copies of their features need (a cut's features may
-    hold several times the input's values), so a huge ``count`` fails at once;
+    hold several times the input's values), with ``extra_per_frame`` bytes of
+    the caller's own per frame, so a huge ``count`` fails at once;
     the edge then runs :data:`EDGE_BATCH` frames at a time.
     """
     path = video_path(video)
     total, fps, _ = check_clip_range(path, start, count)
     feature = split.edge(torch.zeros(1, 3, size, size)).numel() * 4  # one frame's features, in bytes
-    check_memory(count * (frame_nbytes(size) + feature_copies * feature), f"{count} frames of {path.name} and their features")
+    check_memory(count * (frame_nbytes(size) + feature_copies * feature + extra_per_frame), f"{count} frames of {path.name} and their features")
     frames = read_frames(path, range(start, start + count), size=size)
     return Clip(frames, gray8(frames), in_batches(split.edge, frames), fps, total)

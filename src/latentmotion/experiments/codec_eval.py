@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import filecmp
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,8 +137,9 @@ def _bd(rate_a, dist_a, rate_b, dist_b, method: str = "akima") -> float | None:
     return v if np.isfinite(v) else None
 
 
-def check_settings(st: EvalSettings) -> None:
-    """Refuse unknown configurations or anchors, too few steps and frames past the clip (before any work or output)."""
+def check_settings(st: EvalSettings) -> tuple[int, float, tuple[int, int]]:
+    """Refuse unknown configurations or anchors, too few steps, frames past the clip or more than memory holds (before
+    any work or output); returns the clip's ``video_info``."""
     for c in st.configs:
         if c not in CONFIGS:
             raise InputError(f"unknown codec configuration {c!r}; choose from {', '.join(CONFIGS)}")
@@ -157,24 +159,28 @@ def check_settings(st: EvalSettings) -> None:
             raise InputError(f"QPs of {a.name} must lie in 0..{top}")
     if set(TRANSFORMS) & set(st.configs) and _is_fitting_material(st.video):
         raise InputError(f"{st.video} is fitting material of the channel transforms: evaluating klt or kltw on it would flatter it")
-    _, _, (h, w) = check_clip_range(video_path(st.video), st.start, st.frames, _frame_budget(st, anchors))  # reads packets only
+    info = check_clip_range(video_path(st.video), st.start, st.frames, _frame_budget(st))  # reads packets only
+    h, w = info[2]
     if any(a.target == "clip" for a in anchors) and st.frames * h * w > REMOTE_CLIP_PIXELS:
         raise InputError(f"remote inference at the clip's size would code {st.frames} frames of {w}x{h} ({st.frames * h * w} pixels, "
                          f"more than {REMOTE_CLIP_PIXELS}): use fewer --frames or leave out the *_clip anchors")
+    return info
 
 
-def _frame_budget(st: EvalSettings, anchors: list[Anchor]):
-    """Bytes an evaluation holds per frame of an H x W clip: the fitted frame with room for :data:`FEATURE_COPIES`
-    features at the default cuts (``edge_features`` checks the cut's own size once the model is known), the remote
-    frames kept for the clip (uint8, as coded: :func:`_remote`), and one remote coding at work (the raw frames and the
-    coder's pictures, about 12 bytes a pixel)."""
-    remote = [a for a in anchors if a.remote for _ in st.anchor_qps(a)]
+def _remote_nbytes(st: EvalSettings, h: int, w: int) -> int:
+    """Bytes remote inference holds per frame of an H x W clip: the decoded frames kept for the clip (uint8, as coded:
+    :func:`_remote`), and one coding at work (the raw frames and the coder's pictures, about 12 bytes a pixel, or a
+    fitted float frame and its temporaries for ``*_net``)."""
+    remote = [a for a in (parse_anchor(n) for n in st.anchors) if a.remote for _ in st.anchor_qps(a)]
+    kept = sum(3 * (224 * 224 if a.target == "net" else h * w) for a in remote)
+    return kept + (max(12 * h * w, 3 * frame_nbytes()) if remote else 0)
 
-    def per_frame(h: int, w: int) -> int:
-        kept = sum(3 * (224 * 224 if a.target == "net" else h * w) for a in remote)
-        return (1 + FEATURE_COPIES) * frame_nbytes() + kept + (12 * h * w if remote else 0)
 
-    return per_frame
+def _frame_budget(st: EvalSettings) -> Callable[[int, int], int]:
+    """Bytes an evaluation holds per frame of an H x W clip, before the cut's size is known: the fitted frame with
+    room for :data:`FEATURE_COPIES` features at the default cuts (``evaluate`` counts the cut's own size once the
+    model is known) and what remote inference holds."""
+    return lambda h, w: (1 + FEATURE_COPIES) * frame_nbytes() + _remote_nbytes(st, h, w)
 
 
 def _is_fitting_material(video: str) -> bool:
@@ -229,9 +235,8 @@ _REMOTE: dict = {"clip": None, "coded": {}}
 def _remote(path: str, start: int, count: int, anchor: str, qp: int, size: int) -> tuple[torch.Tensor, int]:
     """Frames of a remote anchor as coded and decoded (uint8: the network's input size for ``*_net``, the clip's own
     for ``*_clip``), and the bits; :func:`_remote_edge` crops and resizes them as the edge does."""
-    if _REMOTE["clip"] != (path, start, count):  # another clip: what was kept of the last one goes
-        _REMOTE["clip"], _REMOTE["coded"] = (path, start, count), {}
-    key = (anchor, qp)
+    _keep_remote((path, start, count))
+    key = (anchor, qp, size)
     if key not in _REMOTE["coded"]:
         a = parse_anchor(anchor)
         frames = read_frames(path, range(start, start + count), size=size if a.target == "net" else None, uint8=a.target != "net")
@@ -239,6 +244,14 @@ def _remote(path: str, start: int, count: int, anchor: str, qp: int, size: int) 
             frames = (frames * 255).round().to(torch.uint8)
         _REMOTE["coded"][key] = code_pixels(frames, a, qp)
     return _REMOTE["coded"][key]
+
+
+def _keep_remote(clip: tuple | None) -> None:
+    """Drop the remote frames kept unless they are of ``clip`` ((path, start, count); None: drop them all): an
+    evaluation of another clip, or one with no remote anchor, must not carry frames it does not count."""
+    if _REMOTE["clip"] != clip or clip is None:
+        _REMOTE["coded"] = {}  # first: an interruption between the two leaves no clip's name on another's frames
+        _REMOTE["clip"] = clip
 
 
 def _remote_edge(split, dec: torch.Tensor, size: int) -> torch.Tensor:
@@ -324,10 +337,12 @@ def confidence(rows: _Rows) -> dict:
 @torch.no_grad()
 def evaluate(st: EvalSettings, out: Path, progress=None) -> dict:
     """Run the evaluation and write rd.csv, rd.png, summary.json and report.md into ``out``."""
-    check_settings(st)
+    _, _, (h, w) = check_settings(st)
+    remote = any(parse_anchor(a).remote for a in st.anchors)
+    _keep_remote((str(video_path(st.video)), st.start, st.frames) if remote else None)  # before the model loads
     model = load_model(st.model, st.weights, st.seed)
     split = split_model(model, st.layer)
-    clip = edge_features(st.video, split, st.start, st.frames, feature_copies=FEATURE_COPIES)
+    clip = edge_features(st.video, split, st.start, st.frames, feature_copies=FEATURE_COPIES, extra_per_frame=_remote_nbytes(st, h, w))
     feats = clip.features
     rows = _Rows(st, split, feats)
     _ours(st, rows, feats, clip, split, weights_fingerprint(model), progress)

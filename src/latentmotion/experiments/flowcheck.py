@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..estimation import block_match, check_search
 from ..models import Split
 from ..motion import Affine, flow_from_affine, render_pair, sample
-from ..pipeline import gray8
+from ..pipeline import check_clip_range, gray8
 from .fig4 import top_channels
 from .plotting import pyplot, save
 
@@ -175,8 +175,6 @@ def stats_table(stats: dict) -> list[tuple]:
 def video_pair(video: str, a: int, b: int, size: int = FRAME_SIDE) -> torch.Tensor:
     """Frames ``a`` and ``b`` of ``video`` as (2, 3, size, size) in [0, 1]; a frame past the clip is refused from its
     packets counted, before anything is decoded."""
-    from ..pipeline import check_clip_range
-
     path = video_path(video)
     check_clip_range(path, max(a, b), 1)
     return read_frames(path, [a, b], size=size)

@@ -87,7 +87,7 @@ class ServedModel(nn.Module):
     and the whole forward runs in C++ without taking the GIL per operator, so
     the server's decode and gRPC threads do not stall it. Other shapes run the
     eager module. When tracing fails or changes the output, only the eager
-    module is used, and so it is with ``trace=False``.
+    module is used, and so it is with ``trace=False``; ``graph`` hands it one traced before from the same weights.
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
@@ -97,10 +97,10 @@ class ServedModel(nn.Module):
         (True, True)
     """
 
-    def __init__(self, net: nn.Module, nominal: tuple[int, int, int], device: str = "cpu", trace: bool = True) -> None:
+    def __init__(self, net: nn.Module, nominal: tuple[int, int, int], device: str = "cpu", trace: bool = True, graph=None) -> None:
         super().__init__()
         self.net, self.nominal = net.to(device).eval().to(memory_format=torch.channels_last), tuple(nominal)
-        self.graph = self._traced(device) if trace else None
+        self.graph = graph if graph is not None or not trace else self._traced(device)
 
     def _traced(self, device: str):
         """The frozen graph of ``net`` at the nominal shape, or None where tracing fails or changes the output."""
@@ -260,8 +260,7 @@ class LocalBackend:
         net, fingerprint, nominal = self.load(model, layer, weights)  # the cache makes one at a time: no race on the count
         key = (model, layer, fingerprint)
         if key in self.graphs or self.traces_left <= 0:
-            served = ServedModel(net, nominal, self.batcher.device, trace=False)
-            served.graph = self.graphs.get(key)
+            served = ServedModel(net, nominal, self.batcher.device, trace=False, graph=self.graphs.get(key))
         else:
             served = ServedModel(net, nominal, self.batcher.device)
             self.graphs[key], self.traces_left = served.graph, self.traces_left - 1

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,7 @@ def edge_features(video: str, split: Split, start: int = 0, count: int = 24, siz
     """
     path = video_path(video)
     total, fps, _ = check_clip_range(path, start, count)
-    feature = split.edge(torch.zeros(1, 3, size, size)).numel() * 4  # one frame's features, in bytes
+    feature = math.prod(split.feature_shape(size)) * 4  # one frame's features, in bytes
     check_memory(count * (frame_nbytes(size) + feature_copies * feature + extra_per_frame), f"{count} frames of {path.name} and their features")
     frames = read_frames(path, range(start, start + count), size=size)
     return Clip(frames, gray8(frames), in_batches(split.edge, frames), fps, total)

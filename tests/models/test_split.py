@@ -44,6 +44,13 @@ def test_cloud_of_edge_equals_model(name):
         _check_split(m, layer, x)
 
 
+def test_feature_shape_is_the_edges_output_for_one_frame_and_follows_the_stride():
+    s = lm.split_model(model("efficientnet_lite0"), "_blocks.4.add")
+    with torch.no_grad():
+        assert s.feature_shape(160) == tuple(s.edge(torch.rand(3, 3, 160, 160)).shape[1:])
+    assert s.feature_shape() == (40, 224 // s.stride[0], 224 // s.stride[1])
+
+
 def test_multi_tensor_cut_is_refused_with_neighbours():
     with pytest.raises(lm.InputError) as exc:
         lm.split_model(model("densenet121"), "features.denseblock2.denselayer3.conv1")

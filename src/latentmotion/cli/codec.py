@@ -79,13 +79,9 @@ def _check_cloud_shape(split, head, task) -> None:
     """The service's rule, before any decoding: the cloud takes the cut's channels and at most a few
     times its nominal area, so a small stream cannot make ``--classify`` run a huge network pass;
     and its output must fit the task (a segmentation model's cannot be classified)."""
-    import torch
-
     from ..service.backends import fit_problem, probe_output
 
-    with torch.no_grad():
-        nominal = tuple(split.edge(torch.zeros(1, 3, 224, 224)).shape[1:])
-    kind, why = fit_problem(probe_output(split.cloud, nominal, tuple(head.shape)), task)
+    kind, why = fit_problem(probe_output(split.cloud, split.feature_shape(), tuple(head.shape)), task)
     if kind == "shape_mismatch":
         raise InputError(f"the stream's tensors {tuple(head.shape)} do not fit {head.model} {head.layer}: {why}")
     if kind:

@@ -89,6 +89,12 @@ class Split:
     no_grid: str | None = None
     context: str | None = None
 
+    @torch.no_grad()
+    def feature_shape(self, size: int = 224) -> tuple[int, ...]:
+        """The edge's tensor shape for one ``size`` x ``size`` input, batch axis left out: (C, h, w) for a grid
+        (one pass of a black frame)."""
+        return tuple(self.edge(torch.zeros(1, 3, size, size)).shape[1:])
+
     def latent_to_input(self, v: float, u: float) -> tuple[float, float]:
         """Input coordinate (y, x) of latent index (v, u)."""
         self._need_grid()

@@ -63,9 +63,7 @@ def load_cloud(model: str, layer: str, weights: str) -> tuple[nn.Module, str, tu
         with _PREPARE:
             net, fingerprint = _network(model, weights)
             split = split_model(net, layer)
-        with torch.no_grad():
-            nominal = tuple(split.edge(torch.zeros(1, 3, 224, 224)).shape[1:])
-        return split.cloud.eval(), fingerprint, nominal
+        return split.cloud.eval(), fingerprint, split.feature_shape()
     except UnknownNameError as exc:
         raise StreamError(grpc.StatusCode.NOT_FOUND, "unknown_model", str(exc)) from None
     except WeightsUnavailableError as exc:

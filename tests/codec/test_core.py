@@ -143,11 +143,13 @@ def test_channel_means_survive_a_step_coarser_than_every_value(mode, kw):
 def test_offsets_shrink_by_rdoqs_lambda():
     """With a heavy RDOQ lambda an offset moves towards 0 where its bits outweigh its error (some mean is off by more
     than half a unit), but no further than the trade allows: the chosen offset costs at most what the rounded mean
-    costs, so ``(1 + wm) N (e / 16)^2 <= (1 + wm) N (0.5 / 16)^2 + rdoq B`` with ``B`` the rounded mean's bits (< 32).
+    costs, so ``(1 + wm) N (e / 16)^2 <= (1 + wm) N (0.5 / 16)^2 + lam B`` with ``B`` the rounded mean's bits (< 32)
+    and ``lam = rdoq / pstep^2`` (squared levels per bit, the same in every frame; intra levels are steps).
     The motion decisions' lambda does not move them."""
     t = Tools.of(mode="zero", intra_period=1, rdoq=3.0)
     e = _mean_errors("zero", intra_period=1, rdoq=3.0)
-    bound = 16 * (0.25 / 256 + t.residual.rdoq * 32 / ((1 + t.residual.wm) * 256)) ** 0.5
+    lam = t.residual.rdoq / t.residual.pstep**2
+    bound = 16 * (0.25 / 256 + lam * 32 / ((1 + t.residual.wm) * 256)) ** 0.5
     assert 0.5 < e <= bound
     assert _mean_errors("zero", intra_period=1, rdoq=3.0, lam=0.01) == e
 

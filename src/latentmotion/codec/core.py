@@ -116,6 +116,7 @@ class Encoder:
         if problem:
             raise InputError(problem)
         self.tools = tools
+        self.pgain = round(ONE * r.pstep)  # predicted frames' gain byte
         self.ctx = Context(m.mblock, m.search, m.subpel, *grid)
         self.ref: np.ndarray | None = None  # reconstruction R of the last frame (1/ONE step)
         self.ref2: np.ndarray | None = None  # and of the frame before it (the last one again after an intra frame)
@@ -147,7 +148,10 @@ class Encoder:
         """Residual and syntax of one frame about ``pred``, levels of ``gain / ONE`` steps: (payload, reconstruction,
         side bits); ``probs`` adapts."""
         r = self.tools.residual
-        lam = r.rdoq * (ONE / gain) ** 2  # level units: rdoq weighs squared error in steps, whatever the gain
+        # one lambda in level units for every frame, the predicted frames' (rdoq is in their squared steps): HM's
+        # lambda follows each frame's own step; intra frames at rdoq steps^2 (4x this at pstep 2) lost 3-19 % of
+        # feature PSNR BD-rate (48 frames, section 6 of docs/codec.md)
+        lam = r.rdoq * (ONE / self.pgain) ** 2
         e = rangecoder.encoder(syntax.capacity(xs, r.block, np.zeros((2, 0, 0)) if mv is None else mv))  # (sizes only)
         if mv is not None:
             syntax.encode_vectors(e, probs, mv)
@@ -162,8 +166,6 @@ class Encoder:
         syntax.encode_offsets(e, probs, dc)
         levels = syntax.levels(q, pred, r.block)
         if r.rdoq > 0:  # decides each tile with the contexts the coder has there, and codes it
-            # lam stays the same in steps whatever the gain (rdoq weighs level units): a coarser P step with
-            # lam following it (x265's way) lost 11 % in KL BD-rate on bikes, this way gains 17 %
             rdoq(e, probs, levels, d, lam, r.wm)
         else:
             syntax.encode_levels(e, probs, levels, 0)
@@ -235,7 +237,7 @@ class Encoder:
             cands = [self._intra(xs)]
         else:
             mv = self._vectors(xs)
-            cands = [self._inter(xs, round(ONE * self.tools.residual.pstep), mv)]
+            cands = [self._inter(xs, self.pgain, mv)]
             # intra is only worth a trial where prediction leaves much of the signal's energy (a scene cut)
             # (prediction from an unrelated frame leaves about twice the energy); there the predicted frame is
             # tried at the intra step too, so that the choice is of quality alike (what follows inherits it)

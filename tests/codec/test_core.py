@@ -144,14 +144,30 @@ def test_offsets_shrink_by_rdoqs_lambda():
     """With a heavy RDOQ lambda an offset moves towards 0 where its bits outweigh its error (some mean is off by more
     than half a unit), but no further than the trade allows: the chosen offset costs at most what the rounded mean
     costs, so ``(1 + wm) N (e / 16)^2 <= (1 + wm) N (0.5 / 16)^2 + lam B`` with ``B`` the rounded mean's bits (< 32)
-    and ``lam = rdoq / pstep^2`` (squared levels per bit, the same in every frame; intra levels are steps).
-    The motion decisions' lambda does not move them."""
+    and ``lam = rdoq (16 / round(16 pstep))^2`` (squared levels per bit, the same in every frame; intra levels are
+    steps). The motion decisions' lambda does not move them."""
     t = Tools.of(mode="zero", intra_period=1, rdoq=3.0)
     e = _mean_errors("zero", intra_period=1, rdoq=3.0)
-    lam = t.residual.rdoq / t.residual.pstep**2
+    lam = t.residual.rdoq * (16 / round(16 * t.residual.pstep)) ** 2
     bound = 16 * (0.25 / 256 + lam * 32 / ((1 + t.residual.wm) * 256)) ** 0.5
     assert 0.5 < e <= bound
     assert _mean_errors("zero", intra_period=1, rdoq=3.0, lam=0.01) == e
+
+
+def test_rdoq_weighs_levels_with_one_lambda_in_every_frame(monkeypatch):
+    """Intra frames, predicted frames and a scene cut's candidates (predicted at the intra step, and intra) all
+    price a level's bits with the predicted frames' lambda in level units, ``rdoq (16 / g)^2``, ``g`` their gain
+    (before, intra levels weighed ``rdoq`` itself and came out coarse)."""
+    from latentmotion.codec import core
+
+    lams, real = [], core.rdoq
+    monkeypatch.setattr(core, "rdoq", lambda e, p, lv, d, lam, wm: lams.append(lam) or real(e, p, lv, d, lam, wm))
+    g = torch.Generator().manual_seed(1)
+    a, b, c = (torch.randn(8, 16, 16, generator=g) for _ in range(3))
+    enc = Encoder((8, 16, 16), 0.3, Tools.of(mode="zero", pstep=1.7))
+    encode_sequence([a, a + 0.05 * b, c, c], enc)
+    assert [s.kind for s in enc.stats] == ["intra", "inter", "intra", "inter"] and len(lams) == 6  # frame 2 tried both ways
+    assert set(lams) == {0.6 * (16 / round(16 * 1.7)) ** 2}
 
 
 def test_intra_period_forced_intra_and_bad_parameters(clip):

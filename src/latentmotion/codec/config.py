@@ -68,9 +68,9 @@ class ResidualTools:
     to the stream's (intra) step, as x265's ``ipratio`` (each frame's gain byte is ``round(16 pstep)``;
     a predicted frame inherits its reference's quality, so a coarser one costs less than it loses);
     rdoq: Lagrange multiplier of rate-distortion-optimised quantisation (0: off; squared error in steps
-    per bit at the predicted frames' step; every frame, intra included, weighs its levels with the same
-    multiplier in its own level units, ``rdoq / pstep^2`` squared levels per bit, as HM's follows each
-    frame's step); deadzone:
+    per bit in predicted frames; every frame, intra included, weighs its levels with that multiplier in
+    its own level units, ``rdoq (16 / g)^2`` squared levels per bit with ``g = round(16 pstep)`` the
+    predicted frames' gain, so an all-intra stream depends on ``pstep`` too); deadzone:
     rounding offsets (intra, inter) before it (0.5: plain rounding); wm: extra weight of each tile's
     mean error in it.
     """

@@ -1,4 +1,4 @@
-"""Regenerate the codec's golden streams. Run only on purpose, after a deliberate bitstream change:
+"""Regenerate the codec's golden streams. Run only on purpose, after a deliberate bitstream or encoder change:
 
     PYTHONPATH=src python tests/expected/codec/regenerate.py [--new-input]
 

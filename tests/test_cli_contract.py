@@ -103,6 +103,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--video", "{tmp}/fifo.mp4", "--out", "{out}"), "not a regular file"),
         (("--out", "{tmp}/fifo.mp4"), "not a regular file"),
         (("--video", "{tmp}/afile", "--out", "{tmp}/afile"), "is the command's input"),  # would replace the video it reads
+        (("--weights", "{tmp}/afile", "--out", "{tmp}/afile"), "is the command's input"),  # would replace the weights it loads
         (("--transform", "bogus", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "--transform must be"),
         (("--transform", "klt", "--layer", "_blocks.0._bn2", "--video", "{tmp}/missing.mp4", "--out", "{out}"), "no channel transform"),
     ],
@@ -134,6 +135,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--anchors", "x265_ldp,x265_ldp-slow", "--out", "{out}"), "twice"),
         (("--anchors", "x265_ldp", "--qps", "20,30,40,52", "--out", "{out}"), "0..51"),
         (("--configs", "klt", "--layer", "_blocks.0._bn2", "--anchors", "", "--out", "{out}"), "fit-transform"),
+        (("--weights", "{old}/w.pt", "--anchors", "", "--out", "{old}", "--force"), "holds the command's input"),  # --force would delete them
     ],
     "codec fit-transform": [
         (("--crops", "0", "--out", "{out}"), "--crops"),

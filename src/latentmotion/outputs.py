@@ -137,21 +137,21 @@ def _absolute(out: Path | str) -> Path:
     return Path(os.path.realpath(p)) if p.is_symlink() else p
 
 
-def _check_folder_out(out: Path, force: bool, inputs: tuple[Path | str, ...]) -> None:
+def _check_folder_out(out: Path, force: bool, inputs: tuple[Path | str | None, ...]) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise InputError(f"--out {out} exists and is not empty; pass --force to replace it")
     if out.is_dir():  # replacing it deletes what it holds: never the command's inputs, nor the folder it runs in
         real = Path(os.path.realpath(out))
-        for what, src in (("the current folder", Path.cwd()), *(("the command's input", Path(i)) for i in inputs)):
+        for what, src in (("the current folder", Path.cwd()), *(("the command's input", Path(i)) for i in inputs if i is not None)):
             inside = Path(os.path.realpath(src))
             if inside == real or real in inside.parents:
                 raise InputError(f"--out {out} holds {what} {src}: replacing it would delete it; give another folder")
 
 
 @contextlib.contextmanager
-def staged_folder(out: Path | str, force: bool = False, inputs: tuple[Path | str, ...] = ()) -> Iterator[Path]:
+def staged_folder(out: Path | str, force: bool = False, inputs: tuple[Path | str | None, ...] = ()) -> Iterator[Path]:
     """Yield an empty staging folder; publish it as ``out`` when the block succeeds.
 
     Refuses (:class:`InputError`, before the block runs) an ``out`` that is a
@@ -207,18 +207,18 @@ def _publish(stage: Path, out: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_file(path: Path | str, inputs: tuple[Path | str, ...] = (), nbytes: int = 0) -> Iterator[Path]:
+def staged_file(path: Path | str, inputs: tuple[Path | str | None, ...] = (), nbytes: int = 0) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
 
     The destination is checked first: a folder, a FIFO, a device, a missing
     parent folder, an unwritable one, one of the command's ``inputs`` (which
-    the output would replace) or a file system with less than ``nbytes`` free
+    the output would replace; None entries are skipped) or a file system with less than ``nbytes`` free
     (the size the caller will write, when it knows it) raise :class:`InputError`
     before the block runs.
     """
     path = _absolute(path)
     _sweep_stale(path)
-    for src in inputs:
+    for src in (i for i in inputs if i is not None):
         with contextlib.suppress(OSError):  # an input that does not exist is its own command's error
             if os.path.samefile(src, path):
                 raise InputError(f"--out {path} is the command's input {src}: give another file name")

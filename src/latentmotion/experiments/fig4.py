@@ -109,11 +109,11 @@ def demo(st: DemoSettings, out: Path, force: bool = False) -> DemoResult:
         (['exact', 'paper'], 'fig4.png')
     """
     from ..data import load_image
-    from ..models import load_model, split_model
+    from ..models import load_model, split_model, weights_file
     from ..outputs import staged_folder
 
     out = Path(out)
-    with staged_folder(out, force, inputs=(st.image,)) as stage:  # a photo's file, if it is one
+    with staged_folder(out, force, inputs=(st.image, weights_file(st.weights))) as stage:  # a photo's file and a weights file, if they are
         src = load_image(st.image)
         m = load_model(st.model, weights=st.weights, seed=st.seed)
         s = split_model(m, st.layer)

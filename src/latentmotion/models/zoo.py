@@ -23,7 +23,7 @@ from torch import nn
 from .._files import package_folder
 from ..errors import InputError, UnknownNameError, WeightsUnavailableError
 
-__all__ = ["SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "checkpoint_dir", "list_models", "load_model", "load_state_file"]
+__all__ = ["SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "checkpoint_dir", "list_models", "load_model", "load_state_file", "weights_file"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -368,8 +368,7 @@ def load_model(name: str, weights: str | os.PathLike[str] = "imagenet", seed: in
         state = entry.trained_state()
         label, trained = entry.trained_label(), True
         _load_into(net, state, label)
-    elif isinstance(weights, (str, os.PathLike)) and (os.sep in str(weights) or str(weights).endswith((".pth", ".pt"))):
-        path = Path(weights)
+    elif (path := weights_file(weights)) is not None:
         state = load_state_file(path)
         label, trained = f"file ({path})", True
         _load_into(net, state, str(path))
@@ -378,9 +377,24 @@ def load_model(name: str, weights: str | os.PathLike[str] = "imagenet", seed: in
     return ImageNetModel(name, net, Normalize(entry.mean, entry.std), label, trained, entry.task).eval()
 
 
+def weights_file(weights: str | os.PathLike[str]) -> Path | None:
+    """The state_dict file ``weights`` names for :func:`load_model` (a path: it holds a separator or ends in
+    ``.pt``/``.pth``), or None for ``"imagenet"``, ``"random"`` and other words: what a command must not overwrite.
+
+    Example:
+        >>> weights_file("imagenet") is None, weights_file("w/lite0.pt")
+        (True, PosixPath('w/lite0.pt'))
+    """
+    if isinstance(weights, (str, os.PathLike)) and (os.sep in str(weights) or str(weights).endswith((".pth", ".pt"))):
+        return Path(weights)
+    return None
+
+
 def _load_into(net: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "mismatch"
-        raise WeightsUnavailableError(f"weights {where} do not fit this architecture: {first}") from None
+        # torch's message spans lines: its heading, then the missing and unexpected keys, the part that says why
+        parts = [s.strip() for s in str(exc).splitlines() if s.strip()]
+        why = "; ".join(parts[1:] or parts) or "mismatch"
+        raise WeightsUnavailableError(f"weights {where} do not fit this architecture: {why[:300]}{'...' if len(why) > 300 else ''}") from None

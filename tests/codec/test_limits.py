@@ -47,6 +47,26 @@ def test_an_accepted_step_at_the_bound_codes_without_clipping():
     assert err <= step / 2 * 1.001
 
 
+def test_the_bound_a_refusal_suggests_is_accepted_as_typed():
+    """The least (most) step a refusal prints, in 6 digits, is accepted when typed: rounded up (down), and past the
+    float32 the header stores; the encoder, which divides by that float32, accepts it too (a rounded-down suggestion
+    was refused by the same message)."""
+    import numpy as np
+
+    from latentmotion.codec.limits import shown_bound
+
+    g = torch.Generator().manual_seed(3)
+    for peak in (torch.rand(64, generator=g, dtype=torch.float64) * 10.0 ** torch.randint(-6, 6, (64,), generator=g)).tolist():
+        x = torch.tensor([[[peak]]])
+        lo, hi = step_range(x, MAX_Q // 2)
+        up, down = float(shown_bound(lo, True)), float(shown_bound(hi, False))
+        assert lo <= float(np.float32(up)) <= lo * (1 + 2e-5) and hi * (1 - 2e-5) <= float(np.float32(down)) <= hi
+        assert check_step(up, x, MAX_Q // 2) and check_step(down, x, MAX_Q // 2)
+        Encoder((1, 1, 1), up, Tools.of(mode="zero")).encode(x)
+    with pytest.raises(InputError, match=r"at least 0\.00500001"):  # 0.005 as a float32 lies below 0.005
+        check_step(1e-30, torch.tensor([5.0]), 1000)
+
+
 def test_nan_tensor_is_refused():
     with pytest.raises(InputError, match="NaN"):
         check_step(1.0, torch.tensor([1.0, math.nan]), 100)

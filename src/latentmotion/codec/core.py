@@ -47,7 +47,7 @@ from ..errors import InputError
 from . import rangecoder, syntax
 from .bitstream import CODED_PER_BYTE, MAX_GAIN, MIN_GAIN, BitstreamError, Header, Reader, header_problem, read_frame, read_header, write_frame, write_header
 from .config import MotionTools, ResidualTools, StreamId, Tools
-from .limits import check_step
+from .limits import check_step, shown_bound
 from .prediction import FIELD_ROWS, MAX_MV, MODES, ONE, Context, block_candidates, choose_second, choose_vectors, compensate, input_candidates
 from .residual import MAX_LEVEL, MAX_Q, offsets, quantise, rdoq, reconstruct, shrink_offsets
 
@@ -226,7 +226,7 @@ class Encoder:
         xs = xn.astype(np.float64) / self.header.step
         if np.abs(xs).max(initial=0) > MAX_Q // 2:  # a residual spans twice the values; more would be clipped
             peak = float(np.abs(xn).max())
-            raise InputError(f"step {self.header.step:g} is too small for values up to {peak:g}: levels would exceed {MAX_Q // 2}; use a step of at least {peak / (MAX_Q // 2):g}")
+            raise InputError(f"step {self.header.step:g} is too small for values up to {peak:g}: levels would exceed {MAX_Q // 2}; use a step of at least {shown_bound(peak / (MAX_Q // 2), True)}")
         if self.mode == "input":
             if frame is None:
                 raise InputError("the 'input' motion mode needs each tensor's input frame (uint8 luma)")

@@ -21,25 +21,43 @@ Example:
     >>> check_step(1e-30, x, max_level=1000)
     Traceback (most recent call last):
     ...
-    latentmotion.errors.InputError: step 1e-30 is too small for values up to 5: levels would exceed 1000 and be clipped; use a step of at least 0.005
+    latentmotion.errors.InputError: step 1e-30 is too small for values up to 5: levels would exceed 1000 and be clipped; use a step of at least 0.00500001
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..errors import InputError
 from .bitstream import step_problem
 
-__all__ = ["check_step", "step_range"]
+__all__ = ["check_step", "shown_bound", "step_range"]
 
 
 def step_range(values: torch.Tensor, max_level: int) -> tuple[float, float]:
     """(smallest, largest) useful step for ``values`` (see the module docstring)."""
     peak = float(values.detach().abs().max()) if values.numel() else 0.0
     return peak / max_level, 2 * peak
+
+
+def shown_bound(v: float, up: bool) -> str:
+    """``v`` in 6 significant digits, rounded away from the forbidden side (``up``: a least step) and so that the
+    header's float32 of the printed number still lies on the allowed side: a user who types it is accepted.
+
+    Example:
+        >>> shown_bound(0.001105525, up=True), shown_bound(0.001105525, up=False)
+        ('0.00110553', '0.00110552')
+    """
+    if not (math.isfinite(v) and v > 0):
+        return f"{v:g}"
+    unit = 10.0 ** (math.floor(math.log10(v)) - 5)
+    s = (math.ceil if up else math.floor)(v / unit) * unit
+    while (float(np.float32(s)) < v) if up else (float(np.float32(s)) > v):
+        s += unit if up else -unit
+    return f"{s:.6g}"
 
 
 def check_step(step: float, values: torch.Tensor | None = None, max_level: int | None = None) -> float:
@@ -61,7 +79,7 @@ def check_step(step: float, values: torch.Tensor | None = None, max_level: int |
         raise InputError("the tensor to code holds NaN or infinite values")
     lo, hi = step_range(values, max_level)
     if step < lo:
-        raise InputError(f"step {step:g} is too small for values up to {hi / 2:g}: levels would exceed {max_level} and be clipped; use a step of at least {lo:g}")
+        raise InputError(f"step {step:g} is too small for values up to {hi / 2:g}: levels would exceed {max_level} and be clipped; use a step of at least {shown_bound(lo, True)}")
     if step > hi:
-        raise InputError(f"step {step:g} is larger than twice the largest value {hi / 2:g}: every value would round to zero; use a step of at most {hi:g}")
+        raise InputError(f"step {step:g} is larger than twice the largest value {hi / 2:g}: every value would round to zero; use a step of at most {shown_bound(hi, False)}")
     return step

@@ -268,3 +268,17 @@ def test_remote_frames_are_kept_for_one_clip_only(monkeypatch):
     codec_eval._REMOTE["coded"][("remote_x265_net", 22, 224)] = "frames"
     codec_eval._keep_remote(None)
     assert codec_eval._REMOTE == {"clip": None, "coded": {}}
+
+
+def test_the_verdict_says_which_goals_were_not_measured():
+    """A goal with no figure (its configuration or anchor not run) reads "not measured", never "not met" or `None`;
+    one with a figure reads met or not met."""
+    from latentmotion.experiments.codec_eval import verdict
+
+    goal = {"best_mode": "block", "best_psnr_mode": None, "best_vs_x265_ldp_psnr": None, "best_vs_x265_ldp_kl": -30.0,
+            "best_vs_remote_net_kl": None, "best_vs_remote_clip_kl": None, "intra_vs_x265_intra_psnr": 5.0, "remote_net_anchor": None,
+            "remote_clip_anchor": None, "meets_ldp_psnr": False, "meets_ldp_kl": True, "meets_remote_net": False, "meets_remote_clip": False,
+            "meets_intra": False}
+    text = verdict({"goal": goal, "noise_floor": {"kl": 1e-3, "task_db": 30.0, "top1_agreement": 0.9}})
+    assert "None" not in text and text.count("not measured") == 3
+    assert "goal -25 %: met)" in text and "(goal 0 %: **not met**)" in text

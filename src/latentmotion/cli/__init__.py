@@ -8,12 +8,34 @@ SIGINT / SIGTERM, nothing partial left in ``--out``) lives in ``_app``.
 
 from __future__ import annotations
 
-from . import codec, paper, service  # noqa: F401  (register the commands)
-from ._app import app, run_app
+import signal
+import sys
 
 __all__ = ["app", "main"]
 
 
+def _early_exit(signum: int, _frame) -> None:
+    """SIGINT or SIGTERM while the commands' modules load: nothing has started, so one line and the exit status."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not turn the line into a traceback
+        signal.signal(sig, signal.SIG_IGN)
+    print("interrupted" if signum == signal.SIGINT else "terminated", file=sys.stderr)
+    sys.exit(128 + signum)
+
+
 def main() -> None:
-    """Entry point of the ``latentmotion`` script."""
+    """Entry point of the ``latentmotion`` script: the contract's signal handling from its first moment (the
+    commands' modules take a few hundred milliseconds to import, and Python's own SIGINT would print a traceback)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _early_exit)
+    from ._app import run_app  # which registers the commands
+
     run_app()
+
+
+def __getattr__(name: str):
+    if name == "app":  # the Typer app with every command registered
+        from . import codec, paper, service  # noqa: F401
+        from ._app import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -153,7 +153,7 @@ def _fail(message: str, code: int) -> None:
 
 
 def _load_heavy_modules() -> None:
-    """Import torch & co. with SIGINT/SIGTERM held, then take any signal that came meanwhile.
+    """Import torch & co. and the commands with SIGINT/SIGTERM held, then take any signal that came meanwhile.
 
     An import cut short leaves half-initialised modules behind, whose next use
     fails with unrelated errors; a held signal arrives once the imports are done.
@@ -164,6 +164,8 @@ def _load_heavy_modules() -> None:
         import numpy  # noqa: F401
         import torch  # noqa: F401
         import torchvision  # noqa: F401
+
+        from . import codec, paper, service  # noqa: F401  (register the commands)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 

@@ -66,8 +66,10 @@ def _token(token_file: str | None) -> str | None:
     """The bearer token: from a file (never the command line, which other users can read), else $LATENTMOTION_TOKEN."""
     if token_file:
         p = Path(token_file)
-        if not p.is_file() or p.stat().st_size > 4096:
-            raise InputError(f"token file {p} does not exist or is larger than 4096 bytes")
+        if not p.is_file():
+            raise InputError(f"token file {p} is not a regular file" if p.exists() else f"token file {p} does not exist")
+        if p.stat().st_size > 4096:
+            raise InputError(f"token file {p} is larger than 4096 bytes")
         # Surrounding whitespace (the newline `base64 > edge1.token` writes) is not part of the token, as in the
         # hashing line of docs/service.md; undecodable bytes become U+FFFD, which EdgeOptions.check refuses.
         return p.read_bytes().decode("utf-8", errors="replace").strip()

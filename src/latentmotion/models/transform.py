@@ -247,7 +247,7 @@ def load_transform(model: str, layer: str, path: Path | None = None, weights: st
     except Exception as exc:  # a damaged or foreign file: one line
         raise InputError(f"{path} is not a channel transform file ({type(exc).__name__})") from None
     if channels is not None and t.basis.shape[0] != channels:
-        raise InputError(f"{path} transforms {t.basis.shape[0]} channels; {model} {layer} has {channels}")
+        raise InputError(f"{path} transforms {t.basis.shape[0]} channels, but the {model} {layer} tensors to map have {channels}")
     if weights is not None and fitted != weights:
         raise InputError(f"{path} was fitted on weights {fitted}, but {model} has weights {weights}: refit it with `latentmotion codec fit-transform`")
     return t

@@ -9,17 +9,15 @@ SIGINT / SIGTERM, nothing partial left in ``--out``) lives in ``_app``.
 from __future__ import annotations
 
 import signal
-import sys
+
+from ._exit import fail, signal_word
 
 __all__ = ["app", "main"]
 
 
 def _early_exit(signum: int, _frame) -> None:
     """SIGINT or SIGTERM while the commands' modules load: nothing has started, so one line and the exit status."""
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not turn the line into a traceback
-        signal.signal(sig, signal.SIG_IGN)
-    print("interrupted" if signum == signal.SIGINT else "terminated", file=sys.stderr)
-    sys.exit(128 + signum)
+    fail(signal_word(signum), 128 + signum)
 
 
 def main() -> None:

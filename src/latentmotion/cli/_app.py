@@ -29,6 +29,8 @@ import typer
 from rich.console import Console
 
 from ..errors import InputError, LatentMotionError, shown
+from ._exit import fail as _fail
+from ._exit import signal_word
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Motion in the latent space of CNNs (collaborative intelligence).")
 console = Console(markup=False, highlight=False)  # text from streams and paths is shown as it is, never as markup
@@ -42,7 +44,7 @@ class Interrupted(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.code = 128 + signum
-        self.word = "interrupted" if signum == signal.SIGINT else "terminated"
+        self.word = signal_word(signum)
 
 
 _received: list[int] = []  # signals taken by _raise_interrupted in this run
@@ -143,13 +145,6 @@ def config_options(cls, skip: tuple[str, ...] = ()):
 
 def _one_line(exc: BaseException) -> str:
     return shown(exc) or type(exc).__name__
-
-
-def _fail(message: str, code: int) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not turn the one line into a traceback
-        signal.signal(sig, signal.SIG_IGN)
-    print(message, file=sys.stderr)
-    sys.exit(code)
 
 
 def _load_heavy_modules() -> None:

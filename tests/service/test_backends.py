@@ -113,3 +113,26 @@ def test_preparing_splits_loads_each_network_once_and_one_at_a_time(monkeypatch)
     handles = asyncio.run(main())
     assert most[0] == 1 and sorted(made) == ["l0", "l1", "l2", "l3"]  # one at a time, each key once
     assert handles[0] is handles[4] is handles[8]
+
+
+def test_model_cache_close_cancels_a_preparation_under_way():
+    """A server stopping while an Open still loads its model leaves no task pending when the loop ends."""
+    started, release = threading.Event(), threading.Event()
+
+    def make(m, layer, w):
+        started.set()
+        release.wait(5)
+        return object()
+
+    async def main():
+        cache = ModelCache(make)
+        opening = asyncio.ensure_future(cache.get("m", "l", "w"))
+        await asyncio.to_thread(started.wait, 5)
+        await cache.close()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        return len(cache), pending
+
+    assert asyncio.run(main()) == (0, [])

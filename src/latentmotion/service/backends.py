@@ -219,6 +219,14 @@ class ModelCache:
                 old.result().close()
         return handle
 
+    async def close(self) -> None:
+        """Cancel the preparations still under way (a server stopping mid-Open), so that none is left pending when
+        the event loop ends, and forget every handle (their owner, the backend, releases what they hold)."""
+        tasks, self._entries = list(self._entries.values()), OrderedDict()
+        for task in tasks:
+            task.cancel()  # no effect on a finished one
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -268,4 +276,5 @@ class LocalBackend:
         return await self.cache.get(model, layer, weights)
 
     async def close(self) -> None:
+        await self.cache.close()
         await self.batcher.close()

@@ -141,4 +141,4 @@ class RayBackend:
         return await self.cache.get(model, layer, weights)
 
     async def close(self) -> None:
-        await asyncio.sleep(0)  # the applications stay with the Ray cluster, which outlives this server
+        await self.cache.close()  # the applications stay with the Ray cluster, which outlives this server

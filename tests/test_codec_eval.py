@@ -135,7 +135,7 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
     f = s["noise_floor"]
     assert 0 < f["kl"] < 1 and f["task_db"] > 0  # 8-bit rounding moves the softmax, a little
     assert 0 <= s["confidence"]["confident_share"] <= 1 and s["anchors"] == {"x265_ldp": [22, 32, 42], "remote_x265_net": [22, 32, 42]}
-    rows = [r for r in __import__("csv").DictReader(open(tmp_path / "rd.csv"))]
+    rows = list(__import__("csv").DictReader((tmp_path / "rd.csv").read_text().splitlines()))
     for name in ("klt", "kltw"):
         pts = sorted((float(r["param"]), float(r["kl"]), float(r["bits_per_frame"])) for r in rows if r["config"] == name)
         assert pts[0][1] < pts[-1][1] and pts[0][2] > pts[-1][2]  # a finer step: more bits, closer softmax

@@ -24,7 +24,7 @@ def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "run"
     r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "reproduce", "--profile", "smoke", "--out", str(out), "--seed", "3"], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
-    rows = list(csv.DictReader(open(out / "nrmse.csv")))
+    rows = list(csv.DictReader((out / "nrmse.csv").read_text().splitlines()))
     for row in rows:
         row["nrmse"], row["value"], row["stride"] = float(row["nrmse"]), float(row["value"]), int(row["stride"])
     return out, rows, json.loads((out / "summary.json").read_text())

@@ -44,8 +44,8 @@ def test_decoder_is_bit_identical_and_loop_is_closed(clip, mode):
         assert header.mode == MODE_NAMES.index(mode) and len(out) == len(feats)
         for a, b, x, st in zip(out, enc.reconstructions, feats, enc.stats, strict=True):
             assert torch.equal(a, b)
-            if rdoq == 0:  # closed loop: no drift; a predicted frame's levels are pstep steps
-                assert (a - x).abs().max() <= step * (pstep if st.kind == "inter" else 1.0) / 2 + 1e-4
+            if rdoq == 0:  # closed loop: no drift; a frame's levels are gain / 16 steps
+                assert (a - x).abs().max() <= step * st.gain / 16 / 2 + 1e-4
         assert enc.stats[0].kind == "intra" and any(s.kind == "inter" for s in enc.stats[1:])
 
 
@@ -96,18 +96,38 @@ def test_static_content_costs_almost_nothing(clip):
 
 
 def test_frames_carry_the_gain_of_their_type():
-    """Intra frames code whole steps (gain 16), predicted frames pstep steps (gain round(16 pstep)); a pstep outside
-    1..255/16 is refused."""
+    """Intra frames code whole steps (gain 16), predicted frames pstep steps (gain round(16 pstep)) without a cascade;
+    a pstep outside 1..255/16 is refused."""
     g = torch.Generator().manual_seed(6)
     xs = [torch.randn(4, 8, 8, generator=g) + 0.1 * i for i in range(3)]
     for pstep, gain in ((1.0, 16), (2.0, 32), (1.7, 27)):
-        enc = Encoder((4, 8, 8), 0.1, Tools.of(mode="zero", rd=False, pstep=pstep))
+        enc = Encoder((4, 8, 8), 0.1, Tools.of(mode="zero", rd=False, pstep=pstep, cascade=()))
         recs = [enc.encode(x) for x in xs]
         assert [r[12] for r in recs] == [0, 1, 1] and [r[13] for r in recs] == [16, gain, gain]  # type, gain after u32 n, crc, seq
+        assert [s.gain for s in enc.stats] == [16, gain, gain]
     with pytest.raises(InputError, match="pstep"):
         Tools.of(pstep=0.9)
     with pytest.raises(InputError, match="pstep"):
         Tools.of(pstep=float("nan"))
+
+
+def test_predicted_frames_follow_the_quality_cascade():
+    """The default cascade (HM's low-delay QP offsets, -2 +2 +1 +2 sixths of an octave about pstep 2, by stream
+    position): gains 32 * 2^(o/6) rounded, every fourth frame finer; an intra frame (forced, or a scene cut tried at
+    the intra step) stays at 16; gains stay within 16..255; bad cascades are refused before any encode."""
+    g = torch.Generator().manual_seed(6)
+    xs = [torch.randn(4, 8, 8, generator=g) + 0.1 * i for i in range(10)]
+    enc = Encoder((4, 8, 8), 0.1, Tools.of(mode="zero", rd=False))
+    recs = [enc.encode(x, intra=i == 6) for i, x in enumerate(xs)]
+    assert [r[13] for r in recs] == [16, 40, 36, 40, 25, 40, 16, 40, 25, 40]  # 32 * 2^(2/6) = 40.3, 2^(1/6) 35.9, 2^(-2/6) 25.4
+    assert [s.gain for s in enc.stats] == [r[13] for r in recs]
+    _, out = decode_stream(enc.header_bytes() + b"".join(recs))
+    assert all(torch.equal(a, b) for a, b in zip(out, enc.reconstructions, strict=True))
+    assert [Tools.of(pstep=15.0, cascade=(6,)).residual.gain(i) for i in (1, 2)] == [255, 255]
+    assert Tools.of(pstep=1.0, cascade=[-12]).residual.gain(3) == 16  # a list (JSON) is taken as a tuple; floor 16
+    for bad in ((13,), (float("nan"),), ("1",), (0.0,) * 65, 3):
+        with pytest.raises(InputError, match="cascade"):
+            Tools.of(cascade=bad)
 
 
 def test_scene_cut_falls_back_to_intra(clip):

@@ -7,7 +7,8 @@ tile vectors and ``R = P + G q + o`` with ``P`` the integer motion-compensated
 prediction from the previous ``R``, on some tiles averaged with one from ``R2``
 (:func:`latentmotion.codec.prediction.compensate`), ``q`` the levels, ``G`` the
 frame's gain (a level is ``G / ONE`` steps; this encoder sends ``ONE`` for
-intra frames and ``round(ONE pstep)`` for predicted ones) and ``o`` one offset
+intra frames and about ``ONE pstep`` for predicted ones, finer on every fourth:
+:meth:`~latentmotion.codec.config.ResidualTools.gain`) and ``o`` one offset
 per channel (the channel's mean residual, 1/ONE step, or nearer 0 where that pays). The
 output tensor is ``float32(R) * (float32(step) / ONE)``: one IEEE multiply, the
 same on every machine.
@@ -66,6 +67,7 @@ class FrameStats:
     bits: int
     side_bits: int  # motion side information
     sse: float
+    gain: int = ONE  # a level is gain / ONE steps
 
 
 @nb.njit(cache=True)
@@ -116,7 +118,7 @@ class Encoder:
         if problem:
             raise InputError(problem)
         self.tools = tools
-        self.pgain = round(ONE * r.pstep)  # predicted frames' gain byte
+        self.pgain = round(ONE * r.pstep)  # predicted frames' gain byte before the cascade: RDOQ's level units
         self.ctx = Context(m.mblock, m.search, m.subpel, *grid)
         self.ref: np.ndarray | None = None  # reconstruction R of the last frame (1/ONE step)
         self.ref2: np.ndarray | None = None  # and of the frame before it (the last one again after an intra frame)
@@ -237,7 +239,7 @@ class Encoder:
             cands = [self._intra(xs)]
         else:
             mv = self._vectors(xs)
-            cands = [self._inter(xs, self.pgain, mv)]
+            cands = [self._inter(xs, self.tools.residual.gain(self.index), mv)]
             # intra is only worth a trial where prediction leaves much of the signal's energy (a scene cut)
             # (prediction from an unrelated frame leaves about twice the energy); there the predicted frame is
             # tried at the intra step too, so that the choice is of quality alike (what follows inherits it)
@@ -253,7 +255,7 @@ class Encoder:
         self.ref, self.ref2, self.probs, self.prev_frame = rec, rec if payload[4] == INTRA else self.ref, probs, frame
         self.index += 1
         out = _output(rec, self.header.step)
-        self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, _sse(xn, out.numpy(), 1.0)))
+        self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, _sse(xn, out.numpy(), 1.0), payload[5]))
         self.reconstructions.append(out)
         return write_frame(payload)
 

@@ -25,8 +25,8 @@ HERE = Path(__file__).parent
 CONFIGS = {
     "intra": (0.5, "zero", {"intra_period": 1}),
     "zero": (0.5, "zero", {"rd": False}),  # predicted frames with zero motion (no intra by cost)
-    "block": (0.25, "block", {"subpel": 4}),  # predicted frames at the default gain (pstep 2)
-    "block_int": (1.0, "block", {"subpel": 1, "block": 2, "mblock": 4, "pstep": 1.0}),  # gain 16 in every frame
+    "block": (0.25, "block", {"subpel": 4}),  # predicted frames at the default gains (pstep 2, the cascade: 40, 36, 40)
+    "block_int": (1.0, "block", {"subpel": 1, "block": 2, "mblock": 4, "pstep": 1.0, "cascade": ()}),  # gain 16 in every frame
 }
 
 

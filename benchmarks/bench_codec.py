@@ -18,6 +18,7 @@ run (``--video``, ``--layer``), each against our ``block``: the sweep behind
 the default anchor.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_codec.py [--rd | --anchors] [--frames 96] [--out DIR]
+        [--configs intra,block,klt,kltw] [--with-anchors x265_ldp,remote_x265_net,...]
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from latentmotion.pipeline import edge_features  # noqa: E402
 
 N = 24
 CLIPS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4", "vtest.avi")
+CONFIGS = ("intra", "block", "klt", "kltw")
 CUTS = {"efficientnet_lite0": ("_blocks.4.add", "_blocks.10.add"), "mobilenet_v2": ("features.6.add", "features.13.add")}
 #: x265 low-delay set-ups of the anchor sweep: the old anchor, then one change at a time towards the default.
 SWEEP = ("x265_ldp-pad8-framerange-noscenecut-medium", "x265_ldp-pad8-framerange-medium", "x265_ldp-pad8-medium", "x265_ldp-medium",
@@ -102,14 +104,16 @@ HEADER = ("video", "model", "layer", "stride", "best PSNR", "vs x265_ldp PSNR", 
           "floor KL", "median p")
 
 
-def rd(frames: int, out: Path) -> None:
+def rd(frames: int, out: Path, configs: tuple[str, ...] = CONFIGS, anchors: tuple[str, ...] | None = None) -> None:
     from latentmotion.experiments.codec_eval import EvalSettings, evaluate
 
     rows, summaries = [], []
     for video in CLIPS:
         for model, layers in CUTS.items():
             for layer in layers:
-                st = EvalSettings(video=video, model=model, layer=layer, frames=frames, configs=("intra", "block", "klt", "kltw"))
+                st = EvalSettings(video=video, model=model, layer=layer, frames=frames, configs=configs)
+                if anchors is not None:
+                    st.anchors = anchors
                 s = evaluate(st, out / f"{video}_{model}_{layer}")
                 summaries.append(s)
                 g, f, c = s["goal"], s["noise_floor"], s["confidence"]
@@ -142,10 +146,12 @@ def main() -> None:
     ap.add_argument("--layer", default="_blocks.4.add")
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="--rd: our configurations, comma-separated")
+    ap.add_argument("--with-anchors", default=None, help="--rd: anchors, comma-separated (default: codec eval's; a subset saves time)")
     a = ap.parse_args()
     out = a.out or Path(tempfile.mkdtemp(prefix="bench_codec_"))
     if a.rd:
-        rd(a.frames, out)
+        rd(a.frames, out, tuple(a.configs.split(",")), None if a.with_anchors is None else tuple(a.with_anchors.split(",")))
     elif a.anchors:
         anchor_sweep(a.frames, out, a.video, a.layer)
     else:

@@ -10,7 +10,6 @@ gRPC server is the only way in.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,11 +74,21 @@ class Result:
     summary: dict = field(repr=False)
 
 
-def progress_bar():
-    """A rich progress bar for long runs: description, bar, done/total, time elapsed and remaining."""
+@contextmanager
+def progress_bar() -> Iterator:
+    """A rich progress bar for long runs (description, bar, done/total, time elapsed and remaining) on stderr, so
+    that stdout carries only results; a run that fails or is interrupted takes its bar away, so that its one-line
+    error stands alone."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+        try:
+            yield bar
+        except BaseException:
+            bar.live.transient = True
+            raise
 
 
 def run(settings: Settings, out: Path, log=print, force: bool = False) -> Result:

@@ -112,22 +112,27 @@ def test_frames_carry_the_gain_of_their_type():
 
 
 def test_predicted_frames_follow_the_quality_cascade():
-    """The default cascade (HM's low-delay QP offsets, -2 +2 +1 +2 sixths of an octave about pstep 2, by stream
-    position): gains 32 * 2^(o/6) rounded, every fourth frame finer; an intra frame (forced, or a scene cut tried at
-    the intra step) stays at 16; gains stay within 16..255; bad cascades are refused before any encode."""
+    """The default cascade (-2 +2 +1 +2 sixths of an octave about pstep 2, by position after the last intra frame):
+    gains 32 * 2^(o/6) rounded, every fourth frame finer; an intra frame (forced, or a scene cut's) is at 16 and
+    starts the count again; gains stay within 16..255; bad cascades are refused before any encode."""
     g = torch.Generator().manual_seed(6)
     xs = [torch.randn(4, 8, 8, generator=g) + 0.1 * i for i in range(10)]
     enc = Encoder((4, 8, 8), 0.1, Tools.of(mode="zero", rd=False))
     recs = [enc.encode(x, intra=i == 6) for i, x in enumerate(xs)]
-    assert [r[13] for r in recs] == [16, 40, 36, 40, 25, 40, 16, 40, 25, 40]  # 32 * 2^(2/6) = 40.3, 2^(1/6) 35.9, 2^(-2/6) 25.4
+    assert [r[13] for r in recs] == [16, 40, 36, 40, 25, 40, 16, 40, 36, 40]  # 32 * 2^(2/6) = 40.3, 2^(1/6) 35.9, 2^(-2/6) 25.4
     assert [s.gain for s in enc.stats] == [r[13] for r in recs]
     _, out = decode_stream(enc.header_bytes() + b"".join(recs))
     assert all(torch.equal(a, b) for a, b in zip(out, enc.reconstructions, strict=True))
+    a, b, c = (torch.randn(8, 16, 16, generator=g) for _ in range(3))
+    enc = Encoder((8, 16, 16), 0.3, Tools.of(mode="zero"))  # a scene cut at frame 2
+    encode_sequence([a, a + 0.05 * b, c, c, c, c], enc)
+    assert [(s.kind, s.gain) for s in enc.stats] == [("intra", 16), ("inter", 40), ("intra", 16), ("inter", 40), ("inter", 36), ("inter", 40)]
     assert [Tools.of(pstep=15.0, cascade=(6,)).residual.gain(i) for i in (1, 2)] == [255, 255]
     assert Tools.of(pstep=1.0, cascade=[-12]).residual.gain(3) == 16  # a list (JSON) is taken as a tuple; floor 16
-    for bad in ((13,), (float("nan"),), ("1",), (0.0,) * 65, 3):
-        with pytest.raises(InputError, match="cascade"):
+    for bad in ((13,), (float("nan"),), (float("inf"),), (10**400,), (True,), ("1",), (0.0,) * 65, 3):
+        with pytest.raises(InputError, match="cascade") as e:
             Tools.of(cascade=bad)
+        assert len(str(e.value)) < 120
 
 
 def test_scene_cut_falls_back_to_intra(clip):

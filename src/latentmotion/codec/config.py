@@ -69,14 +69,15 @@ class ResidualTools:
     block: tile side of the coded-tile (skip) flags; pstep: the step of predicted frames relative
     to the stream's (intra) step, as x265's ``ipratio`` (a predicted frame inherits its reference's
     quality, so a coarser one costs less than it loses); cascade: each predicted frame's step about
-    ``pstep`` by its position ``i`` in the stream, in sixths of an octave (HEVC's QP units), repeating:
-    its gain byte is ``round(16 pstep 2^(cascade[i % len(cascade)] / 6))`` within 16..255 (:meth:`gain`;
-    () for none). The default is HM's low-delay QP offsets (3, 2, 3, 1 on frames 1-4 of each four):
-    every fourth frame finer, a reference the next ones inherit;
+    ``pstep`` by its position ``i`` after the last intra frame, in sixths of an octave (HEVC's QP units),
+    repeating: its gain byte is ``round(16 pstep 2^(cascade[i % len(cascade)] / 6))`` within 16..255
+    (:meth:`gain`; at most 64 offsets, each within -12..12; () for none). The default has the spacing of HM's
+    low-delay QP offsets (5, 4, 5, 1 on frames 1-4 of each four, before HM 16's QP-dependent model): every fourth
+    frame finer, a reference the next ones inherit;
     rdoq: Lagrange multiplier of rate-distortion-optimised quantisation (0: off; squared error in steps
-    per bit in predicted frames; every frame, intra included, weighs its levels with that multiplier in
-    its own level units, ``rdoq (16 / g)^2`` squared levels per bit with ``g = round(16 pstep)`` the
-    predicted frames' gain, so an all-intra stream depends on ``pstep`` too); deadzone:
+    per bit in a predicted frame at ``pstep`` itself, offset 0; every frame, intra included, weighs its levels with
+    that multiplier in its own level units, ``rdoq (16 / g)^2`` squared levels per bit with ``g = round(16 pstep)``
+    (:meth:`base_gain`, the gain before the cascade), so an all-intra stream depends on ``pstep`` too); deadzone:
     rounding offsets (intra, inter) before it (0.5: plain rounding); wm: extra weight of each tile's
     mean error in it.
     """
@@ -91,11 +92,17 @@ class ResidualTools:
     cascade: tuple[float, ...] = (-2.0, 2.0, 1.0, 2.0)
 
     def __post_init__(self) -> None:
-        if isinstance(self.cascade, list):  # e.g. from JSON
-            object.__setattr__(self, "cascade", tuple(self.cascade))
+        for f in ("deadzone", "cascade"):
+            if isinstance(getattr(self, f), list):  # e.g. from JSON: settings stay hashable and compare equal
+                object.__setattr__(self, f, tuple(getattr(self, f)))
 
-    def gain(self, index: int) -> int:
-        """The gain byte of a predicted frame at stream position ``index`` (a level is ``gain / 16`` steps).
+    def base_gain(self) -> int:
+        """The gain byte of ``pstep`` itself, before the cascade: the level unit of RDOQ's lambda in every frame."""
+        return round(MIN_GAIN * self.pstep)  # MIN_GAIN: one whole step
+
+    def gain(self, position: int) -> int:
+        """The gain byte of a predicted frame ``position`` frames after the last intra frame (a level is ``gain / 16``
+        steps).
 
         Example:
             >>> [ResidualTools().gain(i) for i in range(1, 9)]
@@ -103,8 +110,8 @@ class ResidualTools:
             >>> ResidualTools(pstep=1.5, cascade=()).gain(7)
             24
         """
-        o = self.cascade[index % len(self.cascade)] if self.cascade else 0.0
-        return min(MAX_GAIN, max(MIN_GAIN, round(MIN_GAIN * self.pstep * 2 ** (o / 6))))  # MIN_GAIN: one whole step
+        o = self.cascade[position % len(self.cascade)] if self.cascade else 0.0
+        return min(MAX_GAIN, max(MIN_GAIN, round(MIN_GAIN * self.pstep * 2 ** (o / 6))))
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,8 @@ class Tools:
         m, r = self.motion, self.residual
         if m.mode not in MODES:
             raise InputError(f"unknown motion mode {m.mode!r}; choose one of {', '.join(MODES)}")
-        problem = tools_problem(r.block, m.mblock, m.search, m.subpel, m.intra_period) or _pstep_problem(r.pstep) or _cascade_problem(r.cascade)
+        problem = tools_problem(r.block, m.mblock, m.search, m.subpel, m.intra_period)
+        problem = problem or _pstep_problem(r.pstep) or _cascade_problem(r.cascade)
         if problem:
             raise InputError(problem)
 
@@ -139,17 +147,20 @@ class Tools:
 
 
 def _pstep_problem(pstep: float) -> str | None:
-    """What is wrong with a P-frame step ratio (a frame's gain byte is ``round(16 pstep)``), or None."""
+    """What is wrong with a P-frame step ratio (``round(16 pstep)`` is a gain byte before the cascade), or None."""
     top = MAX_GAIN / MIN_GAIN
     if not (math.isfinite(pstep) and 1 <= pstep <= top):
         return f"pstep (the P-frame step relative to the intra step) must lie in 1..{top:g}, got {pstep:g}"
     return None
 
 
-def _cascade_problem(cascade) -> str | None:
+def _cascade_problem(cascade: tuple) -> str | None:
     """What is wrong with a quality cascade (QP offsets of predicted frames by position), or None."""
-    if not isinstance(cascade, tuple) or len(cascade) > MAX_CASCADE:
-        return f"cascade must be a sequence of at most {MAX_CASCADE} QP offsets, got {cascade!r}"
-    if not all(isinstance(o, (int, float)) and math.isfinite(o) and abs(o) <= 12 for o in cascade):
-        return f"cascade offsets must be numbers within -12..12 (sixths of an octave), got {cascade!r}"
+    if not isinstance(cascade, tuple):
+        return f"cascade must be a tuple or list of QP offsets, got {type(cascade).__name__}"
+    if len(cascade) > MAX_CASCADE:
+        return f"cascade holds at most {MAX_CASCADE} QP offsets, got {len(cascade)}"
+    for o in cascade:  # numbers, not flags; NaN, inf and huge integers fail the range
+        if isinstance(o, bool) or not isinstance(o, (int, float)) or not -12 <= o <= 12:
+            return f"cascade offsets must be numbers within -12..12 (sixths of an octave), got {str(o)[:20]!r}"
     return None

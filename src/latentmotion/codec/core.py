@@ -118,7 +118,7 @@ class Encoder:
         if problem:
             raise InputError(problem)
         self.tools = tools
-        self.pgain = round(ONE * r.pstep)  # predicted frames' gain byte before the cascade: RDOQ's level units
+        self.pgain = r.base_gain()  # RDOQ's level units in every frame
         self.ctx = Context(m.mblock, m.search, m.subpel, *grid)
         self.ref: np.ndarray | None = None  # reconstruction R of the last frame (1/ONE step)
         self.ref2: np.ndarray | None = None  # and of the frame before it (the last one again after an intra frame)
@@ -126,6 +126,7 @@ class Encoder:
         self.probs = syntax.new_contexts(shape[0])  # inter-frame contexts (reset by every intra frame)
         self.prev_frame: torch.Tensor | None = None
         self.index = 0
+        self.last_intra = 0  # index of the last intra frame: the quality cascade counts from it
         self.stats: list[FrameStats] = []
         self.reconstructions: list[torch.Tensor] = []
 
@@ -239,7 +240,7 @@ class Encoder:
             cands = [self._intra(xs)]
         else:
             mv = self._vectors(xs)
-            cands = [self._inter(xs, self.tools.residual.gain(self.index), mv)]
+            cands = [self._inter(xs, self.tools.residual.gain(self.index - self.last_intra), mv)]
             # intra is only worth a trial where prediction leaves much of the signal's energy (a scene cut)
             # (prediction from an unrelated frame leaves about twice the energy); there the predicted frame is
             # tried at the intra step too, so that the choice is of quality alike (what follows inherits it)
@@ -248,14 +249,15 @@ class Encoder:
         costs = [_sse(xs, rec, 1.0 / ONE) + self.tools.motion.lam * 8 * len(p) for p, rec, _, _ in cands] if len(cands) > 1 else [0.0]
         payload, rec, probs, side = cands[int(np.argmin(costs))]
         if payload[0] == INTRA:
-            probs = syntax.new_contexts(self.header.shape[0])
+            probs, self.last_intra = syntax.new_contexts(self.header.shape[0]), self.index
         payload = struct.pack("<I", self.index) + payload
         pad = self.header.min_record() - 8 - len(payload)
         payload += bytes(max(0, pad))  # zeros read back as the coder's own past-the-end bytes
         self.ref, self.ref2, self.probs, self.prev_frame = rec, rec if payload[4] == INTRA else self.ref, probs, frame
         self.index += 1
         out = _output(rec, self.header.step)
-        self.stats.append(FrameStats("intra" if payload[4] == INTRA else "inter", 8 * (len(payload) + 8), side, _sse(xn, out.numpy(), 1.0), payload[5]))
+        kind = "intra" if payload[4] == INTRA else "inter"
+        self.stats.append(FrameStats(kind, 8 * (len(payload) + 8), side, _sse(xn, out.numpy(), 1.0), payload[5]))
         self.reconstructions.append(out)
         return write_frame(payload)
 

@@ -116,23 +116,31 @@ def test_preparing_splits_loads_each_network_once_and_one_at_a_time(monkeypatch)
 
 
 def test_model_cache_close_cancels_a_preparation_under_way():
-    """A server stopping while an Open still loads its model leaves no task pending when the loop ends."""
-    started, release = threading.Event(), threading.Event()
+    """A server stopping while an Open still loads its model: the Open is cancelled, close returns once the loading
+    thread has ended (it cannot be stopped), the handle it made is closed, later Opens are refused, and no task is
+    left pending when the loop ends."""
+    started, release, closed = threading.Event(), threading.Event(), []
+
+    class Handle:
+        def close(self):
+            closed.append(self)
 
     def make(m, layer, w):
         started.set()
         release.wait(5)
-        return object()
+        return Handle()
 
     async def main():
         cache = ModelCache(make)
         opening = asyncio.ensure_future(cache.get("m", "l", "w"))
         await asyncio.to_thread(started.wait, 5)
+        asyncio.get_running_loop().call_later(0.2, release.set)
         await cache.close()
-        release.set()
+        assert release.is_set() and len(closed) == 1  # close waited for the thread and closed its handle
         with pytest.raises(asyncio.CancelledError):
             await opening
-        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        return len(cache), pending
+        with pytest.raises(StreamError, match="shutting down"):
+            await cache.get("m", "l2", "w")
+        return len(cache), [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
 
     assert asyncio.run(main()) == (0, [])

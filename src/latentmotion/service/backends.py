@@ -196,12 +196,21 @@ class ModelCache:
     _entries: OrderedDict = field(default_factory=OrderedDict)
 
     _making: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
+    _closed: bool = False
 
     async def _make(self, model: str, layer: str, weights: str) -> CloudHandle:
         async with self._making:  # one at a time, off the event loop: Opens for many keys queue, not pile onto the cores
-            return await asyncio.to_thread(self.make, model, layer, weights)
+            loading = asyncio.ensure_future(asyncio.to_thread(self.make, model, layer, weights))
+            try:
+                return await asyncio.shield(loading)
+            except asyncio.CancelledError:  # a thread cannot be stopped: hold the slot until it ends, close what it made
+                loading.add_done_callback(_close_unused)
+                await asyncio.wait({loading})
+                raise
 
     async def get(self, model: str, layer: str, weights: str) -> CloudHandle:
+        if self._closed:
+            raise StreamError(grpc.StatusCode.UNAVAILABLE, "", "the server is shutting down; reconnect")
         key = (model, layer, weights)
         if key not in self._entries:  # streams asking for the same key share one preparation
             self._entries[key] = asyncio.ensure_future(self._make(model, layer, weights))
@@ -220,8 +229,10 @@ class ModelCache:
         return handle
 
     async def close(self) -> None:
-        """Cancel the preparations still under way (a server stopping mid-Open), so that none is left pending when
-        the event loop ends, and forget every handle (their owner, the backend, releases what they hold)."""
+        """Refuse further Opens, cancel the preparations still under way (a server stopping mid-Open: each returns
+        once its loading thread ends, whose handle is then closed) and forget every handle made (their owner, the
+        backend, releases what they hold). No task is left pending when the event loop ends."""
+        self._closed = True
         tasks, self._entries = list(self._entries.values()), OrderedDict()
         for task in tasks:
             task.cancel()  # no effect on a finished one
@@ -229,6 +240,12 @@ class ModelCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _close_unused(loading: asyncio.Future) -> None:
+    """Close the handle a cancelled preparation made after all (nobody will use it)."""
+    if not loading.cancelled() and loading.exception() is None:
+        loading.result().close()
 
 
 class _LocalHandle(CloudHandle):

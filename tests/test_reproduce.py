@@ -117,3 +117,24 @@ def test_reproduce_refuses_non_empty_out_and_bad_options(tmp_path):
         out = tmp_path if not args else tmp_path / "new"
         r = subprocess.run([sys.executable, "-m", "latentmotion.cli", "reproduce", "--out", str(out), *args], capture_output=True, text=True, timeout=600)
         assert r.returncode == 2 and needle in r.stderr, (args, r.stderr)
+
+
+def test_progress_bar_writes_to_stderr_and_vanishes_on_failure():
+    """stdout carries only results: the bar is drawn on stderr, prints inside it stay on stdout, and a run that fails
+    takes its bar away (its one-line error stands alone)."""
+    prog = """
+import sys
+from latentmotion.experiments.reproduce import progress_bar
+with progress_bar() as bar:
+    bar.advance(bar.add_task("done", total=1), 1)
+    print("result")
+try:
+    with progress_bar() as bar:
+        bar.advance(bar.add_task("failing", total=2), 1)
+        raise ValueError
+except ValueError:
+    pass
+"""
+    r = subprocess.run([sys.executable, "-c", prog], check=True, capture_output=True, text=True, timeout=120)
+    assert r.stdout == "result\n"
+    assert "done" in r.stderr and "1/1" in r.stderr and "failing" not in r.stderr

@@ -28,6 +28,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -112,8 +113,7 @@ def rd(frames: int, out: Path, configs: tuple[str, ...] = CONFIGS, anchors: tupl
         for model, layers in CUTS.items():
             for layer in layers:
                 st = EvalSettings(video=video, model=model, layer=layer, frames=frames, configs=configs)
-                if anchors is not None:
-                    st.anchors = anchors
+                st = st if anchors is None else replace(st, anchors=anchors)
                 s = evaluate(st, out / f"{video}_{model}_{layer}")
                 summaries.append(s)
                 g, f, c = s["goal"], s["noise_floor"], s["confidence"]
@@ -138,6 +138,11 @@ def anchor_sweep(frames: int, out: Path, video: str, layer: str) -> None:
     print(table(rows, ("anchor", "block vs anchor, PSNR", "block vs anchor, KL")))
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list, as ``codec eval`` reads one (blanks dropped: '' is none)."""
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rd", action="store_true", help="run the BD-rate comparison (an hour on 2 cores) instead of the speed test")
@@ -147,11 +152,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--configs", default=",".join(CONFIGS), help="--rd: our configurations, comma-separated")
-    ap.add_argument("--with-anchors", default=None, help="--rd: anchors, comma-separated (default: codec eval's; a subset saves time)")
+    ap.add_argument("--with-anchors", default=None, help="--rd: anchors, comma-separated (default: codec eval's; a subset saves time; "
+                    "the goals read x265_ldp and x265_intra, and remote inference as the larger BD-rate of the remote anchors at each size)")
     a = ap.parse_args()
     out = a.out or Path(tempfile.mkdtemp(prefix="bench_codec_"))
     if a.rd:
-        rd(a.frames, out, tuple(a.configs.split(",")), None if a.with_anchors is None else tuple(a.with_anchors.split(",")))
+        rd(a.frames, out, _names(a.configs), None if a.with_anchors is None else _names(a.with_anchors))
     elif a.anchors:
         anchor_sweep(a.frames, out, a.video, a.layer)
     else:

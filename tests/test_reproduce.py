@@ -138,3 +138,4 @@ except ValueError:
     r = subprocess.run([sys.executable, "-c", prog], check=True, capture_output=True, text=True, timeout=120)
     assert r.stdout == "result\n"
     assert "done" in r.stderr and "1/1" in r.stderr and "failing" not in r.stderr
+    assert r.stderr.count("\n") == 1  # the finished bar's line, and no blank line from the failing one

@@ -33,7 +33,8 @@ from ._exit import fail as _fail
 from ._exit import signal_word
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Motion in the latent space of CNNs (collaborative intelligence).")
-console = Console(markup=False, highlight=False)  # text from streams and paths is shown as it is, never as markup
+console = Console(markup=False, highlight=False, soft_wrap=True)  # text from streams and paths as it is, never as markup,
+# and never broken at 80 columns where stdout is a file or a pipe
 
 T = TypeVar("T")
 

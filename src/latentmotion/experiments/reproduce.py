@@ -87,7 +87,9 @@ def progress_bar() -> Iterator:
         try:
             yield bar
         except BaseException:
+            # a terminal erases the bar; elsewhere (a log, a pipe) rich would still end it with a blank line
             bar.live.transient = True
+            bar.console.quiet = not bar.console.is_terminal
             raise
 
 

@@ -100,7 +100,7 @@ def flow(
 def reproduce(
     out: Path = typer.Option(..., help="output folder (refused if it exists and is not empty, unless --force)"),
     profile: str = typer.Option("quick", help="smoke, quick or paper"),
-    models: Optional[list[str]] = typer.Option(None, "--models", help="name[@weights][:layer,layer]; repeatable. Default: the profile's"),
+    models: Optional[list[str]] = typer.Option(None, "--models", help="name\\[@weights]\\[:layer,layer]; repeatable. Default: the profile's"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     seed: int = typer.Option(0, help="seed of every random choice (recorded in the report)"),
     image: str = typer.Option("chelsea", help="scikit-image photo name or image file"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -215,9 +217,19 @@ def test_a_step_out_of_the_features_range_is_refused_before_any_encode(tmp_path,
 
     monkeypatch.setattr(codec_eval, "_code", lambda *a, **k: pytest.fail("encoded before refusing the step"))
     st = codec_eval.EvalSettings(frames=2, steps=(1.0, 2.0, 4.0, 1e-25), configs=("zero",), anchors=())
-    with pytest.raises(InputError, match=r"--steps 1e-25 .*too small"):
+    with pytest.raises(InputError, match=r"--steps 1e-25 does not suit") as e:
         codec_eval.evaluate(st, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    # the bounds it names are relative steps, as --steps takes them: typed back, they pass, and a little past them not
+    x = 3.0 * torch.randn(2, 8, 4, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(InputError, match="within") as e:
+        codec_eval._check_steps(replace(st, steps=(1e-25,)), "zero", x)
+    lo, hi = (float(v) for v in str(e.value).rsplit("within ", 1)[1].split(".."))
+    for rel in (lo, hi):
+        codec_eval._check_steps(replace(st, steps=(rel,)), "zero", x)
+    for rel in (lo * 0.99, hi * 1.01):
+        with pytest.raises(InputError, match="within"):
+            codec_eval._check_steps(replace(st, steps=(rel,)), "zero", x)
 
 
 def test_remote_inference_at_the_clips_size_is_refused_past_its_pixel_budget(monkeypatch):

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..codec import MAX_Q, Encoder, MotionTools, StreamId, Tools, decode_stream, encode_sequence
-from ..codec.limits import check_step
+from ..codec.limits import check_step, shown_bound, step_range
 from ..data import fit_frame, read_frames, video_path
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
@@ -291,7 +291,12 @@ def _check_steps(st, name: str, x: torch.Tensor) -> None:
         try:
             check_step(rel * rms, x, MAX_Q // 2)
         except InputError as exc:
-            raise InputError(f"--steps {rel:g} (times the RMS {rms:.3g} of what {name} codes): {exc}") from None
+            lo, hi = step_range(x, MAX_Q // 2)
+            if lo <= rel * rms <= hi:  # the number itself (the header's float32 range), not the tensors
+                raise InputError(f"--steps {rel:g} (times the RMS {rms:.3g} of what {name} codes): {exc}") from None
+            # --steps are relative: the bounds the user can type, not the absolute step check_step names
+            raise InputError(f"--steps {rel:g} does not suit what {name} codes (RMS {rms:.3g}): its relative steps must lie "
+                             f"within {shown_bound(lo / rms, True)}..{shown_bound(hi / rms, False)}") from None
 
 
 def _ours(st, rows, feats, clip, split, fingerprint, progress) -> None:

@@ -365,3 +365,28 @@ def test_a_frame_range_past_the_clip_is_refused_before_the_edge_loads_its_model(
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model loaded before the range was checked"))
     with pytest.raises(InputError, match="out of range: bikes.mp4 has 250 frames"):
         stream_video("127.0.0.1:1", VideoSource(video="bikes.mp4", start=200, frames=51), EdgeOptions(insecure=True))
+
+
+def test_a_drain_past_its_timeout_ends_the_streams_itself():
+    """Frames still waiting in the batcher when the drain's time is up: the server ends their stream itself, with
+    UNAVAILABLE and its reason (a stream_error), before gRPC stops; gRPC would cancel the call under the handler
+    ('Cancelling all calls', and a traceback from its own logger)."""
+    srv = ServerThread(max_wait_ms=30000, max_batch=64)  # the frames wait for a batch that never fills
+    enc = make_encoder()()
+    msgs = [_open(enc.header_bytes()), *(_frame(i, enc.encode(x)) for i, x in enumerate(features()[:2]))]
+
+    async def main():
+        talk = asyncio.ensure_future(_raw(srv.target, msgs, wait=60))
+        t = time.perf_counter()
+        while srv.metric("latentmotion_received_bytes_total") < sum(len(m.frame.record) for m in msgs[1:]) and time.perf_counter() - t < 60:
+            await asyncio.sleep(0.05)
+        clean = await asyncio.to_thread(srv.call, srv.server.drain(0.3))
+        return clean, await talk
+
+    try:
+        clean, (code, details, replies) = asyncio.run(main())
+    finally:
+        srv.loop.call_soon_threadsafe(srv.loop.stop)
+        srv.thread.join(10)
+    assert not clean and code == grpc.StatusCode.UNAVAILABLE and "shutting down" in details, (code, details)
+    assert not [r for r in replies if r.WhichOneof("kind") == "result"]  # no answer came: they were still batching

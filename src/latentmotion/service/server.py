@@ -301,6 +301,7 @@ class CloudServer:
         self.backend = backend or make_backend(config)
         self.draining = asyncio.Event()
         self.active = 0
+        self._runs: set[asyncio.Task] = set()  # the streams' own work, which a drain that times out ends itself
         self._metrics_http = None
 
     async def infer_stream(self, request_iterator, context) -> None:
@@ -322,7 +323,7 @@ class CloudServer:
             try:
                 # Accepted: the edge waits for this before it writes, so a refusal never races its first message.
                 await context.send_initial_metadata(())
-                n = await _Stream(self, context).run()
+                n = await self._run(_Stream(self, context))
                 log_event("stream_end", peer=peer, frames=n, seconds=round(time.perf_counter() - t, 3))
             except StreamError as exc:
                 if exc.kind:
@@ -330,6 +331,20 @@ class CloudServer:
                 why = shown(exc)[:1000]  # control characters a client sent come back escaped
                 log_event("stream_error", peer=peer, code=exc.code.name, kind=exc.kind, message=why)
                 await context.abort(exc.code, why)
+
+    async def _run(self, stream: _Stream) -> int:
+        """Run a stream as a task of ours: a drain past its timeout cancels it and the edge hears UNAVAILABLE (were gRPC
+        to cancel the call at its stop, it would print its own traceback)."""
+        run = asyncio.ensure_future(stream.run())
+        self._runs.add(run)
+        try:
+            return await run
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # the call itself was cancelled (the edge went away): as before
+                raise
+            raise StreamError(_S.UNAVAILABLE, "", "the server is shutting down; reconnect") from None
+        finally:
+            self._runs.discard(run)
 
     @contextlib.contextmanager
     def _slot(self):
@@ -399,6 +414,10 @@ class CloudServer:
         while self.active and time.perf_counter() - t < timeout:
             await asyncio.sleep(0.02)
         clean = self.active == 0
+        for run in list(self._runs):  # streams that outlived the timeout end with UNAVAILABLE, before gRPC stops
+            run.cancel()
+        while self.active and time.perf_counter() - t < timeout + 0.5:
+            await asyncio.sleep(0.02)
         await self.server.stop(0.5)
         await self.backend.close()
         if self._metrics_http:

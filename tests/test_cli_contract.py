@@ -524,3 +524,10 @@ def test_a_signal_swallowed_by_a_ctypes_callback_is_raised_again_once_back_in_py
         signal.signal(signal.SIGTERM, old[0])
         sys.unraisablehook = old[1]
     assert "Exception ignored" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [[], ["codec"]])
+def test_no_command_shows_the_help_and_says_so_in_one_line(args):
+    r = subprocess.run(_cmd(args), check=False, capture_output=True, text=True, timeout=120, env=_env())
+    assert r.returncode == 2 and "Usage" in r.stdout
+    _check_one_line(r, 2, "missing command")

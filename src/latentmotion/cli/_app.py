@@ -207,8 +207,8 @@ def _run(args: list[str] | None) -> None:
 def _parser_exit(exc: Exception) -> None:
     """Exit for the parser's own exceptions (Typer vendors click, so they are matched by shape)."""
     name = type(exc).__name__
-    if name == "NoArgsIsHelpError":
-        _fail(exc.format_message(), 2)  # type: ignore[attr-defined]
+    if name == "NoArgsIsHelpError":  # the help went to stdout; its message is empty where the help is rich's
+        _fail(exc.format_message().strip() or "error: missing command (the commands are listed above)", 2)  # type: ignore[attr-defined]
     if name == "Exit":  # --help and the like: finished
         _settle()
         sys.exit(exc.exit_code)  # type: ignore[attr-defined]

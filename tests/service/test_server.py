@@ -383,8 +383,12 @@ def test_a_drain_past_its_timeout_ends_the_streams_itself():
         clean = await asyncio.to_thread(srv.call, srv.server.drain(0.3))
         return clean, await talk
 
+    async def inferring():  # the stream's queued inferences ended with it: none is left on the server's loop
+        return [t for t in asyncio.all_tasks() if "_infer" in repr(t.get_coro()) and not t.done()]
+
     try:
         clean, (code, details, replies) = asyncio.run(main())
+        assert srv.call(inferring()) == []
     finally:
         srv.loop.call_soon_threadsafe(srv.loop.stop)
         srv.thread.join(10)

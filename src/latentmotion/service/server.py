@@ -225,11 +225,23 @@ class _Stream:
             self.out.put_nowait(None)
             await writer  # every frame read gets its answer before the stream closes
         finally:
-            writer.cancel()  # and wait for it: no write of this stream outlives it
-            await asyncio.gather(writer, return_exceptions=True)
+            # and wait for them: no write or inference of this stream outlives it (a stream cut short, by its edge or a
+            # drain past its timeout, leaves frames queued; their tasks were destroyed pending when the loop ended)
+            left = [writer, *(item for item in _drained(self.out) if item is not None)]
+            for item in left:
+                item.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
         if self.server.draining.is_set():
             raise StreamError(_S.UNAVAILABLE, "", "the server is shutting down; reconnect")
         return n
+
+
+def _drained(queue: asyncio.Queue) -> list:
+    """Whatever ``queue`` holds, taken out of it."""
+    items = []
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    return items
 
 
 _UNPARSED = object()  # what _parse_edge_message makes of bytes that are no EdgeMessage
@@ -405,19 +417,22 @@ class CloudServer:
         if cfg.metrics_port is not None:
             self._metrics_http = _start_metrics(self.metrics, cfg.host, cfg.metrics_port)
 
+    async def _until_idle(self, deadline: float) -> bool:
+        """Wait until no stream is open or ``deadline`` (``time.perf_counter``) passes; True when none is open."""
+        while self.active and time.perf_counter() < deadline:
+            await asyncio.sleep(0.02)
+        return self.active == 0
+
     async def drain(self, timeout: float | None = None) -> bool:
         """Stop accepting streams, let open ones answer every frame received, stop. True when all ended in time."""
         timeout = self.config.drain_timeout if timeout is None else timeout
         self.draining.set()
         await self.health.enter_graceful_shutdown()
         t = time.perf_counter()
-        while self.active and time.perf_counter() - t < timeout:
-            await asyncio.sleep(0.02)
-        clean = self.active == 0
+        clean = await self._until_idle(t + timeout)
         for run in list(self._runs):  # streams that outlived the timeout end with UNAVAILABLE, before gRPC stops
             run.cancel()
-        while self.active and time.perf_counter() - t < timeout + 0.5:
-            await asyncio.sleep(0.02)
+        await self._until_idle(t + timeout + 0.5)
         await self.server.stop(0.5)
         await self.backend.close()
         if self._metrics_http:

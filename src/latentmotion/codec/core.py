@@ -118,7 +118,6 @@ class Encoder:
         if problem:
             raise InputError(problem)
         self.tools = tools
-        self.pgain = r.base_gain()  # RDOQ's level units in every frame
         self.ctx = Context(m.mblock, m.search, m.subpel, *grid)
         self.ref: np.ndarray | None = None  # reconstruction R of the last frame (1/ONE step)
         self.ref2: np.ndarray | None = None  # and of the frame before it (the last one again after an intra frame)
@@ -154,7 +153,7 @@ class Encoder:
         # one lambda in level units for every frame, the predicted frames' (rdoq is in their squared steps): intra
         # frames at rdoq steps^2 (4x this at pstep 2) came out coarse; this rule gained 3-19 % of feature-PSNR
         # BD-rate on klt (48 frames, docs/codec.md section 7, "One RDOQ lambda in level units for every frame")
-        lam = r.rdoq * (ONE / self.pgain) ** 2
+        lam = r.rdoq * (ONE / r.base_gain()) ** 2  # pstep's gain before the cascade: RDOQ's level unit in every frame
         e = rangecoder.encoder(syntax.capacity(xs, r.block, np.zeros((2, 0, 0)) if mv is None else mv))  # (sizes only)
         if mv is not None:
             syntax.encode_vectors(e, probs, mv)

@@ -37,6 +37,7 @@ sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _util import median_time, table  # noqa: E402
 
 import latentmotion as lm  # noqa: E402
+from latentmotion.cli._app import parse_list  # noqa: E402  (the lists read as codec eval reads them)
 from latentmotion.codec import Encoder, Tools, decode_stream, encode_sequence  # noqa: E402
 from latentmotion.data import read_frames, video_path  # noqa: E402
 from latentmotion.experiments.codec_anchors import code_features  # noqa: E402
@@ -138,11 +139,6 @@ def anchor_sweep(frames: int, out: Path, video: str, layer: str) -> None:
     print(table(rows, ("anchor", "block vs anchor, PSNR", "block vs anchor, KL")))
 
 
-def _names(text: str) -> tuple[str, ...]:
-    """A comma-separated list, as ``codec eval`` reads one (blanks dropped: '' is none)."""
-    return tuple(n.strip() for n in text.split(",") if n.strip())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rd", action="store_true", help="run the BD-rate comparison (an hour on 2 cores) instead of the speed test")
@@ -157,7 +153,8 @@ def main() -> None:
     a = ap.parse_args()
     out = a.out or Path(tempfile.mkdtemp(prefix="bench_codec_"))
     if a.rd:
-        rd(a.frames, out, _names(a.configs), None if a.with_anchors is None else _names(a.with_anchors))
+        anchors = None if a.with_anchors is None else tuple(parse_list(a.with_anchors, str, "--with-anchors", empty=True))
+        rd(a.frames, out, tuple(parse_list(a.configs, str, "--configs")), anchors)
     elif a.anchors:
         anchor_sweep(a.frames, out, a.video, a.layer)
     else:

@@ -95,10 +95,10 @@ def _settle() -> None:
         signal.signal(sig, _exit_at_once)
 
 
-def parse_list(text: str, convert: Callable[[str], T], option: str, kind: str = "values") -> list[T]:
-    """'1,2,4' -> [1, 2, 4]; refuses an empty list and items ``convert`` rejects."""
+def parse_list(text: str, convert: Callable[[str], T], option: str, kind: str = "values", empty: bool = False) -> list[T]:
+    """'1,2,4' -> [1, 2, 4] (blank items dropped); refuses items ``convert`` rejects, and an empty list unless ``empty``."""
     items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items:
+    if not items and not empty:
         raise InputError(f"{option} needs at least one of the comma-separated {kind}, got {text!r}")
     try:
         return [convert(s) for s in items]

@@ -230,7 +230,7 @@ def codec_eval(
     step_list = STEPS if steps is None else tuple(check_step(s) for s in parse_list(steps, float, "--steps", "numbers"))
     qp_list = tuple(parse_list(qps, int, "--qps", "integers")) if qps.strip() else ()
     cfgs = tuple(parse_list(configs, str, "--configs", "configuration names"))
-    anchor_list = DEFAULT_ANCHORS if anchors is None else tuple(a.strip() for a in anchors.split(",") if a.strip())
+    anchor_list = DEFAULT_ANCHORS if anchors is None else tuple(parse_list(anchors, str, "--anchors", empty=True))
     check_frame_range(start, frames, start + frames, video)  # the numbers themselves, before the video is opened
     source = video_path(video)
     st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)

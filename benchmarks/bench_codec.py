@@ -18,7 +18,7 @@ run (``--video``, ``--layer``), each against our ``block``: the sweep behind
 the default anchor.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_codec.py [--rd | --anchors] [--frames 96] [--out DIR]
-        [--configs intra,block,klt,kltw] [--with-anchors x265_ldp,remote_x265_net,...]
+        [--configs intra,block,klt,kltw] [--with-anchors x265_ldp,remote_x265_net,...] [--clips vtest.avi] [--layers _blocks.10.add]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import latentmotion as lm  # noqa: E402
 from latentmotion.cli._app import parse_list  # noqa: E402  (the lists read as codec eval reads them)
 from latentmotion.codec import Encoder, Tools, decode_stream, encode_sequence  # noqa: E402
 from latentmotion.data import read_frames, video_path  # noqa: E402
+from latentmotion.errors import InputError  # noqa: E402
 from latentmotion.experiments.codec_anchors import code_features  # noqa: E402
 from latentmotion.pipeline import edge_features  # noqa: E402
 
@@ -106,22 +107,31 @@ HEADER = ("video", "model", "layer", "stride", "best PSNR", "vs x265_ldp PSNR", 
           "floor KL", "median p")
 
 
-def rd(frames: int, out: Path, configs: tuple[str, ...] = CONFIGS, anchors: tuple[str, ...] | None = None) -> None:
+def runs(clips: str | None = None, layers: str | None = None) -> list[tuple[str, str, str]]:
+    """(video, model, layer) of every run, or of those on the comma-separated ``clips`` and ``layers``."""
+    every = [(v, m, l) for v in CLIPS for m, ls in CUTS.items() for l in ls]
+    keep_v = CLIPS if clips is None else parse_list(clips, str, "--clips", "clip names")
+    keep_l = [l for _, _, l in every] if layers is None else parse_list(layers, str, "--layers", "layer names")
+    unknown = sorted(set(keep_v) - set(CLIPS)) + sorted(set(keep_l) - {l for _, _, l in every})
+    if unknown:
+        raise InputError(f"no run on {', '.join(unknown)}; the clips are {', '.join(CLIPS)} and the layers {', '.join(l for ls in CUTS.values() for l in ls)}")
+    return [r for r in every if r[0] in keep_v and r[2] in keep_l]
+
+
+def rd(frames: int, out: Path, configs: tuple[str, ...] = CONFIGS, anchors: tuple[str, ...] | None = None, todo: list | None = None) -> None:
     from latentmotion.experiments.codec_eval import EvalSettings, evaluate
 
     rows, summaries = [], []
-    for video in CLIPS:
-        for model, layers in CUTS.items():
-            for layer in layers:
-                st = EvalSettings(video=video, model=model, layer=layer, frames=frames, configs=configs)
-                st = st if anchors is None else replace(st, anchors=anchors)
-                s = evaluate(st, out / f"{video}_{model}_{layer}")
-                summaries.append(s)
-                g, f, c = s["goal"], s["noise_floor"], s["confidence"]
-                rows.append((video, model, layer, s["stride"], g["best_psnr_mode"], _fmt(g["best_vs_x265_ldp_psnr"]), g["best_mode"], _fmt(g["best_vs_x265_ldp_kl"], g.get("best_vs_x265_ldp_kl_interval")),
-                             _fmt(g["intra_vs_x265_intra_psnr"]), _fmt(g["best_vs_remote_net_kl"], g.get("best_vs_remote_net_kl_interval")),
-                             _fmt(g["best_vs_remote_clip_kl"], g.get("best_vs_remote_clip_kl_interval")), f"{f['kl']:.1e}", f"{c['median_top1_probability']:.2f}"))
-                print(table(rows[-1:], HEADER), flush=True)
+    for video, model, layer in runs() if todo is None else todo:
+        st = EvalSettings(video=video, model=model, layer=layer, frames=frames, configs=configs)
+        st = st if anchors is None else replace(st, anchors=anchors)
+        s = evaluate(st, out / f"{video}_{model}_{layer}")
+        summaries.append(s)
+        g, f, c = s["goal"], s["noise_floor"], s["confidence"]
+        rows.append((video, model, layer, s["stride"], g["best_psnr_mode"], _fmt(g["best_vs_x265_ldp_psnr"]), g["best_mode"], _fmt(g["best_vs_x265_ldp_kl"], g.get("best_vs_x265_ldp_kl_interval")),
+                     _fmt(g["intra_vs_x265_intra_psnr"]), _fmt(g["best_vs_remote_net_kl"], g.get("best_vs_remote_net_kl_interval")),
+                     _fmt(g["best_vs_remote_clip_kl"], g.get("best_vs_remote_clip_kl_interval")), f"{f['kl']:.1e}", f"{c['median_top1_probability']:.2f}"))
+        print(table(rows[-1:], HEADER), flush=True)
     print()
     print(table(rows, HEADER))
     (out / "summaries.json").write_text(json.dumps(summaries, indent=1))
@@ -150,13 +160,18 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS), help="--rd: our configurations, comma-separated")
     ap.add_argument("--with-anchors", default=None, help="--rd: anchors, comma-separated (default: codec eval's; a subset saves time; "
                     "the goals read x265_ldp and x265_intra, and remote inference as the larger BD-rate of the remote anchors at each size)")
+    ap.add_argument("--clips", default=None, help=f"--rd: only these clips, comma-separated (of {', '.join(CLIPS)})")
+    ap.add_argument("--layers", default=None, help="--rd: only these cuts, comma-separated (of " + ", ".join(l for ls in CUTS.values() for l in ls) + ")")
     a = ap.parse_args()
-    out = a.out or Path(tempfile.mkdtemp(prefix="bench_codec_"))
     if a.rd:
-        anchors = None if a.with_anchors is None else tuple(parse_list(a.with_anchors, str, "--with-anchors", empty=True))
-        rd(a.frames, out, tuple(parse_list(a.configs, str, "--configs")), anchors)
+        try:
+            anchors = None if a.with_anchors is None else tuple(parse_list(a.with_anchors, str, "--with-anchors", empty=True))
+            configs, todo = tuple(parse_list(a.configs, str, "--configs")), runs(a.clips, a.layers)
+        except InputError as e:
+            ap.error(str(e))
+        rd(a.frames, a.out or Path(tempfile.mkdtemp(prefix="bench_codec_")), configs, anchors, todo)
     elif a.anchors:
-        anchor_sweep(a.frames, out, a.video, a.layer)
+        anchor_sweep(a.frames, a.out or Path(tempfile.mkdtemp(prefix="bench_codec_")), a.video, a.layer)
     else:
         speed()
 

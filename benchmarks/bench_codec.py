@@ -109,12 +109,13 @@ HEADER = ("video", "model", "layer", "stride", "best PSNR", "vs x265_ldp PSNR", 
 
 def runs(clips: str | None = None, layers: str | None = None) -> list[tuple[str, str, str]]:
     """(video, model, layer) of every run, or of those on the comma-separated ``clips`` and ``layers``."""
-    every = [(v, m, l) for v in CLIPS for m, ls in CUTS.items() for l in ls]
+    every = [(video, model, layer) for video in CLIPS for model, cuts in CUTS.items() for layer in cuts]
+    all_layers = [layer for cuts in CUTS.values() for layer in cuts]
     keep_v = CLIPS if clips is None else parse_list(clips, str, "--clips", "clip names")
-    keep_l = [l for _, _, l in every] if layers is None else parse_list(layers, str, "--layers", "layer names")
-    unknown = sorted(set(keep_v) - set(CLIPS)) + sorted(set(keep_l) - {l for _, _, l in every})
+    keep_l = all_layers if layers is None else parse_list(layers, str, "--layers", "layer names")
+    unknown = sorted(set(keep_v) - set(CLIPS)) + sorted(set(keep_l) - set(all_layers))
     if unknown:
-        raise InputError(f"no run on {', '.join(unknown)}; the clips are {', '.join(CLIPS)} and the layers {', '.join(l for ls in CUTS.values() for l in ls)}")
+        raise InputError(f"no run on {', '.join(unknown)}; the clips are {', '.join(CLIPS)} and the layers {', '.join(all_layers)}")
     return [r for r in every if r[0] in keep_v and r[2] in keep_l]
 
 
@@ -161,7 +162,7 @@ def main() -> None:
     ap.add_argument("--with-anchors", default=None, help="--rd: anchors, comma-separated (default: codec eval's; a subset saves time; "
                     "the goals read x265_ldp and x265_intra, and remote inference as the larger BD-rate of the remote anchors at each size)")
     ap.add_argument("--clips", default=None, help=f"--rd: only these clips, comma-separated (of {', '.join(CLIPS)})")
-    ap.add_argument("--layers", default=None, help="--rd: only these cuts, comma-separated (of " + ", ".join(l for ls in CUTS.values() for l in ls) + ")")
+    ap.add_argument("--layers", default=None, help="--rd: only these cuts, comma-separated (of " + ", ".join(sum(CUTS.values(), ())) + ")")
     a = ap.parse_args()
     if a.rd:
         try:

@@ -148,6 +148,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--insecure", "--host", "0.0.0.0"), "only on loopback"),
         (("--insecure", "--idle-timeout", "inf"), "at most 1e6"),
         (("--insecure", "--weights", "{tmp}/missing.pt"), "existing state-dict file"),
+        (("--insecure", "--models", ","), "--models needs at least one"),  # was an empty allowlist: any model
     ],
     "stream": [
         (("--insecure", "--port", "70000"), "--port"),

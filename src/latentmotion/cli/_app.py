@@ -22,30 +22,17 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
-from typing import TypeVar
 
 import typer
 from rich.console import Console
 
-from ..errors import InputError, LatentMotionError, shown
+from ..errors import LatentMotionError, shown
+from ._exit import Interrupted
 from ._exit import fail as _fail
-from ._exit import signal_word
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Motion in the latent space of CNNs (collaborative intelligence).")
 console = Console(markup=False, highlight=False, soft_wrap=True)  # text from streams and paths as it is, never as markup,
 # and never broken at 80 columns where stdout is a file or a pipe
-
-T = TypeVar("T")
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; ``code`` is the exit status (128 + signal number)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.code = 128 + signum
-        self.word = signal_word(signum)
 
 
 _received: list[int] = []  # signals taken by _raise_interrupted in this run
@@ -93,17 +80,6 @@ def _exit_at_once(signum: int, _frame) -> None:
 def _settle() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_at_once)
-
-
-def parse_list(text: str, convert: Callable[[str], T], option: str, kind: str = "values", empty: bool = False) -> list[T]:
-    """'1,2,4' -> [1, 2, 4] (blank items dropped); refuses items ``convert`` rejects, and an empty list unless ``empty``."""
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items and not empty:
-        raise InputError(f"{option} needs at least one of the comma-separated {kind}, got {text!r}")
-    try:
-        return [convert(s) for s in items]
-    except ValueError:
-        raise InputError(f"{option} must be comma-separated {kind}, got {text!r}") from None
 
 
 #: motion tools that ``codec encode`` and ``stream`` leave at the codec's defaults (the others become options)

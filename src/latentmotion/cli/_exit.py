@@ -21,3 +21,12 @@ def fail(message: str, code: int) -> NoReturn:
         signal.signal(sig, signal.SIG_IGN)
     print(message, file=sys.stderr)
     sys.exit(code)
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; ``code`` is the exit status (128 + signal number)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.code = 128 + signum
+        self.word = signal_word(signum)

@@ -8,11 +8,12 @@ from typing import NamedTuple, Optional
 import typer
 
 from .. import _memory
+from .._lists import parse_list
 from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL, TASK_WEIGHT
 from ..errors import InputError
 from ..outputs import staged_file, staged_folder
-from ._app import MOTION_SKIP, app, config_options, console, parse_list, shown
+from ._app import MOTION_SKIP, app, config_options, console, shown
 
 __all__ = ["codec_app", "codec_decode", "codec_encode", "codec_eval", "codec_fit_transform"]
 
@@ -228,7 +229,7 @@ def codec_eval(
     from ..pipeline import check_frame_range
 
     step_list = STEPS if steps is None else tuple(check_step(s) for s in parse_list(steps, float, "--steps", "numbers"))
-    qp_list = tuple(parse_list(qps, int, "--qps", "integers")) if qps.strip() else ()
+    qp_list = tuple(parse_list(qps, int, "--qps", "integers", empty=True))
     cfgs = tuple(parse_list(configs, str, "--configs", "configuration names"))
     anchor_list = DEFAULT_ANCHORS if anchors is None else tuple(parse_list(anchors, str, "--anchors", empty=True))
     check_frame_range(start, frames, start + frames, video)  # the numbers themselves, before the video is opened

@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .._lists import parse_list
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
-from ._app import app, console, parse_list
+from ._app import app, console
 
 __all__ = ["demo", "flow", "layers", "models", "reproduce"]
 

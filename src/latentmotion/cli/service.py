@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from .._lists import parse_list
 from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
@@ -28,7 +29,7 @@ def _allowed(models: str, preload: list[str]) -> tuple[str, ...]:
     """The --models allowlist ('any': none), with every preloaded model on it."""
     if models.strip() == "any":
         return ()
-    listed = [m for m in models.split(",") if m]
+    listed = parse_list(models, str, "--models", "model names ('any' for every registry model)")  # '' is no allowlist: refused
     return tuple(dict.fromkeys(listed + [p.rsplit(":", 1)[0] for p in preload]))
 
 

@@ -19,7 +19,7 @@ import cv2
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _util import median_time, table  # noqa: E402
+from _util import median_time, run_main, table  # noqa: E402
 
 from latentmotion.estimation import block_match, block_match_reference, block_match_torch  # noqa: E402
 from latentmotion.experiments.flowcheck import video_pair  # noqa: E402
@@ -96,4 +96,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

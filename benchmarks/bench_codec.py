@@ -23,8 +23,8 @@ the default anchor.
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -34,20 +34,23 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _util import median_time, table  # noqa: E402
+from _util import Parser, median_time, run_main, table  # noqa: E402
 
 import latentmotion as lm  # noqa: E402
-from latentmotion.cli._app import parse_list  # noqa: E402  (the lists read as codec eval reads them)
+from latentmotion._lists import parse_list  # noqa: E402  (the lists read as codec eval reads them)
 from latentmotion.codec import Encoder, Tools, decode_stream, encode_sequence  # noqa: E402
 from latentmotion.data import read_frames, video_path  # noqa: E402
 from latentmotion.errors import InputError  # noqa: E402
 from latentmotion.experiments.codec_anchors import code_features  # noqa: E402
+from latentmotion.experiments.codec_eval import EvalSettings, check_settings, evaluate  # noqa: E402
+from latentmotion.outputs import staged_folder  # noqa: E402
 from latentmotion.pipeline import edge_features  # noqa: E402
 
 N = 24
 CLIPS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4", "vtest.avi")
 CONFIGS = ("intra", "block", "klt", "kltw")
 CUTS = {"efficientnet_lite0": ("_blocks.4.add", "_blocks.10.add"), "mobilenet_v2": ("features.6.add", "features.13.add")}
+LAYERS = tuple(layer for cuts in CUTS.values() for layer in cuts)
 #: x265 low-delay set-ups of the anchor sweep: the old anchor, then one change at a time towards the default.
 SWEEP = ("x265_ldp-pad8-framerange-noscenecut-medium", "x265_ldp-pad8-framerange-medium", "x265_ldp-pad8-medium", "x265_ldp-medium",
          "x265_ldp-pad8", "x265_ldp-noscenecut", "x265_ldp-framerange", "x265_ldp", "x265_ldp-veryslow")
@@ -107,25 +110,27 @@ HEADER = ("video", "model", "layer", "stride", "best PSNR", "vs x265_ldp PSNR", 
           "floor KL", "median p")
 
 
-def runs(clips: str | None = None, layers: str | None = None) -> list[tuple[str, str, str]]:
-    """(video, model, layer) of every run, or of those on the comma-separated ``clips`` and ``layers``."""
-    every = [(video, model, layer) for video in CLIPS for model, cuts in CUTS.items() for layer in cuts]
-    all_layers = [layer for cuts in CUTS.values() for layer in cuts]
+def runs(frames: int, configs: tuple[str, ...], anchors: tuple[str, ...] | None, clips: str | None = None, layers: str | None = None) -> list[EvalSettings]:
+    """The settings of every run, or of those on the comma-separated ``clips`` and ``layers``, each checked as
+    ``codec eval`` checks it (names, frames within the clip) before any run starts."""
     keep_v = CLIPS if clips is None else parse_list(clips, str, "--clips", "clip names")
-    keep_l = all_layers if layers is None else parse_list(layers, str, "--layers", "layer names")
-    unknown = sorted(set(keep_v) - set(CLIPS)) + sorted(set(keep_l) - set(all_layers))
+    keep_l = LAYERS if layers is None else parse_list(layers, str, "--layers", "layer names")
+    unknown = sorted(set(keep_v) - set(CLIPS)) + sorted(set(keep_l) - set(LAYERS))
     if unknown:
-        raise InputError(f"no run on {', '.join(unknown)}; the clips are {', '.join(CLIPS)} and the layers {', '.join(all_layers)}")
-    return [r for r in every if r[0] in keep_v and r[2] in keep_l]
-
-
-def rd(frames: int, out: Path, configs: tuple[str, ...] = CONFIGS, anchors: tuple[str, ...] | None = None, todo: list | None = None) -> None:
-    from latentmotion.experiments.codec_eval import EvalSettings, evaluate
-
-    rows, summaries = [], []
-    for video, model, layer in runs() if todo is None else todo:
+        raise InputError(f"no run on {', '.join(unknown)}; the clips are {', '.join(CLIPS)} and the layers {', '.join(LAYERS)}")
+    todo = []
+    for video, model, layer in ((v, m, lay) for v in CLIPS for m, cuts in CUTS.items() for lay in cuts if v in keep_v and lay in keep_l):
         st = EvalSettings(video=video, model=model, layer=layer, frames=frames, configs=configs)
         st = st if anchors is None else replace(st, anchors=anchors)
+        check_settings(st)
+        todo.append(st)
+    return todo
+
+
+def rd(todo: list[EvalSettings], out: Path) -> None:
+    rows, summaries = [], []
+    for st in todo:
+        video, model, layer = st.video, st.model, st.layer
         s = evaluate(st, out / f"{video}_{model}_{layer}")
         summaries.append(s)
         g, f, c = s["goal"], s["noise_floor"], s["confidence"]
@@ -137,45 +142,61 @@ def rd(frames: int, out: Path, configs: tuple[str, ...] = CONFIGS, anchors: tupl
     print(table(rows, HEADER))
     (out / "summaries.json").write_text(json.dumps(summaries, indent=1))
     print("goals: <= -25 % vs x265_ldp (PSNR and KL), <= 0 % intra vs x265_intra, <= -50 % KL vs remote inference at both sizes (stride 16);")
-    print("brackets: 90 % intervals of the KL BD-rates under a block bootstrap of the frames; reports in", out)
+    print("brackets: 90 % intervals of the KL BD-rates under a block bootstrap of the frames")
 
 
-def anchor_sweep(frames: int, out: Path, video: str, layer: str) -> None:
-    from latentmotion.experiments.codec_eval import EvalSettings, evaluate
-
+def sweep_settings(frames: int, video: str, layer: str) -> EvalSettings:
+    """The anchor sweep's settings on one run, checked as ``codec eval`` checks them."""
     st = EvalSettings(video=video, layer=layer, frames=frames, configs=("block",), anchors=SWEEP)
-    s = evaluate(st, out / f"sweep_{video}_{layer}")
+    check_settings(st)
+    return st
+
+
+def anchor_sweep(st: EvalSettings, out: Path) -> None:
+    s = evaluate(st, out / f"sweep_{st.video}_{st.layer}")
     rows = [(a, _fmt(s["bd_rate_percent"].get(f"block_vs_{a}")), _fmt(s["bd_rate_percent_kl"].get(f"block_vs_{a}"))) for a in SWEEP]
-    print(f"{video} {layer}, {frames} frames: block against each x265 low-delay set-up (the stronger the anchor, the larger the BD-rate)")
+    print(f"{st.video} {st.layer}, {st.frames} frames: block against each x265 low-delay set-up (the stronger the anchor, the larger the BD-rate)")
     print(table(rows, ("anchor", "block vs anchor, PSNR", "block vs anchor, KL")))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rd", action="store_true", help="run the BD-rate comparison (an hour on 2 cores) instead of the speed test")
-    ap.add_argument("--anchors", action="store_true", help="run the x265 anchor sweep on one clip and cut")
-    ap.add_argument("--video", default="bikes.mp4")
-    ap.add_argument("--layer", default="_blocks.4.add")
-    ap.add_argument("--frames", type=int, default=96)
-    ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--configs", default=",".join(CONFIGS), help="--rd: our configurations, comma-separated")
+    ap = Parser()
+    job = ap.add_mutually_exclusive_group()
+    job.add_argument("--rd", action="store_true", help="run the BD-rate comparison (an hour on 2 cores) instead of the speed test")
+    job.add_argument("--anchors", action="store_true", help="run the x265 anchor sweep on one clip and cut")
+    ap.add_argument("--video", default="bikes.mp4", help="--anchors: the clip")
+    ap.add_argument("--layer", default="_blocks.4.add", help="--anchors: the cut of EfficientNet-Lite0")
+    ap.add_argument("--frames", type=int, default=96, help="--rd, --anchors: frames of each clip, from its first")
+    ap.add_argument("--out", type=Path, default=None, help="--rd, --anchors: a new or empty folder for the reports (default: a new one in the temp folder)")
+    ap.add_argument("--force", action="store_true", help="--rd, --anchors: replace a non-empty --out folder (once the runs have ended)")
+    ap.add_argument("--configs", default=None, help=f"--rd: our configurations, comma-separated (default {','.join(CONFIGS)})")
     ap.add_argument("--with-anchors", default=None, help="--rd: anchors, comma-separated (default: codec eval's; a subset saves time; "
                     "the goals read x265_ldp and x265_intra, and remote inference as the larger BD-rate of the remote anchors at each size)")
     ap.add_argument("--clips", default=None, help=f"--rd: only these clips, comma-separated (of {', '.join(CLIPS)})")
-    ap.add_argument("--layers", default=None, help="--rd: only these cuts, comma-separated (of " + ", ".join(sum(CUTS.values(), ())) + ")")
+    ap.add_argument("--layers", default=None, help=f"--rd: only these cuts, comma-separated (of {', '.join(LAYERS)})")
     a = ap.parse_args()
-    if a.rd:
-        try:
-            anchors = None if a.with_anchors is None else tuple(parse_list(a.with_anchors, str, "--with-anchors", empty=True))
-            configs, todo = tuple(parse_list(a.configs, str, "--configs")), runs(a.clips, a.layers)
-        except InputError as e:
-            ap.error(str(e))
-        rd(a.frames, a.out or Path(tempfile.mkdtemp(prefix="bench_codec_")), configs, anchors, todo)
-    elif a.anchors:
-        anchor_sweep(a.frames, a.out or Path(tempfile.mkdtemp(prefix="bench_codec_")), a.video, a.layer)
-    else:
+    if not a.rd and any(v is not None for v in (a.configs, a.with_anchors, a.clips, a.layers)):
+        ap.error("--configs, --with-anchors, --clips and --layers go with --rd")
+    if not (a.rd or a.anchors):
         speed()
+        return
+    try:  # every setting checked before the folder is made and the first run starts
+        if a.rd:
+            anchors = None if a.with_anchors is None else tuple(parse_list(a.with_anchors, str, "--with-anchors", "anchor names", empty=True))
+            configs = CONFIGS if a.configs is None else tuple(parse_list(a.configs, str, "--configs", "configuration names"))
+            todo = runs(a.frames, configs, anchors, a.clips, a.layers)
+        else:
+            sweep = sweep_settings(a.frames, a.video, a.layer)
+    except InputError as e:
+        ap.error(str(e))
+    out = a.out or Path(tempfile.gettempdir()) / f"bench_codec_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
+    with staged_folder(out, a.force) as stage:  # published whole when every run ended; an error or a signal leaves nothing
+        if a.rd:
+            rd(todo, stage)
+        else:
+            anchor_sweep(sweep, stage)
+    print("reports in", out)
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -15,7 +15,7 @@ import sys
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _util import median_time, table  # noqa: E402
+from _util import median_time, run_main, table  # noqa: E402
 
 import latentmotion as lm  # noqa: E402
 from latentmotion.data import load_image  # noqa: E402
@@ -68,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -9,7 +9,6 @@ same frames, and their ratio (target <= 1.3 on the CPU for quick).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -19,14 +18,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _util import table  # noqa: E402
+from _util import Parser, run_main, table  # noqa: E402
 
 from latentmotion.experiments.profiles import get_profile, parse_target  # noqa: E402
 from latentmotion.experiments.reproduce import Settings, run  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = Parser()
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
@@ -43,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

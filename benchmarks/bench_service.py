@@ -25,7 +25,6 @@ p99 < 250 ms (2 cores).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import copy
 import math
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _util import table
+from _util import Parser, run_main, table
 
 MODEL, LAYER, VIDEO, N, STEP = "efficientnet_lite0", "_blocks.4.add", "bikes.mp4", 24, 4.0
 
@@ -111,7 +110,7 @@ def _server(max_batch: int, device: str):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = Parser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=256, help="frames per edge count, all edges together")
     ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--device", default="auto")
@@ -172,4 +171,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,0 +1,34 @@
+"""The benchmark scripts keep the commands' contract: a bad setting is one line and exit 2, before any output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(args: tuple[str, ...], tmp: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "TMPDIR": str(tmp)}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_codec.py"), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--rd", "--configs", "bogus"), "unknown codec configuration 'bogus'"),  # checked by codec eval's rule, before the first run
+        (("--rd", "--clips", "nope.mp4"), "no run on nope.mp4"),
+        (("--rd", "--with-anchors", "x265_ldp", "--frames", "100000", "--clips", "bikes.mp4"), "out of range"),
+        (("--configs", "block"), "go with --rd"),
+        (("--rd", "--anchors"), "not allowed with"),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_2_before_any_folder(args, needle, tmp_path):
+    r = _bench(args, tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+    assert list(tmp_path.iterdir()) == []  # no report folder in the temp folder

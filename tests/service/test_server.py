@@ -88,8 +88,10 @@ async def _raw(target: str, messages, wait: float = 0.0, metadata=None) -> tuple
             await call.initial_metadata()  # as the edge does: write only once the cloud accepted the stream
             for m in messages:
                 await call.write(m)
-            if wait:
-                await asyncio.sleep(wait)
+            if wait:  # hold the stream open that long, or until the server ends it
+                t = time.perf_counter()
+                while not call.done() and time.perf_counter() - t < wait:
+                    await asyncio.sleep(0.05)
             else:
                 await call.done_writing()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
@@ -378,16 +380,21 @@ def test_a_drain_past_its_timeout_ends_the_streams_itself():
     async def main():
         talk = asyncio.ensure_future(_raw(srv.target, msgs, wait=60))
         t = time.perf_counter()
-        while srv.metric("latentmotion_received_bytes_total") < sum(len(m.frame.record) for m in msgs[1:]) and time.perf_counter() - t < 60:
+        while waiting() < 2 and time.perf_counter() - t < 60:  # both frames decoded and queued for a batch
             await asyncio.sleep(0.05)
+        queued = waiting()
         clean = await asyncio.to_thread(srv.call, srv.server.drain(0.3))
-        return clean, await talk
+        return clean, queued, await talk
+
+    def waiting():
+        return sum(len(q) for q in list(srv.server.backend.batcher._queues.values()))
 
     async def inferring():  # the stream's queued inferences ended with it: none is left on the server's loop
-        return [t for t in asyncio.all_tasks() if "_infer" in repr(t.get_coro()) and not t.done()]
+        return [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "_Stream._infer" and not t.done()]
 
     try:
-        clean, (code, details, replies) = asyncio.run(main())
+        clean, queued, (code, details, replies) = asyncio.run(main())
+        assert queued == 2  # else the drain came before the second frame's inference: no test of it
         assert srv.call(inferring()) == []
     finally:
         srv.loop.call_soon_threadsafe(srv.loop.stop)

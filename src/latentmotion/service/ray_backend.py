@@ -10,6 +10,7 @@ gRPC server is the only way in.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 
@@ -63,7 +64,12 @@ class _RayHandle(CloudHandle):
         return why, None if out is None else tuple(out)
 
     async def infer(self, x: torch.Tensor, task: Task) -> Prediction:
-        result, batch, ms = await self.handle.remote((x.numpy(), task))
+        response = self.handle.remote((x.numpy(), task))
+        try:
+            result, batch, ms = await response
+        except asyncio.CancelledError:  # its stream ended first: the replica need not run it
+            response.cancel()
+            raise
         if isinstance(result, Exception):  # this frame's task failed (run_tasks): this frame alone
             raise result
         return Prediction(result, batch, ms)

@@ -75,7 +75,7 @@ class _Stream:
 
     def __init__(self, server: CloudServer, context: grpc.aio.ServicerContext) -> None:
         self.server, self.cfg, self.ctx = server, server.config, context
-        self.out: asyncio.Queue = asyncio.Queue()  # futures of outgoing messages, in order
+        self.out: asyncio.Queue[asyncio.Future | None] = asyncio.Queue()  # futures of outgoing messages, in order; None ends
         self.window = asyncio.Semaphore(self.cfg.max_pending)
         self.pending = 0  # frames read and not yet answered
         self.slowed = False
@@ -226,7 +226,7 @@ class _Stream:
             await writer  # every frame read gets its answer before the stream closes
         finally:
             # and wait for them: no write or inference of this stream outlives it (a stream cut short, by its edge or a
-            # drain past its timeout, leaves frames queued; their tasks were destroyed pending when the loop ended)
+            # drain past its timeout, leaves frames queued, whose tasks would otherwise be destroyed pending at the end)
             left = [writer, *(item for item in _drained(self.out) if item is not None)]
             for item in left:
                 item.cancel()

@@ -153,7 +153,7 @@ class Encoder:
         # one lambda in level units for every frame, the predicted frames' (rdoq is in their squared steps): intra
         # frames at rdoq steps^2 (4x this at pstep 2) came out coarse; this rule gained 3-19 % of feature-PSNR
         # BD-rate on klt (48 frames, docs/codec.md section 7, "One RDOQ lambda in level units for every frame")
-        lam = r.rdoq * (ONE / r.base_gain()) ** 2  # pstep's gain before the cascade: RDOQ's level unit in every frame
+        lam = r.rdoq * (ONE / r.base_gain()) ** 2
         e = rangecoder.encoder(syntax.capacity(xs, r.block, np.zeros((2, 0, 0)) if mv is None else mv))  # (sizes only)
         if mv is not None:
             syntax.encode_vectors(e, probs, mv)

@@ -176,6 +176,17 @@ def test_qps_are_checked_on_each_codec_scale_and_klt_never_on_its_fitting_clips(
         check_settings(EvalSettings(video="data/TREE.AVI", configs=("kltw",)))
 
 
+def test_more_anchors_than_a_bounded_run_codes_are_refused_before_any_work():
+    from latentmotion.experiments.codec_eval import MAX_ANCHORS, EvalSettings, check_settings
+
+    presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+    many = tuple(f"{base}-{p}" for base in ("x265_ldp", "x265_ldp-noscenecut") for p in presets)
+    assert len(many) > MAX_ANCHORS
+    with pytest.raises(InputError, match=f"at most {MAX_ANCHORS} anchors, got {len(many)}"):
+        check_settings(EvalSettings(anchors=many))
+    check_settings(EvalSettings(anchors=many[:MAX_ANCHORS]))  # distinct set-ups up to the bound pass
+
+
 def test_a_renamed_copy_of_a_fitting_clip_is_still_fitting_material(tmp_path):
     import shutil
 

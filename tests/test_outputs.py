@@ -269,3 +269,37 @@ def test_a_name_with_glob_characters_sweeps_only_its_own_staging(tmp_path):
     stale.write_bytes(b"ours")
     write_atomic(out, b"x")
     assert _entries(tmp_path) == sorted([decoy.name, out.name]) and decoy.read_bytes() == b"not ours"
+
+
+def test_a_signal_during_a_held_block_comes_after_it_even_from_another_thread():
+    """A mask would hold the main thread only: a signal sent while a worker thread runs could reach the handler
+    inside the block (torch's and numba's threads block nothing)."""
+    import os
+    import signal
+    import threading
+
+    from latentmotion.outputs import signals_held
+
+    class Stop(Exception):
+        pass
+
+    def stop(_signum, _frame):
+        raise Stop
+
+    go = threading.Event()
+    t = threading.Thread(target=lambda: go.wait(10) and os.kill(os.getpid(), signal.SIGTERM))
+    t.start()  # before the block: it blocks no signal, as a worker pool started earlier would not
+    old = signal.signal(signal.SIGTERM, stop)
+    steps = []
+    try:
+        with pytest.raises(Stop):
+            with signals_held():
+                go.set()
+                t.join()
+                for _ in range(1000):  # bytecodes in the main thread: where CPython would run the handler
+                    steps.append(1)
+                steps.append("end")
+        assert steps[-1] == "end" and len(steps) == 1001  # the block ran whole, then the signal came
+        assert signal.getsignal(signal.SIGTERM) is stop  # the handler is back
+    finally:
+        signal.signal(signal.SIGTERM, old)

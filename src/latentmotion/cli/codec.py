@@ -11,9 +11,9 @@ from .. import _memory
 from .._lists import parse_list
 from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL, TASK_WEIGHT
-from ..errors import InputError
+from ..errors import InputError, shown
 from ..outputs import staged_file, staged_folder
-from ._app import HELP, MOTION_SKIP, app, config_options, console, shown
+from ._app import HELP, MOTION_SKIP, app, config_options, console
 
 __all__ = ["codec_app", "codec_decode", "codec_encode", "codec_eval", "codec_fit_transform"]
 

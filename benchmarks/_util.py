@@ -3,38 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import statistics
 import time
 from collections.abc import Callable
 from typing import NoReturn
 
-from latentmotion.cli._exit import Interrupted, fail
+from latentmotion.cli._exit import run_contract
 from latentmotion.errors import InputError
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse under the commands' contract: a user error is one line on stderr (no usage block) and exit 2."""
+    """argparse under the commands' contract: a bad option is an :class:`InputError`, which :func:`run_main` ends
+    with one line and exit 2 (no usage block)."""
 
     def error(self, message: str) -> NoReturn:
-        fail(f"{self.prog}: error: {message}", 2)
+        raise InputError(message)
 
 
 def run_main(main: Callable[[], None]) -> None:
-    """Run a benchmark's ``main`` as every command runs: an :class:`InputError` ends it with one line and exit 2,
-    SIGINT and SIGTERM with one line and 130 / 143, every ``finally`` run on the way (staged outputs go)."""
-
-    def interrupted(signum: int, _frame) -> None:
-        raise Interrupted(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, interrupted)
-    try:
-        main()
-    except Interrupted as exc:
-        fail(exc.word, exc.code)
-    except InputError as exc:
-        fail(f"error: {exc}", 2)
+    """Run a benchmark's ``main`` as every ``latentmotion`` command runs (``latentmotion.cli._exit.run_contract``):
+    user errors one line and exit 2, SIGINT and SIGTERM one line and 130 / 143, every ``finally`` run on the way."""
+    run_contract(lambda: main() or 0)
 
 
 def median_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, clock: Callable[[], float] = time.perf_counter) -> float:

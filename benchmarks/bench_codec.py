@@ -18,7 +18,7 @@ run (``--video``, ``--layer``), each against our ``block``: the sweep behind
 the default anchor.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_codec.py [--rd | --anchors] [--frames 96] [--out DIR]
-        [--configs intra,block,klt,kltw] [--with-anchors x265_ldp,remote_x265_net,...] [--clips vtest.avi] [--layers _blocks.10.add]
+        [--force] [--configs intra,block,klt,kltw] [--with-anchors x265_ldp,remote_x265_net,...] [--clips vtest.avi] [--layers _blocks.10.add]
 """
 
 from __future__ import annotations
@@ -164,38 +164,46 @@ def main() -> None:
     job = ap.add_mutually_exclusive_group()
     job.add_argument("--rd", action="store_true", help="run the BD-rate comparison (an hour on 2 cores) instead of the speed test")
     job.add_argument("--anchors", action="store_true", help="run the x265 anchor sweep on one clip and cut")
-    ap.add_argument("--video", default="bikes.mp4", help="--anchors: the clip")
-    ap.add_argument("--layer", default="_blocks.4.add", help="--anchors: the cut of EfficientNet-Lite0")
-    ap.add_argument("--frames", type=int, default=96, help="--rd, --anchors: frames of each clip, from its first")
-    ap.add_argument("--out", type=Path, default=None, help="--rd, --anchors: a new or empty folder for the reports (default: a new one in the temp folder)")
-    ap.add_argument("--force", action="store_true", help="--rd, --anchors: replace a non-empty --out folder (once the runs have ended)")
+    ap.add_argument("--video", default=None, help="--anchors: the clip (default bikes.mp4)")
+    ap.add_argument("--layer", default=None, help="--anchors: the cut of EfficientNet-Lite0 (default _blocks.4.add)")
+    ap.add_argument("--frames", type=int, default=None, help="--rd, --anchors: frames of each clip, from its first (default 96)")
+    ap.add_argument("--out", type=Path, default=None, help="--rd, --anchors: a new or empty folder for the reports (default: a new one in the "
+                    "temp folder), published once every run has ended: an error or a signal leaves none (each run's row is printed as it ends)")
+    ap.add_argument("--force", action="store_true", help="--rd, --anchors: replace a non-empty --out folder (once every run has ended)")
     ap.add_argument("--configs", default=None, help=f"--rd: our configurations, comma-separated (default {','.join(CONFIGS)})")
     ap.add_argument("--with-anchors", default=None, help="--rd: anchors, comma-separated (default: codec eval's; a subset saves time; "
                     "the goals read x265_ldp and x265_intra, and remote inference as the larger BD-rate of the remote anchors at each size)")
     ap.add_argument("--clips", default=None, help=f"--rd: only these clips, comma-separated (of {', '.join(CLIPS)})")
     ap.add_argument("--layers", default=None, help=f"--rd: only these cuts, comma-separated (of {', '.join(LAYERS)})")
     a = ap.parse_args()
-    if not a.rd and any(v is not None for v in (a.configs, a.with_anchors, a.clips, a.layers)):
-        ap.error("--configs, --with-anchors, --clips and --layers go with --rd")
+    _check_modes(a)
     if not (a.rd or a.anchors):
         speed()
         return
-    try:  # every setting checked before the folder is made and the first run starts
-        if a.rd:
-            anchors = None if a.with_anchors is None else tuple(parse_list(a.with_anchors, str, "--with-anchors", "anchor names", empty=True))
-            configs = CONFIGS if a.configs is None else tuple(parse_list(a.configs, str, "--configs", "configuration names"))
-            todo = runs(a.frames, configs, anchors, a.clips, a.layers)
-        else:
-            sweep = sweep_settings(a.frames, a.video, a.layer)
-    except InputError as e:
-        ap.error(str(e))
+    frames = a.frames or 96  # every setting checked before the folder is made and the first run starts
+    if a.rd:
+        anchors = None if a.with_anchors is None else tuple(parse_list(a.with_anchors, str, "--with-anchors", "anchor names", empty=True))
+        configs = CONFIGS if a.configs is None else tuple(parse_list(a.configs, str, "--configs", "configuration names"))
+        todo = runs(frames, configs, anchors, a.clips, a.layers)
+    else:
+        todo = [sweep_settings(frames, a.video or "bikes.mp4", a.layer or "_blocks.4.add")]
     out = a.out or Path(tempfile.gettempdir()) / f"bench_codec_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
-    with staged_folder(out, a.force) as stage:  # published whole when every run ended; an error or a signal leaves nothing
+    with staged_folder(out, a.force, tuple({video_path(st.video) for st in todo})) as stage:  # --force never deletes a clip
         if a.rd:
             rd(todo, stage)
         else:
-            anchor_sweep(sweep, stage)
+            anchor_sweep(todo[0], stage)
     print("reports in", out)
+
+
+def _check_modes(a) -> None:
+    """Refuse an option the chosen job would ignore."""
+    own = {"--rd": ("configs", "with_anchors", "clips", "layers"), "--anchors": ("video", "layer"), "either": ("frames", "out", "force")}
+    job = "--rd" if a.rd else "--anchors" if a.anchors else "the speed test"
+    wrong = [name for mode, names in own.items() for name in names
+             if getattr(a, name) not in (None, False) and not (mode == job or mode == "either" and job != "the speed test")]
+    if wrong:
+        raise InputError(f"{', '.join('--' + n.replace('_', '-') for n in wrong)} do not go with {job}")
 
 
 if __name__ == "__main__":

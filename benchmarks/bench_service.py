@@ -30,6 +30,7 @@ import copy
 import math
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 import time
@@ -39,6 +40,8 @@ import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _util import Parser, run_main, table
+
+from latentmotion.errors import InputError
 
 MODEL, LAYER, VIDEO, N, STEP = "efficientnet_lite0", "_blocks.4.add", "bikes.mp4", 24, 4.0
 
@@ -116,6 +119,10 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--edges", type=int, nargs="+", default=[1, 4, 16])
     args = ap.parse_args()
+    if min(args.edges) < 1 or args.frames < 1 or args.max_batch < 1:
+        raise InputError("--edges, --frames and --max-batch must be at least 1")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {args.device}: no CUDA device here")
     import latentmotion as lm
     from latentmotion.codec import Encoder, StreamId, Tools
     from latentmotion.pipeline import edge_features
@@ -138,7 +145,7 @@ def main() -> None:
     torch.set_num_threads(srv.config.resolved_threads())  # the baseline runs with the server model's threads
     ctx = mp.get_context("spawn")
     rows = []
-    with ctx.Pool(1) as pool:
+    with ctx.Pool(1, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:  # Ctrl-C: the parent's one line only
         pool.apply(_edges, (target, header, records, weights, 1, 4, 1))  # warm-up: the server loads its model
         for e in args.edges:
             before = _cloud_alone(cloud, recon, args.max_batch, device)

@@ -23,7 +23,8 @@ def _bench(args: tuple[str, ...], tmp: Path) -> subprocess.CompletedProcess:
         (("--rd", "--configs", "bogus"), "unknown codec configuration 'bogus'"),  # checked by codec eval's rule, before the first run
         (("--rd", "--clips", "nope.mp4"), "no run on nope.mp4"),
         (("--rd", "--with-anchors", "x265_ldp", "--frames", "100000", "--clips", "bikes.mp4"), "out of range"),
-        (("--configs", "block"), "go with --rd"),
+        (("--configs", "block"), "--configs do not go with the speed test"),
+        (("--rd", "--video", "carphone_pristine.mp4"), "--video do not go with --rd"),
         (("--rd", "--anchors"), "not allowed with"),
     ],
 )

@@ -81,7 +81,7 @@ QPS = {
 }
 QP_MAX = {"x265": 51, "svtav1": 63}
 MAX_POINTS = 32  # steps or QPs of one sweep: each is an encode of the whole clip
-MAX_ANCHORS = 16  # anchors of one evaluation: each is a sweep of QPs (the anchor sweep has 9)
+MAX_ANCHORS = 16  # anchors of one evaluation: each is a sweep of QPs over the whole clip
 #: remote inference at the clip's size holds the clip's frames (uint8, 3 bytes a pixel) and codes all of them at every
 #: QP of each such anchor: 2^28 pixels is 96 frames of 2560x1080 (768 MB)
 REMOTE_CLIP_PIXELS = 1 << 28

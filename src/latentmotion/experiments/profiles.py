@@ -144,7 +144,7 @@ def parse_target(spec: str) -> Target:
     if not name:
         raise InputError(f"model spec {spec!r} has no model name (expected name[@weights][:layer,...])")
     weights = weights or ("imagenet" if name == "efficientnet_lite0" else "auto")
-    chosen = tuple(parse_list(layers, str, f"model spec {spec!r}", "layer names", empty=True)) or tuple(DEFAULT_LAYERS.get(name, ()))
+    chosen = tuple(parse_list(layers, str, f"model spec {spec!r}", "layer names")) if layers else tuple(DEFAULT_LAYERS.get(name, ()))
     if not chosen:
         raise InputError(f"no default layers for {name}; give them as {name}:layer1,layer2 (see `latentmotion layers {name}`)")
     return Target(name, weights, chosen)

@@ -11,6 +11,7 @@ gRPC server is the only way in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 
@@ -68,7 +69,8 @@ class _RayHandle(CloudHandle):
         try:
             result, batch, ms = await response
         except asyncio.CancelledError:  # its stream ended first: the replica need not run it
-            response.cancel()
+            with contextlib.suppress(Exception):  # nor may a failed cancel hide why this one ends
+                response.cancel()
             raise
         if isinstance(result, Exception):  # this frame's task failed (run_tasks): this frame alone
             raise result

@@ -1,4 +1,6 @@
-"""The benchmark scripts keep the commands' contract: a bad setting is one line and exit 2, before any output."""
+"""The benchmark scripts keep the commands' contract: a bad setting is one line and exit 2, before any output.
+
+Each case starts a process that imports torch (about 5 s): three in the default run, the rest behind ``slow``."""
 
 from __future__ import annotations
 
@@ -21,11 +23,11 @@ def _bench(args: tuple[str, ...], tmp: Path) -> subprocess.CompletedProcess:
     ("args", "needle"),
     [
         (("--rd", "--configs", "bogus"), "unknown codec configuration 'bogus'"),  # checked by codec eval's rule, before the first run
-        (("--rd", "--clips", "nope.mp4"), "no run on nope.mp4"),
+        pytest.param(("--rd", "--clips", "nope.mp4"), "no run on nope.mp4", marks=pytest.mark.slow),
         (("--rd", "--with-anchors", "x265_ldp", "--frames", "100000", "--clips", "bikes.mp4"), "out of range"),
-        (("--configs", "block"), "--configs do not go with the speed test"),
+        pytest.param(("--configs", "block"), "--configs do not go with the speed test", marks=pytest.mark.slow),
         (("--rd", "--video", "carphone_pristine.mp4"), "--video do not go with --rd"),
-        (("--rd", "--anchors"), "not allowed with"),
+        pytest.param(("--rd", "--anchors"), "not allowed with", marks=pytest.mark.slow),
     ],
 )
 def test_a_bad_setting_is_one_line_and_exit_2_before_any_folder(args, needle, tmp_path):

@@ -51,6 +51,10 @@ CLIPS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4", "vtest.avi")
 CONFIGS = ("intra", "block", "klt", "kltw")
 CUTS = {"efficientnet_lite0": ("_blocks.4.add", "_blocks.10.add"), "mobilenet_v2": ("features.6.add", "features.13.add")}
 LAYERS = tuple(layer for cuts in CUTS.values() for layer in cuts)
+#: the options that only some jobs read, and the jobs that read them (none: the speed test)
+OPTIONS = {"configs": ("--rd",), "with_anchors": ("--rd",), "clips": ("--rd",), "layers": ("--rd",), "video": ("--anchors",), "layer": ("--anchors",),
+           "frames": ("--rd", "--anchors"), "out": ("--rd", "--anchors"), "force": ("--rd", "--anchors")}
+DEFAULTS = {"frames": 96, "video": "bikes.mp4", "layer": "_blocks.4.add"}  # of the options above left out
 #: x265 low-delay set-ups of the anchor sweep: the old anchor, then one change at a time towards the default.
 SWEEP = ("x265_ldp-pad8-framerange-noscenecut-medium", "x265_ldp-pad8-framerange-medium", "x265_ldp-pad8-medium", "x265_ldp-medium",
          "x265_ldp-pad8", "x265_ldp-noscenecut", "x265_ldp-framerange", "x265_ldp", "x265_ldp-veryslow")
@@ -164,9 +168,9 @@ def main() -> None:
     job = ap.add_mutually_exclusive_group()
     job.add_argument("--rd", action="store_true", help="run the BD-rate comparison (an hour on 2 cores) instead of the speed test")
     job.add_argument("--anchors", action="store_true", help="run the x265 anchor sweep on one clip and cut")
-    ap.add_argument("--video", default=None, help="--anchors: the clip (default bikes.mp4)")
-    ap.add_argument("--layer", default=None, help="--anchors: the cut of EfficientNet-Lite0 (default _blocks.4.add)")
-    ap.add_argument("--frames", type=int, default=None, help="--rd, --anchors: frames of each clip, from its first (default 96)")
+    ap.add_argument("--video", default=None, help=f"--anchors: the clip (default {DEFAULTS['video']})")
+    ap.add_argument("--layer", default=None, help=f"--anchors: the cut of EfficientNet-Lite0 (default {DEFAULTS['layer']})")
+    ap.add_argument("--frames", type=int, default=None, help=f"--rd, --anchors: frames of each clip, from its first (default {DEFAULTS['frames']})")
     ap.add_argument("--out", type=Path, default=None, help="--rd, --anchors: a new or empty folder for the reports (default: a new one in the "
                     "temp folder), published once every run has ended: an error or a signal leaves none (each run's row is printed as it ends)")
     ap.add_argument("--force", action="store_true", help="--rd, --anchors: replace a non-empty --out folder (once every run has ended)")
@@ -180,13 +184,15 @@ def main() -> None:
     if not (a.rd or a.anchors):
         speed()
         return
-    frames = a.frames or 96  # every setting checked before the folder is made and the first run starts
+    for name, value in DEFAULTS.items():  # only now: None meant "not given" to _check_modes
+        setattr(a, name, value if getattr(a, name) is None else getattr(a, name))
+    # every setting checked before the folder is made and the first run starts
     if a.rd:
         anchors = None if a.with_anchors is None else tuple(parse_list(a.with_anchors, str, "--with-anchors", "anchor names", empty=True))
         configs = CONFIGS if a.configs is None else tuple(parse_list(a.configs, str, "--configs", "configuration names"))
-        todo = runs(frames, configs, anchors, a.clips, a.layers)
+        todo = runs(a.frames, configs, anchors, a.clips, a.layers)
     else:
-        todo = [sweep_settings(frames, a.video or "bikes.mp4", a.layer or "_blocks.4.add")]
+        todo = [sweep_settings(a.frames, a.video, a.layer)]
     out = a.out or Path(tempfile.gettempdir()) / f"bench_codec_{time.strftime('%Y%m%d-%H%M%S')}_{os.getpid()}"
     with staged_folder(out, a.force, tuple({video_path(st.video) for st in todo})) as stage:  # --force never deletes a clip
         if a.rd:
@@ -198,10 +204,8 @@ def main() -> None:
 
 def _check_modes(a) -> None:
     """Refuse an option the chosen job would ignore."""
-    own = {"--rd": ("configs", "with_anchors", "clips", "layers"), "--anchors": ("video", "layer"), "either": ("frames", "out", "force")}
     job = "--rd" if a.rd else "--anchors" if a.anchors else "the speed test"
-    wrong = [name for mode, names in own.items() for name in names
-             if getattr(a, name) not in (None, False) and not (mode == job or mode == "either" and job != "the speed test")]
+    wrong = [name for name in OPTIONS if getattr(a, name) not in (None, False) and job not in OPTIONS[name]]
     if wrong:
         raise InputError(f"{', '.join('--' + n.replace('_', '-') for n in wrong)} do not go with {job}")
 

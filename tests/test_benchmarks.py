@@ -1,6 +1,6 @@
 """The benchmark scripts keep the commands' contract: a bad setting is one line and exit 2, before any output.
 
-Each case starts a process that imports torch (about 5 s): three in the default run, the rest behind ``slow``."""
+Each case starts a process that imports torch (about 5 s): four in the default run, the rest behind ``slow``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def _bench(args: tuple[str, ...], tmp: Path) -> subprocess.CompletedProcess:
         (("--rd", "--configs", "bogus"), "unknown codec configuration 'bogus'"),  # checked by codec eval's rule, before the first run
         pytest.param(("--rd", "--clips", "nope.mp4"), "no run on nope.mp4", marks=pytest.mark.slow),
         (("--rd", "--with-anchors", "x265_ldp", "--frames", "100000", "--clips", "bikes.mp4"), "out of range"),
+        (("--anchors", "--frames", "0"), "at least 1"),  # 0 is a value given, not the default
         pytest.param(("--configs", "block"), "--configs do not go with the speed test", marks=pytest.mark.slow),
         (("--rd", "--video", "carphone_pristine.mp4"), "--video do not go with --rd"),
         pytest.param(("--rd", "--anchors"), "not allowed with", marks=pytest.mark.slow),

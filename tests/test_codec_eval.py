@@ -305,3 +305,22 @@ def test_the_verdict_says_which_goals_were_not_measured():
     text = verdict({"goal": goal, "noise_floor": {"kl": 1e-3, "task_db": 30.0, "top1_agreement": 0.9}})
     assert "None" not in text and text.count("not measured") == 3
     assert "goal -25 %: met)" in text and "(goal 0 %: **not met**)" in text
+
+
+def test_the_feature_anchor_qps_reach_as_coarse_as_our_coarsest_step():
+    """A BD-rate compares only where both curves run: at its coarsest default QP, x265 on the features must reach
+    down to the feature PSNR of our coarsest default step, or the goals would read only the finer part of our curve
+    (at QP 37 it stopped 3-5 dB above it)."""
+    import latentmotion as lm
+    from latentmotion.experiments.codec_eval import QPS, STEPS, EvalSettings, _code
+    from latentmotion.metrics import psnr
+    from latentmotion.pipeline import edge_features
+
+    st = EvalSettings()
+    split = lm.split_model(lm.load_model(st.model), st.layer)
+    clip = edge_features(st.video, split, 0, 8)
+    dec, _, _ = _code(st, "block", STEPS[-1], clip.features, clip, split, "weights")
+    ours = float(psnr(torch.stack(dec), clip.features).mean())
+    anchor, _ = code_features(clip.features, "x265_ldp", max(QPS[("x265", False)]))
+    old, _ = code_features(clip.features, "x265_ldp", 37)  # the coarsest QP until the range ran to 47
+    assert float(psnr(anchor, clip.features).mean()) <= ours < float(psnr(old, clip.features).mean())

@@ -134,6 +134,9 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
     s = evaluate(st, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"rd.csv", "rd.png", "report.md", "summary.json"}
     assert json.loads((tmp_path / "summary.json").read_text())["goal"] == s["goal"]
+    import av  # the anchors' figures depend on the FFmpeg build that PyAV ships: recorded with them
+
+    assert s["environment"]["av"] == av.__version__ and s["environment"]["libavcodec"] == ".".join(map(str, av.library_versions["libavcodec"]))
     f = s["noise_floor"]
     assert 0 < f["kl"] < 1 and f["task_db"] > 0  # 8-bit rounding moves the softmax, a little
     assert 0 <= s["confidence"]["confident_share"] <= 1 and s["anchors"] == {"x265_ldp": [22, 32, 42], "remote_x265_net": [22, 32, 42]}
@@ -147,7 +150,7 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
     assert set(s["bd_span_kl_db"]) == {f"{a}_vs_{r}" for a in ("block", "klt", "kltw") for r in ("x265_ldp", "remote_x265_net")}
     assert all(v[0] < v[1] <= f["task_db"] for v in s["bd_span_kl_db"].values() if v)  # only below the floor's quality
     report = (tmp_path / "report.md").read_text()
-    assert "Noise floor" in report and "task fidelity" in report and "remote_x265_net" in report
+    assert "Noise floor" in report and "task fidelity" in report and "remote_x265_net" in report and f"PyAV {av.__version__}" in report
 
 
 def test_a_mode_without_a_bd_rate_is_never_the_best():

@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import filecmp
 import json
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +49,9 @@ from ..pipeline import check_clip_range, edge_features, frame_nbytes, in_batches
 from ..tasks import Classify
 from .bootstrap import MIN_BLOCKS, block_resamples, interval
 from .codec_anchors import DEFAULT_ANCHORS, Anchor, code_features, code_pixels, parse_anchor
+from .environment import describe, environment
 
-__all__ = ["BOOTSTRAP", "CONFIGS", "CONFIDENT", "STEPS", "EvalSettings", "check_settings", "evaluate", "kl_intervals", "report_section", "verdict"]
+__all__ = ["BOOTSTRAP", "CONFIGS", "CONFIDENT", "QPS", "STEPS", "EvalSettings", "check_settings", "evaluate", "kl_intervals", "report_section", "verdict"]
 
 #: Evaluated configurations: name -> (motion mode, Encoder keyword arguments). ``klt`` codes the
 #: features' principal coordinates (the cut's channel transform, :mod:`latentmotion.models.transform`) with
@@ -465,26 +465,6 @@ def _goal(bd: dict, ours: list[str], anchors: list[str]) -> dict:
     return g
 
 
-def _environment() -> dict:
-    """What the figures depend on besides the settings: the standard codecs come with PyAV's FFmpeg build (its x265
-    and SVT-AV1), the features and the task with torch, and our encoder's float decisions with numpy and numba."""
-    import av
-    import numba
-
-    cpu = ""
-    try:  # Linux names the CPU here; elsewhere the machine's architecture stands alone
-        cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__, "numba": numba.__version__, "av": av.__version__,
-            "libavcodec": ".".join(map(str, av.library_versions["libavcodec"])), "machine": platform.machine(), "cpu": cpu}
-
-
-def _environment_line(env: dict) -> str:
-    return (f"Environment: PyAV {env['av']} (libavcodec {env['libavcodec']}, whose x265 and SVT-AV1 code the anchors), torch {env['torch']}, "
-            f"numpy {env['numpy']}, numba {env['numba']}, Python {env['python']}, {env['cpu'] or env['machine']}.")
-
-
 def _summarise(rows, st, fps, split, weights, rms, floor, conf) -> dict:
     names = list(dict.fromkeys(r["config"] for r in rows))
     ours = [n for n in names if n in CONFIGS]
@@ -509,7 +489,7 @@ def _summarise(rows, st, fps, split, weights, rms, floor, conf) -> dict:
         "steps_relative": list(st.steps),
         "anchors": {a: list(st.anchor_qps(parse_anchor(a))) for a in anchors},
         "seed": st.seed,
-        "environment": _environment(),
+        "environment": environment(),
         "bootstrap": {**BOOTSTRAP, "seed": st.seed, "min_frames": MIN_BLOCKS * BOOTSTRAP["block"]},
         "encoder_overrides": st.extra,
         "confidence": conf,
@@ -618,7 +598,7 @@ def report_section(summary: dict, rows: list[dict], figure: str) -> str:
         f"{c['threshold']}. Noise floor (input rounded to 8 bits, no coding): KL {f['kl']:.2e} ({f['task_db']:.1f} dB), top-1 agreement {f['top1_agreement']:.3f}, "
         f"on confident frames {f['top1_confident']:.3f}.",
         "",
-        _environment_line(summary["environment"]),
+        f"Environment: {describe(summary.get('environment'))}",
         "",
         md_table(
             ("config", "step/rms or QP", "kbit/s", "bits/frame", "PSNR dB", "KL", "task dB", "top-1 agree", "top-1 confident", "top-5 overlap"),

@@ -8,7 +8,6 @@ interrupted run never leaves a report that looks complete.
 from __future__ import annotations
 
 import json
-import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from ..motion import check_image
 from ..outputs import staged_folder
 from . import report as rp
 from . import theory
+from .environment import describe, environment
 from .fig4 import FIG4_MOTIONS, fig4
 from .flowcheck import synthetic_flow_summary
 from .profiles import Profile, Target, motions
@@ -79,14 +79,17 @@ class Result:
 def progress_bar(every: float = 30.0) -> Iterator:
     """A rich progress bar for long runs (description, bar, done/total, time elapsed and remaining) on stderr, so
     that stdout carries only results; a run that fails or is interrupted takes its bar away, so that its one-line
-    error stands alone. Where stderr is no terminal (a log, a pipe), where a bar cannot redraw and rich would
-    print it only at the end, each task writes a line at most every ``every`` seconds and one when it completes."""
+    error stands alone. Where stderr is no interactive terminal (a log, a pipe, ``TERM=dumb``: rich's own test, which
+    ``TTY_INTERACTIVE`` overrides), where rich would draw the bar only at the end, each task writes a line at most every ``every`` seconds, and one as it completes
+    or, at the latest, as the block ends without an error (:class:`_Lines`)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    if not console.is_terminal:
-        yield _Lines(console, every)
+    if not console.is_interactive:
+        lines = _Lines(lambda text: console.print(text, highlight=False, soft_wrap=True), every)
+        yield lines
+        lines.finish()
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False, redirect_stdout=False) as bar:
@@ -98,37 +101,63 @@ def progress_bar(every: float = 30.0) -> Iterator:
 
 
 class _Lines:
-    """:func:`progress_bar` for a log: ``add_task`` and ``advance`` as rich's, written as lines such as
-    ``encoding: 12/40 (30 %), 0:01:02 elapsed, about 0:02:25 left``."""
+    """:func:`progress_bar` for a log: ``add_task`` and ``advance`` as rich's, each task written by ``say`` as lines
+    such as ``encoding: 12/40 (30 %), 0:01:02 elapsed, about 0:02:25 left`` at most every ``every`` seconds of
+    ``clock``, and once more when it completes (``done >= total``) or, at the latest, at :meth:`finish`.
 
-    def __init__(self, console, every: float) -> None:
-        self.console, self.every, self.tasks = console, every, []
+    Example:
+        >>> ticks = iter([0.0, 40.0, 45.0, 50.0])
+        >>> log = _Lines(print, 30.0, clock=lambda: next(ticks))
+        >>> task = log.add_task("encoding", total=4)
+        >>> log.advance(task, 3)
+        encoding: 3/4 (75 %), 0:00:40 elapsed, about 0:00:13 left
+        >>> log.advance(task, 1)
+        encoding: 4/4 (100 %), 0:00:45 elapsed
+        >>> log.advance(task, 1)  # past the total: said once already
+        >>> log.finish()
+    """
+
+    def __init__(self, say, every: float, clock=time.monotonic) -> None:
+        self.say, self.every, self.clock, self.tasks = say, every, clock, []
 
     def add_task(self, description: str, total: float | None = None) -> int:
-        now = time.monotonic()
-        self.tasks.append({"description": description, "total": total, "done": 0, "start": now, "said": now})
+        now = self.clock()
+        self.tasks.append({"description": description, "total": total, "done": 0, "start": now, "said": now, "ended": False})
         return len(self.tasks) - 1
 
     def advance(self, task: int, n: float = 1) -> None:
         t = self.tasks[task]
         t["done"] += n
-        now = time.monotonic()
-        complete = t["total"] is not None and t["done"] >= t["total"]
-        if complete or now - t["said"] >= self.every:
-            t["said"] = now if not complete else float("inf")  # a completed task says so once
-            self.console.print(_line(t, now), highlight=False)
+        if t["ended"]:
+            return
+        now = self.clock()
+        t["ended"] = t["total"] is not None and t["done"] >= t["total"]
+        if t["ended"] or now - t["said"] >= self.every:
+            t["said"] = now
+            self.say(_line(t, now))
+
+    def finish(self) -> None:
+        """The last line of every task that has not said it completed (no total, or a total not quite reached)."""
+        now = self.clock()
+        for t in self.tasks:
+            if not t["ended"]:
+                t["ended"] = True
+                self.say(_line(t, now))
 
 
 def _line(t: dict, now: float) -> str:
     def clock(s: float) -> str:
         return str(timedelta(seconds=round(s)))
 
+    def count(x: float) -> str:
+        return str(int(x)) if float(x).is_integer() else f"{x:.3g}"
+
     spent = now - t["start"]
     if t["total"] is None:
-        return f"{t['description']}: {t['done']:g}, {clock(spent)} elapsed"
+        return f"{t['description']}: {count(t['done'])}, {clock(spent)} elapsed"
     frac = t["done"] / t["total"] if t["total"] else 1.0
-    left = f", about {clock(spent * (1 - frac) / frac)} left" if 0 < frac < 1 else ""
-    return f"{t['description']}: {t['done']:g}/{t['total']:g} ({100 * frac:.0f} %), {clock(spent)} elapsed{left}"
+    left = f", about {clock(spent * (1 - frac) / frac)} left" if 0 < frac < 1 and not t["ended"] else ""
+    return f"{t['description']}: {count(t['done'])}/{count(t['total'])} ({100 * frac:.0f} %), {clock(spent)} elapsed{left}"
 
 
 def run(settings: Settings, out: Path, log=print, force: bool = False) -> Result:
@@ -215,6 +244,7 @@ def _run(st: Settings, source: torch.Tensor, out: Path, log) -> dict:
             "seed": st.seed,
             "image": st.image,
             "device": str(device),
+            "environment": environment(),
             "models": [{"model": t.model, "asked": t.weights, "layers": list(t.layers)} for t in st.targets],
             "timing": {"total_s": total_s, "forward_s": forward_s, "ratio_total_to_forward": total_s / forward_s if forward_s else None},
             "verdicts": verdict,
@@ -249,8 +279,8 @@ def _md_head(st: Settings, f: _Findings) -> list[str]:
         *f.weights_lines,
         "",
         f"Profile **{st.profile.name}** ({st.profile.description}); seed {st.seed}; source image `{st.image}`; "
-        f"device {f.device}; {n_sweep} swept motions + {st.profile.n_affine} random affine motions per layer; "
-        f"torch {torch.__version__}, Python {platform.python_version()}.",
+        f"device {f.device}; {n_sweep} swept motions + {st.profile.n_affine} random affine motions per layer.",
+        f"Environment: {describe(f.summary['environment'])}",
         f"Wall time {t['total_s']:.1f} s, of which edge forward passes {t['forward_s']:.1f} s (ratio {t['ratio_total_to_forward']:.2f}).",
         "",
         "## Verdicts",

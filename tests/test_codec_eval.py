@@ -313,7 +313,7 @@ def test_the_verdict_says_which_goals_were_not_measured():
 def test_the_feature_anchor_qps_reach_as_coarse_as_our_coarsest_step():
     """A BD-rate compares only where both curves run: at its coarsest default QP, x265 on the features must reach
     down to the feature PSNR of our coarsest default step, or the goals would read only the finer part of our curve
-    (at QP 37 it stopped 3-5 dB above it)."""
+    (at QP 37, the coarsest until 47, it stopped 3-5 dB above it: this test fails with that range)."""
     import latentmotion as lm
     from latentmotion.experiments.codec_eval import QPS, STEPS, EvalSettings, _code
     from latentmotion.metrics import psnr
@@ -325,5 +325,4 @@ def test_the_feature_anchor_qps_reach_as_coarse_as_our_coarsest_step():
     dec, _, _ = _code(st, "block", STEPS[-1], clip.features, clip, split, "weights")
     ours = float(psnr(torch.stack(dec), clip.features).mean())
     anchor, _ = code_features(clip.features, "x265_ldp", max(QPS[("x265", False)]))
-    old, _ = code_features(clip.features, "x265_ldp", 37)  # the coarsest QP until the range ran to 47
-    assert float(psnr(anchor, clip.features).mean()) <= ours < float(psnr(old, clip.features).mean())
+    assert float(psnr(anchor, clip.features).mean()) <= ours

@@ -160,3 +160,17 @@ def test_a_file_without_a_suffix_is_read_as_a_file_and_a_missing_path_is_named_a
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UnknownNameError, match="unknown image 'nosuch'"):
         load_image("nosuch")
+
+
+def test_an_image_of_many_pages_is_refused_from_its_header(tmp_path):
+    """The reader decodes every page of a TIFF: 20 pages of 7000x7000 in 4 MB took 3.8 GB before the budget, which
+    read one page's size, could judge them."""
+    from PIL import Image
+
+    p = tmp_path / "pages.tif"
+    page = Image.new("RGB", (64, 48))
+    page.save(p, save_all=True, append_images=[page] * 2)
+    with pytest.raises(InputError, match="more than one page"):
+        check_image_size(p)
+    page.save(tmp_path / "one.tif")
+    assert check_image_size(tmp_path / "one.tif") == (48, 64)

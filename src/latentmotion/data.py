@@ -126,10 +126,13 @@ def check_image_size(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> tu
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:  # reads the header only
                 w, h = im.size
+                pages = getattr(im, "is_animated", False)  # a TIFF, GIF or APNG of pages: the reader would decode them all
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"cannot read image {path}: {exc}") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"image {path} is too large: {exc}") from None
+    if pages:
+        raise InputError(f"image {path} holds more than one page (frame); give a single picture")
     if w * h > max_pixels:
         raise InputError(f"image {path} claims {w}x{h} pixels, more than the {max_pixels / 1e6:g} megapixels accepted")
     return h, w

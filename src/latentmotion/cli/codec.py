@@ -53,7 +53,7 @@ def codec_encode(
     from ..codec import MAX_Q, Encoder, StreamId, encode_sequence
     from ..codec.limits import check_step
     from ..data import video_path
-    from ..models import weights_file
+    from ..models import weights_inputs
     from ..models.transform import check_transform_choice, edge_transform
     from ..pipeline import check_clip_range, check_frame_range, edge_features
 
@@ -62,7 +62,7 @@ def codec_encode(
     check_transform_choice(transform, model, layer)
     check_frame_range(start, frames, start + frames, video)  # the numbers themselves, before the video is opened
     source = video_path(video)  # exists, and is a regular file (a FIFO would block)
-    with staged_file(out, inputs=(source, weights_file(weights))) as tmp:  # --out is checked before the frames are counted (a weights file is an input)
+    with staged_file(out, inputs=(source, *weights_inputs(weights))) as tmp:  # --out is checked before the frames are counted (a weights file is an input)
         check_clip_range(source, start, frames)  # before the model loads
         fingerprint, split = _model_split(model, layer, weights, seed)
         to_coordinates, fingerprint = edge_transform(transform, model, layer, fingerprint)  # before the clip: the stream names the transform
@@ -172,7 +172,7 @@ def codec_decode(
 
     from .._files import regular_file
     from ..codec import decode_stream
-    from ..models import weights_file
+    from ..models import weights_inputs
 
     regular_file(stream, "stream file")  # a FIFO would block the read
     if stream.stat().st_size > MAX_STREAM_FILE:
@@ -180,7 +180,7 @@ def codec_decode(
     data = stream.read_bytes()
     name, transform, split, task, values = _decode_checks(stream, data, classify, model, weights, seed)
     room = values + (1 << 20)  # the file: the values and torch's archive around them (well under a MiB)
-    with staged_file(out, inputs=(stream, weights_file(weights) if classify else None), nbytes=room) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
+    with staged_file(out, inputs=(stream, *(weights_inputs(weights) if classify else ())), nbytes=room) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds
         header, tensors = decode_stream(data)
         if not tensors:
             raise InputError(f"stream file {stream} holds a header but no frames")
@@ -225,7 +225,7 @@ def codec_eval(
     from ..experiments.codec_anchors import DEFAULT_ANCHORS, parse_anchor
     from ..experiments.codec_eval import STEPS, EvalSettings, check_settings, evaluate, verdict
     from ..experiments.reproduce import progress_bar
-    from ..models import weights_file
+    from ..models import weights_inputs
     from ..pipeline import check_frame_range
 
     step_list = STEPS if steps is None else tuple(check_step(s) for s in parse_list(steps, float, "--steps", "numbers"))
@@ -236,7 +236,7 @@ def codec_eval(
     source = video_path(video)
     st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
     check_settings(st)  # and the frames past the clip: before the model loads
-    with staged_folder(out, force, inputs=(source, weights_file(weights))) as stage, progress_bar() as bar:
+    with staged_folder(out, force, inputs=(source, *weights_inputs(weights))) as stage, progress_bar() as bar:
         task = bar.add_task("encoding", total=len(cfgs) * len(step_list) + sum(len(st.anchor_qps(parse_anchor(a))) for a in anchor_list))
         summary = evaluate(st, stage, progress=lambda n: bar.advance(task, n))
     console.print(verdict(summary))

@@ -109,11 +109,11 @@ def demo(st: DemoSettings, out: Path, force: bool = False) -> DemoResult:
         (['exact', 'paper'], 'fig4.png')
     """
     from ..data import load_image
-    from ..models import load_model, split_model, weights_file
+    from ..models import load_model, split_model, weights_inputs
     from ..outputs import staged_folder
 
     out = Path(out)
-    with staged_folder(out, force, inputs=(st.image, weights_file(st.weights))) as stage:  # a photo's file and a weights file, if they are
+    with staged_folder(out, force, inputs=(st.image, *weights_inputs(st.weights))) as stage:  # a photo's file and what the weights are read from
         src = load_image(st.image)
         m = load_model(st.model, weights=st.weights, seed=st.seed)
         s = split_model(m, st.layer)

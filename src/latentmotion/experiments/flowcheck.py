@@ -213,12 +213,12 @@ def flow_report(st: FlowSettings, out: Path, force: bool = False) -> str:
         >>> table.splitlines()[2].startswith("| joint_vs_input")
         True
     """
-    from ..models import load_model, split_model, weights_file
+    from ..models import load_model, split_model, weights_inputs
     from ..outputs import staged_folder
     from .report import md_table
 
     out = Path(out)
-    with staged_folder(out, force, inputs=(video_path(st.video), weights_file(st.weights))) as stage:
+    with staged_folder(out, force, inputs=(video_path(st.video), *weights_inputs(st.weights))) as stage:
         pair = video_pair(st.video, *st.frames)  # before the model loads: a bad frame index costs no model
         m = load_model(st.model, weights=st.weights, seed=st.seed)
         split = split_model(m, st.layer)

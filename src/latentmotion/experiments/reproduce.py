@@ -21,7 +21,7 @@ from rich.markup import escape
 from ..data import load_image
 from ..errors import InputError
 from ..metrics import hevc_band
-from ..models import weights_file
+from ..models import weights_inputs
 from ..motion import check_image
 from ..outputs import staged_folder
 from . import report as rp
@@ -169,7 +169,7 @@ def run(settings: Settings, out: Path, log=print, force: bool = False) -> Result
     out = Path(out)
     source = _source(settings.image)  # a bad photo or an absent device is refused before any work
     resolve_device(settings.device)
-    with staged_folder(out, force, inputs=tuple(weights_file(t.weights) for t in settings.targets)) as stage:  # weights files, if any
+    with staged_folder(out, force, inputs=tuple(p for t in settings.targets for p in weights_inputs(t.weights))) as stage:  # what the weights are read from
         summary = _run(settings, source, stage, log)
     return Result(out / "report.md", summary["verdicts"], summary)
 

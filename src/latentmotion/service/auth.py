@@ -21,6 +21,7 @@ import ipaddress
 from collections.abc import Iterable
 from pathlib import Path
 
+from .._files import regular_file
 from ..errors import InputError
 
 __all__ = ["TokenSet", "client_credentials", "hash_token", "is_loopback", "server_credentials"]
@@ -47,9 +48,7 @@ class TokenSet:
     @classmethod
     def from_file(cls, path: str | Path) -> TokenSet:
         """Read a token file: one digest per line (see :func:`hash_token`), ``#`` comments."""
-        p = Path(path)
-        if not p.is_file():
-            raise InputError(f"token file {p} does not exist")
+        p = regular_file(path, "token file")  # a folder or a FIFO is refused as what it is
         if p.stat().st_size > MAX_TOKEN_FILE:
             raise InputError(f"token file {p} is larger than {MAX_TOKEN_FILE} bytes")
         lines = (ln.split("#", 1)[0].strip() for ln in p.read_text(errors="replace").splitlines())
@@ -67,9 +66,7 @@ class TokenSet:
 
 
 def _read_pem(path: str | Path, what: str) -> bytes:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{what} {p} does not exist")
+    p = regular_file(path, what)
     if p.stat().st_size > MAX_TOKEN_FILE:
         raise InputError(f"{what} {p} is larger than {MAX_TOKEN_FILE} bytes")
     data = p.read_bytes()

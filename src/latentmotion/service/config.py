@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .._files import regular_file
 from ..errors import InputError
 from .auth import is_loopback
 
@@ -136,6 +137,8 @@ def _check_key_pair(cert: str, key: str) -> None:
     failure at bind time is several log lines and a message about the address)."""
     import ssl
 
+    regular_file(cert, "--cert")  # before the TLS library opens them: a FIFO would block it
+    regular_file(key, "--key")
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as exc:

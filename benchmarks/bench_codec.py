@@ -205,7 +205,8 @@ def main() -> None:
 def _check_modes(a) -> None:
     """Refuse an option the chosen job would ignore."""
     job = "--rd" if a.rd else "--anchors" if a.anchors else "the speed test"
-    wrong = [name for name in OPTIONS if getattr(a, name) not in (None, False) and job not in OPTIONS[name]]
+    given = [name for name in OPTIONS if getattr(a, name) is not None and getattr(a, name) is not False]  # 0 == False: by identity
+    wrong = [name for name in given if job not in OPTIONS[name]]
     if wrong:
         raise InputError(f"{', '.join('--' + n.replace('_', '-') for n in wrong)} do not go with {job}")
 

@@ -27,6 +27,7 @@ def _bench(args: tuple[str, ...], tmp: Path) -> subprocess.CompletedProcess:
         (("--rd", "--with-anchors", "x265_ldp", "--frames", "100000", "--clips", "bikes.mp4"), "out of range"),
         (("--anchors", "--frames", "0"), "at least 1"),  # 0 is a value given, not the default
         pytest.param(("--configs", "block"), "--configs do not go with the speed test", marks=pytest.mark.slow),
+        (("--frames", "0"), "--frames do not go with the speed test"),  # 0 == False: ran the speed test
         (("--rd", "--video", "carphone_pristine.mp4"), "--video do not go with --rd"),
         pytest.param(("--rd", "--anchors"), "not allowed with", marks=pytest.mark.slow),
     ],

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import latentmotion as lm
+from latentmotion.errors import InputError
 from latentmotion.experiments import reproduce as rep
 from latentmotion.experiments.profiles import get_profile, parse_target
 from latentmotion.experiments.report import in_plot_range
@@ -139,3 +140,12 @@ except ValueError:
     r = subprocess.run([sys.executable, "-c", prog], check=True, capture_output=True, text=True, timeout=120)
     assert r.stdout == "result\n"
     assert r.stderr.splitlines() == ["done: 1/1 (100 %), 0:00:00 elapsed", "counted: 5, 0:00:00 elapsed"]
+
+
+def test_a_model_spec_with_a_colon_needs_layers_after_it():
+    """'name:' (a blank layer list) was read as the model's default layers, while 'name:,' was refused."""
+    assert parse_target("resnet34").layers == parse_target("resnet34@auto").layers != ()
+    assert parse_target("resnet34:layer1.0.add").layers == ("layer1.0.add",)
+    for spec in ("resnet34:", "resnet34:,", "resnet34@random:", "resnet34@random: ", "my.nets:build:", "my.nets:build@random:"):
+        with pytest.raises(InputError, match="layer names"):
+            parse_target(spec)

@@ -136,15 +136,16 @@ def parse_target(spec: str) -> Target:
     """
     first, colon, rest = spec.partition(":")
     if colon and "." in first and "@" not in first:  # package.module:factory[@weights][:layers]
-        factory, _, layers = rest.partition(":")
+        factory, given, layers = rest.partition(":")
         head = f"{first}:{factory}"
     else:
-        head, layers = first, rest
+        head, given, layers = first, colon, rest
     name, _, weights = head.partition("@")
     if not name:
         raise InputError(f"model spec {spec!r} has no model name (expected name[@weights][:layer,...])")
     weights = weights or ("imagenet" if name == "efficientnet_lite0" else "auto")
-    chosen = tuple(parse_list(layers, str, f"model spec {spec!r}", "layer names")) if layers else tuple(DEFAULT_LAYERS.get(name, ()))
+    # a colon says layers follow: 'name:' is a blank list, refused, not the defaults
+    chosen = tuple(parse_list(layers, str, f"model spec {spec!r}", "layer names")) if given else tuple(DEFAULT_LAYERS.get(name, ()))
     if not chosen:
         raise InputError(f"no default layers for {name}; give them as {name}:layer1,layer2 (see `latentmotion layers {name}`)")
     return Target(name, weights, chosen)

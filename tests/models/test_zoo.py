@@ -153,3 +153,13 @@ def test_force_never_replaces_a_folder_that_holds_the_imagenet_weights(tmp_path,
         with pytest.raises(InputError, match="the command's input"), staged_folder(out, force=True, inputs=weights_inputs("imagenet")):
             raise RuntimeError("not refused")  # and so never published: a failing test deletes nothing
     assert (cache / "w.pth").read_bytes() == b"weights"
+
+
+def test_a_folder_given_as_a_weights_file_is_called_a_folder(tmp_path):
+    """An attack's --weights /etc read "does not exist"."""
+    from latentmotion.models.zoo import load_state_file
+
+    with pytest.raises(lm.WeightsUnavailableError, match="is not a regular file"):
+        load_state_file(tmp_path)
+    with pytest.raises(lm.WeightsUnavailableError, match="does not exist"):
+        load_state_file(tmp_path / "none.pt")

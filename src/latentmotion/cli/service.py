@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from .._files import regular_file
 from .._lists import parse_list
 from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
@@ -66,9 +67,7 @@ def _say_stopping(signum: int, streams: int) -> None:
 def _token(token_file: str | None) -> str | None:
     """The bearer token: from a file (never the command line, which other users can read), else $LATENTMOTION_TOKEN."""
     if token_file:
-        p = Path(token_file)
-        if not p.is_file():
-            raise InputError(f"token file {p} is not a regular file" if p.exists() else f"token file {p} does not exist")
+        p = regular_file(token_file, "token file")
         if p.stat().st_size > 4096:
             raise InputError(f"token file {p} is larger than 4096 bytes")
         # Surrounding whitespace (the newline `base64 > edge1.token` writes) is not part of the token, as in the

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._files import package_folder
+from .._files import file_kind, package_folder
 from ..errors import InputError, UnknownNameError, WeightsUnavailableError
 
 __all__ = ["SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "checkpoint_dir", "list_models", "load_model", "load_state_file", "weights_file", "weights_inputs"]
@@ -279,8 +279,9 @@ def list_models() -> list[str]:
 
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:
     """The state dict a weights file holds (loaded with ``weights_only``); :class:`WeightsUnavailableError` when none."""
-    if not path.is_file():
-        raise WeightsUnavailableError(f"weights file {path} does not exist")
+    kind = file_kind(path)
+    if kind != "file":  # a folder or a FIFO is not "missing", and a FIFO would block the load
+        raise WeightsUnavailableError(f"weights file {path} does not exist" if kind is None else f"weights file {path} is not a regular file (it is a {kind})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file

@@ -79,9 +79,10 @@ class Result:
 def progress_bar(every: float = 30.0) -> Iterator:
     """A rich progress bar for long runs (description, bar, done/total, time elapsed and remaining) on stderr, so
     that stdout carries only results; a run that fails or is interrupted takes its bar away, so that its one-line
-    error stands alone. Where stderr is no interactive terminal (a log, a pipe, ``TERM=dumb``: rich's own test, which
-    ``TTY_INTERACTIVE`` overrides), where rich would draw the bar only at the end, each task writes a line at most every ``every`` seconds, and one as it completes
-    or, at the latest, as the block ends without an error (:class:`_Lines`)."""
+    error stands alone. Where stderr is no interactive terminal (a log, a pipe, ``TERM=dumb``: rich's own test,
+    which ``TTY_INTERACTIVE`` overrides) rich would draw the bar only at the end; there each task writes a line at
+    most every ``every`` seconds, and one as it completes or, at the latest, as the block ends without an error
+    (:class:`_Lines`)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

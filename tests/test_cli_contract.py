@@ -349,12 +349,12 @@ def test_interruption_inside_a_numba_kernel(place):
 def test_a_signal_that_surfaces_as_another_error_still_exits_by_the_signal(sig, word, code, surfaces_as, monkeypatch, capsys):
     """The handler ran, but its exception came out wrapped: as numba's SystemError (issue 20 item 5), or as a
     library's one-line error (PyAV's "Interrupted system call", item 6). The exit follows the signal."""
-    from latentmotion.cli import _app
+    from latentmotion.cli import _app, _exit
     from latentmotion.errors import InputError
 
     def command(*_a, **_k):
         try:
-            _app._raise_interrupted(sig, None)  # what the signal does
+            _exit._raise_interrupted(sig, None)  # what the signal does
         except BaseException:
             raise (SystemError("returned a result with an exception set") if surfaces_as == "SystemError" else InputError("cannot decode video: Interrupted system call")) from None
 
@@ -508,14 +508,14 @@ def test_a_signal_swallowed_by_a_ctypes_callback_is_raised_again_once_back_in_py
     printed as "Exception ignored" with a traceback, and lost. It is signalled again and raised in Python."""
     import ctypes
 
-    from latentmotion.cli import _app
+    from latentmotion.cli import _exit
 
-    old = signal.signal(signal.SIGTERM, _app._raise_interrupted), sys.unraisablehook
-    sys.unraisablehook = _app._raise_again
+    old = signal.signal(signal.SIGTERM, _exit._raise_interrupted), sys.unraisablehook
+    sys.unraisablehook = _exit._raise_again
     after = []
     try:
         callback = ctypes.CFUNCTYPE(None)(lambda: os.kill(os.getpid(), signal.SIGTERM))
-        with pytest.raises(_app.Interrupted) as exc:
+        with pytest.raises(_exit.Interrupted) as exc:
             callback()
             for _ in range(1000):  # signalled again 10 ms later: taken at the next bytecode boundary after it
                 after.append(1)

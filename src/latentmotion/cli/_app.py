@@ -3,7 +3,7 @@
 * A user error (:class:`~latentmotion.errors.LatentMotionError`, a bad option,
   a file-system refusal) prints one line ``error: ...`` on stderr and exits 2.
 * SIGINT prints ``interrupted`` and exits 130; SIGTERM prints ``terminated``
-  and exits 143. Both raise :class:`Interrupted` in the main thread, so every
+  and exits 143. Both raise :class:`~latentmotion.cli._exit.Interrupted` in the main thread, so every
   ``finally`` and staging clean-up runs first. The handler also records the
   signal: when its exception comes out as another one (raised where a numba
   kernel returns: ``SystemError ... returned a result with an exception set``;
@@ -25,8 +25,8 @@ import sys
 import typer
 from rich.console import Console
 
-from ._exit import Interrupted, _raise_again, _raise_interrupted, one_line, run_contract, settle  # noqa: F401  (tests signal through these)
 from ._exit import fail as _fail
+from ._exit import one_line, run_contract, settle
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Motion in the latent space of CNNs (collaborative intelligence).")
 console = Console(markup=False, highlight=False, soft_wrap=True)  # text from streams and paths as it is, never as markup,

@@ -292,6 +292,35 @@ def test_an_edge_that_reads_no_results_loses_its_stream_and_slot():
         srv.stop()
 
 
+def test_an_edge_that_sent_all_its_frames_and_reads_nothing_loses_its_stream_and_slot():
+    """An attack half-closed its stream after three frames asking for 1000 classes each, and never read: the server,
+    answering every frame read before it closes, waited in a write for ever and the slot stayed taken."""
+    srv = ServerThread(idle_timeout=2.0)
+    enc, x = make_encoder()(), features()
+    head = pb.EdgeMessage(open=pb.Open(header=enc.header_bytes(), weights=fingerprint(), top_k=1000))
+    frames = [_frame(i, enc.encode(x[i])) for i in range(3)]
+
+    async def main():
+        options = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]  # a small receive window
+        async with grpc.aio.insecure_channel(srv.target, options=options) as ch:
+            call = ch.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)()
+            for m in (head, *frames):
+                await asyncio.wait_for(call.write(m), 10)
+            await call.done_writing()  # and never read
+            for _ in range(300):  # the stream ends, its slot is freed, while the edge still holds its call
+                if srv.metric("latentmotion_errors_total", kind="idle") >= 1 and srv.metric("latentmotion_active_streams") == 0:
+                    break
+                await asyncio.sleep(0.1)
+            call.cancel()
+
+    try:
+        asyncio.run(main())
+        assert srv.metric("latentmotion_errors_total", kind="idle") == 1
+        assert srv.metric("latentmotion_active_streams") == 0
+    finally:
+        srv.stop()
+
+
 def test_a_tensor_the_edge_cannot_code_raises_its_own_error(server):
     items = _items(0, 2) + [(torch.full(features().shape[1:], float("nan")), None)]
     with pytest.raises(InputError, match="NaN"):

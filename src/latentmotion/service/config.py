@@ -112,6 +112,7 @@ class ServerConfig:
         bad = [p for p in self.preload if p.count(":") != 1 or "" in p.split(":")]
         if bad:
             raise InputError(f"--preload {bad[0]!r}: expected MODEL:LAYER")
+        _check_models(self.models)
         if (self.cert is None) != (self.key is None):
             raise InputError("--cert and --key go together")
         if self.cert and self.key:
@@ -130,6 +131,19 @@ class ServerConfig:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise InputError("--device cuda: no CUDA device on this machine")
         return self.device
+
+
+def _check_models(models: tuple[str, ...]) -> None:
+    """Refuse an allowlisted name that no edge could ever be served (a typo would otherwise refuse every stream
+    that asks for the model meant, at run time); a ``package.module:factory`` is the operator's own code, imported
+    only when an edge asks for it."""
+    from ..errors import UnknownNameError
+    from ..models.zoo import list_models
+
+    known = list_models()
+    for name in models:
+        if ":" not in name and name not in known:
+            raise UnknownNameError("model", name, known, hint="a served model is a name of `latentmotion models` or a package.module:factory")
 
 
 def _check_key_pair(cert: str, key: str) -> None:

@@ -80,6 +80,7 @@ class _Stream:
         self.pending = 0  # frames read and not yet answered
         self.slowed = False
         self.transform = None  # the channel transform the stream's coordinates go back through, if it names one
+        self.writing_since: float | None = None  # when the write in flight began (None: none is)
 
     async def _read(self):
         """Next message; None at the end of the stream or when the server drains."""
@@ -142,10 +143,23 @@ class _Stream:
     async def _write_loop(self) -> None:
         while (item := await self.out.get()) is not None:
             msg, release = await item
+            self.writing_since = time.monotonic()
             await self.ctx.write(msg)
+            self.writing_since = None
             if release:
                 self.pending -= 1
                 self.window.release()
+
+    async def _written(self, writer: asyncio.Future) -> None:
+        """Wait for the writer to answer every frame read. An edge that sent its last frame and reads nothing would
+        hold its slot in a write for ever: one write stuck for the idle timeout ends the stream. The writer is watched,
+        not timed out itself: cancelling a write mid-flight (asyncio.wait_for) kept statuses from edges ended mid-stream."""
+        while not writer.done():
+            await asyncio.wait({writer}, timeout=self.cfg.idle_timeout / 4)
+            since = self.writing_since
+            if not writer.done() and since is not None and time.monotonic() - since >= self.cfg.idle_timeout:
+                raise StreamError(_S.DEADLINE_EXCEEDED, "idle", f"a result unread for {self.cfg.idle_timeout:g} s")
+        writer.result()
 
     def _request(self, kind: int, seq: int, reason: str) -> None:
         fut = asyncio.get_running_loop().create_future()
@@ -223,7 +237,7 @@ class _Stream:
                 dec, bad = await self._frame(dec, handle, f, task, bad)
                 expected, n = (f.seq + 1) % SEQ_SPAN, n + 1  # uint64: the frame after 2**64 - 1 is 0
             self.out.put_nowait(None)
-            await writer  # every frame read gets its answer before the stream closes
+            await self._written(writer)  # every frame read gets its answer before the stream closes
         finally:
             # and wait for them: no write or inference of this stream outlives it (a stream cut short, by its edge or a
             # drain past its timeout, leaves frames queued, whose tasks would otherwise be destroyed pending at the end)

@@ -260,6 +260,24 @@ def test_a_full_stream_window_asks_the_edge_to_slow_down():
         srv.stop()
 
 
+SMALL_WINDOW = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]  # an edge's small receive window
+
+
+async def _idle_end(srv, call) -> None:
+    """Wait (up to 30 s) until the server ends a stream as idle and frees its slot, while the edge still holds its
+    ``call``; then let the call go."""
+    for _ in range(300):
+        if srv.metric("latentmotion_errors_total", kind="idle") >= 1 and srv.metric("latentmotion_active_streams") == 0:
+            break
+        await asyncio.sleep(0.1)
+    call.cancel()
+
+
+def _assert_idle_end(srv) -> None:
+    assert srv.metric("latentmotion_errors_total", kind="idle") == 1
+    assert srv.metric("latentmotion_active_streams") == 0
+
+
 def test_an_edge_that_reads_no_results_loses_its_stream_and_slot():
     """Results the edge never reads fill its receive window, then the server's window of unanswered frames: the
     stream must end after the idle timeout (its slot freed), not wait for ever in the full window."""
@@ -268,8 +286,7 @@ def test_an_edge_that_reads_no_results_loses_its_stream_and_slot():
     frames = [_frame(i, enc.encode(x[i % len(x)])) for i in range(400)]
 
     async def main():
-        options = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]  # a small receive window
-        async with grpc.aio.insecure_channel(srv.target, options=options) as ch:
+        async with grpc.aio.insecure_channel(srv.target, options=SMALL_WINDOW) as ch:
             call = ch.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)()
             await call.initial_metadata()
             try:
@@ -277,16 +294,11 @@ def test_an_edge_that_reads_no_results_loses_its_stream_and_slot():
                     await asyncio.wait_for(call.write(m), 10)
             except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
                 pass  # the server stopped reading, or ended the stream
-            for _ in range(300):  # the stream ends, its slot is freed, while the edge still holds its call
-                if srv.metric("latentmotion_errors_total", kind="idle") >= 1 and srv.metric("latentmotion_active_streams") == 0:
-                    break
-                await asyncio.sleep(0.1)
-            call.cancel()
+            await _idle_end(srv, call)
 
     try:
         asyncio.run(main())
-        assert srv.metric("latentmotion_errors_total", kind="idle") == 1
-        assert srv.metric("latentmotion_active_streams") == 0
+        _assert_idle_end(srv)
         assert srv.metric("latentmotion_frames_total") < 400  # the server did stop reading
     finally:
         srv.stop()
@@ -301,22 +313,16 @@ def test_an_edge_that_sent_all_its_frames_and_reads_nothing_loses_its_stream_and
     frames = [_frame(i, enc.encode(x[i])) for i in range(3)]
 
     async def main():
-        options = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]  # a small receive window
-        async with grpc.aio.insecure_channel(srv.target, options=options) as ch:
+        async with grpc.aio.insecure_channel(srv.target, options=SMALL_WINDOW) as ch:
             call = ch.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)()
             for m in (head, *frames):
                 await asyncio.wait_for(call.write(m), 10)
             await call.done_writing()  # and never read
-            for _ in range(300):  # the stream ends, its slot is freed, while the edge still holds its call
-                if srv.metric("latentmotion_errors_total", kind="idle") >= 1 and srv.metric("latentmotion_active_streams") == 0:
-                    break
-                await asyncio.sleep(0.1)
-            call.cancel()
+            await _idle_end(srv, call)
 
     try:
         asyncio.run(main())
-        assert srv.metric("latentmotion_errors_total", kind="idle") == 1
-        assert srv.metric("latentmotion_active_streams") == 0
+        _assert_idle_end(srv)
     finally:
         srv.stop()
 

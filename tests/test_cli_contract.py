@@ -149,14 +149,14 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--insecure", "--idle-timeout", "inf"), "at most 1e6"),
         (("--insecure", "--weights", "{tmp}/missing.pt"), "existing state-dict file"),
         (("--insecure", "--models", ","), "--models needs at least one"),  # was an empty allowlist: any model
-        (("--insecure", "--models", "efficientnet_lite", "--port", "0"), "did you mean 'efficientnet_lite0'"),  # was accepted: every stream refused
+        (("--insecure", "--models", "efficientnet_lite", "--port", "0"), "--models: unknown model"),  # was accepted: every stream refused
     ],
     "stream": [
         (("--insecure", "--port", "70000"), "--port"),
         (("--insecure", "--frames", "0"), "at least 1"),
         (("--insecure", "--step", "1e300"), "float32"),
         (("--insecure", "--port", "1", "--frames", "1", "--retries", "1"), "gave up on the cloud"),
-        (("--insecure", "--port", "1", "--retries", "1000000"), "exceeds 100"),  # would retry for days
+        (("--insecure", "--port", "1", "--retries", "1000000"), "--retries 1000000 exceeds 100"),  # would retry for days
     ],
 }
 

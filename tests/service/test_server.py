@@ -323,6 +323,7 @@ def test_an_edge_that_sent_all_its_frames_and_reads_nothing_loses_its_stream_and
     try:
         asyncio.run(main())
         _assert_idle_end(srv)
+        assert srv.metric("latentmotion_frames_total") == 3  # all inferred: the stuck write ended it, not a full window
     finally:
         srv.stop()
 

@@ -93,7 +93,7 @@ def stream(
     insecure: bool = typer.Option(False, help="plaintext, no TLS (loopback only)"),
     realtime: bool = typer.Option(False, help="pace frames at the video's frame rate"),
     window: int = typer.Option(8, help="frames in flight"),
-    retries: int = typer.Option(5, help="reconnection attempts in a row"),
+    retries: int = typer.Option(5, help="reconnection attempts in a row without a result (at most 100)"),
     seed: int = typer.Option(0, help="seed of the reconnection jitter"),
     task: str = typer.Option("", help="what the cloud does with the features: classify, segment (default: the model's own task)"),
     transform: str = typer.Option("none", help="code the features' coordinates in the cut's shipped channel transform: none, klt or kltw (the cloud maps them back)"),

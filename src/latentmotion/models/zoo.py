@@ -23,7 +23,7 @@ from torch import nn
 from .._files import file_kind, package_folder
 from ..errors import InputError, UnknownNameError, WeightsUnavailableError
 
-__all__ = ["SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "checkpoint_dir", "list_models", "load_model", "load_state_file", "weights_file", "weights_inputs"]
+__all__ = ["SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "check_model_name", "checkpoint_dir", "list_models", "load_model", "load_state_file", "weights_file", "weights_inputs"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -293,11 +293,30 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def check_model_name(name: str) -> None:
+    """Refuse a name :func:`load_model` could never load, without importing or building anything: a registry
+    name it does not know (:class:`UnknownNameError`), or a factory spec that is not ``package.module:factory``
+    in dotted identifiers (:class:`InputError`; whether the module imports is learnt only by loading it).
+
+    Example:
+        >>> check_model_name("resnet34"); check_model_name("mypkg.nets:small")
+        >>> check_model_name("mypkg:")
+        Traceback (most recent call last):
+        ...
+        latentmotion.errors.InputError: model spec 'mypkg:' must read 'package.module:factory'
+    """
+    if ":" in name:
+        mod_name, _, attr = name.partition(":")
+        if not all(part.isidentifier() for part in [*mod_name.split("."), *attr.split(".")]):
+            raise InputError(f"model spec {name!r} must read 'package.module:factory'")
+    elif name not in (reg := _registry()):
+        raise UnknownNameError("model", name, reg, hint="see `latentmotion models`")
+
+
 def _factory(spec: str) -> Callable[[], nn.Module]:
     """The callable named by ``"package.module:factory"`` (the factory may be a dotted attribute)."""
+    check_model_name(spec)
     mod_name, _, attr = spec.partition(":")
-    if not mod_name or not attr:
-        raise InputError(f"model spec {spec!r} must read 'package.module:factory'")
     try:
         obj = importlib.import_module(mod_name)
     except Exception as exc:  # user code may raise anything while importing
@@ -354,12 +373,10 @@ def load_model(name: str, weights: str | os.PathLike[str] = "imagenet", seed: in
         >>> m(torch.rand(1, 3, 224, 224)).shape
         torch.Size([1, 1000])
     """
+    check_model_name(name)
     if ":" in name:
         return _factory_model(name, weights, seed)
-    reg = _registry()
-    if name not in reg:
-        raise UnknownNameError("model", name, reg, hint="see `latentmotion models`")
-    entry = reg[name]()
+    entry = _registry()[name]()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = entry.build()

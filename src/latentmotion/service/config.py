@@ -1,6 +1,7 @@
 """The cloud's options: one dataclass, its defaults and help texts, which ``latentmotion serve`` turns into its options.
 
-Light on purpose (no gRPC, no torch): the command line reads it at start-up.
+Light on purpose (no gRPC, no torch at import; :meth:`ServerConfig.check` reads the model registry): the command
+line reads it at start-up.
 
 Example:
     >>> ServerConfig(insecure=True).check()  # loopback and plaintext: allowed
@@ -16,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 
 from .._files import regular_file
-from ..errors import InputError
+from ..errors import InputError, LatentMotionError
 from .auth import is_loopback
 
 __all__ = ["ServerConfig"]
@@ -40,7 +41,8 @@ class ServerConfig:
         max_message: largest gRPC message in bytes.
         max_elements: largest tensor (C*H*W) a stream's header may announce.
         max_bad_frames: failed frames in a row, beyond a window, before the stream ends.
-        idle_timeout: seconds without a message before a stream (or an idle connection) ends.
+        idle_timeout: seconds without a message before a stream (or an idle connection) ends; also how long a full
+            window of unread results, or one result unwritten, may last.
         max_models: cloud sub-models kept loaded (LRU).
         max_batch, max_wait_ms: dynamic batching limits.
         model_threads: torch intra-op threads of the model (0: one less than the usable cores, at least 1,
@@ -68,7 +70,7 @@ class ServerConfig:
     max_message: int = field(default=4 << 20, metadata={"help": "largest gRPC message, bytes"})
     max_elements: int = field(default=1 << 21, metadata={"help": "largest tensor (C*H*W) a stream may announce"})
     max_bad_frames: int = field(default=3, metadata={"help": "failed frames in a row, beyond a window, before a stream ends"})
-    idle_timeout: float = field(default=30.0, metadata={"help": "seconds of silence that end a stream"})
+    idle_timeout: float = field(default=30.0, metadata={"help": "seconds of silence, or of results left unread, that end a stream"})
     max_models: int = field(default=4, metadata={"help": "cloud sub-models kept loaded"})
     max_batch: int = field(default=16, metadata={"help": "largest model batch"})
     max_wait_ms: float = field(default=5.0, metadata={"help": "longest wait to fill a batch, ms"})
@@ -112,7 +114,7 @@ class ServerConfig:
         bad = [p for p in self.preload if p.count(":") != 1 or "" in p.split(":")]
         if bad:
             raise InputError(f"--preload {bad[0]!r}: expected MODEL:LAYER")
-        _check_models(self.models)
+        _check_models(self.models, self.preload)
         if (self.cert is None) != (self.key is None):
             raise InputError("--cert and --key go together")
         if self.cert and self.key:
@@ -133,17 +135,17 @@ class ServerConfig:
         return self.device
 
 
-def _check_models(models: tuple[str, ...]) -> None:
-    """Refuse an allowlisted name that no edge could ever be served (a typo would otherwise refuse every stream
-    that asks for the model meant, at run time); a ``package.module:factory`` is the operator's own code, imported
-    only when an edge asks for it."""
-    from ..errors import UnknownNameError
-    from ..models.zoo import list_models
+def _check_models(models: tuple[str, ...], preload: tuple[str, ...]) -> None:
+    """Refuse a model that no edge could ever be served (a typo would otherwise refuse, at run time, every stream
+    that asks for the model meant), naming the option that holds it; a ``package.module:factory`` is the
+    operator's own code, imported only when an edge asks for it. (Reads the model registry: imports torch.)"""
+    from ..models.zoo import check_model_name
 
-    known = list_models()
-    for name in models:
-        if ":" not in name and name not in known:
-            raise UnknownNameError("model", name, known, hint="a served model is a name of `latentmotion models` or a package.module:factory")
+    for option, name in [*((f"--preload {p!r}", p.split(":")[0]) for p in preload), *(("--models", m) for m in models)]:
+        try:
+            check_model_name(name)
+        except LatentMotionError as exc:  # an unknown name or a malformed spec
+            raise InputError(f"{option}: {exc}") from None
 
 
 def _check_key_pair(cert: str, key: str) -> None:

@@ -52,7 +52,8 @@ from .server import METHOD
 __all__ = ["EdgeOptions", "EdgeReport", "LiveCoder", "ServiceError", "VideoSource", "run_edge", "stream_edge", "stream_video"]
 
 MIN_REALTIME_FPS = 0.1  # pacing slower than this is a hang, not real time
-MAX_RETRIES = 100  # reconnections in a row: with back-off of up to 7.5 s each, at most about 12 minutes
+MAX_RETRIES = 100  # reconnections in a row without a result; each costs its back-off and up to answer_timeout, so a
+# huge count is an edge that never gives up on a dead cloud
 
 _S = grpc.StatusCode
 RETRY = {_S.UNAVAILABLE, _S.RESOURCE_EXHAUSTED, _S.DEADLINE_EXCEEDED, _S.CANCELLED, _S.UNKNOWN, _S.INTERNAL, _S.ABORTED}
@@ -365,7 +366,7 @@ class EdgeOptions:
         token: bearer token (never logged).
         window: frames in flight (halved on a SLOW_DOWN request, grown back by one per result).
         top_k: classes per result (``classify``).
-        max_retries: reconnections in a row without a result before giving up.
+        max_retries: reconnections in a row without a result before giving up (at most :data:`MAX_RETRIES`).
         seed: seed of the back-off jitter.
         edge_id: free text for the cloud's logs.
         task: what the cloud does with the features, a name of :data:`latentmotion.tasks.TASKS`
@@ -394,8 +395,8 @@ class EdgeOptions:
             raise InputError(f"--insecure sends plaintext and is allowed only to loopback, not to {host!r}")
         if self.window < 1 or self.top_k < 1 or self.max_retries < 0:
             raise InputError("window and top-k must be at least 1, retries not negative")
-        if self.max_retries > MAX_RETRIES:  # a huge count would hold the edge for good
-            raise InputError(f"retries {self.max_retries} exceeds {MAX_RETRIES} (each waits up to 7.5 s for the cloud)")
+        if self.max_retries > MAX_RETRIES:
+            raise InputError(f"--retries {self.max_retries} exceeds {MAX_RETRIES} (reconnections in a row without a result)")
         if not 0 < self.answer_timeout <= 1e6:
             raise InputError(f"answer timeout must lie in (0, 1e6] s, got {self.answer_timeout}")
         make_task(self.task)  # an unknown task is refused before any work

@@ -152,8 +152,10 @@ class _Stream:
 
     async def _written(self, writer: asyncio.Future) -> None:
         """Wait for the writer to answer every frame read. An edge that sent its last frame and reads nothing would
-        hold its slot in a write for ever: one write stuck for the idle timeout ends the stream. The writer is watched,
-        not timed out itself: cancelling a write mid-flight (asyncio.wait_for) kept statuses from edges ended mid-stream."""
+        hold its slot in a write for ever: one write stuck for the idle timeout ends the stream (and ``run`` then
+        cancels it, as any end does). Watched from here rather than each write timed out in the writer: with a
+        timeout around every write (asyncio.wait_for), edges whose streams the server ended mid-stream got no status
+        and waited for an answer until their own timeout."""
         while not writer.done():
             await asyncio.wait({writer}, timeout=self.cfg.idle_timeout / 4)
             since = self.writing_since

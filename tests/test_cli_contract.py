@@ -147,7 +147,8 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--port", "0"), "needs --cert, --key and --tokens"),
         (("--insecure", "--host", "0.0.0.0"), "only on loopback"),
         (("--insecure", "--idle-timeout", "inf"), "at most 1e6"),
-        (("--insecure", "--weights", "{tmp}/missing.pt"), "existing state-dict file"),
+        (("--insecure", "--weights", "{tmp}/missing.pt"), "missing.pt does not exist"),
+        (("--insecure", "--weights", "lite0w"), "not imagenet, random or a state-dict path"),  # was accepted, then every stream refused
         (("--insecure", "--models", ","), "--models needs at least one"),  # was an empty allowlist: any model
         (("--insecure", "--models", "efficientnet_lite", "--port", "0"), "--models: unknown model"),  # was accepted: every stream refused
     ],

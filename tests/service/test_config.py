@@ -30,3 +30,12 @@ def test_retries_are_bounded():
     EdgeOptions(max_retries=MAX_RETRIES).check("127.0.0.1:1")
     with pytest.raises(InputError, match=f"--retries {MAX_RETRIES + 1} exceeds {MAX_RETRIES}"):
         EdgeOptions(max_retries=MAX_RETRIES + 1).check("127.0.0.1:1")
+
+
+def test_options_that_would_serve_nothing_or_name_no_option_are_refused():
+    with pytest.raises(InputError, match="--idle-timeout 1e-09 must be at least 0.001 s"):
+        ServerConfig(insecure=True, idle_timeout=1e-9).check()  # gRPC's idle limit would be 0 ms: every connection ends
+    with pytest.raises(InputError, match="--retries -1 must be at least 0"):
+        EdgeOptions(max_retries=-1).check("127.0.0.1:1")
+    with pytest.raises(InputError, match="--window 0 must be at least 1"):
+        EdgeOptions(window=0).check("127.0.0.1:1")

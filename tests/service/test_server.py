@@ -228,6 +228,10 @@ def test_health_check_and_a_refused_edge_raises(server):
     with grpc.insecure_channel(server.target) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         assert stub.Check(health_pb2.HealthCheckRequest(service="latentmotion.service.v1.Cloud"), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
+        # Watch is refused: held open by the dozen (no token needed) it took the edges' call slots, and unread it blocked the drain
+        with pytest.raises(grpc.RpcError) as watch:
+            next(iter(stub.Watch(health_pb2.HealthCheckRequest(service=""), timeout=10)))
+        assert watch.value.code() == grpc.StatusCode.UNIMPLEMENTED
     with pytest.raises(ServiceError, match="weights mismatch") as err:
         asyncio.run(stream_edge(server.target, RecordingCoder(weights="0" * 16), _items(0, 3), EdgeOptions(insecure=True)))
     rep = err.value.report
@@ -324,6 +328,33 @@ def test_an_edge_that_sent_all_its_frames_and_reads_nothing_loses_its_stream_and
         asyncio.run(main())
         _assert_idle_end(srv)
         assert srv.metric("latentmotion_frames_total") == 3  # all inferred: the stuck write ended it, not a full window
+    finally:
+        srv.stop()
+
+
+def test_an_edge_that_sends_now_and_then_and_reads_nothing_loses_its_stream_once_a_write_is_stuck():
+    """A frame every half second keeps the stream from falling silent, and the window of 64 never fills; the results
+    the edge never reads stop the writer at its first large one: that write, stuck for the idle timeout, ends it."""
+    srv = ServerThread(idle_timeout=2.0, max_pending=64)
+    enc, x = make_encoder()(), features()
+    head = pb.EdgeMessage(open=pb.Open(header=enc.header_bytes(), weights=fingerprint(), top_k=1000))
+
+    async def main():
+        async with grpc.aio.insecure_channel(srv.target, options=SMALL_WINDOW) as ch:
+            call = ch.stream_stream(METHOD, pb.EdgeMessage.SerializeToString, pb.CloudMessage.FromString)()
+            try:
+                await asyncio.wait_for(call.write(head), 10)
+                for i in range(40):  # 20 s, if the server never ended it
+                    await asyncio.wait_for(call.write(_frame(i, enc.encode(x[i % len(x)]))), 10)
+                    await asyncio.sleep(0.5)
+            except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass  # the server ended the stream
+            await _idle_end(srv, call)
+
+    try:
+        asyncio.run(main())
+        _assert_idle_end(srv)
+        assert srv.metric("latentmotion_frames_total") < 20  # ended after about the idle timeout, not at the last frame
     finally:
         srv.stop()
 

@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
 import typer
 
@@ -46,11 +45,12 @@ def serve(
 
     weights = config["weights"]
     if weights not in ("imagenet", "random"):
-        if not Path(weights).is_file():
-            raise InputError(f"--weights {weights}: not imagenet, random or an existing state-dict file")
-        from ..models.zoo import load_state_file
+        from ..models.zoo import load_state_file, weights_file
 
-        load_state_file(Path(weights))  # a file that is no state dict is refused now, not on every stream
+        path = weights_file(weights)  # what load_model will take for a file, on every stream
+        if path is None:
+            raise InputError(f"--weights {weights}: not imagenet, random or a state-dict path (one with a '/' or ending in .pt or .pth)")
+        load_state_file(regular_file(path, "--weights"))  # a file that is no state dict is refused now, not on every stream
     _logs()
     cfg = ServerConfig(**config, models=_allowed(models, preload or ()), preload=tuple(preload or ()))
     host = cfg.host
@@ -103,13 +103,14 @@ def stream(
     """Edge side: run the edge sub-model on video, code the features and stream them to a cloud over gRPC."""
     from ..codec.limits import check_step
     from ..service import EdgeOptions, VideoSource, stream_video
+    from ..service.auth import address
 
     check_step(step)  # before the model runs: a step the stream cannot hold is the user's error
     tools = Tools(MotionTools(**config))  # refused here, before the model loads
     _logs(logging.INFO if verbose else logging.WARNING)  # a failure is still one line; its retries with --verbose
     opts = EdgeOptions(insecure=insecure, ca=ca, token=_token(token_file), window=window, max_retries=retries, seed=seed, task=task)
     src = VideoSource(video, start, frames, model, layer, weights, step, tools, transform)
-    rep, fps = stream_video(f"{host}:{port}", src, opts, realtime)
+    rep, fps = stream_video(address(host, port), src, opts, realtime)
     s = rep.summary(fps)
     console.print(
         f"{s['frames']} frames to {host}:{port}: {s['kbit_s']:.1f} kbit/s at {fps:g} fps, latency p50 {s['p50_ms']:.1f} ms "

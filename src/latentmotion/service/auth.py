@@ -24,7 +24,7 @@ from pathlib import Path
 from .._files import regular_file
 from ..errors import InputError
 
-__all__ = ["TokenSet", "client_credentials", "hash_token", "is_loopback", "server_credentials"]
+__all__ = ["TokenSet", "address", "client_credentials", "hash_token", "is_loopback", "server_credentials"]
 
 MAX_TOKEN_FILE = 1 << 20  # a token file is a few lines; refuse anything larger before reading
 
@@ -87,6 +87,16 @@ def client_credentials(ca: str | Path | None = None):
     import grpc
 
     return grpc.ssl_channel_credentials(_read_pem(ca, "CA certificate") if ca else None)
+
+
+def address(host: str, port: int) -> str:
+    """``host:port`` as gRPC reads it: an IPv6 host in brackets (``::1:1`` would read as the address ``::0.1.0.1``).
+
+    Example:
+        >>> address("::1", 5050), address("[::1]", 5050), address("localhost", 5050)
+        ('[::1]:5050', '[::1]:5050', 'localhost:5050')
+    """
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def is_loopback(host: str) -> bool:

@@ -96,6 +96,8 @@ class ServerConfig:
             raise InputError(f"--model-threads {self.model_threads} exceeds {MAX_THREADS}")
         if not (self.idle_timeout > 0 and self.max_wait_ms >= 0 and self.drain_timeout >= 0 and self.max_bad_frames >= 0 and self.model_threads >= 0):
             raise InputError("--idle-timeout must be positive; --max-wait-ms, --drain-timeout, --max-bad-frames and --model-threads not negative")
+        if self.idle_timeout < 0.001:  # gRPC's idle limit is whole milliseconds: 0 ends every connection at once
+            raise InputError(f"--idle-timeout {self.idle_timeout:g} must be at least 0.001 s")
         for name in ("idle_timeout", "max_wait_ms", "drain_timeout"):  # finite, and small enough for gRPC's integer clocks
             if not getattr(self, name) <= 1e6:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at most 1e6")

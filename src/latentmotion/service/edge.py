@@ -393,8 +393,9 @@ class EdgeOptions:
             raise InputError(f"cloud address {target!r}: expected host:port with a port in 1..65535")
         if self.insecure and not is_loopback(host.strip("[]")):
             raise InputError(f"--insecure sends plaintext and is allowed only to loopback, not to {host!r}")
-        if self.window < 1 or self.top_k < 1 or self.max_retries < 0:
-            raise InputError("window and top-k must be at least 1, retries not negative")
+        for name, v, low in (("--window", self.window, 1), ("top-k", self.top_k, 1), ("--retries", self.max_retries, 0)):
+            if v < low:
+                raise InputError(f"{name} {v} must be at least {low}")
         if self.max_retries > MAX_RETRIES:
             raise InputError(f"--retries {self.max_retries} exceeds {MAX_RETRIES} (reconnections in a row without a result)")
         if not 0 < self.answer_timeout <= 1e6:

@@ -13,7 +13,8 @@ problem                     status                metric kind
 ==========================  ====================  =============================
 missing/wrong/2+ tokens     UNAUTHENTICATED       unauthenticated
 too many streams            RESOURCE_EXHAUSTED    too_many_streams
-unknown model or layer      NOT_FOUND / INVALID   unknown_model / bad_layer
+unknown model or layer      NOT_FOUND             unknown_model
+layer that cannot be cut    INVALID_ARGUMENT      bad_layer
 unknown task                INVALID_ARGUMENT      unknown_task
 task does not fit the model FAILED_PRECONDITION   task_mismatch
 weights fingerprint differs FAILED_PRECONDITION   weights_mismatch
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import socket
 import threading
@@ -53,7 +55,7 @@ from ..errors import InputError, UnknownNameError, shown
 from ..models.transform import WEIGHTS_DIR, network_fingerprint, stream_transform
 from ..tasks import Task, make_task
 from . import cloud_pb2 as pb
-from .auth import TokenSet, server_credentials
+from .auth import TokenSet, address, server_credentials
 from .backends import CloudHandle, LocalBackend, StreamError
 from .batcher import Batcher
 from .config import ServerConfig
@@ -87,7 +89,7 @@ class _Stream:
         read = asyncio.ensure_future(self.ctx.read())
         drain = asyncio.ensure_future(self.server.draining.wait())
         try:
-            done, _ = await asyncio.wait({read, drain}, timeout=self.cfg.idle_timeout, return_when=asyncio.FIRST_COMPLETED)
+            done = await self._watching({read, drain}, self.cfg.idle_timeout)
         finally:
             drain.cancel()  # also when the stream is cancelled while waiting: no task outlives it
             if not read.done():
@@ -150,18 +152,23 @@ class _Stream:
                 self.pending -= 1
                 self.window.release()
 
-    async def _written(self, writer: asyncio.Future) -> None:
-        """Wait for the writer to answer every frame read. An edge that sent its last frame and reads nothing would
-        hold its slot in a write for ever: one write stuck for the idle timeout ends the stream (and ``run`` then
-        cancels it, as any end does). Watched from here rather than each write timed out in the writer: with a
-        timeout around every write (asyncio.wait_for), edges whose streams the server ended mid-stream got no status
-        and waited for an answer until their own timeout."""
-        while not writer.done():
-            await asyncio.wait({writer}, timeout=self.cfg.idle_timeout / 4)
+    async def _watching(self, futures: set, timeout: float) -> set:
+        """Wait up to ``timeout`` s for the first of ``futures`` (the set done, empty at the timeout), and end the stream
+        once a write has been stuck for the idle timeout: an edge that reads nothing, sending a frame now and then or
+        none after its last, would otherwise hold its slot in that write. Watched from here rather than each write
+        timed out in the writer: with a timeout around every write (asyncio.wait_for), edges whose streams the server
+        ended mid-stream got no status and waited for an answer until their own timeout."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
             since = self.writing_since
-            if not writer.done() and since is not None and time.monotonic() - since >= self.cfg.idle_timeout:
+            if since is not None and time.monotonic() - since >= self.cfg.idle_timeout:
                 raise StreamError(_S.DEADLINE_EXCEEDED, "idle", f"a result unread for {self.cfg.idle_timeout:g} s")
-        writer.result()
+            if (left := end - loop.time()) <= 0:
+                return set()
+            done, _ = await asyncio.wait(futures, timeout=min(left, self.cfg.idle_timeout / 4), return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                return done
 
     def _request(self, kind: int, seq: int, reason: str) -> None:
         fut = asyncio.get_running_loop().create_future()
@@ -239,7 +246,8 @@ class _Stream:
                 dec, bad = await self._frame(dec, handle, f, task, bad)
                 expected, n = (f.seq + 1) % SEQ_SPAN, n + 1  # uint64: the frame after 2**64 - 1 is 0
             self.out.put_nowait(None)
-            await self._written(writer)  # every frame read gets its answer before the stream closes
+            await self._watching({writer}, math.inf)  # every frame read gets its answer before the stream closes
+            writer.result()
         finally:
             # and wait for them: no write or inference of this stream outlives it (a stream cut short, by its edge or a
             # drain past its timeout, leaves frames queued, whose tasks would otherwise be destroyed pending at the end)
@@ -346,6 +354,7 @@ class CloudServer:
         if self.active >= self.config.max_streams:
             self.metrics.errors.labels(kind="too_many_streams").inc()
             await context.abort(_S.RESOURCE_EXHAUSTED, f"the server already serves {self.config.max_streams} streams")
+        error = None
         with self._slot():
             peer, t = context.peer(), time.perf_counter()
             try:
@@ -356,9 +365,10 @@ class CloudServer:
             except StreamError as exc:
                 if exc.kind:
                     self.metrics.errors.labels(kind=exc.kind).inc()
-                why = shown(exc)[:1000]  # control characters a client sent come back escaped
-                log_event("stream_error", peer=peer, code=exc.code.name, kind=exc.kind, message=why)
-                await context.abort(exc.code, why)
+                error = exc.code, shown(exc)[:1000]  # control characters a client sent come back escaped
+                log_event("stream_error", peer=peer, code=exc.code.name, kind=exc.kind, message=error[1])
+        if error:  # after the slot: the status waits behind results an edge that reads nothing never takes
+            await context.abort(*error)
 
     async def _run(self, stream: _Stream) -> int:
         """Run a stream as a task of ours: a drain past its timeout cancels it and the edge hears UNAVAILABLE (were gRPC
@@ -397,9 +407,9 @@ class CloudServer:
         self.server = grpc.aio.server(options=opts, maximum_concurrent_rpcs=cfg.max_streams + 16)
         handler = grpc.stream_stream_rpc_method_handler(self.infer_stream, _parse_edge_message, pb.CloudMessage.SerializeToString)
         self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Infer": handler}),))
-        self.health = health_aio.HealthServicer()
+        self.health = _CheckOnlyHealth()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        addr = f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}"
+        addr = address(cfg.host, cfg.port)
         check_bindable(cfg.host, cfg.port)
         try:
             port = self.server.add_secure_port(addr, self.creds) if self.creds else self.server.add_insecure_port(addr)
@@ -455,6 +465,15 @@ class CloudServer:
             self._metrics_http[0].shutdown()
         log_event("stopped", clean=clean, seconds=round(time.perf_counter() - t, 3))
         return clean
+
+
+class _CheckOnlyHealth(health_aio.HealthServicer):
+    """gRPC health with ``Check`` only. A ``Watch`` stream lasts as long as its client likes, without a token: held open
+    by the dozen it took every call slot from the edges, and one that read nothing blocked the drain, which waits for
+    the lock grpc_health writes updates under. Probes (Kubernetes', grpc_health_probe) use ``Check``."""
+
+    async def Watch(self, request, context) -> None:
+        await context.abort(_S.UNIMPLEMENTED, "Health/Watch is not served here; poll Health/Check")
 
 
 def check_bindable(host: str, port: int) -> None:

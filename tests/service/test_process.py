@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import re
 import signal
 import socket
@@ -16,7 +18,7 @@ import pytest
 
 from latentmotion.service import EdgeOptions, stream_edge
 
-from .conftest import RecordingCoder, features, reference
+from .conftest import RecordingCoder, ServerThread, features, reference
 
 CLI = [sys.executable, "-m", "latentmotion.cli"]
 
@@ -191,3 +193,15 @@ def test_a_metrics_port_in_use_is_one_line_and_stops_the_started_server():
         mport = taken.getsockname()[1]
         r = subprocess.run([*CLI, "serve", "--insecure", "--port", str(port), "--metrics-port", str(mport)], capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2 and r.stderr.startswith("error: cannot serve metrics") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_the_listening_line_names_the_metrics_port_that_0_got(caplog):
+    with caplog.at_level(logging.INFO, logger="latentmotion.service"):
+        srv = ServerThread(metrics_port=0)
+    try:
+        line = next(json.loads(r.getMessage()) for r in caplog.records if '"listening"' in r.getMessage())
+        port = line["metrics_port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+            assert b"latentmotion_active_streams" in reply.read()
+    finally:
+        srv.stop()

@@ -424,7 +424,8 @@ class CloudServer:
             await self.backend.close()
             raise
         self.port = port
-        log_event("listening", address=f"{cfg.host}:{port}", tls=not cfg.insecure, auth=self.tokens is not None, ray=cfg.ray or "")
+        metrics = self._metrics_http[0].server_port if self._metrics_http else None  # the port --metrics-port 0 got
+        log_event("listening", address=f"{cfg.host}:{port}", tls=not cfg.insecure, auth=self.tokens is not None, ray=cfg.ray or "", metrics_port=metrics)
         return port
 
     async def _preload_and_start(self) -> None:

@@ -480,7 +480,7 @@ class _CheckOnlyHealth(health_aio.HealthServicer):
 def check_bindable(host: str, port: int) -> None:
     """Refuse an unknown host or a port in use with one clear line (gRPC would only log its own)."""
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)  # [::1] as edges write it
     except socket.gaierror as exc:
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     family, kind, proto, _, sockaddr = infos[0]

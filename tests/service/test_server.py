@@ -335,7 +335,7 @@ def test_an_edge_that_sent_all_its_frames_and_reads_nothing_loses_its_stream_and
 def test_an_edge_that_sends_now_and_then_and_reads_nothing_loses_its_stream_once_a_write_is_stuck():
     """A frame every half second keeps the stream from falling silent, and the window of 64 never fills; the results
     the edge never reads stop the writer at its first large one: that write, stuck for the idle timeout, ends it."""
-    srv = ServerThread(idle_timeout=2.0, max_pending=64)
+    srv = ServerThread(idle_timeout=2.0, max_pending=64, preload=(f"{MODEL}:{LAYER}",))  # loaded: frames are read as sent
     enc, x = make_encoder()(), features()
     head = pb.EdgeMessage(open=pb.Open(header=enc.header_bytes(), weights=fingerprint(), top_k=1000))
 

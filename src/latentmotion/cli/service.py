@@ -14,6 +14,7 @@ from .._lists import parse_list
 from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError
+from ..service.auth import address
 from ..service.config import ServerConfig
 from ._app import HELP, MOTION_SKIP, app, config_options, console
 
@@ -54,7 +55,7 @@ def serve(
     _logs()
     cfg = ServerConfig(**config, models=_allowed(models, preload or ()), preload=tuple(preload or ()))
     host = cfg.host
-    code = run_server(cfg, ready=lambda p: console.print(f"listening on {host}:{p}", soft_wrap=True), stopping=_say_stopping)
+    code = run_server(cfg, ready=lambda p: console.print(f"listening on {address(host, p)}", soft_wrap=True), stopping=_say_stopping)
     if code:  # the drain timed out: 130/143 like an interrupted job, and the stopping line was its one line
         sys.exit(code)
 
@@ -103,17 +104,17 @@ def stream(
     """Edge side: run the edge sub-model on video, code the features and stream them to a cloud over gRPC."""
     from ..codec.limits import check_step
     from ..service import EdgeOptions, VideoSource, stream_video
-    from ..service.auth import address
 
     check_step(step)  # before the model runs: a step the stream cannot hold is the user's error
     tools = Tools(MotionTools(**config))  # refused here, before the model loads
     _logs(logging.INFO if verbose else logging.WARNING)  # a failure is still one line; its retries with --verbose
     opts = EdgeOptions(insecure=insecure, ca=ca, token=_token(token_file), window=window, max_retries=retries, seed=seed, task=task)
     src = VideoSource(video, start, frames, model, layer, weights, step, tools, transform)
-    rep, fps = stream_video(address(host, port), src, opts, realtime)
+    target = address(host, port)
+    rep, fps = stream_video(target, src, opts, realtime)
     s = rep.summary(fps)
     console.print(
-        f"{s['frames']} frames to {host}:{port}: {s['kbit_s']:.1f} kbit/s at {fps:g} fps, latency p50 {s['p50_ms']:.1f} ms "
+        f"{s['frames']} frames to {target}: {s['kbit_s']:.1f} kbit/s at {fps:g} fps, latency p50 {s['p50_ms']:.1f} ms "
         f"p99 {s['p99_ms']:.1f} ms, mean batch {s['mean_batch']:.1f}, lost {s['lost']}, reconnects {s['reconnects']}",
         soft_wrap=True,
     )

@@ -146,8 +146,10 @@ class _Stream:
         while (item := await self.out.get()) is not None:
             msg, release = await item
             self.writing_since = time.monotonic()
-            await self.ctx.write(msg)
-            self.writing_since = None
+            try:
+                await self.ctx.write(msg)
+            finally:  # a failed write is no stuck one: its own error ends the stream
+                self.writing_since = None
             if release:
                 self.pending -= 1
                 self.window.release()
@@ -336,7 +338,8 @@ class CloudServer:
         self.creds = None if config.insecure else server_credentials(config.cert, config.key)
         self.backend = backend or make_backend(config)
         self.draining = asyncio.Event()
-        self.active = 0
+        self.active = 0  # streams being served: what a drain waits for
+        self.closing = 0  # ended streams whose status is not yet sent
         self._runs: set[asyncio.Task] = set()  # the streams' own work, which a drain that times out ends itself
         self._metrics_http = None
 
@@ -351,7 +354,7 @@ class CloudServer:
                 await context.abort(_S.UNAUTHENTICATED, why)
         if self.draining.is_set():
             await context.abort(_S.UNAVAILABLE, "the server is shutting down; reconnect")
-        if self.active >= self.config.max_streams:
+        if self.active + self.closing >= self.config.max_streams:
             self.metrics.errors.labels(kind="too_many_streams").inc()
             await context.abort(_S.RESOURCE_EXHAUSTED, f"the server already serves {self.config.max_streams} streams")
         error = None
@@ -367,8 +370,12 @@ class CloudServer:
                     self.metrics.errors.labels(kind=exc.kind).inc()
                 error = exc.code, shown(exc)[:1000]  # control characters a client sent come back escaped
                 log_event("stream_error", peer=peer, code=exc.code.name, kind=exc.kind, message=error[1])
-        if error:  # after the slot: the status waits behind results an edge that reads nothing never takes
-            await context.abort(*error)
+        if error:  # the status waits behind results an edge that reads nothing never takes, until gRPC closes its idle
+            self.closing += 1  # connection: the call counts against --max-streams meanwhile, but a drain does not wait for it
+            try:
+                await context.abort(*error)
+            finally:
+                self.closing -= 1
 
     async def _run(self, stream: _Stream) -> int:
         """Run a stream as a task of ours: a drain past its timeout cancels it and the edge hears UNAVAILABLE (were gRPC
@@ -425,7 +432,7 @@ class CloudServer:
             raise
         self.port = port
         metrics = self._metrics_http[0].server_port if self._metrics_http else None  # the port --metrics-port 0 got
-        log_event("listening", address=f"{cfg.host}:{port}", tls=not cfg.insecure, auth=self.tokens is not None, ray=cfg.ray or "", metrics_port=metrics)
+        log_event("listening", address=address(cfg.host, port), tls=not cfg.insecure, auth=self.tokens is not None, ray=cfg.ray or "", metrics_port=metrics)
         return port
 
     async def _preload_and_start(self) -> None:

@@ -51,7 +51,7 @@ def serve(
         path = weights_file(weights)  # what load_model will take for a file, on every stream
         if path is None:
             raise InputError(f"--weights {weights}: not imagenet, random or a state-dict path (one with a '/' or ending in .pt or .pth)")
-        load_state_file(regular_file(path, "--weights"))  # a file that is no state dict is refused now, not on every stream
+        load_state_file(path)  # a missing file, a folder, a FIFO or no state dict is refused now, not on every stream
     _logs()
     cfg = ServerConfig(**config, models=_allowed(models, preload or ()), preload=tuple(preload or ()))
     host = cfg.host

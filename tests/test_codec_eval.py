@@ -9,7 +9,7 @@ import torch
 
 from latentmotion.errors import InputError
 from latentmotion.experiments.codec_anchors import SIDE_BITS, code_features, code_pixels, parse_anchor, tile, untile
-from latentmotion.experiments.codec_eval import _bd, _bd_table, _envelope, _goal, _span
+from latentmotion.experiments.codec_eval import _bd, _bd_table, _curve, _envelope, _goal, _span
 
 
 def test_tiling_pads_to_multiples_of_8_and_inverts():
@@ -107,11 +107,22 @@ def test_bd_on_task_fidelity_uses_only_points_at_or_below_the_noise_floor():
     assert full["b_vs_a"] != pytest.approx(-50.0, abs=0.5)
 
 
+def test_bd_on_task_fidelity_moves_smoothly_as_a_point_crosses_the_noise_floor():
+    # each curve is cut at the floor by interpolation: moving the floor across one of ours' points moves the BD-rate a
+    # little; dropping the points above alone made it jump (the curve lost all between its last point and the floor)
+    rows = [{"config": "a", "kbps": r, "task_db": d} for r, d in ((100, 0), (200, 6), (400, 11), (800, 16), (1600, 21))]
+    rows += [{"config": "b", "kbps": r, "task_db": d} for r, d in ((60, 0), (150, 9), (300, 12.5), (900, 18))]
+    below, above = (_bd_table(rows, ["b"], ["a"], "task_db", "akima", floor_db=f)["b_vs_a"] for f in (12.49, 12.51))
+    assert abs(below - above) < 1.5  # 4.1 points with the points above the floor dropped
+    assert _curve(rows, "b", "task_db", 15.0) == ([60, 150, 300, pytest.approx(300 * 3 ** (2.5 / 5.5))], [0, 9, 12.5, 15.0])
+
+
 def test_bd_span_is_where_both_curves_reach_below_the_noise_floor():
     rows = [{"config": c, "kbps": r, "task_db": d} for c, pts in (("remote", ((30, -1), (60, 4), (200, 8))), ("ours", ((50, 5), (100, 10), (400, 30))))
             for r, d in pts]
     assert _span(rows, "remote", "ours", "task_db") == [5.0, 8.0]  # ours stops short of remote's low end: only its costly top compares
-    assert _span(rows, "ours", "remote", "task_db", floor_db=9) is None  # one point of ours below the floor: no curve, no span
+    assert _span(rows, "ours", "remote", "task_db", floor_db=4) is None  # no point of ours below the floor: no curve, no span
+    assert _span(rows, "ours", "remote", "task_db", floor_db=9) == [5.0, 8.0]  # one point below, and the floor between it and the next
     rows += [{"config": "ours", "kbps": 20, "task_db": -3}]
     assert _span(rows, "remote", "ours", "task_db", floor_db=20) == [-1.0, 8.0]
 
@@ -132,7 +143,7 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
 
     st = EvalSettings(frames=4, steps=(0.125, 0.25, 0.5, 1.0), configs=("block", "klt", "kltw"), anchors=("x265_ldp", "remote_x265_net"), qps=(22, 32, 42))
     s = evaluate(st, tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"rd.csv", "rd.png", "report.md", "summary.json"}
+    assert {p.name for p in tmp_path.iterdir()} == {"rd.csv", "rd.png", "report.md", "summary.json", "kl_frames.csv"}
     assert json.loads((tmp_path / "summary.json").read_text())["goal"] == s["goal"]
     import av  # the anchors' figures depend on the FFmpeg build that PyAV ships: recorded with them
 
@@ -141,6 +152,10 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
     assert 0 < f["kl"] < 1 and f["task_db"] > 0  # 8-bit rounding moves the softmax, a little
     assert 0 <= s["confidence"]["confident_share"] <= 1 and s["anchors"] == {"x265_ldp": [22, 32, 42], "remote_x265_net": [22, 32, 42]}
     rows = list(__import__("csv").DictReader((tmp_path / "rd.csv").read_text().splitlines()))
+    per_frame = list(__import__("csv").reader((tmp_path / "kl_frames.csv").read_text().splitlines()))[1:]
+    assert [r[:2] for r in per_frame] == [[r["config"], r["param"]] for r in rows] + [["noise_floor", ""]]  # rd.csv's rows, then the floor
+    means = [sum(map(float, r[2:])) / st.frames for r in per_frame]  # each frame's KL averages to the row's
+    assert means == pytest.approx([float(r["kl"]) for r in rows] + [f["kl"]], rel=1e-5)
     for name in ("klt", "kltw"):
         pts = sorted((float(r["param"]), float(r["kl"]), float(r["bits_per_frame"])) for r in rows if r["config"] == name)
         assert pts[0][1] < pts[-1][1] and pts[0][2] > pts[-1][2]  # a finer step: more bits, closer softmax

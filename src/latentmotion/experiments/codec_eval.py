@@ -17,8 +17,8 @@ each QP. Every operating point goes through one row builder:
 
 The task measure's **noise floor** is what it reads with no coding at all: the
 input frames rounded to 8 bits (what any camera sends). BD-rates on task
-fidelity use only operating points at or below the floor's quality: above it,
-differences are noise. BD-rates come from the PyPI package ``bjontegaard``, of
+fidelity use each curve cut at the floor's quality (points above it dropped, a point
+interpolated on it): above it, differences are noise. BD-rates come from the PyPI package ``bjontegaard``, of
 every configuration against every anchor and every other configuration.
 
 Steps are given relative to the RMS of the clip's features (``step = s * rms``),
@@ -348,7 +348,7 @@ def confidence(rows: _Rows) -> dict:
 
 @torch.no_grad()
 def evaluate(st: EvalSettings, out: Path, progress=None) -> dict:
-    """Run the evaluation and write rd.csv, rd.png, summary.json and report.md into ``out``."""
+    """Run the evaluation and write rd.csv, kl_frames.csv, rd.png, summary.json and report.md into ``out``."""
     _, _, (h, w) = check_settings(st)
     remote = any(parse_anchor(a).remote for a in st.anchors)
     _keep_remote((str(video_path(st.video)), st.start, st.frames) if remote else None)  # before the model loads
@@ -365,6 +365,7 @@ def evaluate(st: EvalSettings, out: Path, progress=None) -> dict:
         w.writeheader()
         w.writerows(rows.rows)
     floor, floor_kl = noise_floor(rows, clip.frames)
+    _write_kl_frames(out / "kl_frames.csv", rows, floor_kl)
     summary = _summarise(rows.rows, st, clip.fps, split, model.weights, _rms(feats), floor, confidence(rows))
     summary["goal"].update(kl_intervals(rows, floor_kl, summary["goal"], st.seed))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -373,10 +374,40 @@ def evaluate(st: EvalSettings, out: Path, progress=None) -> dict:
     return summary
 
 
+def _write_kl_frames(path: Path, rows: _Rows, floor_kl: np.ndarray) -> None:
+    """Each operating point's KL per frame (rd.csv's rows in order, then the noise floor's): the BD-rates and their
+    bootstrap intervals can be recomputed from the files alone, under another rule, without coding anything again."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["config", "param", *(f"kl_{i}" for i in range(len(floor_kl)))])
+        for r, kl in zip(rows.rows, rows.kl_frames, strict=True):
+            w.writerow([r["config"], r["param"], *(f"{v:.6e}" for v in kl)])
+        w.writerow(["noise_floor", "", *(f"{v:.6e}" for v in floor_kl)])
+
+
 def _curve(rows, name, key, floor_db: float | None = None):
-    """(kbit/s, metric) of one configuration; with ``floor_db``, only points at or below the noise floor's quality."""
-    pts = sorted((r["kbps"], r[key]) for r in rows if r["config"] == name and (floor_db is None or r[key] <= floor_db))
-    return [p[0] for p in pts], [p[1] for p in pts]
+    """(kbit/s, metric) of one configuration; with ``floor_db``, its envelope cut at the noise floor's quality.
+
+    The envelope of the points at or below the floor, and, where a costlier point lies above it, a point on the floor
+    in their place (log rate linear in the metric between the last point below and the cheapest costlier one above).
+    Dropping the points above alone made a BD-rate jump as a point crossed the floor: the curve then lost all
+    between its last point below and the floor. A cheaper point above the floor is noise and cuts nothing.
+
+    Example:
+        >>> rows = [{"config": "a", "kbps": r, "q": q} for r, q in ((1, 0.0), (4, 10.0), (8, 12.0))]
+        >>> _curve(rows, "a", "q", floor_db=5.0)
+        ([1, 2.0], [0.0, 5.0])
+    """
+    pts = sorted((r["kbps"], r[key]) for r in rows if r["config"] == name)
+    if floor_db is None:
+        return [p[0] for p in pts], [p[1] for p in pts]
+    rates, qs = _envelope([r for r, q in pts if q <= floor_db], [q for r, q in pts if q <= floor_db])
+    above = [(r, q) for r, q in pts if q > floor_db and rates and r > rates[-1]]
+    if above and qs[-1] < floor_db:
+        (r0, q0), (r1, q1) = (rates[-1], qs[-1]), above[0]
+        rates.append(float(r0 * (r1 / r0) ** ((floor_db - q0) / (q1 - q0))))
+        qs.append(floor_db)
+    return rates, qs
 
 
 def _bd_table(rows, ours, refs, key, method, floor_db=None) -> dict:
@@ -406,8 +437,8 @@ def kl_intervals(rows: _Rows, floor_kl: np.ndarray, goal: dict, seed: int) -> di
     for ``best_vs_x265_ldp_kl`` and the two remote-inference keys, where they have a value; nothing for clips of fewer
     than ``MIN_BLOCKS`` blocks.
 
-    Every curve and the noise floor are resampled on the same frames, and only points at or below the resampled
-    floor count, as for the BD-rate itself; against remote inference each resample takes the larger BD-rate of the
+    Every curve and the noise floor are resampled on the same frames, and each curve is cut at the resampled floor,
+    as for the BD-rate itself; against remote inference each resample takes the larger BD-rate of the
     codecs at that size, as the goal does. The best mode stays the one the whole clip chose.
     """
     names = list(dict.fromkeys(r["config"] for r in rows.rows))
@@ -499,8 +530,8 @@ def _summarise(rows, st, fps, split, weights, rms, floor, conf) -> dict:
         "bd_rate_percent_top1": bd["top1_agreement"],
         "bd_span_kl_db": {f"{a}_vs_{ref}": _span(rows, ref, a, "task_db", floor["task_db"]) for a in ours for ref in anchors},
         "goal": _goal(bd, ours, anchors),
-        "note": "negative BD-rate = fewer bits at equal quality (bjontegaard: akima on feature PSNR and on -10 log10 KL, the latter only over points "
-        "at or below the noise floor's quality; pchip on the monotone envelope of top-1 agreement); None where the curves allow none",
+        "note": "negative BD-rate = fewer bits at equal quality (bjontegaard: akima on feature PSNR and on -10 log10 KL, the latter over each curve "
+        "cut at the noise floor's quality; pchip on the monotone envelope of top-1 agreement); None where the curves allow none",
     }
 
 
@@ -586,7 +617,7 @@ def report_section(summary: dict, rows: list[dict], figure: str) -> str:
     refs = list(summary["anchors"]) + ours
     c, f = summary["confidence"], summary["noise_floor"]
     bd_tables = []
-    for key, label in (("bd_rate_percent", "feature PSNR"), ("bd_rate_percent_kl", "task fidelity (-10 log10 KL, points at or below the noise floor)"),
+    for key, label in (("bd_rate_percent", "feature PSNR"), ("bd_rate_percent_kl", "task fidelity (-10 log10 KL, curves cut at the noise floor)"),
                        ("bd_rate_percent_top1", "top-1 agreement")):
         bd_tables += [f"BD-rate on {label} (rows: ours; columns: reference; negative = fewer bits):", "", md_table(("config", *refs), _bd_matrix(summary[key], ours, refs)), ""]
     lines = [

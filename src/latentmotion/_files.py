@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["file_kind", "package_folder", "regular_file"]
+__all__ = ["file_kind", "package_folder", "read_small_file", "regular_file"]
 
 _KINDS = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
 
@@ -39,6 +39,29 @@ def regular_file(path: str | Path, what: str) -> Path:
     if kind != "file":
         raise InputError(f"{what} {path} is not a regular file (it is a {kind})")
     return Path(path)
+
+
+def read_small_file(path: str | Path, what: str, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, refused (:class:`InputError` naming ``what``) past ``limit`` bytes.
+
+    At most ``limit + 1`` bytes are read, whatever the file's size says (a ``/proc`` file says 0), and a read the
+    machine refuses raises an ``OSError`` that names the file (``/proc/self/mem`` fails with a bare EIO).
+
+    Example:
+        >>> len(read_small_file("/etc/hostname", "host name file", 4096)) > 0
+        True
+    """
+    p = regular_file(path, what)
+    if p.stat().st_size > limit:
+        raise InputError(f"{what} {p} is larger than {limit} bytes")
+    try:
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(p)) from None
+    if len(data) > limit:
+        raise InputError(f"{what} {p} is larger than {limit} bytes")
+    return data
 
 
 def package_folder(package: str) -> Path | None:

@@ -170,14 +170,11 @@ def codec_decode(
 
     import torch
 
-    from .._files import regular_file
+    from .._files import read_small_file
     from ..codec import decode_stream
     from ..models import weights_inputs
 
-    regular_file(stream, "stream file")  # a FIFO would block the read
-    if stream.stat().st_size > MAX_STREAM_FILE:
-        raise InputError(f"stream file {stream} is {stream.stat().st_size} bytes; at most {MAX_STREAM_FILE} are read")
-    data = stream.read_bytes()
+    data = read_small_file(stream, "stream file", MAX_STREAM_FILE)  # refused before the read: a FIFO, a huge file
     name, transform, split, task, values = _decode_checks(stream, data, classify, model, weights, seed)
     room = values + (1 << 20)  # the file: the values and torch's archive around them (well under a MiB)
     with staged_file(out, inputs=(stream, *(weights_inputs(weights) if classify else ())), nbytes=room) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds

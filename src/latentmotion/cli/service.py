@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from .._files import regular_file
+from .._files import read_small_file
 from .._lists import parse_list
 from ..codec.config import MotionTools, Tools
 from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
@@ -68,12 +68,9 @@ def _say_stopping(signum: int, streams: int) -> None:
 def _token(token_file: str | None) -> str | None:
     """The bearer token: from a file (never the command line, which other users can read), else $LATENTMOTION_TOKEN."""
     if token_file:
-        p = regular_file(token_file, "token file")
-        if p.stat().st_size > 4096:
-            raise InputError(f"token file {p} is larger than 4096 bytes")
         # Surrounding whitespace (the newline `base64 > edge1.token` writes) is not part of the token, as in the
         # hashing line of docs/service.md; undecodable bytes become U+FFFD, which EdgeOptions.check refuses.
-        return p.read_bytes().decode("utf-8", errors="replace").strip()
+        return read_small_file(token_file, "token file", 4096).decode("utf-8", errors="replace").strip()
     return os.environ.get("LATENTMOTION_TOKEN")
 
 

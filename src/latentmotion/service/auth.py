@@ -21,7 +21,7 @@ import ipaddress
 from collections.abc import Iterable
 from pathlib import Path
 
-from .._files import regular_file
+from .._files import read_small_file
 from ..errors import InputError
 
 __all__ = ["TokenSet", "address", "client_credentials", "hash_token", "is_loopback", "server_credentials"]
@@ -48,10 +48,8 @@ class TokenSet:
     @classmethod
     def from_file(cls, path: str | Path) -> TokenSet:
         """Read a token file: one digest per line (see :func:`hash_token`), ``#`` comments."""
-        p = regular_file(path, "token file")  # a folder or a FIFO is refused as what it is
-        if p.stat().st_size > MAX_TOKEN_FILE:
-            raise InputError(f"token file {p} is larger than {MAX_TOKEN_FILE} bytes")
-        lines = (ln.split("#", 1)[0].strip() for ln in p.read_text(errors="replace").splitlines())
+        text = read_small_file(path, "token file", MAX_TOKEN_FILE).decode(errors="replace")  # a folder or a FIFO refused as what it is
+        lines = (ln.split("#", 1)[0].strip() for ln in text.splitlines())
         return cls([ln for ln in lines if ln])
 
     def check(self, authorization: str | None) -> bool:
@@ -66,12 +64,9 @@ class TokenSet:
 
 
 def _read_pem(path: str | Path, what: str) -> bytes:
-    p = regular_file(path, what)
-    if p.stat().st_size > MAX_TOKEN_FILE:
-        raise InputError(f"{what} {p} is larger than {MAX_TOKEN_FILE} bytes")
-    data = p.read_bytes()
+    data = read_small_file(path, what, MAX_TOKEN_FILE)
     if b"-----BEGIN" not in data:
-        raise InputError(f"{what} {p} is not a PEM file")
+        raise InputError(f"{what} {path} is not a PEM file")
     return data
 
 

@@ -1,0 +1,44 @@
+"""latentmotion._files: a small input file is read whole or refused, and a read the machine refuses names its file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from latentmotion._files import read_small_file
+from latentmotion.errors import InputError
+
+
+def test_reads_a_file_up_to_its_limit_and_refuses_one_byte_more(tmp_path):
+    p = tmp_path / "token"
+    p.write_bytes(b"x" * 16)
+    assert read_small_file(p, "token file", 16) == b"x" * 16
+    with pytest.raises(InputError, match=r"token file .*token is larger than 15 bytes"):
+        read_small_file(p, "token file", 15)
+
+
+def test_a_file_whose_size_says_nothing_is_still_held_to_the_limit():
+    maps = Path("/proc/self/maps")  # st_size 0, yet kilobytes to read
+    if not maps.exists() or maps.stat().st_size:
+        pytest.skip("no /proc here")
+    assert len(read_small_file(maps, "stream file", 1 << 20)) > 64
+    with pytest.raises(InputError, match="larger than 64 bytes"):
+        read_small_file(maps, "stream file", 64)
+
+
+def test_a_refused_read_names_the_file():
+    mem = "/proc/self/mem"  # reading at offset 0 fails with EIO, which names no file by itself
+    if not os.path.exists(mem):
+        pytest.skip("no /proc here")
+    with pytest.raises(OSError) as err:
+        read_small_file(mem, "stream file", 1 << 20)
+    assert err.value.filename == mem and err.value.strerror
+
+
+def test_what_is_no_regular_file_is_refused_as_what_it_is(tmp_path):
+    with pytest.raises(InputError, match="is not a regular file .it is a folder"):
+        read_small_file(tmp_path, "stream file", 10)
+    with pytest.raises(InputError, match="does not exist"):
+        read_small_file(tmp_path / "none", "stream file", 10)

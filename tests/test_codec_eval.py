@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from latentmotion.errors import InputError
 from latentmotion.experiments.codec_anchors import SIDE_BITS, code_features, code_pixels, parse_anchor, tile, untile
-from latentmotion.experiments.codec_eval import _bd, _bd_table, _curve, _envelope, _goal, _span
+from latentmotion.experiments.codec_eval import _bd, _bd_table, _envelope, _goal, _span
 
 
 def test_tiling_pads_to_multiples_of_8_and_inverts():
@@ -98,33 +100,36 @@ def test_bd_rate_of_a_curve_at_half_the_rate_is_minus_50_percent():
     assert _bd(r[:1], d[:1], r, d) is None
 
 
-def test_bd_on_task_fidelity_uses_only_points_at_or_below_the_noise_floor():
-    rows = [{"config": c, "kbps": r, "task_db": d} for c, k in (("a", 1.0), ("b", 0.5)) for r, d in ((100 * k, 10), (200 * k, 15), (400 * k, 20), (800 * k, 40))]
-    rows += [{"config": "b", "kbps": 1.0, "task_db": 60}]  # far above the floor: noise, must not count
+def test_bd_on_task_fidelity_averages_only_up_to_the_noise_floor():
+    dists = (10, 15, 20, 25, 30, 40)
+    rows = [{"config": c, "kbps": r * k, "task_db": d} for c, k in (("a", 1.0), ("b", 0.5)) for r, d in zip((100, 200, 400, 800, 1600, 3200), dists, strict=True)]
+    rows[-1]["task_db"] = 80  # b's top point, three above the floor: noise, and too far above it to shape the curve below
     full = _bd_table(rows, ["b"], ["a"], "task_db", "akima")
-    floored = _bd_table(rows, ["b"], ["a"], "task_db", "akima", floor_db=20)
-    assert floored["b_vs_a"] == pytest.approx(-50.0, abs=0.5)
+    floored = _bd_table(rows, ["b"], ["a"], "task_db", "akima", upto=20)
+    assert floored["b_vs_a"] == pytest.approx(-50.0, abs=1e-6)  # half the rate at every quality up to the floor
     assert full["b_vs_a"] != pytest.approx(-50.0, abs=0.5)
+    r, d = [100, 200, 400, 800], [0, 6, 11, 16]
+    assert _bd(r, d, [v * 0.7 for v in r], [x + 1 for x in d], upto=math.inf) == pytest.approx(_bd(r, d, [v * 0.7 for v in r], [x + 1 for x in d]), abs=1e-9)  # the package's own figure
 
 
-def test_bd_on_task_fidelity_moves_smoothly_as_a_point_crosses_the_noise_floor():
-    # each curve is cut at the floor by interpolation: moving the floor across one of ours' points moves the BD-rate a
-    # little; dropping the points above alone made it jump (the curve lost all between its last point and the floor)
+def test_bd_on_task_fidelity_moves_smoothly_as_the_noise_floor_crosses_a_point():
+    # dropping the points above the floor made the BD-rate jump by 4.1 points as the floor crossed b's point at 12.5 dB
     rows = [{"config": "a", "kbps": r, "task_db": d} for r, d in ((100, 0), (200, 6), (400, 11), (800, 16), (1600, 21))]
     rows += [{"config": "b", "kbps": r, "task_db": d} for r, d in ((60, 0), (150, 9), (300, 12.5), (900, 18))]
-    below, above = (_bd_table(rows, ["b"], ["a"], "task_db", "akima", floor_db=f)["b_vs_a"] for f in (12.49, 12.51))
-    assert abs(below - above) < 1.5  # 4.1 points with the points above the floor dropped
-    assert _curve(rows, "b", "task_db", 15.0) == ([60, 150, 300, pytest.approx(300 * 3 ** (2.5 / 5.5))], [0, 9, 12.5, 15.0])
+    bd = [_bd_table(rows, ["b"], ["a"], "task_db", "akima", upto=12.5 + e)["b_vs_a"] for e in (-1e-9, 0.0, 1e-9)]
+    assert max(bd) - min(bd) < 1e-6
+    sweep = [_bd_table(rows, ["b"], ["a"], "task_db", "akima", upto=f)["b_vs_a"] for f in np.arange(10.0, 16.0, 0.05)]
+    assert np.abs(np.diff(sweep)).max() < 0.2
 
 
 def test_bd_span_is_where_both_curves_reach_below_the_noise_floor():
     rows = [{"config": c, "kbps": r, "task_db": d} for c, pts in (("remote", ((30, -1), (60, 4), (200, 8))), ("ours", ((50, 5), (100, 10), (400, 30))))
             for r, d in pts]
     assert _span(rows, "remote", "ours", "task_db") == [5.0, 8.0]  # ours stops short of remote's low end: only its costly top compares
-    assert _span(rows, "ours", "remote", "task_db", floor_db=4) is None  # no point of ours below the floor: no curve, no span
-    assert _span(rows, "ours", "remote", "task_db", floor_db=9) == [5.0, 8.0]  # one point below, and the floor between it and the next
+    assert _span(rows, "ours", "remote", "task_db", upto=4) is None  # ours starts above the floor: nothing to average
+    assert _span(rows, "ours", "remote", "task_db", upto=6) == [5.0, 6.0]  # from ours' low end up to the floor
     rows += [{"config": "ours", "kbps": 20, "task_db": -3}]
-    assert _span(rows, "remote", "ours", "task_db", floor_db=20) == [-1.0, 8.0]
+    assert _span(rows, "remote", "ours", "task_db", upto=20) == [-1.0, 8.0]
 
 
 def test_goal_against_remote_inference_is_the_less_favourable_codec_at_each_size():

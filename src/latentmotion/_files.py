@@ -12,6 +12,8 @@ from .errors import InputError
 
 __all__ = ["file_kind", "package_folder", "read_small_file", "regular_file"]
 
+_CHUNK = 1 << 20  # read_small_file's reads: its limit may be a GiB
+
 _KINDS = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
 
 
@@ -44,24 +46,30 @@ def regular_file(path: str | Path, what: str) -> Path:
 def read_small_file(path: str | Path, what: str, limit: int) -> bytes:
     """The bytes of the regular file ``path``, refused (:class:`InputError` naming ``what``) past ``limit`` bytes.
 
-    At most ``limit + 1`` bytes are read, whatever the file's size says (a ``/proc`` file says 0), and a read the
-    machine refuses raises an ``OSError`` that names the file (``/proc/self/mem`` fails with a bare EIO).
+    At most ``limit + 1`` bytes are read, in chunks (no buffer of the limit's size up front), whatever the file's
+    size says (a ``/proc`` file says 0); a read the machine refuses raises its ``OSError`` with the file's name
+    (``/proc/self/mem`` fails with a bare EIO).
 
     Example:
-        >>> len(read_small_file("/etc/hostname", "host name file", 4096)) > 0
+        >>> len(read_small_file(__file__, "module", 1 << 20)) > 100
         True
     """
     p = regular_file(path, what)
+    too_large = InputError(f"{what} {p} is larger than {limit} bytes")
     if p.stat().st_size > limit:
-        raise InputError(f"{what} {p} is larger than {limit} bytes")
+        raise too_large
+    chunks, n = [], 0
     try:
         with open(p, "rb") as f:
-            data = f.read(limit + 1)
+            while n <= limit and (chunk := f.read(min(limit + 1 - n, _CHUNK))):
+                chunks.append(chunk)
+                n += len(chunk)
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(p)) from None
-    if len(data) > limit:
-        raise InputError(f"{what} {p} is larger than {limit} bytes")
-    return data
+        exc.filename = exc.filename or str(p)
+        raise
+    if n > limit:
+        raise too_large
+    return b"".join(chunks)
 
 
 def package_folder(package: str) -> Path | None:

@@ -17,8 +17,7 @@ each QP. Every operating point goes through one row builder:
 
 The task measure's **noise floor** is what it reads with no coding at all: the
 input frames rounded to 8 bits (what any camera sends). BD-rates on task
-fidelity use each curve cut at the floor's quality (points above it dropped, a point
-interpolated on it): above it, differences are noise. BD-rates come from the PyPI package ``bjontegaard``, of
+fidelity average only up to the floor's quality: above it, differences are noise. BD-rates come from the PyPI package ``bjontegaard``, of
 every configuration against every anchor and every other configuration.
 
 Steps are given relative to the RMS of the clip's features (``step = s * rms``),
@@ -30,6 +29,7 @@ from __future__ import annotations
 import csv
 import filecmp
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,17 +128,32 @@ def _envelope(rates, dists) -> tuple[list, list]:
     return keep_r, keep_d
 
 
-def _bd(rate_a, dist_a, rate_b, dist_b, method: str = "akima") -> float | None:
-    """BD-rate of b against a in percent (bjontegaard); None where the curves allow none."""
+def _bd(rate_a, dist_a, rate_b, dist_b, method: str = "akima", upto: float | None = None) -> float | None:
+    """BD-rate of b against a in percent (bjontegaard); None where the curves allow none.
+
+    With ``upto`` (the noise floor's quality), the average runs only over the qualities both envelopes reach up to
+    ``upto``. The curves are fitted through all their points as without it: akima is local (below ``upto`` only the
+    two points next above it shape the curve), so the BD-rate moves smoothly as ``upto`` crosses a point, where
+    dropping the points above it made it jump.
+
+    Example:
+        >>> r, d = [100, 200, 400, 800], [10, 15, 20, 40]
+        >>> round(_bd(r, d, [v / 2 for v in r], d, upto=20), 6)
+        -50.0
+    """
     import bjontegaard as bd
 
     (rate_a, dist_a), (rate_b, dist_b) = _envelope(rate_a, dist_a), _envelope(rate_b, dist_b)
     if min(len(rate_a), len(rate_b)) < 2:
         return None
     try:
-        v = float(bd.bd_rate(rate_a, dist_a, rate_b, dist_b, method=method, require_matching_points=False, min_overlap=0.0))
+        v, f_a, f_b = bd.bd_rate(rate_a, dist_a, rate_b, dist_b, method=method, require_matching_points=False, min_overlap=0.0, interpolators=True)
+        if upto is not None:  # the same interpolants (log10 rate over quality), averaged up to ``upto`` only
+            lo, hi = max(dist_a[0], dist_b[0]), min(dist_a[-1], dist_b[-1], upto)
+            v = (10 ** ((f_b.integrate(lo, hi) - f_a.integrate(lo, hi)) / (hi - lo)) - 1) * 100 if hi > lo else float("nan")
     except (ValueError, AssertionError, ArithmeticError, np.linalg.LinAlgError):  # non-monotonic or non-overlapping curves have no BD-rate
         return None
+    v = float(v)
     return v if np.isfinite(v) else None
 
 
@@ -381,41 +396,23 @@ def _write_kl_frames(path: Path, rows: _Rows, floor_kl: np.ndarray) -> None:
         w = csv.writer(f)
         w.writerow(["config", "param", *(f"kl_{i}" for i in range(len(floor_kl)))])
         for r, kl in zip(rows.rows, rows.kl_frames, strict=True):
-            w.writerow([r["config"], r["param"], *(f"{v:.6e}" for v in kl)])
-        w.writerow(["noise_floor", "", *(f"{v:.6e}" for v in floor_kl)])
+            w.writerow([r["config"], r["param"], *(f"{v:.9g}" for v in kl)])
+        w.writerow(["noise_floor", "", *(f"{v:.9g}" for v in floor_kl)])
 
 
-def _curve(rows, name, key, floor_db: float | None = None):
-    """(kbit/s, metric) of one configuration; with ``floor_db``, its envelope cut at the noise floor's quality.
-
-    The envelope of the points at or below the floor, and, where a costlier point lies above it, a point on the floor
-    in their place (log rate linear in the metric between the last point below and the cheapest costlier one above).
-    Dropping the points above alone made a BD-rate jump as a point crossed the floor: the curve then lost all
-    between its last point below and the floor. A cheaper point above the floor is noise and cuts nothing.
-
-    Example:
-        >>> rows = [{"config": "a", "kbps": r, "q": q} for r, q in ((1, 0.0), (4, 10.0), (8, 12.0))]
-        >>> _curve(rows, "a", "q", floor_db=5.0)
-        ([1, 2.0], [0.0, 5.0])
-    """
+def _curve(rows, name, key):
+    """(kbit/s, metric) of one configuration, by rate."""
     pts = sorted((r["kbps"], r[key]) for r in rows if r["config"] == name)
-    if floor_db is None:
-        return [p[0] for p in pts], [p[1] for p in pts]
-    rates, qs = _envelope([r for r, q in pts if q <= floor_db], [q for r, q in pts if q <= floor_db])
-    above = [(r, q) for r, q in pts if q > floor_db and rates and r > rates[-1]]
-    if above and qs[-1] < floor_db:
-        (r0, q0), (r1, q1) = (rates[-1], qs[-1]), above[0]
-        rates.append(float(r0 * (r1 / r0) ** ((floor_db - q0) / (q1 - q0))))
-        qs.append(floor_db)
-    return rates, qs
+    return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _bd_table(rows, ours, refs, key, method, floor_db=None) -> dict:
-    return {f"{a}_vs_{ref}": _bd(*_curve(rows, ref, key, floor_db), *_curve(rows, a, key, floor_db), method) for a in ours for ref in refs if a != ref}
+def _bd_table(rows, ours, refs, key, method, upto=None) -> dict:
+    return {f"{a}_vs_{ref}": _bd(*_curve(rows, ref, key), *_curve(rows, a, key), method, upto) for a in ours for ref in refs if a != ref}
 
 
-def _span(rows, ref, a, key, floor_db=None) -> list[float] | None:
-    """The quality interval [low, high] a BD-rate of ``a`` against ``ref`` averages over: where both envelopes reach.
+def _span(rows, ref, a, key, upto=None) -> list[float] | None:
+    """The quality interval [low, high] a BD-rate of ``a`` against ``ref`` averages over: where both envelopes reach,
+    up to ``upto`` (the noise floor's quality) when given.
 
     A BD-rate says nothing outside it: a curve that stops short of the other's low end compares only where the
     other is costliest (remote inference saturates near its top QPs).
@@ -423,13 +420,14 @@ def _span(rows, ref, a, key, floor_db=None) -> list[float] | None:
     Example:
         >>> rows = [{"config": c, "kbps": r, "q": q} for c, pts in (("a", ((1, 0), (2, 5), (4, 9))), ("b", ((1, 3), (3, 12))))
         ...         for r, q in pts]
-        >>> _span(rows, "a", "b", "q")
-        [3.0, 9.0]
+        >>> _span(rows, "a", "b", "q"), _span(rows, "a", "b", "q", upto=7)
+        ([3.0, 9.0], [3.0, 7.0])
     """
-    (_, qa), (_, qb) = (_envelope(*_curve(rows, n, key, floor_db)) for n in (ref, a))
-    if min(len(qa), len(qb)) < 2 or max(qa[0], qb[0]) >= min(qa[-1], qb[-1]):
+    (_, qa), (_, qb) = (_envelope(*_curve(rows, n, key)) for n in (ref, a))
+    if min(len(qa), len(qb)) < 2:
         return None
-    return [float(max(qa[0], qb[0])), float(min(qa[-1], qb[-1]))]
+    lo, hi = max(qa[0], qb[0]), min(qa[-1], qb[-1], math.inf if upto is None else upto)
+    return [float(lo), float(hi)] if lo < hi else None
 
 
 def kl_intervals(rows: _Rows, floor_kl: np.ndarray, goal: dict, seed: int) -> dict:
@@ -437,8 +435,8 @@ def kl_intervals(rows: _Rows, floor_kl: np.ndarray, goal: dict, seed: int) -> di
     for ``best_vs_x265_ldp_kl`` and the two remote-inference keys, where they have a value; nothing for clips of fewer
     than ``MIN_BLOCKS`` blocks.
 
-    Every curve and the noise floor are resampled on the same frames, and each curve is cut at the resampled floor,
-    as for the BD-rate itself; against remote inference each resample takes the larger BD-rate of the
+    Every curve and the noise floor are resampled on the same frames, and the BD-rate averages up to the resampled
+    floor, as for the BD-rate itself; against remote inference each resample takes the larger BD-rate of the
     codecs at that size, as the goal does. The best mode stays the one the whole clip chose.
     """
     names = list(dict.fromkeys(r["config"] for r in rows.rows))
@@ -453,7 +451,7 @@ def kl_intervals(rows: _Rows, floor_kl: np.ndarray, goal: dict, seed: int) -> di
         resampled = [{**r, "task_db": task_db(float(k))} for r, k in zip(rows.rows, kl[:, idx].mean(1), strict=True)]
         floor_db = task_db(float(floor_kl[idx].mean()))
         for k, anchors in refs.items():
-            bds = [_bd(*_curve(resampled, a, "task_db", floor_db), *_curve(resampled, goal["best_mode"], "task_db", floor_db)) for a in anchors]
+            bds = [_bd(*_curve(resampled, a, "task_db"), *_curve(resampled, goal["best_mode"], "task_db"), upto=floor_db) for a in anchors]
             draws[k].append(None if None in bds else max(bds))
     return {f"{k}_interval": interval(v, BOOTSTRAP["level"]) for k, v in draws.items()}
 
@@ -530,8 +528,8 @@ def _summarise(rows, st, fps, split, weights, rms, floor, conf) -> dict:
         "bd_rate_percent_top1": bd["top1_agreement"],
         "bd_span_kl_db": {f"{a}_vs_{ref}": _span(rows, ref, a, "task_db", floor["task_db"]) for a in ours for ref in anchors},
         "goal": _goal(bd, ours, anchors),
-        "note": "negative BD-rate = fewer bits at equal quality (bjontegaard: akima on feature PSNR and on -10 log10 KL, the latter over each curve "
-        "cut at the noise floor's quality; pchip on the monotone envelope of top-1 agreement); None where the curves allow none",
+        "note": "negative BD-rate = fewer bits at equal quality (bjontegaard: akima on feature PSNR and on -10 log10 KL, the latter averaged only "
+        "up to the noise floor's quality; pchip on the monotone envelope of top-1 agreement); None where the curves allow none",
     }
 
 
@@ -617,7 +615,7 @@ def report_section(summary: dict, rows: list[dict], figure: str) -> str:
     refs = list(summary["anchors"]) + ours
     c, f = summary["confidence"], summary["noise_floor"]
     bd_tables = []
-    for key, label in (("bd_rate_percent", "feature PSNR"), ("bd_rate_percent_kl", "task fidelity (-10 log10 KL, curves cut at the noise floor)"),
+    for key, label in (("bd_rate_percent", "feature PSNR"), ("bd_rate_percent_kl", "task fidelity (-10 log10 KL, averaged up to the noise floor)"),
                        ("bd_rate_percent_top1", "top-1 agreement")):
         bd_tables += [f"BD-rate on {label} (rows: ours; columns: reference; negative = fewer bits):", "", md_table(("config", *refs), _bd_matrix(summary[key], ours, refs)), ""]
     lines = [

@@ -110,7 +110,7 @@ def _fmt(v, iv=None) -> str:
     return "n/a" if v is None else f"{v:+.1f} %" + (f" [{iv[0]:+.1f}, {iv[1]:+.1f}]" if iv else "")
 
 
-HEADER = ("video", "model", "layer", "stride", "best PSNR", "vs x265_ldp PSNR", "best KL", "vs x265_ldp KL", "intra vs x265_intra", "vs remote net KL", "vs remote clip KL",
+HEADER = ("video", "model", "layer", "stride", "PSNR mode", "vs x265_ldp PSNR", "KL mode", "vs x265_ldp KL", "intra vs x265_intra", "vs remote net KL", "vs remote clip KL",
           "floor KL", "median p")
 
 

@@ -187,6 +187,16 @@ def test_each_measure_s_goal_is_read_off_its_own_best_mode():
     assert g["meets_ldp_psnr"] and g["meets_ldp_kl"]
 
 
+def test_the_goal_reads_the_mode_built_for_its_measure_not_the_run_s_winner():
+    # picked per run, the winner is picked on the anchor's noise: kltw is the task's configuration, klt the features'
+    bd = {"psnr": {"klt_vs_x265_ldp": -26.0, "kltw_vs_x265_ldp": -30.0}, "top1_agreement": {},
+          "task_db": {"klt_vs_x265_ldp": -65.0, "kltw_vs_x265_ldp": -45.0, "klt_vs_remote_x265_net": -30.0, "kltw_vs_remote_x265_net": -52.0}}
+    g = _goal(bd, ["intra", "block", "klt", "kltw"], ["x265_ldp", "remote_x265_net"])
+    assert (g["best_mode"], g["best_vs_x265_ldp_kl"], g["best_vs_remote_net_kl"]) == ("kltw", -45.0, -52.0)
+    assert (g["best_psnr_mode"], g["best_vs_x265_ldp_psnr"]) == ("klt", -26.0)
+    assert _goal(bd | {"task_db": {"block_vs_x265_ldp": -20.0, "klt_vs_x265_ldp": -65.0}}, ["block", "klt"], ["x265_ldp"])["best_mode"] == "klt"  # no kltw run: the best
+
+
 def test_qps_are_checked_on_each_codec_scale_and_klt_never_on_its_fitting_clips():
     from latentmotion.experiments.codec_eval import EvalSettings, check_settings
 

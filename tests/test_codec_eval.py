@@ -40,6 +40,10 @@ def test_anchor_names_parse_to_canonical_set_ups_and_refuse_what_does_not_apply(
     for bad in ("x266", "x265_ldp-p5", "svtav1_ld-veryslow", "remote_x265_net-pad8", "x265_ldp-fast8"):
         with pytest.raises(InputError):
             parse_anchor(bad)
+    for bad, aspect in (("x265_ldp-veryslow-medium", "preset"), ("x265_ldp-own-own", "layout"), ("svtav1_ld-p3-p5", "preset"),
+                        ("x265_ldp-scenecut-noscenecut", "scene cut setting")):  # the last word used to win, unsaid
+        with pytest.raises(InputError, match=f"more than one {aspect}"):
+            parse_anchor(bad)
 
 
 @pytest.mark.parametrize("name", ["x265_intra", "x265_ldp", "svtav1_ld", "x265_ldp-pad8-framerange-noscenecut-medium"])

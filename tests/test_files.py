@@ -43,3 +43,32 @@ def test_what_is_no_regular_file_is_refused_as_what_it_is(tmp_path):
         read_small_file(tmp_path, "stream file", 10)
     with pytest.raises(InputError, match="does not exist"):
         read_small_file(tmp_path / "none", "stream file", 10)
+
+
+def test_a_file_not_beginning_with_its_magic_is_refused_from_its_first_bytes(tmp_path):
+    p = tmp_path / "s.lmf"
+    p.write_bytes(b"LMFC" + b"\0" * 10)
+    assert read_small_file(p, "stream file", 100, magic=b"LMFC")[:4] == b"LMFC"
+    p.write_bytes(b"GIF89a" + b"\0" * 10)
+    with pytest.raises(InputError, match="does not begin with b'LMFC': it is no stream file"):
+        read_small_file(p, "stream file", 100, magic=b"LMFC")
+
+
+def test_a_fifo_swapped_in_after_the_check_is_refused_once_open_without_blocking(tmp_path, monkeypatch):
+    import latentmotion._files as files
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(files, "regular_file", lambda path, what: Path(path))  # as if it were a file when checked
+    with pytest.raises(InputError, match="not a regular file .it is a FIFO"):
+        read_small_file(fifo, "stream file", 100)  # a blocking open would wait here for a writer
+
+
+def test_a_file_past_the_memory_budget_is_refused_as_such(tmp_path, monkeypatch):
+    import latentmotion._memory as memory
+
+    p = tmp_path / "big"
+    p.write_bytes(b"x" * 1000)
+    monkeypatch.setattr(memory, "memory_budget", lambda: 500)
+    with pytest.raises(InputError, match=r"larger than this process may hold \(500 bytes\)"):
+        read_small_file(p, "stream file", 1 << 30)

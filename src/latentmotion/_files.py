@@ -30,6 +30,10 @@ def file_kind(path: str | Path) -> str | None:
         return None
     except OSError as exc:  # a symlink loop, a folder that may not be searched
         raise InputError(f"cannot use {path}: {exc.strerror}") from None
+    return _kind(mode)
+
+
+def _kind(mode: int) -> str:
     return next((name for test, name in _KINDS if test(mode)), "special file")
 
 
@@ -43,33 +47,42 @@ def regular_file(path: str | Path, what: str) -> Path:
     return Path(path)
 
 
-def read_small_file(path: str | Path, what: str, limit: int) -> bytes:
-    """The bytes of the regular file ``path``, refused (:class:`InputError` naming ``what``) past ``limit`` bytes.
+def read_small_file(path: str | Path, what: str, limit: int, magic: bytes = b"") -> bytearray:
+    """The bytes of the regular file ``path`` (one buffer, no second copy), refused (:class:`InputError` naming
+    ``what``) past ``limit`` bytes or this process's memory budget, or if they do not begin with ``magic``.
 
-    At most ``limit + 1`` bytes are read, in chunks (no buffer of the limit's size up front), whatever the file's
-    size says (a ``/proc`` file says 0); a read the machine refuses raises its ``OSError`` with the file's name
-    (``/proc/self/mem`` fails with a bare EIO).
+    The file is opened without blocking and asked again what it is once open: a FIFO swapped in after the check
+    cannot block the open, and a ``/proc`` file that would block the read fails it instead. It is read in chunks,
+    at most ``limit + 1`` bytes whatever its size says (a ``/proc`` file says 0), and ``magic`` is checked on the
+    first; a read the machine refuses raises its ``OSError`` with the file's name (``/proc/self/mem``: a bare EIO).
 
     Example:
         >>> len(read_small_file(__file__, "module", 1 << 20)) > 100
         True
     """
+    from ._memory import memory_budget
+
     p = regular_file(path, what)
-    too_large = InputError(f"{what} {p} is larger than {limit} bytes")
-    if p.stat().st_size > limit:
-        raise too_large
-    chunks, n = [], 0
+    cap = min(limit, memory_budget())
+    buf = bytearray()
     try:
-        with open(p, "rb") as f:
-            while n <= limit and (chunk := f.read(min(limit + 1 - n, _CHUNK))):
-                chunks.append(chunk)
-                n += len(chunk)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):  # swapped since the check
+                raise InputError(f"{what} {path} is not a regular file (it is a {_kind(st.st_mode)})")
+            while len(buf) <= cap and st.st_size <= cap and (chunk := os.read(fd, min(cap + 1 - len(buf), _CHUNK))):
+                buf += chunk
+                if len(buf) >= len(magic) and not buf.startswith(magic):
+                    raise InputError(f"{what} {p} does not begin with {magic!r}: it is no {what}")
+        finally:
+            os.close(fd)
     except OSError as exc:
         exc.filename = exc.filename or str(p)
         raise
-    if n > limit:
-        raise too_large
-    return b"".join(chunks)
+    if max(len(buf), st.st_size) > cap:
+        raise InputError(f"{what} {p} is larger than {limit} bytes" if cap == limit else f"{what} {p} is larger than this process may hold ({cap} bytes)")
+    return buf
 
 
 def package_folder(package: str) -> Path | None:

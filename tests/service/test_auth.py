@@ -20,9 +20,10 @@ def test_token_set_accepts_exactly_the_listed_tokens(tmp_path):
     ts = TokenSet.from_file(f)
     assert ts.check("Bearer alpha") and ts.check("Bearer beta")
     assert not any(ts.check(v) for v in (None, "", "alpha", "Bearer ", "Bearer alph", "Bearer alpha ", "bearer alpha", f"Bearer {hash_token('alpha')}"))
-    (tmp_path / "bad").write_text("alpha\n")
-    with pytest.raises(InputError, match="not a SHA-256 hex digest"):
+    (tmp_path / "bad").write_text(f"{hash_token('alpha')}\nalpha-is-a-raw-token\n")  # a token where its digest belongs
+    with pytest.raises(InputError, match="entry 2 is not a SHA-256 hex digest") as err:
         TokenSet.from_file(tmp_path / "bad")
+    assert "alpha" not in str(err.value)  # what may be a secret is never shown
     (tmp_path / "empty").write_text("# nobody\n")
     with pytest.raises(InputError, match="no token"):
         TokenSet.from_file(tmp_path / "empty")
@@ -97,6 +98,29 @@ def test_stream_refuses_a_token_file_with_a_newline_inside_in_one_line(tmp_path)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert r.stderr.startswith("error: ") and "printable ASCII" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "first-line" not in r.stderr  # the secret is never printed
+    (tmp_path / "blank.token").write_text(" \n")  # no token: sent as none, and $LATENTMOTION_TOKEN passed over
+    with pytest.raises(InputError, match="holds no token"):
+        _token(str(tmp_path / "blank.token"))
+
+
+def test_a_ca_file_is_checked_before_any_work_and_only_with_tls(pki, tmp_path):
+    EdgeOptions(ca=str(pki / "cert.pem")).check("localhost:1")
+    for ca, needle in ((tmp_path / "none.pem", "does not exist"), (pki / "tokens", "not a PEM file")):
+        with pytest.raises(InputError, match=needle):
+            EdgeOptions(ca=str(ca)).check("localhost:1")
+    with pytest.raises(InputError, match="--ca has no use with --insecure"):
+        EdgeOptions(ca=str(pki / "cert.pem"), insecure=True).check("127.0.0.1:1")
+
+
+@pytest.mark.parametrize("host", ["[::1", "::1]", "[[::1]]", "a[b]"])
+def test_stray_brackets_in_a_host_are_refused_in_one_line(host):
+    from latentmotion.service.auth import address
+    from latentmotion.service.server import check_bindable
+
+    with pytest.raises(InputError, match="brackets go around a whole IPv6 address"):
+        address(host, 5050)
+    with pytest.raises(InputError, match="brackets go around"):
+        check_bindable(host, 0)  # gRPC printed its own parse error before ours
 
 
 def test_two_authorization_headers_are_refused_whatever_their_values(tmp_path):

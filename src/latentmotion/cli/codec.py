@@ -172,9 +172,10 @@ def codec_decode(
 
     from .._files import read_small_file
     from ..codec import decode_stream
+    from ..codec.bitstream import MAGIC as STREAM_MAGIC
     from ..models import weights_inputs
 
-    data = read_small_file(stream, "stream file", MAX_STREAM_FILE)  # refused before the read: a FIFO, a huge file
+    data = read_small_file(stream, "stream file", MAX_STREAM_FILE, magic=STREAM_MAGIC)  # a FIFO, a huge file, no stream: refused early
     name, transform, split, task, values = _decode_checks(stream, data, classify, model, weights, seed)
     room = values + (1 << 20)  # the file: the values and torch's archive around them (well under a MiB)
     with staged_file(out, inputs=(stream, *(weights_inputs(weights) if classify else ())), nbytes=room) if out is not None else contextlib.nullcontext() as tmp:  # nothing written unless all succeeds

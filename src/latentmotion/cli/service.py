@@ -70,7 +70,10 @@ def _token(token_file: str | None) -> str | None:
     if token_file:
         # Surrounding whitespace (the newline `base64 > edge1.token` writes) is not part of the token, as in the
         # hashing line of docs/service.md; undecodable bytes become U+FFFD, which EdgeOptions.check refuses.
-        return read_small_file(token_file, "token file", 4096).decode("utf-8", errors="replace").strip()
+        token = read_small_file(token_file, "token file", 4096).decode("utf-8", errors="replace").strip()
+        if not token:  # sent as no token at all (and $LATENTMOTION_TOKEN passed over): the cloud would refuse it later
+            raise InputError(f"token file {token_file} holds no token")
+        return token
     return os.environ.get("LATENTMOTION_TOKEN")
 
 

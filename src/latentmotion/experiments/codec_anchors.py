@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -113,6 +114,10 @@ def parse_anchor(name: str) -> Anchor:
     if base not in _BASES:
         raise InputError(f"unknown anchor {base!r}; choose from {', '.join(ANCHORS)} (modifiers: own, pad8, cliprange, framerange, scenecut, noscenecut, a preset)")
     a = Anchor(base)
+    aspects = [_aspect(m) for m in mods]
+    for m, aspect in zip(mods, aspects, strict=True):
+        if aspect and aspects.count(aspect) > 1:  # x265_ldp-veryslow-medium ran as medium: the last word won unsaid
+            raise InputError(f"anchor {name!r}: more than one {aspect} ({', '.join(w for w, k in zip(mods, aspects, strict=True) if k == aspect)})")
     for m in mods:
         if m in ("own", "pad8") and not a.remote:
             a = replace(a, layout=m)
@@ -125,6 +130,12 @@ def parse_anchor(name: str) -> Anchor:
         else:
             raise InputError(f"anchor {name!r}: modifier {m!r} does not apply to {base}")
     return a
+
+
+def _aspect(word: str) -> str | None:
+    """What an anchor's modifier sets (None: no modifier word; the parser names it)."""
+    kinds = {"own": "layout", "pad8": "layout", "cliprange": "value range", "framerange": "value range", "scenecut": "scene cut setting", "noscenecut": "scene cut setting"}
+    return kinds.get(word, "preset" if word in _X265_PRESETS or re.fullmatch(r"p\d+", word) else None)
 
 
 def _grid(c: int, h: int, w: int, layout: str) -> tuple[int, int, int, int]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from .._files import read_small_file
 from ..errors import InputError
 
-__all__ = ["TokenSet", "address", "client_credentials", "hash_token", "is_loopback", "server_credentials"]
+__all__ = ["TokenSet", "address", "check_pem", "client_credentials", "hash_token", "is_loopback", "server_credentials", "unbracket"]
 
 MAX_TOKEN_FILE = 1 << 20  # a token file is a few lines; refuse anything larger before reading
 
@@ -41,9 +41,9 @@ class TokenSet:
         self.digests = [d.strip().lower().encode() for d in digests]
         if not self.digests:
             raise InputError("the token file holds no token digests")
-        for d in self.digests:
-            if len(d) != 64 or any(c not in b"0123456789abcdef" for c in d):
-                raise InputError(f"token file line {d[:16].decode(errors='replace')!r}... is not a SHA-256 hex digest")
+        for i, d in enumerate(self.digests, 1):
+            if len(d) != 64 or any(c not in b"0123456789abcdef" for c in d):  # its text is not shown: it may be a token itself
+                raise InputError(f"token file entry {i} is not a SHA-256 hex digest (64 hex digits: the file holds digests of tokens, never tokens)")
 
     @classmethod
     def from_file(cls, path: str | Path) -> TokenSet:
@@ -63,25 +63,26 @@ class TokenSet:
         return ok
 
 
-def _read_pem(path: str | Path, what: str) -> bytes:
+def check_pem(path: str | Path, what: str) -> bytes:
+    """The bytes of a PEM file, refused (:class:`InputError` naming ``what``) if it is none or larger than a MiB."""
     data = read_small_file(path, what, MAX_TOKEN_FILE)
     if b"-----BEGIN" not in data:
         raise InputError(f"{what} {path} is not a PEM file")
-    return data
+    return bytes(data)  # gRPC takes bytes, not a bytearray
 
 
 def server_credentials(cert: str | Path, key: str | Path):
     """gRPC server credentials from a PEM certificate chain and its private key."""
     import grpc
 
-    return grpc.ssl_server_credentials([(_read_pem(key, "TLS key"), _read_pem(cert, "TLS certificate"))])
+    return grpc.ssl_server_credentials([(check_pem(key, "TLS key"), check_pem(cert, "TLS certificate"))])
 
 
 def client_credentials(ca: str | Path | None = None):
     """gRPC channel credentials trusting ``ca`` (a PEM file; None: the system's roots)."""
     import grpc
 
-    return grpc.ssl_channel_credentials(_read_pem(ca, "CA certificate") if ca else None)
+    return grpc.ssl_channel_credentials(check_pem(ca, "CA certificate") if ca else None)
 
 
 def address(host: str, port: int) -> str:
@@ -91,7 +92,22 @@ def address(host: str, port: int) -> str:
         >>> address("::1", 5050), address("[::1]", 5050), address("localhost", 5050)
         ('[::1]:5050', '[::1]:5050', 'localhost:5050')
     """
-    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    bare = unbracket(host)
+    return f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+
+
+def unbracket(host: str) -> str:
+    """``host`` without the brackets of an IPv6 address as edges write it (``[::1]``); stray brackets are refused
+    (:class:`InputError`: gRPC would print its own parse error and refuse the address only when binding).
+
+    Example:
+        >>> unbracket("[::1]"), unbracket("::1"), unbracket("localhost")
+        ('::1', '::1', 'localhost')
+    """
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if "[" in bare or "]" in bare:
+        raise InputError(f"host {host!r}: brackets go around a whole IPv6 address, as in [::1]")
+    return bare
 
 
 def is_loopback(host: str) -> bool:

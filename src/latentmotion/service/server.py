@@ -55,7 +55,7 @@ from ..errors import InputError, UnknownNameError, shown
 from ..models.transform import WEIGHTS_DIR, network_fingerprint, stream_transform
 from ..tasks import Task, make_task
 from . import cloud_pb2 as pb
-from .auth import TokenSet, address, server_credentials
+from .auth import TokenSet, address, server_credentials, unbracket
 from .backends import CloudHandle, LocalBackend, StreamError
 from .batcher import Batcher
 from .config import ServerConfig
@@ -487,7 +487,7 @@ class _CheckOnlyHealth(health_aio.HealthServicer):
 def check_bindable(host: str, port: int) -> None:
     """Refuse an unknown host or a port in use with one clear line (gRPC would only log its own)."""
     try:
-        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)  # [::1] as edges write it
+        infos = socket.getaddrinfo(unbracket(host), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)  # [::1] as edges write it
     except socket.gaierror as exc:
         raise InputError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     family, kind, proto, _, sockaddr = infos[0]

@@ -49,6 +49,8 @@ def test_bundled_clips_are_found_or_named_with_the_package_that_ships_them(monke
         data.video_path("bikes.mp4")
     with pytest.raises(InputError, match="neither a file nor one of"):
         data.video_path("nosuch.mp4")
+    with pytest.raises(InputError, match="no video named"):
+        data.video_path("")  # Path("") is the working folder: it read "video . is not a regular file (it is a folder)"
 
 
 def test_uint8_frames_are_the_decoded_bytes_of_the_float_frames():

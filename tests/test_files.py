@@ -72,3 +72,14 @@ def test_a_file_past_the_memory_budget_is_refused_as_such(tmp_path, monkeypatch)
     monkeypatch.setattr(memory, "memory_budget", lambda: 500)
     with pytest.raises(InputError, match=r"larger than this process may hold \(500 bytes\)"):
         read_small_file(p, "stream file", 1 << 30)
+
+
+def test_open_regular_refuses_a_fifo_without_waiting_for_a_writer(tmp_path):
+    from latentmotion._files import open_regular
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="weights file .* is not a regular file .it is a FIFO"):
+        open_regular(fifo, "weights file")
+    with open_regular(__file__, "module") as f:
+        assert f.read(10) == Path(__file__).read_bytes()[:10]

@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import InputError
 
-__all__ = ["file_kind", "package_folder", "read_small_file", "regular_file"]
+__all__ = ["file_kind", "open_regular", "package_folder", "read_small_file", "regular_file"]
 
 _CHUNK = 1 << 20  # read_small_file's reads: its limit may be a GiB
 
@@ -47,12 +48,32 @@ def regular_file(path: str | Path, what: str) -> Path:
     return Path(path)
 
 
+def open_regular(path: str | Path, what: str) -> BinaryIO:
+    """``path`` opened for reading without blocking, and refused (:class:`InputError` naming ``what``) unless what is
+    open is a regular file: a FIFO swapped in after a check cannot block the open, and a ``/proc`` file that would
+    block a read fails it (EAGAIN) instead.
+
+    Example:
+        >>> with open_regular(__file__, "module") as f:
+        ...     len(f.read(10))
+        10
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(f"{what} {path} is not a regular file (it is a {_kind(mode)})")
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def read_small_file(path: str | Path, what: str, limit: int, magic: bytes = b"") -> bytearray:
     """The bytes of the regular file ``path`` (one buffer, no second copy), refused (:class:`InputError` naming
     ``what``) past ``limit`` bytes or this process's memory budget, or if they do not begin with ``magic``.
 
-    The file is opened without blocking and asked again what it is once open: a FIFO swapped in after the check
-    cannot block the open, and a ``/proc`` file that would block the read fails it instead. It is read in chunks,
+    The file is opened by :func:`open_regular` (no FIFO swapped in after the check can block it) and read in chunks,
     at most ``limit + 1`` bytes whatever its size says (a ``/proc`` file says 0), and ``magic`` is checked on the
     first; a read the machine refuses raises its ``OSError`` with the file's name (``/proc/self/mem``: a bare EIO).
 
@@ -66,21 +87,16 @@ def read_small_file(path: str | Path, what: str, limit: int, magic: bytes = b"")
     cap = min(limit, memory_budget())
     buf = bytearray()
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):  # swapped since the check
-                raise InputError(f"{what} {path} is not a regular file (it is a {_kind(st.st_mode)})")
-            while len(buf) <= cap and st.st_size <= cap and (chunk := os.read(fd, min(cap + 1 - len(buf), _CHUNK))):
+        with open_regular(p, what) as f:
+            size = os.fstat(f.fileno()).st_size
+            while len(buf) <= cap and size <= cap and (chunk := os.read(f.fileno(), min(cap + 1 - len(buf), _CHUNK))):
                 buf += chunk
                 if len(buf) >= len(magic) and not buf.startswith(magic):
                     raise InputError(f"{what} {p} does not begin with {magic!r}: it is no {what}")
-        finally:
-            os.close(fd)
     except OSError as exc:
         exc.filename = exc.filename or str(p)
         raise
-    if max(len(buf), st.st_size) > cap:
+    if max(len(buf), size) > cap:
         raise InputError(f"{what} {p} is larger than {limit} bytes" if cap == limit else f"{what} {p} is larger than this process may hold ({cap} bytes)")
     return buf
 

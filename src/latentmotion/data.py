@@ -163,6 +163,8 @@ def video_path(name: str = "bikes.mp4") -> Path:
         >>> video_path("bikes.mp4").name
         'bikes.mp4'
     """
+    if not name:
+        raise InputError(f"no video named (an empty name); choose a file or one of {', '.join(VIDEOS)}")
     p = Path(name)
     if p.exists():
         return regular_file(p, "video")  # before anything opens it: a FIFO would block, a device never end

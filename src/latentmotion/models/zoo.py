@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._files import file_kind, package_folder
+from .._files import file_kind, open_regular, package_folder
 from ..errors import InputError, UnknownNameError, WeightsUnavailableError
 
 __all__ = ["SEGMENTATION_MODELS", "ImageNetModel", "SegmentationNet", "check_model_name", "checkpoint_dir", "list_models", "load_model", "load_state_file", "weights_file", "weights_inputs"]
@@ -283,8 +283,11 @@ def load_state_file(path: Path) -> dict[str, torch.Tensor]:
     if kind != "file":  # a folder or a FIFO is not "missing", and a FIFO would block the load
         raise WeightsUnavailableError(f"weights file {path} does not exist" if kind is None else f"weights file {path} is not a regular file (it is a {kind})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
+        with open_regular(path, "weights file") as f:  # a FIFO swapped in since the check cannot block the open
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except InputError as exc:
+        raise WeightsUnavailableError(str(exc)) from None
+    except Exception as exc:  # torch raises many types for a damaged file (a /proc file that would block: EAGAIN)
         raise WeightsUnavailableError(f"weights file {path} is not a readable state_dict ({type(exc).__name__})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

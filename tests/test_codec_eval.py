@@ -11,7 +11,7 @@ import torch
 
 from latentmotion.errors import InputError
 from latentmotion.experiments.codec_anchors import SIDE_BITS, code_features, code_pixels, parse_anchor, tile, untile
-from latentmotion.experiments.codec_eval import _bd, _bd_table, _envelope, _goal, _span
+from latentmotion.experiments.codec_eval import EvalSettings, _bd, _bd_table, _envelope, _goal, _span, check_settings
 
 
 def test_tiling_pads_to_multiples_of_8_and_inverts():
@@ -44,7 +44,8 @@ def test_anchor_names_parse_to_canonical_set_ups_and_refuse_what_does_not_apply(
                         ("x265_ldp-scenecut-noscenecut", "scene cut setting")):  # the last word used to win, unsaid
         with pytest.raises(InputError, match=f"more than one {aspect}"):
             parse_anchor(bad)
-
+    with pytest.raises(InputError, match="the anchors name one set-up twice: x265_ldp"):
+        check_settings(EvalSettings(anchors=("x265_ldp", "x265_ldp-slow")))  # bench_codec's --with-anchors lands here too
 
 @pytest.mark.parametrize("name", ["x265_intra", "x265_ldp", "svtav1_ld", "x265_ldp-pad8-framerange-noscenecut-medium"])
 def test_anchor_is_nearly_lossless_at_high_quality_and_counts_side_bits(name):
@@ -114,6 +115,7 @@ def test_bd_on_task_fidelity_averages_only_up_to_the_noise_floor():
     assert full["b_vs_a"] != pytest.approx(-50.0, abs=0.5)
     r, d = [100, 200, 400, 800], [0, 6, 11, 16]
     assert _bd(r, d, [v * 0.7 for v in r], [x + 1 for x in d], upto=math.inf) == pytest.approx(_bd(r, d, [v * 0.7 for v in r], [x + 1 for x in d]), abs=1e-9)  # the package's own figure
+    assert _bd(r, d, r, d, upto=math.nan) is None and _bd(r, d, r, d, upto=-1) is None  # no floor, or one below both curves: none
 
 
 def test_bd_on_task_fidelity_moves_smoothly_as_the_noise_floor_crosses_a_point():
@@ -183,7 +185,7 @@ def test_a_mode_without_a_bd_rate_is_never_the_best():
     assert _goal({"psnr": {}, "top1_agreement": {}, "task_db": {}}, ["block"], [])["best_mode"] is None
 
 
-def test_each_measure_s_goal_is_read_off_its_own_best_mode():
+def test_each_measure_s_goal_is_read_off_its_own_mode():
     bd = {"psnr": {"klt_vs_x265_ldp": -26.0, "kltw_vs_x265_ldp": -10.0}, "top1_agreement": {},
           "task_db": {"klt_vs_x265_ldp": -20.0, "kltw_vs_x265_ldp": -30.0}}
     g = _goal(bd, ["intra", "klt", "kltw"], ["x265_ldp"])

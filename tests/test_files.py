@@ -49,9 +49,10 @@ def test_a_file_not_beginning_with_its_magic_is_refused_from_its_first_bytes(tmp
     p = tmp_path / "s.lmf"
     p.write_bytes(b"LMFC" + b"\0" * 10)
     assert read_small_file(p, "stream file", 100, magic=b"LMFC")[:4] == b"LMFC"
-    p.write_bytes(b"GIF89a" + b"\0" * 10)
-    with pytest.raises(InputError, match="does not begin with b'LMFC': it is no stream file"):
-        read_small_file(p, "stream file", 100, magic=b"LMFC")
+    for head in (b"GIF89a" + b"\0" * 10, b"LM", b""):  # another file, one shorter than the magic, an empty one
+        p.write_bytes(head)
+        with pytest.raises(InputError, match="does not begin with b'LMFC': it is no stream file"):
+            read_small_file(p, "stream file", 100, magic=b"LMFC")
 
 
 def test_a_fifo_swapped_in_after_the_check_is_refused_once_open_without_blocking(tmp_path, monkeypatch):

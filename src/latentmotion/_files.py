@@ -1,6 +1,6 @@
-"""What a path is, asked before anything opens it: a FIFO blocks whoever opens it
-until the other end comes, and a device or a socket is no file to read or replace.
-Symbolic links are followed (the kind is the kind of what they point to)."""
+"""What a path is, asked before anything opens it, and asked again once it is open: a FIFO blocks whoever opens
+it until the other end comes, and a device or a socket is no file to read or replace. Symbolic links are
+followed (the kind is the kind of what they point to)."""
 
 from __future__ import annotations
 
@@ -84,20 +84,23 @@ def read_small_file(path: str | Path, what: str, limit: int, magic: bytes = b"")
     from ._memory import memory_budget
 
     p = regular_file(path, what)
-    cap = min(limit, memory_budget())
+    cap = limit if limit <= _CHUNK else min(limit, memory_budget())  # a token file is read even at a cgroup's limit
+    no_magic = InputError(f"{what} {p} does not begin with {magic!r}: it is no {what}")
     buf = bytearray()
     try:
         with open_regular(p, what) as f:
             size = os.fstat(f.fileno()).st_size
-            while len(buf) <= cap and size <= cap and (chunk := os.read(f.fileno(), min(cap + 1 - len(buf), _CHUNK))):
+            while size <= cap and len(buf) <= cap and (chunk := os.read(f.fileno(), min(cap + 1 - len(buf), _CHUNK))):
                 buf += chunk
-                if len(buf) >= len(magic) and not buf.startswith(magic):
-                    raise InputError(f"{what} {p} does not begin with {magic!r}: it is no {what}")
+                if buf[: len(magic)] != magic[: len(buf)]:
+                    raise no_magic
     except OSError as exc:
         exc.filename = exc.filename or str(p)
         raise
     if max(len(buf), size) > cap:
         raise InputError(f"{what} {p} is larger than {limit} bytes" if cap == limit else f"{what} {p} is larger than this process may hold ({cap} bytes)")
+    if not buf.startswith(magic):  # shorter than its magic
+        raise no_magic
     return buf
 
 

@@ -20,10 +20,10 @@ def test_token_set_accepts_exactly_the_listed_tokens(tmp_path):
     ts = TokenSet.from_file(f)
     assert ts.check("Bearer alpha") and ts.check("Bearer beta")
     assert not any(ts.check(v) for v in (None, "", "alpha", "Bearer ", "Bearer alph", "Bearer alpha ", "bearer alpha", f"Bearer {hash_token('alpha')}"))
-    (tmp_path / "bad").write_text(f"{hash_token('alpha')}\nalpha-is-a-raw-token\n")  # a token where its digest belongs
-    with pytest.raises(InputError, match="entry 2 is not a SHA-256 hex digest") as err:
+    (tmp_path / "bad").write_text(f"# site A\n\n{hash_token('alpha')}\nalpha-is-a-raw-token\n")  # a token where its digest belongs
+    with pytest.raises(InputError, match=r"token file .*bad line 4 is not a SHA-256 hex digest") as err:
         TokenSet.from_file(tmp_path / "bad")
-    assert "alpha" not in str(err.value)  # what may be a secret is never shown
+    assert "alpha-is" not in str(err.value)  # what may be a secret is never shown
     (tmp_path / "empty").write_text("# nobody\n")
     with pytest.raises(InputError, match="no token"):
         TokenSet.from_file(tmp_path / "empty")
@@ -112,15 +112,19 @@ def test_a_ca_file_is_checked_before_any_work_and_only_with_tls(pki, tmp_path):
         EdgeOptions(ca=str(pki / "cert.pem"), insecure=True).check("127.0.0.1:1")
 
 
-@pytest.mark.parametrize("host", ["[::1", "::1]", "[[::1]]", "a[b]"])
+@pytest.mark.parametrize("host", ["[::1", "::1]", "[[::1]]", "a[b]", "[]"])
 def test_stray_brackets_in_a_host_are_refused_in_one_line(host):
-    from latentmotion.service.auth import address
+    from latentmotion.service.auth import address, is_loopback
     from latentmotion.service.server import check_bindable
 
-    with pytest.raises(InputError, match="brackets go around a whole IPv6 address"):
+    needle = "is empty" if host == "[]" else "brackets go around a whole IPv6 address"
+    with pytest.raises(InputError, match=needle):
         address(host, 5050)
-    with pytest.raises(InputError, match="brackets go around"):
+    with pytest.raises(InputError, match=needle):
         check_bindable(host, 0)  # gRPC printed its own parse error before ours
+    with pytest.raises(InputError, match=needle):
+        EdgeOptions().check(f"{host}:5050")
+    assert not is_loopback(host)
 
 
 def test_two_authorization_headers_are_refused_whatever_their_values(tmp_path):

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -70,6 +69,7 @@ ANCHORS = tuple(_BASES)
 DEFAULT_ANCHORS = ("x265_intra", "x265_ldp", "svtav1_ld", "remote_x265_net", "remote_x265_clip", "remote_svtav1_net", "remote_svtav1_clip")
 SIDE_BITS = 64  # min and max, float32 each
 _X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+_PRESETS = {"x265": _X265_PRESETS, "svtav1": tuple(f"p{i}" for i in range(14))}  # the words a preset modifier may be
 _DEFAULT_PRESET = {"x265": "slow", "svtav1": "p5"}
 
 
@@ -114,10 +114,6 @@ def parse_anchor(name: str) -> Anchor:
     if base not in _BASES:
         raise InputError(f"unknown anchor {base!r}; choose from {', '.join(ANCHORS)} (modifiers: own, pad8, cliprange, framerange, scenecut, noscenecut, a preset)")
     a = Anchor(base)
-    aspects = [_aspect(m) for m in mods]
-    for m, aspect in zip(mods, aspects, strict=True):
-        if aspect and aspects.count(aspect) > 1:  # x265_ldp-veryslow-medium ran as medium: the last word won unsaid
-            raise InputError(f"anchor {name!r}: more than one {aspect} ({', '.join(w for w, k in zip(mods, aspects, strict=True) if k == aspect)})")
     for m in mods:
         if m in ("own", "pad8") and not a.remote:
             a = replace(a, layout=m)
@@ -125,17 +121,21 @@ def parse_anchor(name: str) -> Anchor:
             a = replace(a, value_range=m)
         elif m in ("scenecut", "noscenecut"):
             a = replace(a, scenecut=m == "scenecut")
-        elif (a.codec == "x265" and m in _X265_PRESETS) or (a.codec == "svtav1" and m in {f"p{i}" for i in range(14)}):
+        elif m in _PRESETS[a.codec]:
             a = replace(a, preset=m)
         else:
             raise InputError(f"anchor {name!r}: modifier {m!r} does not apply to {base}")
+    aspects = [_aspect(m) for m in mods]
+    twice = [k for k in dict.fromkeys(aspects) if aspects.count(k) > 1]
+    if twice:  # x265_ldp-veryslow-medium ran as medium: the last word won unsaid
+        raise InputError(f"anchor {name!r}: more than one {twice[0]} ({', '.join(w for w, k in zip(mods, aspects, strict=True) if k == twice[0])})")
     return a
 
 
-def _aspect(word: str) -> str | None:
-    """What an anchor's modifier sets (None: no modifier word; the parser names it)."""
+def _aspect(word: str) -> str:
+    """What a modifier of an anchor (one :func:`parse_anchor` accepted) sets."""
     kinds = {"own": "layout", "pad8": "layout", "cliprange": "value range", "framerange": "value range", "scenecut": "scene cut setting", "noscenecut": "scene cut setting"}
-    return kinds.get(word, "preset" if word in _X265_PRESETS or re.fullmatch(r"p\d+", word) else None)
+    return kinds.get(word, "preset")
 
 
 def _grid(c: int, h: int, w: int, layout: str) -> tuple[int, int, int, int]:

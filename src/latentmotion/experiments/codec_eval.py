@@ -132,9 +132,9 @@ def _bd(rate_a, dist_a, rate_b, dist_b, method: str = "akima", upto: float | Non
     """BD-rate of b against a in percent (bjontegaard); None where the curves allow none.
 
     With ``upto`` (the noise floor's quality), the average runs only over the qualities both envelopes reach up to
-    ``upto``. The curves are fitted through all their points as without it: akima is local (below ``upto`` only the
-    two points next above it shape the curve), so the BD-rate moves smoothly as ``upto`` crosses a point, where
-    dropping the points above it made it jump.
+    ``upto``. The curves are fitted through all their points as without it: akima is local (below ``upto`` at most
+    the three points next above it shape the curve), so the BD-rate moves smoothly as ``upto`` crosses a point,
+    where dropping the points above it made it jump. A NaN ``upto`` gives None.
 
     Example:
         >>> r, d = [100, 200, 400, 800], [10, 15, 20, 40]
@@ -144,7 +144,7 @@ def _bd(rate_a, dist_a, rate_b, dist_b, method: str = "akima", upto: float | Non
     import bjontegaard as bd
 
     (rate_a, dist_a), (rate_b, dist_b) = _envelope(rate_a, dist_a), _envelope(rate_b, dist_b)
-    if min(len(rate_a), len(rate_b)) < 2:
+    if min(len(rate_a), len(rate_b)) < 2 or (upto is not None and math.isnan(upto)):  # min() would pass over a NaN
         return None
     try:
         v, f_a, f_b = bd.bd_rate(rate_a, dist_a, rate_b, dist_b, method=method, require_matching_points=False, min_overlap=0.0, interpolators=True)
@@ -438,7 +438,7 @@ def kl_intervals(rows: _Rows, floor_kl: np.ndarray, goal: dict, seed: int) -> di
 
     Every curve and the noise floor are resampled on the same frames, and the BD-rate averages up to the resampled
     floor, as for the BD-rate itself; against remote inference each resample takes the larger BD-rate of the
-    codecs at that size, as the goal does. The best mode stays the one the whole clip chose.
+    codecs at that size, as the goal does. The mode is the goal's (``goal["best_mode"]``).
     """
     names = list(dict.fromkeys(r["config"] for r in rows.rows))
     refs = {"best_vs_x265_ldp_kl": ["x265_ldp"]} | {  # remote inference: the larger BD-rate of the codecs at each size, as the goal takes it
@@ -465,7 +465,7 @@ def _remote_anchors(names, size: str) -> list[str]:
 #: The configuration each measure's goal reads, where it was evaluated: the one built for that measure (``klt`` codes
 #: the features' principal coordinates, ``kltw`` weighs them by the cloud's sensitivity). A codec is configured before
 #: it meets the clip; picking per run the mode of least BD-rate against the anchor picks on noise (on carphone
-#: MobileNetV2 ``features.13.add``, ``klt`` won on KL by -65 %, outside its own 90 % interval [-45.6, -27.3]).
+#: MobileNetV2 ``features.13.add``, ``klt`` won on KL by -65.0 %, outside its own 90 % interval [-45.6, -27.3]).
 GOAL_MODES = {"psnr": "klt", "task_db": "kltw"}
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from .._files import read_small_file
 from ..errors import InputError
 
-__all__ = ["TokenSet", "address", "check_pem", "client_credentials", "hash_token", "is_loopback", "server_credentials", "unbracket"]
+__all__ = ["TokenSet", "address", "read_pem", "client_credentials", "hash_token", "is_loopback", "server_credentials", "unbracket"]
 
 MAX_TOKEN_FILE = 1 << 20  # a token file is a few lines; refuse anything larger before reading
 
@@ -32,6 +32,13 @@ MAX_TOKEN_FILE = 1 << 20  # a token file is a few lines; refuse anything larger 
 def hash_token(token: str) -> str:
     """SHA-256 hex digest of a token: what a token file holds."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+_DIGESTS = "64 hex digits: the file holds digests of tokens, never tokens"
+
+
+def _is_digest(d: bytes) -> bool:
+    return len(d) == 64 and all(c in b"0123456789abcdef" for c in d)
 
 
 class TokenSet:
@@ -42,15 +49,18 @@ class TokenSet:
         if not self.digests:
             raise InputError("the token file holds no token digests")
         for i, d in enumerate(self.digests, 1):
-            if len(d) != 64 or any(c not in b"0123456789abcdef" for c in d):  # its text is not shown: it may be a token itself
-                raise InputError(f"token file entry {i} is not a SHA-256 hex digest (64 hex digits: the file holds digests of tokens, never tokens)")
+            if not _is_digest(d):  # its text is not shown: it may be a token itself
+                raise InputError(f"token entry {i} is not a SHA-256 hex digest ({_DIGESTS})")
 
     @classmethod
     def from_file(cls, path: str | Path) -> TokenSet:
         """Read a token file: one digest per line (see :func:`hash_token`), ``#`` comments."""
         text = read_small_file(path, "token file", MAX_TOKEN_FILE).decode(errors="replace")  # a folder or a FIFO refused as what it is
-        lines = (ln.split("#", 1)[0].strip() for ln in text.splitlines())
-        return cls([ln for ln in lines if ln])
+        lines = [(n, ln.split("#", 1)[0].strip()) for n, ln in enumerate(text.splitlines(), 1)]
+        for n, ln in lines:
+            if ln and not _is_digest(ln.lower().encode()):  # its text is not shown: it may be a token itself
+                raise InputError(f"token file {path} line {n} is not a SHA-256 hex digest ({_DIGESTS})")
+        return cls([ln for _, ln in lines if ln])
 
     def check(self, authorization: str | None) -> bool:
         """Whether an ``authorization`` metadata value carries an accepted token."""
@@ -63,7 +73,7 @@ class TokenSet:
         return ok
 
 
-def check_pem(path: str | Path, what: str) -> bytes:
+def read_pem(path: str | Path, what: str) -> bytes:
     """The bytes of a PEM file, refused (:class:`InputError` naming ``what``) if it is none or larger than a MiB."""
     data = read_small_file(path, what, MAX_TOKEN_FILE)
     if b"-----BEGIN" not in data:
@@ -75,14 +85,14 @@ def server_credentials(cert: str | Path, key: str | Path):
     """gRPC server credentials from a PEM certificate chain and its private key."""
     import grpc
 
-    return grpc.ssl_server_credentials([(check_pem(key, "TLS key"), check_pem(cert, "TLS certificate"))])
+    return grpc.ssl_server_credentials([(read_pem(key, "TLS key"), read_pem(cert, "TLS certificate"))])
 
 
 def client_credentials(ca: str | Path | None = None):
     """gRPC channel credentials trusting ``ca`` (a PEM file; None: the system's roots)."""
     import grpc
 
-    return grpc.ssl_channel_credentials(check_pem(ca, "CA certificate") if ca else None)
+    return grpc.ssl_channel_credentials(read_pem(ca, "CA certificate") if ca else None)
 
 
 def address(host: str, port: int) -> str:
@@ -107,6 +117,8 @@ def unbracket(host: str) -> str:
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if "[" in bare or "]" in bare:
         raise InputError(f"host {host!r}: brackets go around a whole IPv6 address, as in [::1]")
+    if not bare:
+        raise InputError(f"host {host!r} is empty")
     return bare
 
 
@@ -115,6 +127,6 @@ def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
+        return ipaddress.ip_address(unbracket(host)).is_loopback
+    except (ValueError, InputError):
         return False

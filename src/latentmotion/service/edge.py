@@ -45,7 +45,7 @@ from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError, LatentMotionError
 from ..tasks import make_task
 from . import cloud_pb2 as pb
-from .auth import check_pem, client_credentials, is_loopback, unbracket
+from .auth import read_pem, client_credentials, is_loopback, unbracket
 from .metrics import log_event
 from .server import METHOD
 
@@ -391,12 +391,13 @@ class EdgeOptions:
         host, _, port = target.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) <= 65535:
             raise InputError(f"cloud address {target!r}: expected host:port with a port in 1..65535")
-        if self.insecure and not is_loopback(unbracket(host)):
+        bare = unbracket(host)  # stray brackets or no host at all: refused here
+        if self.insecure and not is_loopback(bare):
             raise InputError(f"--insecure sends plaintext and is allowed only to loopback, not to {host!r}")
         if self.ca and self.insecure:
             raise InputError("--ca has no use with --insecure: plaintext trusts no certificate")
         if self.ca:
-            check_pem(self.ca, "CA certificate")  # before the model loads and the clip is coded: read again to connect
+            read_pem(self.ca, "CA certificate")  # before the model loads and the clip is coded: read again to connect
         for name, v, low in (("--window", self.window, 1), ("top-k", self.top_k, 1), ("--retries", self.max_retries, 0)):
             if v < low:
                 raise InputError(f"{name} {v} must be at least {low}")

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import InputError
 from ..tasks import Task
+from .auth import unbracket
 from .backends import CloudHandle, ModelCache, ServedModel, StreamError, probe_output
 from .batcher import Prediction, run_tasks
 
@@ -102,7 +103,11 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
     if not sep or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536 or not host:
         raise InputError(f"--ray {address!r}: expected local, auto or HOST:PORT of a Ray cluster")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        bare = unbracket(host)
+    except InputError as exc:
+        raise InputError(f"--ray {address!r}: {exc}") from None
+    try:
+        socket.create_connection((bare, int(port)), timeout=timeout).close()
     except (OSError, UnicodeError) as exc:  # UnicodeError: a host name IDNA cannot encode
         raise InputError(f"--ray {address!r}: no Ray cluster answers there ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
     channel = grpc.insecure_channel(f"{host}:{port}")  # a listener that is no gRPC server never completes the handshake

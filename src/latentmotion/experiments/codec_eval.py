@@ -17,8 +17,9 @@ each QP. Every operating point goes through one row builder:
 
 The task measure's **noise floor** is what it reads with no coding at all: the
 input frames rounded to 8 bits (what any camera sends). BD-rates on task
-fidelity average only up to the floor's quality: above it, differences are noise. BD-rates come from the PyPI package ``bjontegaard``, of
-every configuration against every anchor and every other configuration.
+fidelity average only up to the floor's quality: above it, differences are
+noise. BD-rates come from the PyPI package ``bjontegaard``, of every
+configuration against every anchor and every other configuration.
 
 Steps are given relative to the RMS of the clip's features (``step = s * rms``),
 so one sweep fits every layer.
@@ -144,17 +145,26 @@ def _bd(rate_a, dist_a, rate_b, dist_b, method: str = "akima", upto: float | Non
     import bjontegaard as bd
 
     (rate_a, dist_a), (rate_b, dist_b) = _envelope(rate_a, dist_a), _envelope(rate_b, dist_b)
-    if min(len(rate_a), len(rate_b)) < 2 or (upto is not None and math.isnan(upto)):  # min() would pass over a NaN
+    if min(len(rate_a), len(rate_b)) < 2 or (upto is not None and _overlap(dist_a, dist_b, upto) is None):
         return None
     try:
         v, f_a, f_b = bd.bd_rate(rate_a, dist_a, rate_b, dist_b, method=method, require_matching_points=False, min_overlap=0.0, interpolators=True)
         if upto is not None:  # the same interpolants (log10 rate over quality), averaged up to ``upto`` only
-            lo, hi = max(dist_a[0], dist_b[0]), min(dist_a[-1], dist_b[-1], upto)
-            v = (10 ** ((f_b.integrate(lo, hi) - f_a.integrate(lo, hi)) / (hi - lo)) - 1) * 100 if hi > lo else float("nan")
+            lo, hi = _overlap(dist_a, dist_b, upto)
+            v = (10 ** ((f_b.integrate(lo, hi) - f_a.integrate(lo, hi)) / (hi - lo)) - 1) * 100
     except (ValueError, AssertionError, ArithmeticError, np.linalg.LinAlgError):  # non-monotonic or non-overlapping curves have no BD-rate
         return None
     v = float(v)
     return v if np.isfinite(v) else None
+
+
+def _overlap(qa: list, qb: list, upto: float | None = None) -> tuple[float, float] | None:
+    """The qualities both rising curves ``qa`` and ``qb`` reach, up to ``upto`` when given; None where that is
+    empty (or ``upto`` is NaN, which ``min`` would pass over)."""
+    if upto is not None and math.isnan(upto):
+        return None
+    lo, hi = max(qa[0], qb[0]), min(qa[-1], qb[-1], math.inf if upto is None else upto)
+    return (float(lo), float(hi)) if lo < hi else None
 
 
 def check_settings(st: EvalSettings) -> tuple[int, float, tuple[int, int]]:
@@ -425,10 +435,8 @@ def _span(rows, ref, a, key, upto=None) -> list[float] | None:
         ([3.0, 9.0], [3.0, 7.0])
     """
     (_, qa), (_, qb) = (_envelope(*_curve(rows, n, key)) for n in (ref, a))
-    if min(len(qa), len(qb)) < 2:
-        return None
-    lo, hi = max(qa[0], qb[0]), min(qa[-1], qb[-1], math.inf if upto is None else upto)
-    return [float(lo), float(hi)] if lo < hi else None
+    lim = _overlap(qa, qb, upto) if min(len(qa), len(qb)) >= 2 else None
+    return list(lim) if lim else None
 
 
 def kl_intervals(rows: _Rows, floor_kl: np.ndarray, goal: dict, seed: int) -> dict:

@@ -45,7 +45,7 @@ from ..defaults import DEFAULT_LAYER, DEFAULT_MODEL
 from ..errors import InputError, LatentMotionError
 from ..tasks import make_task
 from . import cloud_pb2 as pb
-from .auth import read_pem, client_credentials, is_loopback, unbracket
+from .auth import client_credentials, is_loopback, read_pem, unbracket
 from .metrics import log_event
 from .server import METHOD
 

@@ -142,6 +142,7 @@ def _bad_clients():
         "other transform": ([_open(head, fingerprint() + "+kltw-0123456789ab")], S.FAILED_PRECONDITION, "another kltw transform"),
         "transform of other weights": ([_open(head, random_fp + "+kltw-0123456789ab")], S.FAILED_PRECONDITION, "weights mismatch"),
         "empty transform name": ([_open(head, fingerprint() + "+")], S.FAILED_PRECONDITION, "unknown channel transform ''"),
+        "transform without fingerprint": ([_open(head, fingerprint() + "+klt")], S.FAILED_PRECONDITION, "'klt' without its fingerprint"),
         "weights too long": ([_open(head, "f" * 300)], S.INVALID_ARGUMENT, "Open.weights is longer than 256 bytes"),
         "transform the Open hides": ([_open(hidden)], S.FAILED_PRECONDITION, "the stream header '"),
         "transform of other channels": ([_open(other, fingerprint() + "+kltw-0123456789ab")], S.FAILED_PRECONDITION, "takes 40 channels"),

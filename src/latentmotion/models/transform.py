@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .._files import open_regular
 from ..defaults import DEFAULT_MODEL, TASK_WEIGHT
 from ..errors import InputError
 from .fingerprint import weights_fingerprint
@@ -241,9 +242,12 @@ def load_transform(model: str, layer: str, path: Path | None = None, weights: st
     if not found:
         raise InputError(f"no channel transform for {model} {layer} ({path}); fit one with `latentmotion codec fit-transform --model {model} --layer {layer}{f' --task-weight {TASK_WEIGHT}' if weighted else ''} --out FILE`")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, "channel transform file") as f:  # a FIFO swapped in since the check cannot block the open
+            blob = torch.load(f, map_location="cpu", weights_only=True)
         s = blob["state"]
         t, fitted = ChannelTransform(s["mean"], s["basis"], s["variance"], s.get("synthesis")).eval(), blob["record"].get("weights")
+    except InputError:
+        raise
     except Exception as exc:  # a damaged or foreign file: one line
         raise InputError(f"{path} is not a channel transform file ({type(exc).__name__})") from None
     if channels is not None and t.basis.shape[0] != channels:
@@ -326,8 +330,10 @@ def stream_transform(model: str, layer: str, weights: str, channels: int) -> tup
         return base, None, None
     tail = weights[len(base) + 1 :]
     name, _, print_ = tail.partition("-")
-    if name not in TRANSFORMS or not print_:
+    if name not in TRANSFORMS:
         raise InputError(f"the stream names an unknown channel transform {tail!r}; known: {', '.join(TRANSFORMS)}")
+    if not print_:  # 'FP+klt': a known name, but which fitted transform is not said
+        raise InputError(f"the stream names the channel transform {name!r} without its fingerprint ({name}-FINGERPRINT)")
     if not all(_PLAIN.fullmatch(s) for s in (model, layer)):
         raise InputError(f"the stream's model {model!r} and layer {layer!r} name no shipped channel transform")
     t = load_transform(model, layer, weights=base, channels=channels, weighted=TRANSFORMS[name])

@@ -456,6 +456,15 @@ def test_a_frame_range_past_the_clip_is_refused_before_the_edge_loads_its_model(
         stream_video("127.0.0.1:1", VideoSource(video="bikes.mp4", start=200, frames=51), EdgeOptions(insecure=True))
 
 
+def test_a_task_the_model_cannot_serve_is_refused_before_the_edge_reads_the_clip(monkeypatch):
+    from latentmotion import pipeline
+    from latentmotion.service import VideoSource, stream_video
+
+    monkeypatch.setattr(pipeline, "edge_features", lambda *a, **k: pytest.fail("the clip was coded before the task was checked"))
+    with pytest.raises(InputError, match="--task segment: task 'segment' does not fit this model: segmentation needs"):
+        stream_video("127.0.0.1:1", VideoSource(frames=2, weights="random"), EdgeOptions(insecure=True, task="segment"))
+
+
 def test_a_drain_past_its_timeout_ends_the_streams_itself():
     """Frames still waiting in the batcher when the drain's time is up: the server ends their stream itself, with
     UNAVAILABLE and its reason (a stream_error), before gRPC stops; gRPC would cancel the call under the handler

@@ -456,6 +456,17 @@ class VideoSource:
     transform: str = "none"  # code the features' coordinates in the cut's shipped channel transform (klt, kltw)
 
 
+def _check_task(split, options: EdgeOptions) -> None:
+    """The server's rule (:func:`~latentmotion.service.backends.fit_problem`) at the edge, on its own cloud sub-model:
+    :class:`InputError` where the task cannot use that model's output (``--task segment`` on a classifier)."""
+    from .backends import fit_problem, probe_output
+
+    shape = split.feature_shape()
+    kind, why = fit_problem(probe_output(split.cloud, shape, shape), make_task(options.task, top_k=options.top_k))
+    if kind:
+        raise InputError(f"--task {options.task}: {why}")
+
+
 def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = None, realtime: bool = False) -> tuple[EdgeReport, float]:
     """Run the edge sub-model on a clip, code its features and stream them; returns the report and the clip's fps."""
     from ..codec import MAX_Q, Encoder, StreamId
@@ -474,6 +485,7 @@ def stream_video(target: str, src: VideoSource, options: EdgeOptions | None = No
     if not options.task:  # the model's own task: a segmentation model's stream segments
         options = replace(options, task=net.task)
     split = split_model(net, src.layer)
+    _check_task(split, options)  # before the clip is read and coded: the cloud would refuse it at open
     to_coordinates, weights = edge_transform(src.transform, src.model, src.layer, weights_fingerprint(net))  # the cloud maps them back
     clip = edge_features(src.video, split, src.start, src.frames)
     x = to_coordinates(clip.features)

@@ -176,7 +176,8 @@ def check_settings(st: EvalSettings) -> tuple[int, float, tuple[int, int]]:
     if len(st.anchors) > MAX_ANCHORS:
         raise InputError(f"at most {MAX_ANCHORS} anchors, got {len(st.anchors)} (each codes the whole clip at every QP)")
     anchors = [parse_anchor(a) for a in st.anchors]  # unknown names and modifiers are refused here
-    twice = sorted({a.name for a in anchors if [b.name for b in anchors].count(a.name) > 1})
+    names = [a.name for a in anchors]
+    twice = sorted({n for n in names if names.count(n) > 1})
     if twice:  # the message names no option: codec eval's --anchors and bench_codec's --with-anchors both land here
         raise InputError(f"the anchors name one set-up twice: {', '.join(twice)}")
     if not 4 <= len(st.steps) <= MAX_POINTS or any(not s > 0 for s in st.steps):

@@ -24,7 +24,7 @@ from pathlib import Path
 from .._files import read_small_file
 from ..errors import InputError
 
-__all__ = ["TokenSet", "address", "read_pem", "client_credentials", "hash_token", "is_loopback", "server_credentials", "unbracket"]
+__all__ = ["TokenSet", "address", "client_credentials", "hash_token", "is_loopback", "read_pem", "server_credentials", "unbracket"]
 
 MAX_TOKEN_FILE = 1 << 20  # a token file is a few lines; refuse anything larger before reading
 

@@ -6,7 +6,7 @@ and 128x90x160 tensors of bigbuckbunny.mp4's whole 1280x720 frames; encode +
 decode tensors per second per configuration, beside libx265 (the ``x265_ldp``
 anchor, QP 32) coding and decoding the same tensors in the same process.
 
-``--rd``: ``codec eval`` (intra, block, klt and kltw against the default anchors: the
+``--rd``: ``codec eval`` (intra, intra_klt, block, klt and kltw against the default anchors: the
 strongest x265 and SVT-AV1 set-ups on the features, and remote inference at
 the network's input size and at the clip's size) for EfficientNet-Lite0
 (``_blocks.4.add``, ``_blocks.10.add``) and torchvision's MobileNetV2
@@ -18,7 +18,7 @@ run (``--video``, ``--layer``), each against our ``block``: the sweep behind
 the default anchor.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_codec.py [--rd | --anchors] [--frames 96] [--out DIR]
-        [--force] [--configs intra,block,klt,kltw] [--with-anchors x265_ldp,remote_x265_net,...] [--clips vtest.avi] [--layers _blocks.10.add]
+        [--force] [--configs intra,intra_klt,block,klt,kltw] [--with-anchors x265_ldp,remote_x265_net,...] [--clips vtest.avi] [--layers _blocks.10.add]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from latentmotion.pipeline import edge_features  # noqa: E402
 
 N = 24
 CLIPS = ("bikes.mp4", "carphone_pristine.mp4", "bigbuckbunny.mp4", "vtest.avi")
-CONFIGS = ("intra", "block", "klt", "kltw")
+CONFIGS = ("intra", "intra_klt", "block", "klt", "kltw")
 CUTS = {"efficientnet_lite0": ("_blocks.4.add", "_blocks.10.add"), "mobilenet_v2": ("features.6.add", "features.13.add")}
 LAYERS = tuple(layer for cuts in CUTS.values() for layer in cuts)
 #: the options that only some jobs read, and the jobs that read them (none: the speed test)
@@ -110,7 +110,7 @@ def _fmt(v, iv=None) -> str:
     return "n/a" if v is None else f"{v:+.1f} %" + (f" [{iv[0]:+.1f}, {iv[1]:+.1f}]" if iv else "")
 
 
-HEADER = ("video", "model", "layer", "stride", "PSNR mode", "vs x265_ldp PSNR", "KL mode", "vs x265_ldp KL", "intra vs x265_intra", "vs remote net KL", "vs remote clip KL",
+HEADER = ("video", "model", "layer", "stride", "PSNR mode", "vs x265_ldp PSNR", "KL mode", "vs x265_ldp KL", "intra mode", "intra vs x265_intra", "vs remote net KL", "vs remote clip KL",
           "floor KL", "median p")
 
 
@@ -139,7 +139,7 @@ def rd(todo: list[EvalSettings], out: Path) -> None:
         summaries.append(s)
         g, f, c = s["goal"], s["noise_floor"], s["confidence"]
         rows.append((video, model, layer, s["stride"], g["best_psnr_mode"], _fmt(g["best_vs_x265_ldp_psnr"]), g["best_mode"], _fmt(g["best_vs_x265_ldp_kl"], g.get("best_vs_x265_ldp_kl_interval")),
-                     _fmt(g["intra_vs_x265_intra_psnr"]), _fmt(g["best_vs_remote_net_kl"], g.get("best_vs_remote_net_kl_interval")),
+                     g["intra_mode"], _fmt(g["intra_vs_x265_intra_psnr"]), _fmt(g["best_vs_remote_net_kl"], g.get("best_vs_remote_net_kl_interval")),
                      _fmt(g["best_vs_remote_clip_kl"], g.get("best_vs_remote_clip_kl_interval")), f"{f['kl']:.1e}", f"{c['median_top1_probability']:.2f}"))
         print(table(rows[-1:], HEADER), flush=True)
     print()

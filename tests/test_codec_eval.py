@@ -163,7 +163,7 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
 
     from latentmotion.experiments.codec_eval import EvalSettings, evaluate
 
-    st = EvalSettings(frames=4, steps=(0.125, 0.25, 0.5, 1.0), configs=("block", "klt", "kltw"), anchors=("x265_ldp", "remote_x265_net"), qps=(22, 32, 42))
+    st = EvalSettings(frames=4, steps=(0.125, 0.25, 0.5, 1.0), configs=("block", "klt", "kltw", "intra_klt"), anchors=("x265_ldp", "remote_x265_net"), qps=(22, 32, 42))
     s = evaluate(st, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"rd.csv", "rd.png", "report.md", "summary.json", "kl_frames.csv"}
     assert json.loads((tmp_path / "summary.json").read_text())["goal"] == s["goal"]
@@ -184,7 +184,8 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
     assert set(s["bd_rate_percent_kl"]) >= {"klt_vs_x265_ldp", "kltw_vs_x265_ldp", "block_vs_remote_x265_net", "klt_vs_block"}
     g = s["goal"]
     assert s["bootstrap"]["seed"] == st.seed and not any(k.endswith("_interval") for k in g)  # 4 frames: no block bootstrap
-    assert set(s["bd_span_kl_db"]) == {f"{a}_vs_{r}" for a in ("block", "klt", "kltw") for r in ("x265_ldp", "remote_x265_net")}
+    assert {float(r["intra_share"]) for r in rows if r["config"] == "intra_klt"} == {1.0} and g["intra_mode"] == "intra_klt"
+    assert set(s["bd_span_kl_db"]) == {f"{a}_vs_{r}" for a in ("block", "klt", "kltw", "intra_klt") for r in ("x265_ldp", "remote_x265_net")}
     assert all(v[0] < v[1] <= f["task_db"] for v in s["bd_span_kl_db"].values() if v)  # only below the floor's quality
     report = (tmp_path / "report.md").read_text()
     assert "Noise floor" in report and "task fidelity" in report and "remote_x265_net" in report and f"PyAV {av.__version__}" in report
@@ -214,6 +215,30 @@ def test_the_goal_reads_the_mode_built_for_its_measure_not_the_run_s_winner():
     assert _goal(bd | {"task_db": {"block_vs_x265_ldp": -20.0, "klt_vs_x265_ldp": -65.0}}, ["block", "klt"], ["x265_ldp"])["best_mode"] == "klt"  # no kltw run: the best
 
 
+def test_the_intra_goal_reads_intra_in_klt_coordinates_where_it_was_run():
+    bd = {"psnr": {"intra_vs_x265_intra": 3.0, "intra_klt_vs_x265_intra": -5.0, "intra_klt_vs_x265_ldp": -60.0, "klt_vs_x265_ldp": -30.0},
+          "top1_agreement": {}, "task_db": {"intra_klt_vs_x265_ldp": -60.0, "klt_vs_x265_ldp": -30.0}}
+    g = _goal(bd, ["intra", "intra_klt", "klt"], ["x265_ldp", "x265_intra"])
+    assert (g["intra_mode"], g["intra_vs_x265_intra_psnr"], g["meets_intra"]) == ("intra_klt", -5.0, True)
+    assert g["best_mode"] == g["best_psnr_mode"] == "klt"  # an all-intra configuration never answers for prediction
+    g = _goal(bd, ["intra", "klt"], ["x265_ldp", "x265_intra"])
+    assert (g["intra_mode"], g["intra_vs_x265_intra_psnr"], g["meets_intra"]) == ("intra", 3.0, False)
+
+
+def test_intra_klt_codes_klt_s_coordinates_and_its_streams_name_that_transform():
+    from latentmotion.experiments.codec_eval import CONFIGS, EvalSettings, _transform
+    from latentmotion.models import load_model, weights_fingerprint
+    from latentmotion.models.transform import stream_transform
+
+    fp = weights_fingerprint(load_model("efficientnet_lite0"))  # the shipped transforms are tied to the weights
+    st = EvalSettings(model="efficientnet_lite0", layer="_blocks.10.add")
+    t, name = _transform(st, "intra_klt", 112, fp)
+    t2, name2 = _transform(st, "klt", 112, fp)
+    assert name == name2 and "+klt-" in name and torch.equal(t.encode(torch.ones(1, 112, 2, 2)), t2.encode(torch.ones(1, 112, 2, 2)))
+    assert CONFIGS["intra_klt"][1]["intra_period"] == 1
+    assert stream_transform("efficientnet_lite0", "_blocks.10.add", name, 112)[1] == "klt"  # codec decode maps it back
+
+
 def test_qps_are_checked_on_each_codec_scale_and_klt_never_on_its_fitting_clips():
     from latentmotion.experiments.codec_eval import EvalSettings, check_settings
 
@@ -224,6 +249,8 @@ def test_qps_are_checked_on_each_codec_scale_and_klt_never_on_its_fitting_clips(
         check_settings(EvalSettings(video="Megamind.avi", configs=("klt",)))
     with pytest.raises(InputError, match="fitting material"):
         check_settings(EvalSettings(video="data/TREE.AVI", configs=("kltw",)))
+    with pytest.raises(InputError, match="fitting material"):
+        check_settings(EvalSettings(video="Megamind.avi", configs=("intra_klt",)))
 
 
 def test_more_anchors_than_a_bounded_run_codes_are_refused_before_any_work():

@@ -211,7 +211,7 @@ def codec_eval(
     layer: str = typer.Option(DEFAULT_LAYER, help=HELP["layer"]),
     weights: str = typer.Option("imagenet", help=HELP["weights"]),
     steps: Optional[str] = typer.Option(None, help="comma-separated quantisation steps, relative to the features' RMS (default: 0.088 to 2.83 in factors of sqrt 2)"),
-    configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input, klt, kltw)"),
+    configs: str = typer.Option("intra,zero,block,input", help="comma-separated configurations (intra, zero, block, block_int, input, klt, kltw, intra_klt)"),
     anchors: Optional[str] = typer.Option(None, help="comma-separated anchors, base[-modifier...] ('' for none; default: the strongest feature anchors and remote inference, docs/codec.md)"),
     qps: str = typer.Option("", help="comma-separated QPs for every anchor (default: each anchor family's own range)"),
     seed: int = typer.Option(0, help="seed of random weights (--weights random) and of the bootstrap of the KL intervals (recorded in summary.json)"),

@@ -69,8 +69,8 @@ CONFIGS: dict[str, tuple[str, dict]] = {
     "input": ("input", {"subpel": 4}),
     "klt": ("block", {"subpel": 4}),
     "kltw": ("block", {"subpel": 4, "rdoq": 0.2}),
-    "intra_klt": ("zero", {"intra_period": 1}),
 }
+CONFIGS["intra_klt"] = CONFIGS["intra"]  # coding klt's coordinates (CONFIG_TRANSFORMS)
 #: The channel transform (:data:`~latentmotion.models.transform.TRANSFORMS`) a configuration codes through, if any:
 #: ``intra_klt`` is ``intra`` in ``klt``'s coordinates, where a uniform step spends its bits where the energy is.
 CONFIG_TRANSFORMS = {"klt": "klt", "kltw": "kltw", "intra_klt": "klt"}
@@ -117,7 +117,7 @@ class EvalSettings:
     seed: int = 0
     search: int = MotionTools.search  # the codec's default, set here for tuning runs
     extra: dict = field(default_factory=dict)  # Encoder keyword overrides (tuning runs)
-    transform: str = ""  # channel transform file for ``klt`` (default: the one shipped for the cut; ``kltw`` always uses its shipped one)
+    transform: str = ""  # channel transform file for ``klt`` and ``intra_klt`` (default: the one shipped for the cut; ``kltw`` always uses its shipped one)
 
     def anchor_qps(self, a: Anchor) -> tuple[int, ...]:
         return self.qps or QPS[(a.codec, a.remote)]
@@ -196,7 +196,8 @@ def check_settings(st: EvalSettings) -> tuple[int, float, tuple[int, int]]:
         if any(not 0 <= q <= top for q in st.anchor_qps(a)):
             raise InputError(f"QPs of {a.name} must lie in 0..{top}")
     if set(CONFIG_TRANSFORMS) & set(st.configs) and _is_fitting_material(st.video):
-        raise InputError(f"{st.video} is fitting material of the channel transforms: evaluating klt or kltw on it would flatter it")
+        named = ", ".join(c for c in st.configs if c in CONFIG_TRANSFORMS)
+        raise InputError(f"{st.video} is fitting material of the channel transforms: evaluating {named} on it would flatter it")
     info = check_clip_range(video_path(st.video), st.start, st.frames, _frame_budget(st))  # reads packets only
     h, w = info[2]
     if any(a.target == "clip" for a in anchors) and st.frames * h * w > REMOTE_CLIP_PIXELS:
@@ -308,9 +309,8 @@ def _code(st, name, rel, x, clip, split, fingerprint) -> tuple[list, int, Encode
     return dec, 8 * len(stream), enc
 
 
-def _transform(st, name, channels, fingerprint):
-    """The channel transform a configuration codes through and the identity its streams name, or (None, fingerprint)."""
-    kind = CONFIG_TRANSFORMS.get(name)
+def _transform(st, kind, channels, fingerprint):
+    """The channel transform ``kind`` (a name in ``TRANSFORMS``, or None) and the identity its streams name, or (None, fingerprint)."""
     if kind is None:
         return None, fingerprint
     path = Path(st.transform) if st.transform and kind == "klt" else None
@@ -339,12 +339,13 @@ def _check_steps(st, name: str, x: torch.Tensor) -> None:
 
 
 def _ours(st, rows, feats, clip, split, fingerprint, progress) -> None:
-    transforms = {name: _transform(st, name, feats.shape[1], fingerprint) for name in st.configs}  # all checked before any encode
-    coded = {name: feats if t is None else t.encode(feats) for name, (t, _) in transforms.items()}
-    for name, x in coded.items():
-        _check_steps(st, name, x)
+    kinds = {name: CONFIG_TRANSFORMS.get(name) for name in st.configs}  # klt and intra_klt share one transform and one copy
+    transforms = {k: _transform(st, k, feats.shape[1], fingerprint) for k in dict.fromkeys(kinds.values())}  # all checked before any encode
+    coded = {k: feats if t is None else t.encode(feats) for k, (t, _) in transforms.items()}
     for name in st.configs:
-        (t, fp), x = transforms[name], coded[name]
+        _check_steps(st, name, coded[kinds[name]])
+    for name in st.configs:
+        (t, fp), x = transforms[kinds[name]], coded[kinds[name]]
         for rel in st.steps:
             dec, bits, enc = _code(st, name, rel, x, clip, split, fp)
             dec = torch.stack(dec)
@@ -501,11 +502,11 @@ def _goal(bd: dict, ours: list[str], anchors: list[str]) -> dict:
 
     ``best_mode`` is the mode the KL and remote-inference goals read, ``best_psnr_mode`` the one the feature-PSNR
     goal reads (:data:`GOAL_MODES`: ``kltw`` and ``klt`` where evaluated; ``kltw`` spends its bits where the cloud
-    looks, which feature PSNR does not reward).
+    looks, which feature PSNR does not reward), ``intra_mode`` the all-intra one the intra goal reads.
     """
     motion = [n for n in ours if n not in INTRA_CONFIGS]
     best, best_psnr = (_goal_mode(bd[key], motion, key) for key in ("task_db", "psnr"))  # each measure's goal by its own mode
-    intra = GOAL_MODES["intra"] if GOAL_MODES["intra"] in ours else "intra"
+    intra = next((n for n in (GOAL_MODES["intra"], "intra") if n in ours), None)
     g = {
         "best_mode": best,
         "best_psnr_mode": best_psnr,
@@ -611,7 +612,7 @@ def verdict(summary: dict) -> str:
         f"{mode('best_mode')}{_percent(g['best_vs_x265_ldp_kl'])}{_within(g, 'best_vs_x265_ldp_kl')} on task fidelity (KL; goal -25 %: {met('best_vs_x265_ldp_kl', 'meets_ldp_kl')}); "
         f"against remote inference on task fidelity: {_percent(g['best_vs_remote_net_kl'])}{_within(g, 'best_vs_remote_net_kl')} at the network's input size{_over(summary, 'net')}, "
         f"{_percent(g['best_vs_remote_clip_kl'])}{_within(g, 'best_vs_remote_clip_kl')} at the clip's size{_over(summary, 'clip')} (goal -50 %: "
-        f"{met('best_vs_remote_net_kl', 'meets_remote_net')}, {met('best_vs_remote_clip_kl', 'meets_remote_clip')}); `{g['intra_mode']}` against `x265_intra`: "
+        f"{met('best_vs_remote_net_kl', 'meets_remote_net')}, {met('best_vs_remote_clip_kl', 'meets_remote_clip')}); {mode('intra_mode')}against `x265_intra`: "
         f"{_percent(g['intra_vs_x265_intra_psnr'])} (goal 0 %: {met('intra_vs_x265_intra_psnr', 'meets_intra')}).{_bracket_note(g)} Noise floor (8-bit input): KL {f['kl']:.2e} ({f['task_db']:.1f} dB), top-1 agreement {f['top1_agreement']:.3f}. "
         "Every decoder output was bit-identical to the encoder's reconstruction (checked on each stream)."
     )

@@ -572,10 +572,11 @@ def _plot(rows, path: Path, st: EvalSettings, floor: dict) -> None:
 
     panels = (("psnr", "feature PSNR (dB)"), ("task_db", "task fidelity -10 log10 KL (dB)"), ("top1_agreement", "top-1 agreement with uncompressed"))
     fig, axes = pyplot().subplots(1, 3, figsize=(17, 5))
-    for name in dict.fromkeys(r["config"] for r in rows):
+    colours = pyplot().get_cmap("tab20").colors  # a run plots up to a dozen curves: the default cycle repeats after ten
+    for i, name in enumerate(dict.fromkeys(r["config"] for r in rows)):
         style = "o-" if name in CONFIGS else ("^:" if name.startswith("remote_") else "s--")
         for ax, (key, label) in zip(axes, panels, strict=True):
-            ax.plot(*_curve(rows, name, key), style, label=name, ms=4)
+            ax.plot(*_curve(rows, name, key), style, label=name, ms=4, color=colours[i % len(colours)])
             ax.set_ylabel(label)
     axes[1].axhline(floor["task_db"], color="k", lw=0.8, ls="--")
     axes[1].annotate("noise floor: 8-bit input", (0.02, floor["task_db"]), xycoords=("axes fraction", "data"), va="bottom", fontsize=8)

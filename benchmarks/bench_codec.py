@@ -138,8 +138,8 @@ def rd(todo: list[EvalSettings], out: Path) -> None:
         s = evaluate(st, out / f"{video}_{model}_{layer}")
         summaries.append(s)
         g, f, c = s["goal"], s["noise_floor"], s["confidence"]
-        rows.append((video, model, layer, s["stride"], g["best_psnr_mode"], _fmt(g["best_vs_x265_ldp_psnr"]), g["best_mode"], _fmt(g["best_vs_x265_ldp_kl"], g.get("best_vs_x265_ldp_kl_interval")),
-                     g["intra_mode"], _fmt(g["intra_vs_x265_intra_psnr"]), _fmt(g["best_vs_remote_net_kl"], g.get("best_vs_remote_net_kl_interval")),
+        rows.append((video, model, layer, s["stride"], g["best_psnr_mode"] or "n/a", _fmt(g["best_vs_x265_ldp_psnr"]), g["best_mode"] or "n/a", _fmt(g["best_vs_x265_ldp_kl"], g.get("best_vs_x265_ldp_kl_interval")),
+                     g["intra_mode"] or "n/a", _fmt(g["intra_mode_vs_x265_intra_psnr"]), _fmt(g["best_vs_remote_net_kl"], g.get("best_vs_remote_net_kl_interval")),
                      _fmt(g["best_vs_remote_clip_kl"], g.get("best_vs_remote_clip_kl_interval")), f"{f['kl']:.1e}", f"{c['median_top1_probability']:.2f}"))
         print(table(rows[-1:], HEADER), flush=True)
     print()

@@ -219,10 +219,10 @@ def test_the_intra_goal_reads_intra_in_klt_coordinates_where_it_was_run():
     bd = {"psnr": {"intra_vs_x265_intra": 3.0, "intra_klt_vs_x265_intra": -5.0, "intra_klt_vs_x265_ldp": -60.0, "klt_vs_x265_ldp": -30.0},
           "top1_agreement": {}, "task_db": {"intra_klt_vs_x265_ldp": -60.0, "klt_vs_x265_ldp": -30.0}}
     g = _goal(bd, ["intra", "intra_klt", "klt"], ["x265_ldp", "x265_intra"])
-    assert (g["intra_mode"], g["intra_vs_x265_intra_psnr"], g["meets_intra"]) == ("intra_klt", -5.0, True)
+    assert (g["intra_mode"], g["intra_mode_vs_x265_intra_psnr"], g["meets_intra"]) == ("intra_klt", -5.0, True)
     assert g["best_mode"] == g["best_psnr_mode"] == "klt"  # an all-intra configuration never answers for prediction
     g = _goal(bd, ["intra", "klt"], ["x265_ldp", "x265_intra"])
-    assert (g["intra_mode"], g["intra_vs_x265_intra_psnr"], g["meets_intra"]) == ("intra", 3.0, False)
+    assert (g["intra_mode"], g["intra_mode_vs_x265_intra_psnr"], g["meets_intra"]) == ("intra", 3.0, False)
 
 
 def test_intra_klt_codes_klt_s_coordinates_and_its_streams_name_that_transform():
@@ -288,6 +288,12 @@ def test_a_missing_transform_is_refused_before_any_encode(tmp_path):
     with pytest.raises(InputError, match="no channel transform"):
         evaluate(EvalSettings(layer="_blocks.2.add", frames=2, configs=("intra", "kltw"), anchors=()), tmp_path / "out", progress=done.append)
     assert done == [] and not (tmp_path / "out").exists()
+    from latentmotion.experiments.codec_eval import check_settings
+
+    with pytest.raises(InputError, match="no channel transform"):  # by the settings alone: before the model runs the clip
+        check_settings(EvalSettings(layer="_blocks.2.add", configs=("intra_klt",)))
+    with pytest.raises(InputError, match="not a regular file|no channel transform|not a channel transform"):
+        check_settings(EvalSettings(configs=("intra_klt",), transform=str(tmp_path)))
 
 
 def test_sweeps_refuse_repeats_and_lists_too_long_to_run():
@@ -375,7 +381,7 @@ def test_the_verdict_says_which_goals_were_not_measured():
     from latentmotion.experiments.codec_eval import verdict
 
     goal = {"best_mode": "block", "best_psnr_mode": None, "intra_mode": "intra", "best_vs_x265_ldp_psnr": None, "best_vs_x265_ldp_kl": -30.0,
-            "best_vs_remote_net_kl": None, "best_vs_remote_clip_kl": None, "intra_vs_x265_intra_psnr": 5.0, "remote_net_anchor": None,
+            "best_vs_remote_net_kl": None, "best_vs_remote_clip_kl": None, "intra_mode_vs_x265_intra_psnr": 5.0, "remote_net_anchor": None,
             "remote_clip_anchor": None, "meets_ldp_psnr": False, "meets_ldp_kl": True, "meets_remote_net": False, "meets_remote_clip": False,
             "meets_intra": False}
     text = verdict({"goal": goal, "noise_floor": {"kl": 1e-3, "task_db": 30.0, "top1_agreement": 0.9}})

@@ -60,7 +60,8 @@ __all__ = ["BOOTSTRAP", "CONFIGS", "CONFIDENT", "QPS", "STEPS", "EvalSettings", 
 #: for the task, does the same with the transform weighted by the cloud's Fisher information (squared error of its
 #: coordinates ~ the task's) and a lighter RDOQ: zeroing small residuals costs the cloud more than their squared
 #: error says (rdoq 0.2 instead of 0.6, 48 frames: KL BD-rate -20 % on bikes _blocks.4.add, -18 % on carphone
-#: _blocks.10.add, feature PSNR +1 / +8 %; measured when intra frames weighed rdoq squared steps, not re-tuned).
+#: _blocks.10.add, feature PSNR +1 / +8 %; measured when intra frames weighed rdoq squared steps; re-tried under the
+#: current rule, 0.1 and 0.3 each lost KL on two of three runs: docs/codec.md section 6).
 CONFIGS: dict[str, tuple[str, dict]] = {
     "intra": ("zero", {"intra_period": 1}),
     "zero": ("zero", {}),

@@ -294,6 +294,12 @@ def test_a_missing_transform_is_refused_before_any_encode(tmp_path):
         check_settings(EvalSettings(layer="_blocks.2.add", configs=("intra_klt",)))
     with pytest.raises(InputError, match="not a regular file|no channel transform|not a channel transform"):
         check_settings(EvalSettings(configs=("intra_klt",), transform=str(tmp_path)))
+    from latentmotion.models.transform import transform_path
+
+    mine, other = (str(transform_path("efficientnet_lite0", cut)) for cut in ("_blocks.4.add", "_blocks.10.add"))
+    check_settings(EvalSettings(layer="_blocks.4.add", configs=("intra_klt",), transform=mine))  # the cut's own file: taken
+    with pytest.raises(InputError, match="fitted for efficientnet_lite0 _blocks.10.add, not efficientnet_lite0 _blocks.4.add"):
+        check_settings(EvalSettings(layer="_blocks.4.add", configs=("klt",), transform=other))
 
 
 def test_sweeps_refuse_repeats_and_lists_too_long_to_run():

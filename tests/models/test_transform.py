@@ -126,6 +126,9 @@ def test_a_transform_of_other_weights_or_channels_is_refused():
         load_transform("efficientnet_lite0", "_blocks.4.add", weights="0123456789abcdef")
     with pytest.raises(InputError, match="transforms 40 channels"):
         load_transform("efficientnet_lite0", "_blocks.4.add", channels=112)
+    other = transform_path("efficientnet_lite0", "_blocks.4.add")  # given for another cut: refused by its record, whatever its channels
+    with pytest.raises(InputError, match="fitted for efficientnet_lite0 _blocks.4.add, not mobilenet_v2 features.6.add"):
+        load_transform("mobilenet_v2", "features.6.add", other)
 
 
 def test_missing_or_damaged_transform_is_one_clear_error(tmp_path):

@@ -215,6 +215,7 @@ def codec_eval(
     anchors: Optional[str] = typer.Option(None, help="comma-separated anchors, base[-modifier...] ('' for none; default: the strongest feature anchors and remote inference, docs/codec.md)"),
     qps: str = typer.Option("", help="comma-separated QPs for every anchor (default: each anchor family's own range)"),
     seed: int = typer.Option(0, help="seed of random weights (--weights random) and of the bootstrap of the KL intervals (recorded in summary.json)"),
+    transform_file: Optional[Path] = typer.Option(None, help="channel transform file for klt and intra_klt, from `codec fit-transform` (default: the one shipped for the cut)"),
     force: bool = typer.Option(False, help="overwrite a non-empty --out"),
 ) -> None:
     """Rate-distortion and task fidelity (KL, with its noise floor) of every configuration and anchor; BD-rates; report."""
@@ -232,9 +233,10 @@ def codec_eval(
     anchor_list = DEFAULT_ANCHORS if anchors is None else tuple(parse_list(anchors, str, "--anchors", empty=True))
     check_frame_range(start, frames, start + frames, video)  # the numbers themselves, before the video is opened
     source = video_path(video)
-    st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed)
-    check_settings(st)  # and the frames past the clip: before the model loads
-    with staged_folder(out, force, inputs=(source, *weights_inputs(weights))) as stage, progress_bar() as bar:
+    st = EvalSettings(video, model, layer, weights, start, frames, step_list, cfgs, anchor_list, qp_list, seed, transform=str(transform_file or ""))
+    check_settings(st)  # and the frames past the clip, and the transform files: before the model loads
+    inputs = (source, *weights_inputs(weights), *([transform_file] if transform_file else []))
+    with staged_folder(out, force, inputs=inputs) as stage, progress_bar() as bar:
         task = bar.add_task("encoding", total=len(cfgs) * len(step_list) + sum(len(st.anchor_qps(parse_anchor(a))) for a in anchor_list))
         summary = evaluate(st, stage, progress=lambda n: bar.advance(task, n))
     console.print(verdict(summary))

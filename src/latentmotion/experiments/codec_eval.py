@@ -199,6 +199,8 @@ def check_settings(st: EvalSettings) -> tuple[int, float, tuple[int, int]]:
     if set(CONFIG_TRANSFORMS) & set(st.configs) and _is_fitting_material(st.video):
         named = ", ".join(c for c in st.configs if c in CONFIG_TRANSFORMS)
         raise InputError(f"{st.video} is fitting material of the channel transforms: evaluating {named} on it would flatter it")
+    if st.transform and "klt" not in (CONFIG_TRANSFORMS.get(c) for c in st.configs):  # never silently unused
+        raise InputError("a transform file is for the configurations klt and intra_klt, and the configurations name neither")
     for kind in dict.fromkeys(CONFIG_TRANSFORMS[c] for c in st.configs if c in CONFIG_TRANSFORMS):  # a missing file: before the model runs
         load_transform(st.model, st.layer, _transform_file(st, kind), weighted=TRANSFORMS[kind])
     info = check_clip_range(video_path(st.video), st.start, st.frames, _frame_budget(st))  # reads packets only

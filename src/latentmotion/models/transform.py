@@ -244,12 +244,15 @@ def load_transform(model: str, layer: str, path: Path | None = None, weights: st
     try:
         with open_regular(path, "channel transform file") as f:  # a FIFO swapped in since the check cannot block the open
             blob = torch.load(f, map_location="cpu", weights_only=True)
-        s = blob["state"]
-        t, fitted = ChannelTransform(s["mean"], s["basis"], s["variance"], s.get("synthesis")).eval(), blob["record"].get("weights")
+        s, record = blob["state"], blob["record"]
+        t, fitted, cut = ChannelTransform(s["mean"], s["basis"], s["variance"], s.get("synthesis")).eval(), record.get("weights"), record.get("settings", {})
+        cut = (cut.get("model", model), cut.get("layer", layer))
     except InputError:
         raise
     except Exception as exc:  # a damaged or foreign file: one line
         raise InputError(f"{path} is not a channel transform file ({type(exc).__name__})") from None
+    if cut != (model, layer):  # another cut of as many channels would decode into the wrong features without a sound
+        raise InputError(f"{path} was fitted for {cut[0]} {cut[1]}, not {model} {layer}")
     if channels is not None and t.basis.shape[0] != channels:
         raise InputError(f"{path} transforms {t.basis.shape[0]} channels, but the {model} {layer} tensors to map have {channels}")
     if weights is not None and fitted != weights:

@@ -136,7 +136,7 @@ BAD: dict[str, list[tuple[tuple[str, ...], str]]] = {
         (("--anchors", "x265_ldp,x265_ldp-slow", "--out", "{out}"), "twice"),
         (("--anchors", "x265_ldp", "--qps", "20,30,40,52", "--out", "{out}"), "0..51"),
         (("--configs", "klt", "--layer", "_blocks.0._bn2", "--anchors", "", "--out", "{out}"), "fit-transform"),
-        (("--configs", "intra_klt", "--transform-file", "{tmp}/missing.pt", "--anchors", "", "--out", "{out}"), "no channel transform"),
+        (("--configs", "intra_klt", "--transform-file", "{tmp}/missing.pt", "--anchors", "", "--out", "{out}"), "does not exist"),
         (("--configs", "intra,kltw", "--transform-file", "{tmp}/afile", "--anchors", "", "--out", "{out}"), "name neither"),  # never silently unused
         (("--configs", "klt", "--transform-file", "{tmp}/afile", "--anchors", "", "--out", "{out}"), "not a channel transform"),
         (("--weights", "{old}/w.pt", "--anchors", "", "--out", "{old}", "--force"), "holds the command's input"),  # --force would delete them

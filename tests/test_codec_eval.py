@@ -184,6 +184,7 @@ def test_evaluation_reports_every_measure_the_noise_floor_and_the_klt_configurat
     assert set(s["bd_rate_percent_kl"]) >= {"klt_vs_x265_ldp", "kltw_vs_x265_ldp", "block_vs_remote_x265_net", "klt_vs_block"}
     g = s["goal"]
     assert s["bootstrap"]["seed"] == st.seed and not any(k.endswith("_interval") for k in g)  # 4 frames: no block bootstrap
+    assert s["transform_file"] is None and "coded through" not in (tmp_path / "report.md").read_text()  # the shipped transforms
     assert {float(r["intra_share"]) for r in rows if r["config"] == "intra_klt"} == {1.0} and g["intra_mode"] == "intra_klt"
     assert set(s["bd_span_kl_db"]) == {f"{a}_vs_{r}" for a in ("block", "klt", "kltw", "intra_klt") for r in ("x265_ldp", "remote_x265_net")}
     assert all(v[0] < v[1] <= f["task_db"] for v in s["bd_span_kl_db"].values() if v)  # only below the floor's quality
@@ -292,7 +293,7 @@ def test_a_missing_transform_is_refused_before_any_encode(tmp_path):
 
     with pytest.raises(InputError, match="no channel transform"):  # by the settings alone: before the model runs the clip
         check_settings(EvalSettings(layer="_blocks.2.add", configs=("intra_klt",)))
-    with pytest.raises(InputError, match="not a regular file|no channel transform|not a channel transform"):
+    with pytest.raises(InputError, match="does not exist or is not a regular file"):
         check_settings(EvalSettings(configs=("intra_klt",), transform=str(tmp_path)))
     from latentmotion.models.transform import transform_path
 
@@ -422,3 +423,13 @@ def test_codec_eval_s_help_names_every_configuration():
 
     text = inspect.signature(codec_eval).parameters["configs"].default.help
     assert all(f" {name}," in text or f" {name})" in text or f"({name}," in text for name in CONFIGS), text
+
+
+def test_an_evaluation_through_a_given_transform_file_says_so(tmp_path):
+    from latentmotion.experiments.codec_eval import EvalSettings, evaluate
+    from latentmotion.models.transform import transform_path
+
+    path = str(transform_path("efficientnet_lite0", "_blocks.4.add"))
+    st = EvalSettings(layer="_blocks.4.add", frames=2, steps=(0.25, 0.5, 1.0, 2.0), configs=("intra_klt",), anchors=(), transform=path)
+    s = evaluate(st, tmp_path)
+    assert s["transform_file"] == path and f"coded through {path}" in (tmp_path / "report.md").read_text()

@@ -129,6 +129,11 @@ def test_a_transform_of_other_weights_or_channels_is_refused():
     other = transform_path("efficientnet_lite0", "_blocks.4.add")  # given for another cut: refused by its record, whatever its channels
     with pytest.raises(InputError, match="fitted for efficientnet_lite0 _blocks.4.add, not mobilenet_v2 features.6.add"):
         load_transform("mobilenet_v2", "features.6.add", other)
+    task = transform_path("efficientnet_lite0", "_blocks.4.add", weighted=True)  # kltw's file where klt's is asked for: refused
+    with pytest.raises(InputError, match="weighted by the task"):
+        load_transform("efficientnet_lite0", "_blocks.4.add", task)
+    with pytest.raises(InputError, match="a plain KLT"):
+        load_transform("efficientnet_lite0", "_blocks.4.add", other, weighted=True)
 
 
 def test_missing_or_damaged_transform_is_one_clear_error(tmp_path):
@@ -136,6 +141,12 @@ def test_missing_or_damaged_transform_is_one_clear_error(tmp_path):
         load_transform("efficientnet_lite0", "_blocks.0._bn2")
     bad = tmp_path / "t.pt"
     bad.write_bytes(b"not a transform")
+    with pytest.raises(InputError, match="not a channel transform"):
+        load_transform("efficientnet_lite0", "_blocks.4.add", bad)
+    with pytest.raises(InputError, match="does not exist or is not a regular file"):  # a given path: no advice to fit one
+        load_transform("efficientnet_lite0", "_blocks.4.add", tmp_path)
+    blob = torch.load(transform_path("efficientnet_lite0", "_blocks.4.add"), weights_only=True)
+    torch.save({"state": blob["state"], "record": {"weights": blob["record"]["weights"]}}, bad)  # a sound basis, no record of its cut
     with pytest.raises(InputError, match="not a channel transform"):
         load_transform("efficientnet_lite0", "_blocks.4.add", bad)
 

@@ -562,6 +562,7 @@ def _summarise(rows, st, fps, split, weights, rms, floor, conf) -> dict:
         "environment": environment(),
         "bootstrap": {**BOOTSTRAP, "seed": st.seed, "min_frames": MIN_BLOCKS * BOOTSTRAP["block"]},
         "encoder_overrides": st.extra,
+        "transform_file": st.transform or None,  # klt's and intra_klt's, where not the shipped one
         "confidence": conf,
         "noise_floor": floor,
         "bd_rate_percent": bd["psnr"],
@@ -669,7 +670,7 @@ def report_section(summary: dict, rows: list[dict], figure: str) -> str:
         f"{c['threshold']}. Noise floor (input rounded to 8 bits, no coding): KL {f['kl']:.2e} ({f['task_db']:.1f} dB), top-1 agreement {f['top1_agreement']:.3f}, "
         f"on confident frames {f['top1_confident']:.3f}.",
         "",
-        f"Environment: {describe(summary.get('environment'))}",
+        f"Environment: {describe(summary.get('environment'))}" + (f". klt and intra_klt coded through {summary['transform_file']}" if summary.get("transform_file") else ""),
         "",
         md_table(
             ("config", "step/rms or QP", "kbit/s", "bits/frame", "PSNR dB", "KL", "task dB", "top-1 agree", "top-1 confident", "top-5 overlap"),

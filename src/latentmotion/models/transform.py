@@ -234,25 +234,29 @@ def load_transform(model: str, layer: str, path: Path | None = None, weights: st
     given, must be those the basis was fitted on: a basis of other weights would decode
     into the wrong features without a sound.
     """
-    path = path or transform_path(model, layer, weighted)
+    given, path = path is not None, path or transform_path(model, layer, weighted)
     try:
         found = path.is_file()
     except OSError:  # e.g. a name too long for the file system: no such file either
         found = False
+    if not found and given:
+        raise InputError(f"channel transform file {path} does not exist or is not a regular file")
     if not found:
         raise InputError(f"no channel transform for {model} {layer} ({path}); fit one with `latentmotion codec fit-transform --model {model} --layer {layer}{f' --task-weight {TASK_WEIGHT}' if weighted else ''} --out FILE`")
     try:
         with open_regular(path, "channel transform file") as f:  # a FIFO swapped in since the check cannot block the open
             blob = torch.load(f, map_location="cpu", weights_only=True)
         s, record = blob["state"], blob["record"]
-        t, fitted, cut = ChannelTransform(s["mean"], s["basis"], s["variance"], s.get("synthesis")).eval(), record.get("weights"), record.get("settings", {})
-        cut = (cut.get("model", model), cut.get("layer", layer))
+        t, fitted, cut = ChannelTransform(s["mean"], s["basis"], s["variance"], s.get("synthesis")).eval(), record.get("weights"), record["settings"]
+        cut = (cut["model"], cut["layer"])
     except InputError:
         raise
     except Exception as exc:  # a damaged or foreign file: one line
         raise InputError(f"{path} is not a channel transform file ({type(exc).__name__})") from None
     if cut != (model, layer):  # another cut of as many channels would decode into the wrong features without a sound
         raise InputError(f"{path} was fitted for {cut[0]} {cut[1]}, not {model} {layer}")
+    if hasattr(t, "synthesis") != weighted:  # coded as the other kind, its rows would carry the wrong name and RDOQ
+        raise InputError(f"{path} is {'a plain KLT' if weighted else 'weighted by the task (kltw)'}, not {'weighted by the task' if weighted else 'a plain KLT'}")
     if channels is not None and t.basis.shape[0] != channels:
         raise InputError(f"{path} transforms {t.basis.shape[0]} channels, but the {model} {layer} tensors to map have {channels}")
     if weights is not None and fitted != weights:

@@ -68,3 +68,22 @@ def test_ray_serve_backend_answers_like_in_process_inference(ray_server):
     for c, it, rep in zip(coders, items, reps):
         assert not rep.lost and [rep.results[s][0] for s in range(4)] == reference(c, it)
     assert max(b for rep in reps for b in rep.batches) > 1  # @serve.batch gathered frames of several edges
+
+
+@pytest.mark.parametrize("family,host", [("AF_INET", "127.0.0.1"), ("AF_INET6", "::1"), ("AF_INET6", "[::1]")])
+def test_a_listener_that_is_no_ray_cluster_is_told_apart_from_none(family, host):
+    """TCP answers but no gRPC handshake: refused as such, IPv6 written with or without brackets (one address rule)."""
+    import socket
+
+    from latentmotion.errors import InputError
+    from latentmotion.service.ray_backend import check_reachable
+
+    try:
+        srv = socket.socket(getattr(socket, family))
+        srv.bind((host.strip("[]"), 0))
+    except OSError:
+        pytest.skip(f"no {family} loopback here")
+    with srv:
+        srv.listen()
+        with pytest.raises(InputError, match="something listens there, but no Ray cluster answers"):
+            check_reachable(f"{host}:{srv.getsockname()[1]}", timeout=0.5)

@@ -21,6 +21,7 @@ import torch
 
 from ..errors import InputError
 from ..tasks import Task
+from .auth import address as address_of
 from .auth import unbracket
 from .backends import CloudHandle, ModelCache, ServedModel, StreamError, probe_output
 from .batcher import Prediction, run_tasks
@@ -110,7 +111,7 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         socket.create_connection((bare, int(port)), timeout=timeout).close()
     except (OSError, UnicodeError) as exc:  # UnicodeError: a host name IDNA cannot encode
         raise InputError(f"--ray {address!r}: no Ray cluster answers there ({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
-    channel = grpc.insecure_channel(f"{host}:{port}")  # a listener that is no gRPC server never completes the handshake
+    channel = grpc.insecure_channel(address_of(bare, int(port)))  # a listener that is no gRPC server never completes the handshake
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout)
     except grpc.FutureTimeoutError:

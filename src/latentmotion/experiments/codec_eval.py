@@ -150,12 +150,15 @@ def _bd(rate_a, dist_a, rate_b, dist_b, method: str = "akima", upto: float | Non
     import bjontegaard as bd
 
     (rate_a, dist_a), (rate_b, dist_b) = _envelope(rate_a, dist_a), _envelope(rate_b, dist_b)
-    if min(len(rate_a), len(rate_b)) < 2 or (upto is not None and _overlap(dist_a, dist_b, upto) is None):
+    if min(len(rate_a), len(rate_b)) < 2:
+        return None
+    span = None if upto is None else _overlap(dist_a, dist_b, upto)
+    if upto is not None and span is None:
         return None
     try:
         v, f_a, f_b = bd.bd_rate(rate_a, dist_a, rate_b, dist_b, method=method, require_matching_points=False, min_overlap=0.0, interpolators=True)
-        if upto is not None:  # the same interpolants (log10 rate over quality), averaged up to ``upto`` only
-            lo, hi = _overlap(dist_a, dist_b, upto)
+        if span:  # the same interpolants (log10 rate over quality), averaged up to ``upto`` only
+            lo, hi = span
             v = (10 ** ((f_b.integrate(lo, hi) - f_a.integrate(lo, hi)) / (hi - lo)) - 1) * 100
     except (ValueError, AssertionError, ArithmeticError, np.linalg.LinAlgError):  # non-monotonic or non-overlapping curves have no BD-rate
         return None
